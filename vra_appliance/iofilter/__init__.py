@@ -1,0 +1,1 @@
+"""iofilter package."""

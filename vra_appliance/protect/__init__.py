@@ -1,0 +1,1 @@
+"""protect package."""

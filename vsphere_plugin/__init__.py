@@ -1,0 +1,1 @@
+"""vsphere_plugin package."""

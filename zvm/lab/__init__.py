@@ -1,0 +1,1 @@
+"""The two-site lab: the whole product on one machine against simulated vCenters."""
