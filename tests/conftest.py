@@ -1,0 +1,77 @@
+"""Fixtures shared by every test: simulated vCenters (vcsim) for one site and for two sites.
+
+``vcsim_site`` is one protected vCenter for a test module; ``two_sites`` is a protected and a recovery
+vCenter, each with a cluster of three hosts, VMs whose disks are real sparse files, a datastore (a real
+directory) and networks, started once per test session and stopped at its end. Tests that change the
+inventory should start their own with ``start_vcsim``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from zvm.lab.vcsim import Vcsim, VcsimSpec
+
+REQUIRED_TOOLS = ["go", "fio", "qemu-io", "qemu-img", "nbdkit", "nbdcopy", "nbdinfo"]
+
+
+def pytest_sessionstart(session):
+    # A missing tool is an install problem, never a reason to skip: fail loudly and say what to install.
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise pytest.UsageError(
+            f"missing tools {missing}: run the tests through ./run test, which installs them")
+
+
+@dataclass
+class TwoSites:
+    protected: Vcsim
+    recovery: Vcsim
+
+
+@pytest.fixture(scope="session")
+def start_vcsim(tmp_path_factory) -> Iterator:
+    """A factory: ``start_vcsim(name, VcsimSpec(...))`` starts a vcsim stopped at the end of the session."""
+    started: list[Vcsim] = []
+
+    def start(name: str, spec: VcsimSpec | None = None) -> Vcsim:
+        sim = Vcsim.start(name, tmp_path_factory.mktemp(f"vcsim-{name}"), spec)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture(scope="session")
+def two_sites(start_vcsim) -> TwoSites:
+    spec = VcsimSpec(hosts_per_cluster=3, vms_per_pool=4, datastores=2, portgroups=2, disk_mb=64)
+    return TwoSites(protected=start_vcsim("protected", spec), recovery=start_vcsim("recovery", spec))
+
+
+@pytest.fixture(scope="module")
+def vcsim_site(tmp_path_factory) -> Iterator[Vcsim]:
+    sim = Vcsim.start("site", tmp_path_factory.mktemp("vcsim-site"), VcsimSpec())
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def vcenter_config():
+    """Build a VCenterConfig for a running vcsim."""
+    from zvm.vcenter import VCenterConfig
+
+    def make(sim: Vcsim, **kw) -> VCenterConfig:
+        return VCenterConfig(url=sim.url, username=sim.username, password=sim.password, **kw)
+
+    return make
+
+
+def datastore_path(sim: Vcsim, name: str = "LocalDS_0") -> Path:
+    return Path(sim.datastores[name])
