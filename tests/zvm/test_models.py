@@ -1,0 +1,148 @@
+"""The ZVM's state: schema migrations, password and secret handling, constraints; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import peewee
+import pytest
+from playhouse.migrate import migrate as run_ops
+
+from zvm import db as zdb
+from zvm import models as m
+from zvm.errors import ConfigError, ConflictError, CorruptionError
+from zvm.migrations import BASELINE, Migration, current_version, latest_version, migrate
+
+
+def test_fresh_database_is_created_at_the_baseline_and_migrating_again_changes_nothing(database):
+    assert current_version(database) == latest_version() == BASELINE
+    tables = set(database.get_tables())
+    assert {mod._meta.table_name for mod in m.ALL_MODELS} <= tables
+    assert migrate(database) == BASELINE
+    assert [r.version for r in m.SchemaVersion.select()] == [BASELINE]
+
+
+def test_migrations_apply_in_order_and_each_is_recorded(database):
+    applied = []
+
+    def add_note(db, migrator):
+        applied.append(2)
+        run_ops(migrator.add_column("vpg", "note", peewee.TextField(default="")))
+
+    def fill_note(db, migrator):
+        applied.append(3)
+        db.execute_sql("UPDATE vpg SET note = 'migrated'")
+
+    # given out of order on purpose
+    steps = [Migration(3, "fill note", fill_note), Migration(2, "add note", add_note)]
+    assert migrate(database, steps) == 3
+    assert applied == [2, 3]
+    assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2, 3]
+    assert "note" in [c.name for c in database.get_columns("vpg")]
+    assert migrate(database, steps) == 3 and applied == [2, 3]
+
+
+def test_a_failing_migration_leaves_the_previous_version_and_schema(database):
+    def half_done(db, migrator):
+        run_ops(migrator.add_column("vpg", "half", peewee.TextField(default="")))
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        migrate(database, [Migration(2, "breaks half-way", half_done)])
+    assert current_version(database) == BASELINE
+    assert "half" not in [c.name for c in database.get_columns("vpg")]
+
+
+def test_a_database_newer_than_the_code_is_refused(database):
+    m.SchemaVersion.create(version=BASELINE + 5, description="from the future")
+    with pytest.raises(ConfigError, match="newer than this ZVM"):
+        migrate(database)
+
+
+def test_tables_without_a_schema_version_are_refused(tmp_path):
+    db = zdb.bind(zdb.open_database(zdb.default_url(tmp_path)))
+    db.create_tables([m.Vpg, m.Site])
+    with pytest.raises(ConfigError, match="no schema_version"):
+        migrate(db)
+    db.close()
+
+
+def test_migration_versions_must_be_unique_and_above_the_baseline(database):
+    noop = lambda db, migrator: None  # noqa: E731
+    with pytest.raises(ConfigError):
+        migrate(database, [Migration(2, "a", noop), Migration(2, "b", noop)])
+    with pytest.raises(ConfigError):
+        migrate(database, [Migration(BASELINE, "a", noop)])
+
+
+def test_passwords_are_stored_as_scrypt_hashes(database):
+    user = m.User(username="admin")
+    user.set_password("s3cret-Pass")
+    user.save()
+    stored = m.User.get(m.User.username == "admin")
+    assert "s3cret-Pass" not in stored.password_hash
+    assert stored.password_hash.startswith("scrypt$")
+    assert stored.check_password("s3cret-Pass")
+    assert not stored.check_password("s3cret-pass")
+    # the same password hashes differently for another user (salted)
+    other = m.hash_password("s3cret-Pass")
+    assert other != stored.password_hash and m.verify_password("s3cret-Pass", other)
+
+
+def test_a_vm_belongs_to_one_vpg_at_most(database):
+    site = m.Site.create(name="local", is_local=True)
+    a = m.Vpg.create(name="a", protected_site=site, recovery_site=site)
+    b = m.Vpg.create(name="b", protected_site=site, recovery_site=site)
+    m.VpgVm.create(vpg=a, vm_moid="vm-1", name="web")
+    with pytest.raises(ConflictError):
+        with zdb.transaction(database):
+            m.VpgVm.create(vpg=b, vm_moid="vm-1", name="web")
+    assert m.VpgVm.select().count() == 1
+
+
+def test_deleting_a_vpg_removes_its_vms_volumes_and_checkpoints(database):
+    site = m.Site.create(name="local", is_local=True)
+    vpg = m.Vpg.create(name="a", protected_site=site, recovery_site=site, boot_groups=[{"Name": "db"}])
+    vm = m.VpgVm.create(vpg=vpg, vm_moid="vm-1", name="web")
+    m.VpgVolume.create(vm=vm, disk_key=2000, file_name="[ds] web/web.vmdk", capacity=1 << 30)
+    m.Checkpoint.create(vpg=vpg, tag="before upgrade")
+    assert m.Vpg.get_by_id(vpg.id).boot_groups == [{"Name": "db"}]  # JSON round trip
+    vpg.delete_instance()
+    assert (m.VpgVm.select().count(), m.VpgVolume.select().count(), m.Checkpoint.select().count()) == (0, 0, 0)
+
+
+def test_inventory_rows_are_unique_per_site_and_moid(database):
+    a = m.Site.create(name="a", is_local=True)
+    b = m.Site.create(name="b")
+    m.InvVm.create(site=a, moid="vm-1", name="x", disks=[{"key": 2000, "capacity": 5 << 30}])
+    m.InvVm.create(site=b, moid="vm-1", name="x")  # the peer's vCenter has its own moids
+    with pytest.raises(ConflictError), zdb.transaction(database):
+        m.InvVm.create(site=a, moid="vm-1", name="y")
+    assert m.InvVm.get(m.InvVm.site == a).disks == [{"key": 2000, "capacity": 5 << 30}]
+
+
+def test_secret_box_key_is_private_and_ciphertext_hides_the_secret(tmp_path):
+    box = zdb.SecretBox.in_dir(tmp_path)
+    key_file = tmp_path / "secret.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    token = box.encrypt("vcenter-password")
+    assert "vcenter-password" not in token
+    assert zdb.SecretBox.in_dir(tmp_path).decrypt(token) == "vcenter-password"  # the same key is reused
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(CorruptionError, match="secret.key"):
+        zdb.SecretBox.in_dir(other).decrypt(token)
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        zdb.SecretBox.in_dir(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://", "postgresql:///nohost"])
+def test_unsupported_database_urls_say_what_to_use(url):
+    with pytest.raises(ConfigError, match="sqlite|postgresql"):
+        zdb.open_database(url)
+
+
+def test_redact_hides_the_password():
+    assert zdb.redact("postgresql://zvm:hunter2@db:5432/zvm") == "postgresql://zvm:***@db:5432/zvm"

@@ -1,0 +1,93 @@
+"""Versioned schema migrations.
+
+The ``schema_version`` table holds one row per version applied. A fresh database is created from the
+current models and stamped with the latest version (the baseline). A database from an older ZVM gets the
+migrations above its version, in order, each in its own transaction with its version row, so a failed
+migration leaves the database at the previous version, untouched (SQLite and PostgreSQL both run DDL inside
+transactions). A database newer than this ZVM is refused: downgrading is not supported.
+
+To change the schema: change the models, then append ``Migration(N + 1, "what", function)`` where the
+function brings a version-N database to the new shape (``playhouse.migrate.SchemaMigrator`` helps). A
+shipped migration is never edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import peewee
+from playhouse.migrate import SchemaMigrator
+
+from zvm import models
+from zvm.db import is_postgres, transaction
+from zvm.errors import ConfigError
+
+BASELINE = 1
+# Migrations lock out each other across processes (gunicorn workers starting together) with this key.
+PG_ADVISORY_LOCK = 0x7A766D  # "zvm"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[peewee.Database, SchemaMigrator], None]
+
+
+MIGRATIONS: list[Migration] = []
+
+
+def current_version(db: peewee.Database) -> int | None:
+    if not db.table_exists(models.SchemaVersion._meta.table_name):
+        return None
+    got = models.SchemaVersion.select(peewee.fn.MAX(models.SchemaVersion.version)).scalar()
+    return int(got) if got is not None else None
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return max([BASELINE, *(m.version for m in migrations)])
+
+
+def _lock(db: peewee.Database):
+    # SQLite transactions take the write lock at BEGIN (zvm.db); PostgreSQL needs an explicit lock.
+    if is_postgres(db):
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PG_ADVISORY_LOCK,))
+
+
+def migrate(db: peewee.Database, migrations: Sequence[Migration] = MIGRATIONS,
+            all_models: Sequence[type[peewee.Model]] = models.ALL_MODELS) -> int:
+    """Bring the database to the latest schema version; returns it. Safe to run from several processes."""
+    ordered = sorted(migrations, key=lambda m: m.version)
+    versions = [m.version for m in ordered]
+    if len(set(versions)) != len(versions) or (versions and versions[0] <= BASELINE):
+        raise ConfigError(f"migration versions {versions} must be unique and above the baseline {BASELINE}")
+    latest = latest_version(ordered)
+    with transaction(db):
+        _lock(db)
+        version = current_version(db)
+        if version is None:
+            ours = {m._meta.table_name for m in all_models}
+            if ours & set(db.get_tables()):
+                raise ConfigError(
+                    "the database holds ZVM tables but no schema_version: it was not created by a ZVM "
+                    "release, or a migration was interrupted by hand; restore a backup or use an empty "
+                    "database")
+            db.create_tables(all_models)
+            models.SchemaVersion.create(version=latest, description="baseline")
+            return latest
+    if version > latest:
+        raise ConfigError(f"the database is at schema version {version}, newer than this ZVM knows "
+                          f"({latest}): run the newer ZVM, or restore a backup taken before the upgrade")
+    migrator = SchemaMigrator.from_database(db)
+    for migration in ordered:
+        if migration.version <= version:
+            continue
+        with transaction(db):
+            _lock(db)
+            if (current_version(db) or 0) >= migration.version:
+                continue  # another process applied it meanwhile
+            migration.apply(db, migrator)
+            models.SchemaVersion.create(version=migration.version, description=migration.description)
+        version = migration.version
+    return version

@@ -1,0 +1,379 @@
+"""The ZVM's state, as peewee models bound to ``zvm.db.database_proxy``.
+
+    Site ──< PeerSite                 this ZVM's own site (is_local) and each paired site
+    Site ──< InvHost, InvCluster,     the vCenter inventory of a site (the local one from vCenter, a peer's
+             InvDatastore, InvNetwork,  from the peer over 9081); keyed by (site, moid)
+             InvFolder, InvVm
+    Site ──< Vra                      one replication appliance per ESXi host
+    Vpg ──< VpgVm ──< VpgVolume       protection groups, their VMs and the VMs' disks
+    Vpg ──< Checkpoint
+    VpgSettings                       a draft of a VPG's settings (vpgSettings create-edit-commit)
+    Task, Alert, Event                long operations, raised conditions, the audit trail
+    User ──< Session                  API users (scrypt password hashes) and their sessions (token hashes)
+    PairingToken                      tokens this site handed out for a peer to pair with (hashes only)
+    SchemaVersion                     migrations applied (zvm/migrations.py)
+
+Times are UTC seconds since the epoch (floats). Identifiers shown to users are UUID strings. No secret is
+stored in clear: passwords as scrypt hashes, session and pairing tokens as SHA-256 hashes, vCenter and peer
+credentials encrypted (zvm.db.SecretBox).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+import uuid
+
+import peewee
+from peewee import (
+    BooleanField,
+    CharField,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    JSONField,
+    TextField,
+)
+
+from zvm.db import database_proxy
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> float:
+    return time.time()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    description = TextField()
+    applied_at = DoubleField(default=now)
+
+
+# --- users and sessions ----------------------------------------------------------------------------------
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` (base64): slow on purpose, so a stolen database resists guessing."""
+    salt = salt or os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                         dklen=32)
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def token_hash(token: str) -> str:
+    """Tokens are random (128+ bits), so a fast hash is enough to keep them out of the database."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class User(BaseModel):
+    username = CharField(unique=True, max_length=128)
+    password_hash = CharField(max_length=255)
+    role = CharField(default="admin", max_length=32)
+    created_at = DoubleField(default=now)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = hash_password(password)
+
+    def check_password(self, password: str) -> bool:
+        return verify_password(password, self.password_hash)
+
+
+class Session(BaseModel):
+    token_hash = CharField(unique=True, max_length=64)
+    user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    created_at = DoubleField(default=now)
+    last_used = DoubleField(default=now)
+    client = CharField(default="", max_length=255)
+
+
+# --- sites ---------------------------------------------------------------------------------------------
+
+class Site(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    name = CharField(max_length=255)
+    location = CharField(default="", max_length=255)
+    contact = CharField(default="", max_length=255)
+    is_local = BooleanField(default=False)
+    zvm_address = CharField(default="", max_length=255)
+    api_port = IntegerField(default=9080)
+    peer_port = IntegerField(default=9081)
+    vcenter_url = CharField(default="", max_length=512)
+    vcenter_username = CharField(default="", max_length=255)
+    vcenter_password_enc = TextField(default="")
+    vcenter_verify = CharField(default="true", max_length=512)  # "true", "false" or a CA bundle path
+    vcenter_thumbprint = CharField(default="", max_length=128)
+    vcenter_uuid = CharField(default="", max_length=64)
+    version = CharField(default="", max_length=32)
+    inventory_loaded_at = DoubleField(null=True)
+    inventory_version = CharField(default="", max_length=255)  # the PropertyCollector's last version
+
+
+class PeerSite(BaseModel):
+    """A site this ZVM is paired with; ``certificate_pem`` authenticates it on 9081 (mutual TLS)."""
+
+    site = ForeignKeyField(Site, unique=True, backref="peer", on_delete="CASCADE")
+    host_name = CharField(max_length=255)
+    port = IntegerField(default=9081)
+    certificate_pem = TextField(default="")
+    state = CharField(default="Paired", max_length=32)  # Paired, Unreachable, Unpairing
+    paired_at = DoubleField(default=now)
+    last_seen = DoubleField(null=True)
+    inventory_loaded_at = DoubleField(null=True)
+
+
+class PairingToken(BaseModel):
+    token_hash = CharField(unique=True, max_length=64)
+    created_at = DoubleField(default=now)
+    expires_at = DoubleField()
+    used_at = DoubleField(null=True)
+    created_by = CharField(default="", max_length=128)
+
+
+# --- inventory (a copy of each site's vCenter inventory, kept current by the watcher) ---------------------
+
+class _InventoryModel(BaseModel):
+    site = ForeignKeyField(Site, on_delete="CASCADE")
+    moid = CharField(max_length=64)
+    name = CharField(max_length=255)
+
+
+class InvCluster(_InventoryModel):
+    datacenter = CharField(default="", max_length=64)
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+class InvHost(_InventoryModel):
+    cluster = CharField(null=True, max_length=64)
+    datacenter = CharField(default="", max_length=64)
+    connection_state = CharField(default="", max_length=32)
+    power_state = CharField(default="", max_length=32)
+    datastores = JSONField(default=list)
+    networks = JSONField(default=list)
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+class InvDatastore(_InventoryModel):
+    type = CharField(default="", max_length=32)
+    capacity = peewee.BigIntegerField(default=0)
+    free_space = peewee.BigIntegerField(default=0)
+    url = CharField(default="", max_length=1024)
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+class InvNetwork(_InventoryModel):
+    kind = CharField(default="Network", max_length=64)
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+class InvFolder(_InventoryModel):
+    parent = CharField(null=True, max_length=64)
+    path = CharField(default="", max_length=1024)  # "/DC0/vm/Finance"
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+class InvVm(_InventoryModel):
+    uuid = CharField(default="", max_length=64)
+    instance_uuid = CharField(default="", max_length=64)
+    host = CharField(null=True, max_length=64)
+    power_state = CharField(default="", max_length=32)
+    folder = CharField(null=True, max_length=64)
+    networks = JSONField(default=list)
+    disks = JSONField(default=list)  # [{key, label, file_name, datastore, capacity, uuid}]
+
+    class Meta:
+        indexes = ((("site", "moid"), True),)
+
+
+INVENTORY_MODELS = [InvCluster, InvHost, InvDatastore, InvNetwork, InvFolder, InvVm]
+
+
+# --- VRAs ----------------------------------------------------------------------------------------------
+
+class Vra(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    site = ForeignKeyField(Site, backref="vras", on_delete="CASCADE")
+    host_moid = CharField(max_length=64)
+    host_name = CharField(max_length=255)
+    name = CharField(max_length=255)  # Z-VRA-<host>
+    vm_moid = CharField(null=True, max_length=64)
+    state = CharField(default="Installing", max_length=32)  # Installing, Installed, Uninstalling, Error
+    datastore_moid = CharField(max_length=64)
+    network_moid = CharField(max_length=64)
+    ip_mode = CharField(default="Dhcp", max_length=16)  # Dhcp, Static
+    ip_address = CharField(default="", max_length=64)
+    subnet_mask = CharField(default="", max_length=64)
+    gateway = CharField(default="", max_length=64)
+    control_address = CharField(default="", max_length=255)  # host:port of the VRA's gRPC (4005)
+    memory_gb = IntegerField(default=3)
+    version = CharField(default="", max_length=32)
+    reachable = BooleanField(default=False)
+    last_seen = DoubleField(null=True)
+    created_at = DoubleField(default=now)
+
+    class Meta:
+        indexes = ((("site", "host_moid"), True),)
+
+
+# --- VPGs ----------------------------------------------------------------------------------------------
+
+class Vpg(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    name = CharField(unique=True, max_length=255)
+    protected_site = ForeignKeyField(Site, backref="protected_vpgs", on_delete="CASCADE")
+    recovery_site = ForeignKeyField(Site, backref="recovery_vpgs", on_delete="CASCADE")
+    status = CharField(default="Initializing", max_length=32)
+    substatus = CharField(default="None", max_length=32)
+    priority = CharField(default="Medium", max_length=16)
+    rpo_threshold_seconds = IntegerField(default=300)
+    journal_history_hours = IntegerField(default=24)
+    journal_hard_limit_mb = IntegerField(default=0)  # 0: unlimited
+    journal_warning_mb = IntegerField(default=0)
+    journal_datastore = CharField(null=True, max_length=64)
+    wan_compression = BooleanField(default=True)
+    recovery_host = CharField(null=True, max_length=64)
+    recovery_cluster = CharField(null=True, max_length=64)
+    recovery_datastore = CharField(null=True, max_length=64)
+    recovery_folder = CharField(null=True, max_length=64)
+    failover_network = CharField(null=True, max_length=64)
+    test_network = CharField(null=True, max_length=64)
+    boot_groups = JSONField(default=list)  # [{"Name": ..., "BootDelayInSeconds": ...}]
+    paused = BooleanField(default=False)
+    # monitoring figures, updated from the VRAs' reports
+    actual_rpo_seconds = IntegerField(null=True)
+    throughput_mb = DoubleField(default=0.0)
+    iops = IntegerField(default=0)
+    journal_used_mb = DoubleField(default=0.0)
+    history_seconds = IntegerField(default=0)
+    last_checkpoint_at = DoubleField(null=True)
+    last_report_at = DoubleField(null=True)
+    created_at = DoubleField(default=now)
+    updated_at = DoubleField(default=now)
+
+
+class VpgVm(BaseModel):
+    vpg = ForeignKeyField(Vpg, backref="vms", on_delete="CASCADE")
+    vm_moid = CharField(max_length=64)
+    name = CharField(max_length=255)
+    boot_group = CharField(default="", max_length=255)
+    recovery_host = CharField(null=True, max_length=64)
+    recovery_datastore = CharField(null=True, max_length=64)
+
+    class Meta:
+        # a VM is protected by one VPG at most
+        indexes = ((("vm_moid",), True),)
+
+
+class VpgVolume(BaseModel):
+    vm = ForeignKeyField(VpgVm, backref="volumes", on_delete="CASCADE")
+    volume_id = CharField(unique=True, default=new_id, max_length=64)  # the id replication uses
+    disk_key = IntegerField()
+    file_name = CharField(max_length=1024)
+    capacity = peewee.BigIntegerField(default=0)
+    recovery_datastore = CharField(null=True, max_length=64)
+
+
+class Checkpoint(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    vpg = ForeignKeyField(Vpg, backref="checkpoints", on_delete="CASCADE")
+    timestamp = DoubleField(default=now, index=True)
+    tag = CharField(null=True, max_length=255)
+    consistent = BooleanField(default=True)
+
+
+class VpgSettings(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    vpg = ForeignKeyField(Vpg, null=True, backref="drafts", on_delete="CASCADE")
+    body = JSONField()
+    created_by = CharField(default="", max_length=128)
+    created_at = DoubleField(default=now)
+    updated_at = DoubleField(default=now)
+
+
+# --- tasks, alerts, events -----------------------------------------------------------------------------
+
+class Task(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    kind = CharField(max_length=64)  # InstallVra, CreateVpg, ...
+    state = CharField(default="Pending", max_length=32)  # Pending, InProgress, Completed, Failed
+    progress = IntegerField(default=0)  # percent
+    step = CharField(default="", max_length=512)
+    initiated_by = CharField(default="", max_length=128)
+    params = JSONField(default=dict)
+    result = JSONField(default=dict)
+    error_code = CharField(default="", max_length=64)
+    error_message = TextField(default="")
+    vpg = CharField(null=True, max_length=64)  # identifiers, not foreign keys: a task outlives its object
+    vra = CharField(null=True, max_length=64)
+    site = CharField(null=True, max_length=64)
+    created_at = DoubleField(default=now, index=True)
+    started_at = DoubleField(null=True)
+    completed_at = DoubleField(null=True)
+
+
+class Alert(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    code = CharField(max_length=64)  # VpgRpoOverThreshold, VraUnreachable, ...
+    level = CharField(default="Warning", max_length=16)  # Warning, Error
+    entity = CharField(max_length=32)  # Vpg, Vra, Site
+    entity_id = CharField(max_length=64)
+    description = TextField()
+    raised_at = DoubleField(default=now, index=True)
+    updated_at = DoubleField(default=now)
+    cleared_at = DoubleField(null=True)
+    dismissed = BooleanField(default=False)
+
+
+class Event(BaseModel):
+    identifier = CharField(unique=True, default=new_id, max_length=64)
+    kind = CharField(max_length=64)  # the operation: CreateVpg, PauseVpg, Login, ...
+    category = CharField(max_length=32)  # Vpg, Vra, Site, Session, Alert
+    user = CharField(default="", max_length=128)
+    description = TextField(default="")
+    entity_id = CharField(default="", max_length=64)
+    task = CharField(null=True, max_length=64)
+    result = CharField(default="Succeeded", max_length=16)  # InProgress, Succeeded, Failed, Refused
+    detail = TextField(default="")
+    started_at = DoubleField(default=now, index=True)
+    completed_at = DoubleField(null=True)
+
+
+ALL_MODELS = [
+    SchemaVersion, User, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra, Vpg, VpgVm,
+    VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event,
+]
