@@ -12,6 +12,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
@@ -165,6 +167,16 @@ func sizeDisks(diskMB int64) error {
 	return nil
 }
 
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (host:port, port 0 picks a free one)")
 	dc := flag.Int("dc", 1, "number of datacenters")
@@ -204,6 +216,11 @@ func main() {
 		os.Exit(1)
 	}
 	defer model.Remove()
+
+	// govmomi 0.24 assigns a fresh instance UUID to a copy of the service content, so every simulator
+	// reports the same one; real vCenters differ, and the ZVM tells sites apart by it.
+	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+	si.Content.About.InstanceUuid = newUUID()
 
 	em := &ExtensionManager{}
 	em.Self = types.ManagedObjectReference{Type: "ExtensionManager", Value: "ExtensionManager"}

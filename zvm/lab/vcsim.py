@@ -128,7 +128,8 @@ class Vcsim:
         if not line.startswith(b"{"):
             proc.kill()
             proc.wait()
-            raise TransientError(f"vcsim '{name}' did not start; see {log_path}")
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise TransientError(f"vcsim '{name}' did not start: {tail[0]} (log: {log_path})")
         info = json.loads(line)
         if detach:
             proc.stdout.close()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pyVim import connect
 from pyVmomi import vim, vmodl
+from pyVmomi.SoapAdapter import SoapStubAdapter
 
 from zvm.errors import AuthenticationError, ConfigError, TransientError
 
@@ -75,21 +76,40 @@ def _check_thumbprint(host: str, port: int, expected: str, timeout: float) -> No
         )
 
 
+def _find_version(scheme: str, host: str, port: int, path: str, ssl_context) -> str:
+    """The newest vim25 API version both pyVmomi and the server speak (pyVim's own negotiation)."""
+    negotiate = getattr(connect, "__FindSupportedVersion")
+    version = negotiate(scheme, host, port, path, connect.GetServiceVersions("vim25"), ssl_context,
+                        None, 80, None)
+    if version is None:
+        raise TransientError(f"{host}:{port} answers, but is not a vCenter (no vim25 API at {path})")
+    return version
+
+
 class VCenter:
     """An open session to one vCenter. Use as a context manager, or call ``close()``."""
 
     def __init__(self, config: VCenterConfig):
         self.config = config
         scheme, host, port, path = config.endpoint()
-        kwargs = dict(host=host, port=port, user=config.username, pwd=config.password, path=path,
-                      protocol=scheme, connectionPoolTimeout=config.timeout)
+        ssl_context = None
         if scheme == "https":
             if config.thumbprint:
                 _check_thumbprint(host, port, config.thumbprint, config.timeout)
-            kwargs["sslContext"] = _ssl_context(config)
+            ssl_context = _ssl_context(config)
+        # The stub is built and logged in here rather than by SmartConnect, so that a refused login
+        # closes its connections instead of leaving them to the garbage collector.
+        stub = None
         try:
-            self.si = connect.SmartConnect(**kwargs)
+            version = _find_version(scheme, host, port, path, ssl_context)
+            # pyVmomi's stub takes a negative port to mean plain http.
+            stub = SoapStubAdapter(host=host, port=port if scheme == "https" else -port, path=path,
+                                   version=version, sslContext=ssl_context,
+                                   httpConnectionTimeout=config.timeout)
+            self.si = vim.ServiceInstance("ServiceInstance", stub)
+            self.si.content.sessionManager.Login(config.username, config.password, None)
         except vim.fault.InvalidLogin as exc:
+            stub.DropConnections()
             raise AuthenticationError(
                 f"vCenter {host}:{port} refused the login of {config.username!r}: check the user name "
                 "and password") from exc
@@ -98,6 +118,10 @@ class VCenter:
                 f"vCenter {host}:{port} certificate is not trusted ({exc.verify_message}): give a CA "
                 "bundle, or pin its thumbprint") from exc
         except (OSError, vmodl.MethodFault) as exc:
+            if stub is not None:
+                stub.DropConnections()
+            raise TransientError(f"vCenter {host}:{port} cannot be reached: {exc}") from exc
+        except Exception as exc:  # pyVim raises a bare Exception for "is down or is not a VIM server"
             raise TransientError(f"vCenter {host}:{port} cannot be reached: {exc}") from exc
         self.content = self.si.RetrieveContent()
 
@@ -107,9 +131,11 @@ class VCenter:
 
     def close(self) -> None:
         try:
-            connect.Disconnect(self.si)
-        except Exception:  # noqa: BLE001 - closing a dead session is not an error worth reporting
-            pass
+            self.si.content.sessionManager.Logout()
+        except (OSError, vmodl.MethodFault):
+            pass  # the session is gone already; closing the connections is what matters
+        finally:
+            self.si._stub.DropConnections()
 
     def __enter__(self) -> VCenter:
         return self
