@@ -63,7 +63,7 @@ class JournalKit:
             journal.close()
 
 
-JOURNAL_KINDS = ["memory"]  # "file" joins with filejournal.py
+JOURNAL_KINDS = ["memory", "file"]
 
 
 @pytest.fixture(params=JOURNAL_KINDS)

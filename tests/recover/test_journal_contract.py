@@ -220,3 +220,14 @@ def test_size_and_trim_point(kit):
     journal.trim(VPG, point)
     assert journal.size_bytes(VPG) <= size - size // 2
     assert journal.trim_point(VPG, 10 * size) == 80
+
+
+def test_appends_continue_in_the_same_segment_after_reopen(kit):
+    journal = kit.make()
+    first = writes(VPG, 1, 2, size=512)
+    journal.append(first)
+    journal = kit.reopen(journal)
+    more = writes(VPG, 3, 2, size=512) + [checkpoint(VPG, 5)]
+    assert journal.append(more) == 5
+    journal = kit.reopen(journal)
+    assert fingerprint(journal.read(VPG, 1)) == fingerprint(first + more)
