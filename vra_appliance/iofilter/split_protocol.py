@@ -1,0 +1,286 @@
+"""The split stream, IO filter -> local VRA: frame layout, encoding, and `SplitListener` for the VRA side.
+
+docs/IOFILTER.md is the reference for the wire format; docs/CONTRACTS.md section 2 for what a VRA sees.
+
+Every frame is a 20-byte big-endian header, then ``length`` bytes of payload::
+
+    u32 magic 0x5A53504C ("ZSPL") | u8 type | u8 flags (0) | u16 volume id length | u64 filter_seq | u32 length
+
+    HELLO 1  filter -> VRA  payload JSON {"protocol": 1, "filter_id": str, "volumes": [str]};
+                            filter_seq = the first sequence number the filter will use on this connection
+    WRITE 2  filter -> VRA  payload volume id (utf-8) | u64 offset | data
+    ZERO  3  filter -> VRA  payload volume id | u64 offset | u64 length   (WRITE_ZEROES or TRIM: reads as zero)
+    MARK  4  filter -> VRA  payload JSON {"checkpoint_id": str, "volumes": [str]}
+    ACK   5  VRA -> filter  no payload; filter_seq = every frame up to this one has been handled (cumulative)
+
+``filter_seq`` numbers every completed write, zero and mark of one filter, in completion order, and goes on
+across reconnects. A gap means writes completed in between went to the filter's dirty map instead of the
+stream (the VRA was absent, slow, or the queue was full): a bitmap sync must follow before the replica of
+those volumes is consistent again.
+
+Backpressure: the listener calls the handler on its connection thread and reads nothing more until the
+handler returns, and it acknowledges only what the handler has returned from. A slow VRA therefore fills
+the socket, then the filter's bounded queue, and the filter records further writes in its dirty map. The
+listener itself never buffers more than one receive buffer per filter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+MAGIC = 0x5A53504C
+HELLO, WRITE, ZERO, MARK, ACK = 1, 2, 3, 4, 5
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct(">IBBHQI")
+OFFSET = struct.Struct(">Q")
+ZERO_BODY = struct.Struct(">QQ")
+MAX_FRAME_PAYLOAD = 16 * 1024 * 1024  # NBD writes are at most 4 MiB; anything bigger is a broken peer
+_RECV_SIZE = MAX_FRAME_PAYLOAD + HEADER.size + 65536 + 1024 * 1024
+_ZERO_CHUNK = 4 * 1024 * 1024
+
+
+class SplitProtocolError(Exception):
+    """The peer sent something that is not a split stream frame; the connection is dropped."""
+
+
+class SplitHandler(Protocol):
+    """What a VRA implements to receive split streams (docs/CONTRACTS.md section 2).
+
+    Calls for one filter come from one thread, in stream order; calls for different filters may come
+    concurrently from different threads. Blocking in a call is backpressure, not an error. An exception
+    raised by a call drops that filter's connection (the filter then records unacknowledged writes in its
+    dirty map).
+
+    ``on_zero(filter_id, volume_id, offset, length, filter_seq)`` is optional: a handler without it gets
+    a zeroed range as ``on_write`` calls of zero bytes (at most 4 MiB each, all with the same filter_seq).
+    """
+
+    def on_hello(self, filter_id: str, volumes: list[str]) -> None: ...
+
+    def on_write(self, filter_id: str, volume_id: str, offset: int, data: bytes, filter_seq: int) -> None: ...
+
+    def on_mark(self, filter_id: str, checkpoint_id: str, volumes: list[str]) -> None: ...
+
+    def on_disconnect(self, filter_id: str) -> None: ...
+
+
+# -- encoding (used by the filter's splitter and by tests) ------------------------------------------------
+def encode_hello(filter_id: str, volumes: list[str], first_seq: int) -> bytes:
+    body = json.dumps({"protocol": PROTOCOL_VERSION, "filter_id": filter_id, "volumes": volumes}).encode()
+    return HEADER.pack(MAGIC, HELLO, 0, 0, first_seq, len(body)) + body
+
+
+def write_prefix(volume: bytes, seq: int, offset: int, data_len: int) -> bytes:
+    """Header and the payload's fixed part of a WRITE frame; the data follows it on the wire."""
+    return (HEADER.pack(MAGIC, WRITE, 0, len(volume), seq, len(volume) + 8 + data_len)
+            + volume + OFFSET.pack(offset))
+
+
+def encode_zero(volume: bytes, seq: int, offset: int, length: int) -> bytes:
+    return HEADER.pack(MAGIC, ZERO, 0, len(volume), seq, len(volume) + 16) + volume + ZERO_BODY.pack(offset, length)
+
+
+def encode_mark(checkpoint_id: str, volumes: list[str], seq: int) -> bytes:
+    body = json.dumps({"checkpoint_id": checkpoint_id, "volumes": volumes}).encode()
+    return HEADER.pack(MAGIC, MARK, 0, 0, seq, len(body)) + body
+
+
+def encode_ack(seq: int) -> bytes:
+    return HEADER.pack(MAGIC, ACK, 0, 0, seq, 0)
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[int, object]:
+    """A split address -> (socket family, sockaddr). ``host:port`` is TCP; anything else a unix path."""
+    if isinstance(address, tuple):
+        return socket.AF_INET, (address[0], int(address[1]))
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and "/" not in address:
+        return socket.AF_INET, (host or "127.0.0.1", int(port))
+    return socket.AF_UNIX, os.fspath(address)
+
+
+# -- the VRA side -------------------------------------------------------------------------------------------
+class SplitListener:
+    """Accepts IO filter connections on ``address`` and feeds their frames to ``handler``.
+
+    ``start()`` binds and returns; ``stop()`` closes the listener and every filter connection (each gets
+    ``on_disconnect``). ``address`` is the bound address (a TCP port 0 is resolved after ``start()``).
+    """
+
+    def __init__(self, address: str | tuple[str, int], handler: SplitHandler):
+        self.handler = handler
+        self._family, self._sockaddr = parse_address(address)
+        self.address: str | tuple[str, int] = address
+        self._lsock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        lsock = socket.socket(self._family, socket.SOCK_STREAM)
+        if self._family == socket.AF_UNIX:
+            if os.path.exists(self._sockaddr):
+                os.unlink(self._sockaddr)
+        else:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lsock.bind(self._sockaddr)
+        except OSError as exc:
+            lsock.close()
+            raise OSError(exc.errno, f"cannot listen for IO filters on {self._sockaddr}: {exc.strerror}") from exc
+        lsock.listen(16)
+        if self._family != socket.AF_UNIX:
+            self.address = lsock.getsockname()[:2]
+        self._lsock = lsock
+        t = threading.Thread(target=self._accept_loop, name="split-accept", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._lsock is not None:
+            try:
+                self._lsock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._lsock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in list(self._threads):
+            t.join()
+        if self._family == socket.AF_UNIX and os.path.exists(self._sockaddr):
+            os.unlink(self._sockaddr)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._lsock.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._stopping:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+                t = threading.Thread(target=self._serve, args=(conn,), name="split-conn", daemon=True)
+                self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = FrameReader(conn, self.handler)
+        try:
+            reader.run()
+        except SplitProtocolError as exc:
+            log.warning("split stream from filter %s dropped: %s", reader.filter_id, exc)
+        except OSError as exc:
+            log.debug("split stream from filter %s ended: %s", reader.filter_id, exc)
+        except Exception:
+            log.exception("split handler failed for filter %s; dropping its connection", reader.filter_id)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            if reader.filter_id is not None:
+                try:
+                    self.handler.on_disconnect(reader.filter_id)
+                except Exception:
+                    log.exception("on_disconnect failed for filter %s", reader.filter_id)
+
+
+class FrameReader:
+    """Parses one filter connection's frames in place from a reused buffer and acknowledges them."""
+
+    def __init__(self, conn: socket.socket, handler: SplitHandler):
+        self.conn = conn
+        self.handler = handler
+        self.filter_id: str | None = None
+        self._buf = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self._volumes: dict[bytes, str] = {}
+        self._on_zero = getattr(handler, "on_zero", None)
+
+    def run(self) -> None:
+        buf, view, unpack = self._buf, self._view, HEADER.unpack_from
+        start = end = 0
+        handled = acked = -1
+        while True:
+            need = HEADER.size
+            if end - start >= HEADER.size:
+                magic, ftype, _flags, vlen, seq, length = unpack(buf, start)
+                if magic != MAGIC:
+                    raise SplitProtocolError(f"bad frame magic {magic:#x}")
+                if length > MAX_FRAME_PAYLOAD + 65536:
+                    raise SplitProtocolError(f"frame of {length} bytes exceeds the limit")
+                need += length
+            if end - start < need:
+                if handled > acked:  # everything parsed so far was handled: say so before blocking
+                    self.conn.sendall(encode_ack(handled))
+                    acked = handled
+                if start == end:
+                    start = end = 0
+                elif start + need > len(buf) or start > len(buf) // 2:
+                    view[:end - start] = view[start:end]
+                    start, end = 0, end - start
+                n = self.conn.recv_into(view[end:])
+                if n == 0:
+                    return
+                end += n
+                continue
+            body = start + HEADER.size
+            start = body + length
+            if self.filter_id is None and ftype != HELLO:
+                raise SplitProtocolError(f"frame type {ftype} before HELLO")
+            if (ftype == WRITE and length < vlen + 8) or (ftype == ZERO and length != vlen + 16):
+                raise SplitProtocolError(f"frame type {ftype} with volume id length {vlen} and payload {length}")
+            if ftype == WRITE:
+                volume = self._volume(bytes(view[body:body + vlen]))
+                (offset,) = OFFSET.unpack_from(buf, body + vlen)
+                self.handler.on_write(self.filter_id, volume, offset, bytes(view[body + vlen + 8:start]), seq)
+            elif ftype == ZERO:
+                volume = self._volume(bytes(view[body:body + vlen]))
+                offset, zlen = ZERO_BODY.unpack_from(buf, body + vlen)
+                self._zero(volume, offset, zlen, seq)
+            elif ftype == MARK:
+                doc = json.loads(bytes(view[body:start]))
+                self.handler.on_mark(self.filter_id, doc["checkpoint_id"], list(doc.get("volumes", [])))
+            elif ftype == HELLO:
+                doc = json.loads(bytes(view[body:start]))
+                if doc.get("protocol") != PROTOCOL_VERSION:
+                    raise SplitProtocolError(f"filter speaks split protocol {doc.get('protocol')}, "
+                                             f"this VRA speaks {PROTOCOL_VERSION}: upgrade the older side")
+                self.filter_id = str(doc["filter_id"])
+                self.handler.on_hello(self.filter_id, list(doc.get("volumes", [])))
+                continue  # HELLO carries the next seq, it is not itself a numbered frame
+            else:
+                raise SplitProtocolError(f"unknown frame type {ftype}")
+            handled = seq
+
+    def _volume(self, raw: bytes) -> str:
+        name = self._volumes.get(raw)
+        if name is None:
+            name = self._volumes[raw] = raw.decode()
+        return name
+
+    def _zero(self, volume: str, offset: int, length: int, seq: int) -> None:
+        if self._on_zero is not None:
+            self._on_zero(self.filter_id, volume, offset, length, seq)
+            return
+        end = offset + length
+        while offset < end:
+            n = min(_ZERO_CHUNK, end - offset)
+            self.handler.on_write(self.filter_id, volume, offset, bytes(n), seq)
+            offset += n

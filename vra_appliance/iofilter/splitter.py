@@ -1,0 +1,350 @@
+"""The filter side of the split: a bounded queue to the local VRA, its sender thread, and the dirty-map fallback.
+
+The NBD connection thread calls `submit_write` after the local write succeeded. That call never blocks on
+the VRA: it takes one short lock, and either appends the write to the queue or, when no VRA is attached or
+the queue is over its byte budget, records the extent in the dirty map. The queue's budget counts every
+byte not yet acknowledged by the VRA (queued and sent-but-unacknowledged), so a VRA that stops reading or
+stops acknowledging fills it and further writes go to the dirty map.
+
+A sender thread connects to the VRA (retrying with backoff), sends HELLO, then drains the queue in batches
+with one ``sendall`` each; an ack thread reads the VRA's cumulative ACKs and releases acknowledged batches.
+When the connection breaks (the VRA was killed, or `stop`), everything not acknowledged is folded into the
+dirty map, a chunk at a time so a VM write never waits behind a long fold.
+
+Locking: one lock guards the queue, the counters and the dirty map; no socket call is made while it is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+
+from vra_appliance.iofilter import split_protocol as sp
+from vra_appliance.iofilter.dirty_map import DirtyMap
+
+log = logging.getLogger(__name__)
+
+_FRAME_COST = 64  # bytes charged per queued frame on top of its data (header, tuple)
+_BATCH_BYTES = 1024 * 1024
+_BATCH_FRAMES = 1024
+_FOLD_CHUNK = 256
+
+
+class Splitter:
+    """Hands completed writes to the VRA at ``address`` (None: no VRA; everything goes to the dirty map)."""
+
+    def __init__(self, filter_id: str, volumes: list[str], address: str | None, dirty: DirtyMap,
+                 queue_bytes: int = 64 * 1024 * 1024, retry_s: tuple[float, float] = (0.05, 2.0),
+                 connect_timeout_s: float = 1.0):
+        self.filter_id = filter_id
+        self.volumes = list(volumes)
+        self.address = address
+        self.dirty = dirty
+        self.queue_bytes = queue_bytes
+        self._retry_s = retry_s
+        self._connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: deque = deque()  # (kind, seq, volume, offset, payload or length)
+        self._inflight: deque = deque()  # (last seq, bytes charged, frames) sent, not yet acknowledged
+        self._charged = 0
+        self._seq = 1
+        self._connected = False
+        self._gen = 0
+        self._sock: socket.socket | None = None
+        self._sender_waiting = False
+        self._folding = 0
+        self._stopping = False
+        self._stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._vol_bytes = {v: v.encode() for v in volumes}
+        self.stats = {"frames_sent": 0, "bytes_sent": 0, "acked_seq": 0, "diverted_writes": 0,
+                      "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0}
+
+    # -- the IO path (NBD connection threads) -----------------------------------------------------------
+    def submit_write(self, volume: str, offset: int, data) -> None:
+        """A write of ``data`` at ``offset`` completed locally: queue it for the VRA or mark it dirty."""
+        n = len(data)
+        payload = bytes(data) if self._connected else None  # copy outside the lock; racy peek is fine
+        with self._lock:
+            seq = self._seq
+            self._seq = seq + 1
+            if payload is not None and self._connected and self._charged + n + _FRAME_COST <= self.queue_bytes:
+                self._queue.append((sp.WRITE, seq, volume, offset, payload))
+                self._charged += n + _FRAME_COST
+                if self._sender_waiting:
+                    self._cond.notify()
+                return
+            self.stats["diverted_writes"] += 1
+            self.stats["diverted_bytes"] += n
+            self.dirty.add(volume, offset, n)
+
+    def submit_zero(self, volume: str, offset: int, length: int) -> None:
+        """A range now reads as zeroes (WRITE_ZEROES or TRIM): queue a ZERO frame or mark it dirty."""
+        with self._lock:
+            seq = self._seq
+            self._seq = seq + 1
+            if self._connected and self._charged + _FRAME_COST <= self.queue_bytes:
+                self._queue.append((sp.ZERO, seq, volume, offset, length))
+                self._charged += _FRAME_COST
+                if self._sender_waiting:
+                    self._cond.notify()
+                return
+            self.stats["diverted_writes"] += 1
+            self.stats["diverted_bytes"] += length
+            self.dirty.add(volume, offset, length)
+
+    def mark_dirty(self, volume: str, offset: int, length: int) -> None:
+        """A write failed part way: the range may have changed, so it must be resent by a bitmap sync."""
+        with self._lock:
+            self.dirty.add(volume, offset, length)
+
+    def mark(self, checkpoint_id: str, volumes: list[str]) -> bool:
+        """Queue a MARK behind every write submitted so far. False: no VRA attached, or the queue is full."""
+        with self._lock:
+            if not self._connected or self._charged + _FRAME_COST > self.queue_bytes:
+                return False
+            seq = self._seq
+            self._seq = seq + 1
+            self._queue.append((sp.MARK, seq, None, 0, sp.encode_mark(checkpoint_id, volumes, seq)))
+            self._charged += _FRAME_COST
+            self.stats["marks"] += 1
+            if self._sender_waiting:
+                self._cond.notify()
+            return True
+
+    # -- dirty map access (control socket) ---------------------------------------------------------------
+    def is_dirty(self, volumes: list[str] | None = None) -> bool:
+        with self._lock:
+            if self._folding:
+                return True
+            names = self.dirty.volumes()
+            return bool(names) if volumes is None else any(v in names for v in volumes)
+
+    def dirty_extents(self, volume: str, clear: bool = False) -> list[tuple[int, int]]:
+        with self._lock:
+            return self.dirty.take(volume) if clear else self.dirty.extents(volume)
+
+    def snapshot(self) -> dict:
+        """Counters and state, consistent with each other."""
+        with self._lock:
+            state = "connected" if self._connected else ("disconnected" if self.address else "none")
+            return {**self.stats, "vra": state, "vra_address": self.address, "next_seq": self._seq,
+                    "queue_frames": len(self._queue) + sum(len(b[2]) for b in self._inflight),
+                    "queue_bytes": self._charged, "queue_budget": self.queue_bytes,
+                    "dirty_bytes": self.dirty.covered_bytes(), "dirty_extents": self.dirty.extent_count,
+                    "over_coverage": self.dirty.over_coverage, "dirty_memory_bytes": self.dirty.memory_bytes,
+                    "folding": self._folding > 0}
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.address is None:
+            return
+        t = threading.Thread(target=self._run, name="split-sender", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._connected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until everything queued was acknowledged (or the VRA went away); True if drained."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._connected and (self._queue or self._inflight):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return not (self._queue or self._inflight or self._folding)
+
+    def stop(self, drain_timeout_s: float = 2.0) -> None:
+        """Give the VRA ``drain_timeout_s`` to acknowledge what is queued, then disconnect; anything still
+        unacknowledged goes to the dirty map (which the caller then saves)."""
+        self.wait_drained(drain_timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._stop_event.set()
+        self._disconnected(self._gen, "filter stopping")
+        for t in self._threads:
+            t.join()
+        self._threads.clear()
+
+    # -- sender --------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = self._retry_s[0]
+        while not self._stopping:
+            attached = self._connect()
+            if attached is None:
+                if self._stop_event.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self._retry_s[1])
+                continue
+            backoff = self._retry_s[0]
+            sock, gen, acks = attached
+            self._pump(sock, gen)
+            self._disconnected(gen, "sender stopped")
+            acks.join()
+            sock.close()  # only now: no thread of this connection can touch the descriptor any more
+
+    def _connect(self) -> tuple[socket.socket, int, threading.Thread] | None:
+        family, sockaddr = sp.parse_address(self.address)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._connect_timeout_s)
+            sock.connect(sockaddr)
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._cond:
+                if self._stopping:
+                    sock.close()
+                    return None
+                first_seq = self._seq
+                self._gen += 1
+                self._connected = True
+                self._sock = sock
+                self.stats["connects"] += 1
+                self._cond.notify_all()
+                gen = self._gen
+            # HELLO goes out before any frame: only this thread sends on the socket.
+            sock.sendall(sp.encode_hello(self.filter_id, self.volumes, first_seq))
+        except OSError as exc:
+            log.debug("VRA at %s not reachable: %s", self.address, exc)
+            if self._sock is sock:
+                self._disconnected(self._gen, f"HELLO failed: {exc}")
+            sock.close()
+            return None
+        log.info("split stream to VRA %s connected (first seq %d)", self.address, first_seq)
+        acks = threading.Thread(target=self._ack_loop, args=(sock, gen), name="split-acks", daemon=True)
+        acks.start()
+        return sock, gen, acks
+
+    def _pump(self, sock: socket.socket, gen: int) -> None:
+        vol_bytes = self._vol_bytes
+        write_prefix, encode_zero = sp.write_prefix, sp.encode_zero
+        while True:
+            with self._cond:
+                while not self._queue and self._gen == gen and self._connected and not self._stopping:
+                    self._sender_waiting = True
+                    self._cond.wait()
+                    self._sender_waiting = False
+                if self._gen != gen or not self._connected or not self._queue:
+                    return
+                queue = self._queue
+                batch = []
+                size = 0
+                charged = 0
+                while queue and size < _BATCH_BYTES and len(batch) < _BATCH_FRAMES:
+                    frame = queue.popleft()
+                    batch.append(frame)
+                    if frame[0] == sp.WRITE:
+                        size += len(frame[4])
+                        charged += len(frame[4]) + _FRAME_COST
+                    else:
+                        charged += _FRAME_COST
+                self._inflight.append((batch[-1][1], charged, batch))
+            parts = []
+            for kind, seq, volume, offset, payload in batch:
+                if kind == sp.WRITE:
+                    vb = vol_bytes.get(volume) or volume.encode()
+                    parts.append(write_prefix(vb, seq, offset, len(payload)))
+                    parts.append(payload)
+                elif kind == sp.ZERO:
+                    parts.append(encode_zero(vol_bytes.get(volume) or volume.encode(), seq, offset, payload))
+                else:
+                    parts.append(payload)
+            blob = b"".join(parts)
+            try:
+                sock.sendall(blob)
+            except OSError as exc:
+                self._disconnected(gen, f"send failed: {exc}")
+                return
+            with self._lock:
+                self.stats["frames_sent"] += len(batch)
+                self.stats["bytes_sent"] += len(blob)
+
+    def _ack_loop(self, sock: socket.socket, gen: int) -> None:
+        header = sp.HEADER
+        pending = b""
+        reason = "VRA closed the connection"
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                pending += chunk
+                n = len(pending) - len(pending) % header.size
+                last = None
+                for pos in range(0, n, header.size):
+                    magic, ftype, _f, _v, seq, length = header.unpack_from(pending, pos)
+                    if magic != sp.MAGIC or ftype != sp.ACK or length:
+                        raise sp.SplitProtocolError(f"unexpected frame type {ftype} from the VRA")
+                    last = seq
+                pending = pending[n:]
+                if last is not None:
+                    self._acked(last)
+        except (OSError, sp.SplitProtocolError) as exc:
+            reason = str(exc)
+        self._disconnected(gen, reason)
+
+    def _acked(self, seq: int) -> None:
+        with self._cond:
+            inflight = self._inflight
+            while inflight and inflight[0][0] <= seq:
+                self._charged -= inflight.popleft()[1]
+            self.stats["acked_seq"] = seq
+            if not inflight and not self._queue:
+                self._cond.notify_all()
+
+    def _disconnected(self, gen: int, reason: str) -> None:
+        """Connection ``gen`` is gone: everything unacknowledged goes to the dirty map. Idempotent."""
+        with self._cond:
+            if gen != self._gen or not self._connected:
+                return
+            self._connected = False
+            sock, self._sock = self._sock, None
+            lost = [f for _, _, batch in self._inflight for f in batch]
+            lost.extend(self._queue)
+            self._inflight.clear()
+            self._queue = deque()
+            self._charged = 0
+            self._folding += 1
+            self.stats["disconnects"] += 1
+            self._cond.notify_all()
+        log.log(logging.WARNING if lost or not self._stopping else logging.INFO,
+                "split stream to VRA %s closed (%s): %d unacknowledged frames go to the dirty map",
+                self.address, reason, len(lost))
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            for i in range(0, len(lost), _FOLD_CHUNK):
+                with self._lock:
+                    for kind, _seq, volume, offset, payload in lost[i:i + _FOLD_CHUNK]:
+                        if kind == sp.WRITE:
+                            self.dirty.add(volume, offset, len(payload))
+                        elif kind == sp.ZERO:
+                            self.dirty.add(volume, offset, payload)
+        finally:
+            with self._cond:
+                self._folding -= 1
+                self._cond.notify_all()
