@@ -168,7 +168,8 @@ def _open_segments(files: VpgFiles, volumes: VolumeTable) -> None:
             path.unlink()  # the torn last segment holds not even its header
             fsync_dir(files.directory)
             break
-        if scan.damage is not None:
+        if scan.damage is not None or len(buf) != scan.valid_end:
+            # a torn tail, or a tail torn inside the last record's padding (then the file is extended)
             _truncate(path, scan.valid_end)
             files.truncated.append((path, scan.valid_end))
         segment = Segment(first_seq, path, scan.valid_end)
