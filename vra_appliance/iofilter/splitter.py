@@ -124,9 +124,16 @@ class Splitter:
             names = self.dirty.volumes()
             return bool(names) if volumes is None else any(v in names for v in volumes)
 
-    def dirty_extents(self, volume: str, clear: bool = False) -> list[tuple[int, int]]:
+    def dirty_extents(self, volume: str, clear: bool = False) -> tuple[list[tuple[int, int]], int]:
+        """(extents, over-coverage) of ``volume``; ``clear`` removes them in the same step."""
         with self._lock:
-            return self.dirty.take(volume) if clear else self.dirty.extents(volume)
+            over = self.dirty.volume_over_coverage(volume)
+            return (self.dirty.take(volume) if clear else self.dirty.extents(volume)), over
+
+    def dirty_summary(self, volume: str) -> tuple[int, int]:
+        """(dirty bytes, over-coverage) of ``volume``."""
+        with self._lock:
+            return self.dirty.covered_bytes(volume), self.dirty.volume_over_coverage(volume)
 
     def snapshot(self) -> dict:
         """Counters and state, consistent with each other."""
