@@ -1,0 +1,545 @@
+"""The protect role of one VPG on one VRA: the filters' writes -> a sequenced, batched, compressed stream.
+
+Data path (the split listener's threads call ``on_write`` / ``on_mark``; one sender thread runs
+``sync_once``):
+
+1. ``on_write`` stamps the write (wall clock, ns) and queues it in the local ``Aligner`` (one input per IO
+   filter), unless the VPG's buffer is full: then the extent goes to ``dropped`` and the VPG needs a bitmap
+   sync. It never blocks: a slow link must not slow the VMs, and a filter serves several VPGs.
+2. ``on_mark`` queues a filter's checkpoint marker; the aligner holds that filter's later writes until
+   every local filter of the checkpoint reached its marker and the coordinator's decision arrived
+   (``commit_checkpoint``); then one marker goes into the VRA's stream.
+3. ``sync_once`` connects when needed (Hello; the receiver's Welcome says where to resume), takes what the
+   aligner lets out, numbers it with the stream seq, seals batches of about ``batch_bytes`` or after
+   ``batch_delay`` (a marker seals at once), compresses at the adaptive level (or not at all), keeps each
+   batch in the resend buffer and sends it. Acks drop batches from the buffer. After a lost connection or a
+   refusal it reconnects with back-off and resends everything unacknowledged, in order; the receiver
+   ignores what it already has, so nothing is applied twice and nothing is skipped.
+
+Stream seqs are per (VPG, protect VRA); the recovery VRA gives the VPG-wide sequence (docs/FORMAT.md).
+A fresh engine holds no seq until the first Welcome: it continues from the receiver's durable seq.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.protect.compression import AdaptiveLevel
+from vra_appliance.protect.dirty import ExtentMap
+from vra_appliance.transport import GAP, Ack, Hello, Refused, ReplicationError, TransientError, Transport
+from vra_appliance.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
+
+log = logging.getLogger(__name__)
+
+_MARKER_COST = 64  # bytes a marker counts for in the buffer
+
+
+@dataclass
+class _Write:
+    timestamp_ns: int
+    volume: str
+    offset: int
+    data: bytes
+
+
+@dataclass
+class _Marker:
+    timestamp_ns: int
+    checkpoint_id: str
+    tag: str
+    consistent: bool
+    participants: tuple[str, ...]
+
+
+@dataclass
+class _Sent:
+    batch: Batch
+    future: Future | None = None  # None: not sent on the current connection
+
+
+@dataclass
+class ProtectSettings:
+    compression: bool = True
+    buffer_bytes: int = 256 << 20
+    batch_bytes: int = 1 << 20
+    batch_delay: float = 0.005
+    max_inflight_bytes: int = 32 << 20
+    backoff_min: float = 0.05
+    backoff_max: float = 2.0
+    permanent_backoff: float = 5.0
+    local_align_timeout: float = 10.0
+
+
+@dataclass
+class _Counters:
+    writes: int = 0
+    bytes: int = 0
+    batches: int = 0
+    resent_batches: int = 0
+    raw_bytes_sent: int = 0
+    wire_bytes_sent: int = 0
+    dropped_writes: int = 0
+    dropped_bytes: int = 0
+    reconnects: int = 0
+    refusals: dict = field(default_factory=dict)
+    compress_s: float = 0.0
+    send_wait_s: float = 0.0
+
+
+class ProtectedVpg:
+    """See the module docstring. ``transport`` is already wrapped (throttle, metrics) by the caller."""
+
+    def __init__(
+        self,
+        vpg: str,
+        vra_id: str,
+        transport: Transport,
+        *,
+        volumes: set[str] | frozenset[str],
+        settings: ProtectSettings | None = None,
+        level: AdaptiveLevel | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.vpg = vpg
+        self.vra_id = vra_id
+        self.transport = transport
+        self.volumes = frozenset(volumes)
+        self.settings = settings or ProtectSettings()
+        self.level = level or AdaptiveLevel()
+        self._clock, self._wall_ns = clock, wall_ns
+        self._cv = threading.Condition()
+        self._aligner = Aligner()
+        self._aligner_ts: dict[str, deque[int]] = {}  # per filter: timestamps of writes in the aligner
+        self._unsealed: deque[_Write | _Marker] = deque()
+        self._unsealed_bytes = 0
+        self._unsealed_since: float | None = None
+        self._aligned_bytes = 0
+        self._buffer: deque[_Sent] = deque()  # sealed, not acknowledged, in seq order
+        self._buffer_bytes = 0
+        self._next_seq: int | None = None
+        self.acked_seq = 0
+        self.connected = False
+        self.state = "connecting"
+        self.error = ""
+        self._retry_at = 0.0
+        self._backoff = self.settings.backoff_min
+        self.dropped = ExtentMap()
+        self.needs_bitmap_sync = False
+        self._marker_seqs: dict[str, int] = {}
+        self.counters = _Counters()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._kicked = False
+
+    # -- from the split listener (any filter thread) -------------------------------------------------------
+    def on_write(self, filter_id: str, volume: str, offset: int, data: bytes) -> None:
+        with self._cv:
+            if self._held_bytes() + len(data) > self.settings.buffer_bytes:
+                self.dropped.add(volume, offset, len(data))
+                if not self.needs_bitmap_sync:
+                    log.warning("VPG %s: replication buffer full; writes go to the dirty map, bitmap sync needed",
+                                self.vpg)
+                self.needs_bitmap_sync = True
+                self.counters.dropped_writes += 1
+                self.counters.dropped_bytes += len(data)
+                return
+            ts = self._wall_ns()
+            self._aligner.push(filter_id, _Write(ts, volume, offset, data), self._clock())
+            self._aligner_ts.setdefault(filter_id, deque()).append(ts)
+            self._aligned_bytes += len(data)
+            self.counters.writes += 1
+            self.counters.bytes += len(data)
+            self._kick()
+
+    def on_mark(self, filter_id: str, checkpoint_id: str) -> None:
+        with self._cv:
+            self._aligner.push(filter_id, Mark(checkpoint_id), self._clock())
+            self._kick()
+
+    def on_filter_gap(self, filter_id: str) -> None:
+        """The filter skipped writes (they went to its dirty map): the VPG needs a bitmap sync."""
+        with self._cv:
+            if not self.needs_bitmap_sync:
+                log.warning("VPG %s: filter %s recorded writes in its dirty map; bitmap sync needed",
+                            self.vpg, filter_id)
+            self.needs_bitmap_sync = True
+
+    # -- checkpoints (from the control service) --------------------------------------------------------------
+    def commit_checkpoint(
+        self,
+        checkpoint_id: str,
+        filters: set[str],
+        *,
+        tag: str = "",
+        consistent: bool = True,
+        participants: tuple[str, ...] = (),
+    ) -> None:
+        """The coordinator's decision: once ``filters`` all reached their MARK, place the VRA's marker."""
+        with self._cv:
+            info = _Marker(
+                self._wall_ns(), checkpoint_id, tag, consistent and not self.needs_bitmap_sync,
+                tuple(participants) or (self.vra_id,),
+            )
+            if filters:
+                self._aligner.decide(checkpoint_id, filters, info)
+            else:
+                # No local filter marked: the marker still goes in, after what already arrived (the
+                # coordinator then records the checkpoint as not consistent).
+                self._aligner.abort(checkpoint_id)
+                self._drain_aligner()
+                self._unsealed_append(info, 0)
+            self._kick()
+
+    def abort_checkpoint(self, checkpoint_id: str) -> None:
+        with self._cv:
+            self._aligner.abort(checkpoint_id)
+            self._kick()
+
+    def marker_seq(self, checkpoint_id: str) -> int | None:
+        with self._cv:
+            return self._marker_seqs.get(checkpoint_id)
+
+    def wait_marker_durable(self, checkpoint_id: str, timeout: float) -> bool:
+        """Wait until the VRA's marker of the checkpoint is acknowledged by the recovery VRA."""
+        deadline = self._clock() + timeout
+        with self._cv:
+            while True:
+                seq = self._marker_seqs.get(checkpoint_id)
+                if seq is not None and self.acked_seq >= seq:
+                    return True
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.5))
+
+    # -- the sender ----------------------------------------------------------------------------------------------
+    def sync_once(self) -> int:
+        """One round of the sender: reconnect if due, collect acks, seal and send. Returns batches sent."""
+        self._collect()
+        if not self.connected:
+            if self._clock() < self._retry_at:
+                return 0
+            self._connect()
+            if not self.connected:
+                return 0
+        self._drain_aligner()
+        sent = self._resend()
+        while not self._stop.is_set():
+            records = self._take_batch()
+            if records is None:
+                break
+            if not self._seal_and_send(records):
+                break
+            sent += 1
+        self._collect()
+        return sent
+
+    def _kick(self) -> None:
+        self._kicked = True
+        self._cv.notify_all()
+
+    def _held_bytes(self) -> int:
+        return self._aligned_bytes + self._unsealed_bytes + self._buffer_bytes
+
+    def _unsealed_append(self, rec: _Write | _Marker, nbytes: int) -> None:
+        if not self._unsealed:
+            self._unsealed_since = self._clock()
+        self._unsealed.append(rec)
+        self._unsealed_bytes += nbytes
+
+    def _drain_aligner(self) -> None:
+        with self._cv:
+            now = self._clock()
+            self._aligner.expire(now, self.settings.local_align_timeout)
+            for out in self._aligner.pop(now):
+                if isinstance(out, Item):
+                    w: _Write = out.value
+                    self._aligner_ts[out.input_id].popleft()
+                    self._aligned_bytes -= len(w.data)
+                    self._unsealed_append(w, len(w.data))
+                elif isinstance(out, Checkpoint):
+                    info: _Marker = out.info
+                    self._unsealed_append(info, 0)
+                elif isinstance(out, Dropped):
+                    pass
+
+    def _take_batch(self) -> list | None:
+        """Number and take the records of the next batch, if one is due (under the byte/time limits)."""
+        with self._cv:
+            if not self._unsealed or self._next_seq is None or not self.connected:
+                return None
+            inflight = sum(s.batch.wire_bytes for s in self._buffer if s.future is not None)
+            if inflight >= self.settings.max_inflight_bytes:
+                return None
+            has_marker = any(isinstance(r, _Marker) for r in self._unsealed)
+            age = self._clock() - (self._unsealed_since or 0.0)
+            if self._unsealed_bytes < self.settings.batch_bytes and age < self.settings.batch_delay and not has_marker:
+                return None
+            out = []
+            size = 0
+            while self._unsealed and (not out or size + _size(self._unsealed[0]) <= self.settings.batch_bytes):
+                rec = self._unsealed.popleft()
+                seq = self._next_seq
+                self._next_seq += 1
+                if isinstance(rec, _Write):
+                    out.append(StreamWrite(seq, rec.timestamp_ns, rec.volume, rec.offset, rec.data))
+                    size += len(rec.data)
+                    self._unsealed_bytes -= len(rec.data)
+                else:
+                    out.append(
+                        StreamMarker(seq, rec.timestamp_ns, rec.checkpoint_id, rec.tag, rec.consistent, rec.participants)
+                    )
+                    self._marker_seqs[rec.checkpoint_id] = seq
+                    size += _MARKER_COST
+            self._unsealed_since = self._clock() if self._unsealed else None
+            return out
+
+    def _seal_and_send(self, records: list) -> bool:
+        t0 = time.perf_counter()
+        codec = CODEC_ZSTD if self.settings.compression else CODEC_NONE
+        batch = seal(self.vpg, records, codec=codec, level=self.level.level)
+        t1 = time.perf_counter()
+        entry = _Sent(batch)
+        with self._cv:
+            self._buffer.append(entry)
+            self._buffer_bytes += batch.wire_bytes
+            self.counters.batches += 1
+            self.counters.raw_bytes_sent += batch.uncompressed_size
+            self.counters.wire_bytes_sent += batch.wire_bytes
+        ok = self._send(entry)
+        t2 = time.perf_counter()
+        self.counters.compress_s += t1 - t0
+        self.counters.send_wait_s += t2 - t1
+        if self.settings.compression:
+            self.level.observe(t1 - t0, t2 - t1, t2 - t0)
+        return ok
+
+    def _send(self, entry: _Sent) -> bool:
+        try:
+            fut = self.transport.send(entry.batch)
+        except ReplicationError as exc:
+            self._disconnect(exc)
+            return False
+        with self._cv:
+            entry.future = fut
+        fut.add_done_callback(lambda _f: self._wake())
+        return True
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._kick()
+
+    def _resend(self) -> int:
+        """Send the buffered batches not sent on this connection (after a reconnect), in order."""
+        n = 0
+        while True:
+            with self._cv:
+                entry = next((e for e in self._buffer if e.future is None), None)
+            if entry is None or not self.connected:
+                return n
+            if not self._send(entry):
+                return n
+            n += 1
+            self.counters.resent_batches += 1
+
+    def _collect(self) -> None:
+        """Drop acknowledged batches; on a failed future, disconnect."""
+        failure: BaseException | None = None
+        with self._cv:
+            while self._buffer and self._buffer[0].future is not None and self._buffer[0].future.done():
+                fut = self._buffer[0].future
+                exc = fut.exception()
+                if exc is not None:
+                    failure = exc
+                    break
+                ack: Ack = fut.result()
+                self._ack(ack.durable_seq)
+        if failure is not None:
+            self._disconnect(failure)
+
+    def _ack(self, durable: int) -> None:
+        if durable > self.acked_seq:
+            self.acked_seq = durable
+        while self._buffer and self._buffer[0].batch.last_seq <= self.acked_seq:
+            done = self._buffer.popleft()
+            self._buffer_bytes -= done.batch.wire_bytes
+        self._cv.notify_all()
+
+    def _connect(self) -> None:
+        with self._cv:
+            if self._next_seq is None:
+                resume = 0
+            elif self._buffer:
+                resume = self._buffer[0].batch.first_seq
+            else:
+                resume = self._next_seq
+        try:
+            welcome = self.transport.open(Hello(self.vpg, self.vra_id, resume))
+        except Refused as exc:
+            if exc.reason == GAP:
+                self._reset_stream(exc)
+            self._disconnect(exc)
+            return
+        except ReplicationError as exc:
+            self._disconnect(exc)
+            return
+        with self._cv:
+            if self._next_seq is None:
+                self._next_seq = welcome.durable_seq + 1
+            self._ack(welcome.durable_seq)
+            for e in self._buffer:
+                e.future = None
+            self.connected = True
+            self.state, self.error = "ok", ""
+            self._backoff = self.settings.backoff_min
+            self.counters.reconnects += 1
+            self._kick()
+
+    def _reset_stream(self, exc: Refused) -> None:
+        """The receiver lacks records this engine no longer holds: start over from its position; what was
+        buffered goes to the dirty map, and the VPG needs a sync."""
+        with self._cv:
+            log.warning("VPG %s: %s; restarting the stream, bitmap sync needed", self.vpg, exc)
+            for e in self._buffer:
+                for volume, offset, length in e.batch.write_extents:
+                    self.dropped.add(volume, offset, length)
+            self._buffer.clear()
+            self._buffer_bytes = 0
+            self._next_seq = None
+            self.needs_bitmap_sync = True
+
+    def _disconnect(self, exc: BaseException) -> None:
+        try:
+            self.transport.close()
+        except ReplicationError:
+            pass
+        with self._cv:
+            was = self.connected
+            self.connected = False
+            for e in self._buffer:
+                e.future = None
+            now = self._clock()
+            if isinstance(exc, Refused):
+                name = exc.reason_name
+                self.counters.refusals[name] = self.counters.refusals.get(name, 0) + 1
+                if exc.kind == "resend":
+                    delay = 0.0
+                elif exc.kind == "backoff":
+                    delay = self._backoff
+                    self._backoff = min(self._backoff * 2, self.settings.backoff_max)
+                    self.state = "peer-journal-full"
+                else:
+                    delay = self.settings.permanent_backoff
+                    self.state = "error"
+                self.error = str(exc)
+            else:
+                delay = self._backoff
+                self._backoff = min(self._backoff * 2, self.settings.backoff_max)
+                self.state = "connecting"
+                self.error = str(exc) if not isinstance(exc, TransientError) or was else self.error or str(exc)
+            self._retry_at = now + delay
+            self._kick()
+        if was:
+            log.info("VPG %s: stream to the recovery VRA ended: %s", self.vpg, exc)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"protect-{self.vpg}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except Exception:
+                log.exception("VPG %s: sender failed", self.vpg)
+                self._disconnect(TransientError("sender failed"))
+            with self._cv:
+                if not self._kicked and not self._stop.is_set():
+                    self._cv.wait(self._next_wakeup())
+                self._kicked = False
+
+    def _next_wakeup(self) -> float:
+        now = self._clock()
+        waits = [1.0]
+        if not self.connected:
+            waits.append(max(0.0, self._retry_at - now))
+        if self._unsealed and self._unsealed_since is not None:
+            waits.append(max(0.0005, self._unsealed_since + self.settings.batch_delay - now))
+        if self._aligner.blocked_on():
+            waits.append(0.25)
+        return min(waits)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._kick()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.transport.close()
+
+    # -- status ----------------------------------------------------------------------------------------------------
+    def rpo_seconds(self) -> float:
+        """Age of the oldest write not yet durable on the recovery side (0 when everything is)."""
+        with self._cv:
+            oldest = [d[0] for d in self._aligner_ts.values() if d]
+            if self._buffer:
+                oldest.append(self._buffer[0].batch.oldest_timestamp_ns or self._wall_ns())
+            first = next((r.timestamp_ns for r in self._unsealed if isinstance(r, _Write)), None)
+            if first is not None:
+                oldest.append(first)
+            if not oldest:
+                return 0.0
+            return max(0.0, (self._wall_ns() - min(oldest)) / 1e9)
+
+    def status(self) -> dict:
+        rpo = self.rpo_seconds()
+        with self._cv:
+            c = self.counters
+            ratio = (c.raw_bytes_sent / c.wire_bytes_sent) if c.wire_bytes_sent else 1.0
+            state = self.state
+            if state == "ok" and self.needs_bitmap_sync:
+                state = "bitmap-sync-needed"
+            return {
+                "vpg": self.vpg,
+                "role": "protect",
+                "state": state,
+                "error": self.error,
+                "needs_bitmap_sync": self.needs_bitmap_sync,
+                "counters": {
+                    "writes": c.writes,
+                    "bytes": c.bytes,
+                    "batches": c.batches,
+                    "resent_batches": c.resent_batches,
+                    "raw_bytes_sent": c.raw_bytes_sent,
+                    "wire_bytes_sent": c.wire_bytes_sent,
+                    "compression_ratio": ratio,
+                    "zstd_level": self.level.level if self.settings.compression else 0,
+                    "buffered_bytes": self._held_bytes(),
+                    "unacked_batches": len(self._buffer),
+                    "acked_seq": self.acked_seq,
+                    "next_seq": self._next_seq or 0,
+                    "rpo_ms": rpo * 1000.0,
+                    "dropped_writes": c.dropped_writes,
+                    "dropped_bytes": c.dropped_bytes,
+                    "dirty_bytes": self.dropped.total_bytes(),
+                    "reconnects": c.reconnects,
+                    "compress_s": c.compress_s,
+                    "send_wait_s": c.send_wait_s,
+                    **{f"refused_{k.lower()}": v for k, v in c.refusals.items()},
+                },
+            }
+
+
+def _size(rec: _Write | _Marker) -> int:
+    return len(rec.data) if isinstance(rec, _Write) else _MARKER_COST
