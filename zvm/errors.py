@@ -5,6 +5,7 @@
     ├── PermanentError            stop and report: bad input, wrong credentials, a missing object
     │   ├── ConfigError           the configuration or a command-line option is wrong
     │   ├── ValidationError       a request's body or parameters are wrong (names the field)
+    │   │   └── UnsupportedMediaTypeError   the body is not JSON
     │   ├── ConflictError         the object's state does not allow this now (e.g. a VPG is being deleted)
     │   ├── AuthenticationError   credentials were refused
     │   │   └── SessionError      no session, or it expired: log in again
@@ -64,6 +65,13 @@ class ValidationError(PermanentError):
     """A request's body or parameters do not match what the call accepts; ``field`` names the culprit."""
 
     code = "InvalidRequest"
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """The body is not sent as JSON."""
+
+    code = "UnsupportedMediaType"
+    http_status = 415
 
 
 class ConflictError(PermanentError):

@@ -115,7 +115,7 @@ class Session(BaseModel):
 # --- sites ---------------------------------------------------------------------------------------------
 
 class Site(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
+    identifier = CharField(unique=True, default=new_id, max_length=255)
     name = CharField(max_length=255)
     location = CharField(default="", max_length=255)
     contact = CharField(default="", max_length=255)
@@ -128,7 +128,7 @@ class Site(BaseModel):
     vcenter_password_enc = TextField(default="")
     vcenter_verify = CharField(default="true", max_length=512)  # "true", "false" or a CA bundle path
     vcenter_thumbprint = CharField(default="", max_length=128)
-    vcenter_uuid = CharField(default="", max_length=64)
+    vcenter_uuid = CharField(default="", max_length=255)
     version = CharField(default="", max_length=32)
     inventory_loaded_at = DoubleField(null=True)
     inventory_version = CharField(default="", max_length=255)  # the PropertyCollector's last version
@@ -159,20 +159,20 @@ class PairingToken(BaseModel):
 
 class _InventoryModel(BaseModel):
     site = ForeignKeyField(Site, on_delete="CASCADE")
-    moid = CharField(max_length=64)
+    moid = CharField(max_length=255)
     name = CharField(max_length=255)
 
 
 class InvCluster(_InventoryModel):
-    datacenter = CharField(default="", max_length=64)
+    datacenter = CharField(default="", max_length=255)
 
     class Meta:
         indexes = ((("site", "moid"), True),)
 
 
 class InvHost(_InventoryModel):
-    cluster = CharField(null=True, max_length=64)
-    datacenter = CharField(default="", max_length=64)
+    cluster = CharField(null=True, max_length=255)
+    datacenter = CharField(default="", max_length=255)
     connection_state = CharField(default="", max_length=32)
     power_state = CharField(default="", max_length=32)
     datastores = JSONField(default=list)
@@ -193,14 +193,14 @@ class InvDatastore(_InventoryModel):
 
 
 class InvNetwork(_InventoryModel):
-    kind = CharField(default="Network", max_length=64)
+    kind = CharField(default="Network", max_length=255)
 
     class Meta:
         indexes = ((("site", "moid"), True),)
 
 
 class InvFolder(_InventoryModel):
-    parent = CharField(null=True, max_length=64)
+    parent = CharField(null=True, max_length=255)
     path = CharField(default="", max_length=1024)  # "/DC0/vm/Finance"
 
     class Meta:
@@ -208,11 +208,11 @@ class InvFolder(_InventoryModel):
 
 
 class InvVm(_InventoryModel):
-    uuid = CharField(default="", max_length=64)
-    instance_uuid = CharField(default="", max_length=64)
-    host = CharField(null=True, max_length=64)
+    uuid = CharField(default="", max_length=255)
+    instance_uuid = CharField(default="", max_length=255)
+    host = CharField(null=True, max_length=255)
     power_state = CharField(default="", max_length=32)
-    folder = CharField(null=True, max_length=64)
+    folder = CharField(null=True, max_length=255)
     networks = JSONField(default=list)
     disks = JSONField(default=list)  # [{key, label, file_name, datastore, capacity, uuid}]
 
@@ -226,19 +226,19 @@ INVENTORY_MODELS = [InvCluster, InvHost, InvDatastore, InvNetwork, InvFolder, In
 # --- VRAs ----------------------------------------------------------------------------------------------
 
 class Vra(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
+    identifier = CharField(unique=True, default=new_id, max_length=255)
     site = ForeignKeyField(Site, backref="vras", on_delete="CASCADE")
-    host_moid = CharField(max_length=64)
+    host_moid = CharField(max_length=255)
     host_name = CharField(max_length=255)
     name = CharField(max_length=255)  # Z-VRA-<host>
-    vm_moid = CharField(null=True, max_length=64)
+    vm_moid = CharField(null=True, max_length=255)
     state = CharField(default="Installing", max_length=32)  # Installing, Installed, Uninstalling, Error
-    datastore_moid = CharField(max_length=64)
-    network_moid = CharField(max_length=64)
+    datastore_moid = CharField(max_length=255)
+    network_moid = CharField(max_length=255)
     ip_mode = CharField(default="Dhcp", max_length=16)  # Dhcp, Static
-    ip_address = CharField(default="", max_length=64)
-    subnet_mask = CharField(default="", max_length=64)
-    gateway = CharField(default="", max_length=64)
+    ip_address = CharField(default="", max_length=255)
+    subnet_mask = CharField(default="", max_length=255)
+    gateway = CharField(default="", max_length=255)
     control_address = CharField(default="", max_length=255)  # host:port of the VRA's gRPC (4005)
     memory_gb = IntegerField(default=3)
     version = CharField(default="", max_length=32)
@@ -253,7 +253,7 @@ class Vra(BaseModel):
 # --- VPGs ----------------------------------------------------------------------------------------------
 
 class Vpg(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
+    identifier = CharField(unique=True, default=new_id, max_length=255)
     name = CharField(unique=True, max_length=255)
     protected_site = ForeignKeyField(Site, backref="protected_vpgs", on_delete="CASCADE")
     recovery_site = ForeignKeyField(Site, backref="recovery_vpgs", on_delete="CASCADE")
@@ -264,14 +264,14 @@ class Vpg(BaseModel):
     journal_history_hours = IntegerField(default=24)
     journal_hard_limit_mb = IntegerField(default=0)  # 0: unlimited
     journal_warning_mb = IntegerField(default=0)
-    journal_datastore = CharField(null=True, max_length=64)
+    journal_datastore = CharField(null=True, max_length=255)
     wan_compression = BooleanField(default=True)
-    recovery_host = CharField(null=True, max_length=64)
-    recovery_cluster = CharField(null=True, max_length=64)
-    recovery_datastore = CharField(null=True, max_length=64)
-    recovery_folder = CharField(null=True, max_length=64)
-    failover_network = CharField(null=True, max_length=64)
-    test_network = CharField(null=True, max_length=64)
+    recovery_host = CharField(null=True, max_length=255)
+    recovery_cluster = CharField(null=True, max_length=255)
+    recovery_datastore = CharField(null=True, max_length=255)
+    recovery_folder = CharField(null=True, max_length=255)
+    failover_network = CharField(null=True, max_length=255)
+    test_network = CharField(null=True, max_length=255)
     boot_groups = JSONField(default=list)  # [{"Name": ..., "BootDelayInSeconds": ...}]
     paused = BooleanField(default=False)
     # monitoring figures, updated from the VRAs' reports
@@ -288,11 +288,11 @@ class Vpg(BaseModel):
 
 class VpgVm(BaseModel):
     vpg = ForeignKeyField(Vpg, backref="vms", on_delete="CASCADE")
-    vm_moid = CharField(max_length=64)
+    vm_moid = CharField(max_length=255)
     name = CharField(max_length=255)
     boot_group = CharField(default="", max_length=255)
-    recovery_host = CharField(null=True, max_length=64)
-    recovery_datastore = CharField(null=True, max_length=64)
+    recovery_host = CharField(null=True, max_length=255)
+    recovery_datastore = CharField(null=True, max_length=255)
 
     class Meta:
         # a VM is protected by one VPG at most
@@ -301,15 +301,15 @@ class VpgVm(BaseModel):
 
 class VpgVolume(BaseModel):
     vm = ForeignKeyField(VpgVm, backref="volumes", on_delete="CASCADE")
-    volume_id = CharField(unique=True, default=new_id, max_length=64)  # the id replication uses
+    volume_id = CharField(unique=True, default=new_id, max_length=255)  # the id replication uses
     disk_key = IntegerField()
     file_name = CharField(max_length=1024)
     capacity = peewee.BigIntegerField(default=0)
-    recovery_datastore = CharField(null=True, max_length=64)
+    recovery_datastore = CharField(null=True, max_length=255)
 
 
 class Checkpoint(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
+    identifier = CharField(unique=True, default=new_id, max_length=255)
     vpg = ForeignKeyField(Vpg, backref="checkpoints", on_delete="CASCADE")
     timestamp = DoubleField(default=now, index=True)
     tag = CharField(null=True, max_length=255)
@@ -317,7 +317,7 @@ class Checkpoint(BaseModel):
 
 
 class VpgSettings(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
+    identifier = CharField(unique=True, default=new_id, max_length=255)
     vpg = ForeignKeyField(Vpg, null=True, backref="drafts", on_delete="CASCADE")
     body = JSONField()
     created_by = CharField(default="", max_length=128)
@@ -328,30 +328,30 @@ class VpgSettings(BaseModel):
 # --- tasks, alerts, events -----------------------------------------------------------------------------
 
 class Task(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
-    kind = CharField(max_length=64)  # InstallVra, CreateVpg, ...
+    identifier = CharField(unique=True, default=new_id, max_length=255)
+    kind = CharField(max_length=255)  # InstallVra, CreateVpg, ...
     state = CharField(default="Pending", max_length=32)  # Pending, InProgress, Completed, Failed
     progress = IntegerField(default=0)  # percent
     step = CharField(default="", max_length=512)
     initiated_by = CharField(default="", max_length=128)
     params = JSONField(default=dict)
     result = JSONField(default=dict)
-    error_code = CharField(default="", max_length=64)
+    error_code = CharField(default="", max_length=255)
     error_message = TextField(default="")
-    vpg = CharField(null=True, max_length=64)  # identifiers, not foreign keys: a task outlives its object
-    vra = CharField(null=True, max_length=64)
-    site = CharField(null=True, max_length=64)
+    vpg = CharField(null=True, max_length=255)  # identifiers, not foreign keys: a task outlives its object
+    vra = CharField(null=True, max_length=255)
+    site = CharField(null=True, max_length=255)
     created_at = DoubleField(default=now, index=True)
     started_at = DoubleField(null=True)
     completed_at = DoubleField(null=True)
 
 
 class Alert(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
-    code = CharField(max_length=64)  # VpgRpoOverThreshold, VraUnreachable, ...
+    identifier = CharField(unique=True, default=new_id, max_length=255)
+    code = CharField(max_length=255)  # VpgRpoOverThreshold, VraUnreachable, ...
     level = CharField(default="Warning", max_length=16)  # Warning, Error
     entity = CharField(max_length=32)  # Vpg, Vra, Site
-    entity_id = CharField(max_length=64)
+    entity_id = CharField(max_length=255)
     description = TextField()
     raised_at = DoubleField(default=now, index=True)
     updated_at = DoubleField(default=now)
@@ -360,13 +360,13 @@ class Alert(BaseModel):
 
 
 class Event(BaseModel):
-    identifier = CharField(unique=True, default=new_id, max_length=64)
-    kind = CharField(max_length=64)  # the operation: CreateVpg, PauseVpg, Login, ...
+    identifier = CharField(unique=True, default=new_id, max_length=255)
+    kind = CharField(max_length=255)  # the operation: CreateVpg, PauseVpg, Login, ...
     category = CharField(max_length=32)  # Vpg, Vra, Site, Session, Alert
     user = CharField(default="", max_length=128)
     description = TextField(default="")
-    entity_id = CharField(default="", max_length=64)
-    task = CharField(null=True, max_length=64)
+    entity_id = CharField(default="", max_length=255)
+    task = CharField(null=True, max_length=255)
     result = CharField(default="Succeeded", max_length=16)  # InProgress, Succeeded, Failed, Refused
     detail = TextField(default="")
     started_at = DoubleField(default=now, index=True)

@@ -37,3 +37,54 @@ def database(db_url) -> Iterator:
     db.close()
     if hasattr(db, "close_all"):
         db.close_all()
+
+
+# --- ZVM apps ---------------------------------------------------------------------------------------------
+
+ADMIN_PASSWORD = "Adm1n-pass"
+
+
+@pytest.fixture
+def fake_vcenter():
+    """A vCenter seam that serves a small fixed inventory (no simulator): see tests/zvm/fakes.py."""
+    from tests.zvm.fakes import FakeVCenter
+
+    return FakeVCenter()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """``make_app(**config)`` -> a ZVM app on SQLite in a temp dir (or ``database_url=``), loops stopped."""
+    from zvm.api import create_app
+
+    apps = []
+
+    def make(vcenter=None, name: str = "zvm", **config):
+        data_dir = tmp_path / name
+        cfg = {"data_dir": str(data_dir), "admin_password": ADMIN_PASSWORD, "site_name": f"Site {name}",
+               "public_address": "127.0.0.1", **config}
+        factory = (lambda site: vcenter) if vcenter is not None else None
+        app = create_app(cfg, vcenter_factory=factory)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["zvm"].stop()
+
+
+@pytest.fixture
+def app(make_app, fake_vcenter):
+    """A ZVM whose local inventory is the fake vCenter's, loaded."""
+    app = make_app(vcenter=fake_vcenter, vcenter_url="http://fake/sdk", vcenter_username="u",
+                   vcenter_password="p")
+    app.extensions["zvm"].inventory.sync_once()
+    return app
+
+
+@pytest.fixture
+def api(app):
+    """A logged-in test client of ``app``: ``api.get("/vpgs")`` (paths relative to /v1)."""
+    from tests.zvm.fakes import ApiClient
+
+    return ApiClient.login(app)

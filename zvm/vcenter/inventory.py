@@ -61,6 +61,14 @@ class Network:
 
 
 @dataclass
+class Folder:
+    moid: str
+    name: str
+    parent: str | None  # the parent folder's moid (None under a datacenter)
+    path: str  # "/DC0/vm/Finance"
+
+
+@dataclass
 class Disk:
     key: int
     label: str
@@ -93,6 +101,7 @@ class Inventory:
     hosts: dict[str, Host] = field(default_factory=dict)
     datastores: dict[str, Datastore] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)
+    folders: dict[str, Folder] = field(default_factory=dict)
     vms: dict[str, VirtualMachine] = field(default_factory=dict)
 
     def vm_by_name(self, name: str) -> VirtualMachine:
@@ -157,6 +166,34 @@ def _local_path(info, url: str) -> str | None:
     return None
 
 
+def _vm_folders(vc, inv: Inventory) -> dict[str, Folder]:
+    """Folders that can hold VMs, with their path from the datacenter ("/DC0/vm/Finance")."""
+    raw = {moid: (p["name"], p.get("parent"), list(p.get("childType") or []))
+           for moid, _obj, p in _collect(vc, vim.Folder, ["name", "parent", "childType"])}
+    dc_names = {moid: dc.name for moid, dc in inv.datacenters.items()}
+
+    def path(moid: str) -> str:
+        parts = []
+        node: str | None = moid
+        while node is not None and node in raw:
+            name, parent, _ = raw[node]
+            parts.append(name)
+            pid = parent._moId if parent is not None else None
+            if pid in dc_names:
+                parts.append(dc_names[pid])
+                break
+            node = pid
+        return "/" + "/".join(reversed(parts))
+
+    out = {}
+    for moid, (name, parent, child_types) in raw.items():
+        if "VirtualMachine" not in child_types:
+            continue
+        pid = parent._moId if parent is not None else None
+        out[moid] = Folder(moid=moid, name=name, parent=pid if pid in raw else None, path=path(moid))
+    return out
+
+
 def read_inventory(vc) -> Inventory:
     try:
         return _read(vc)
@@ -199,6 +236,8 @@ def _read(vc) -> Inventory:
 
     for moid, obj, p in _collect(vc, vim.Network, ["name"]):
         inv.networks[moid] = Network(moid=moid, name=p["name"], kind=type(obj).__name__.rsplit(".", 1)[-1])
+
+    inv.folders = _vm_folders(vc, inv)
 
     vm_props = ["name", "config.uuid", "config.instanceUuid", "config.hardware.device", "runtime.host",
                 "runtime.powerState", "parent", "network"]

@@ -1,0 +1,85 @@
+"""``create_app(config)``: the ZVM's Flask application, REST API under /v1.
+
+Errors are translated here, at the boundary: a ``ZvmError`` becomes ``{"Code", "Message", "Field"}`` with
+the error's HTTP status; Flask's own (unknown path, wrong method) get the same shape; anything else is a 500
+``InternalError`` whose details go to the log, never to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import flask
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from zvm import db as zdb
+from zvm.api import blueprints
+from zvm.config import ZvmConfig, load_config
+from zvm.errors import ZvmError
+from zvm.service import Zvm
+
+log = logging.getLogger("zvm.api")
+PREFIX = "/v1"
+
+
+def _error(code: str, message: str, status: int, field: str | None = None, headers=None) -> flask.Response:
+    resp = flask.current_app.response_class(
+        flask.json.dumps({"Code": code, "Message": message, "Field": field}) + "\n", status=status,
+        mimetype="application/json")
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+_HTTP_CODES = {404: ("NotFound", "no such path: see GET /v1/openapi.json for the paths this API serves"),
+               405: ("MethodNotAllowed", "this path does not take this method: see the Allow header"),
+               415: ("UnsupportedMediaType", "send the body as JSON (Content-Type: application/json)")}
+
+
+def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None = None,
+               start: bool = False, zvm: Zvm | None = None) -> flask.Flask:
+    """The API app of one ZVM. ``config`` is a ZvmConfig or a mapping of its keys (checked the same way).
+
+    ``start`` runs the background loops (the service does; tests drive them by hand)."""
+    if isinstance(config, Mapping):
+        config = load_config(env={}, **config)
+    zvm = zvm or Zvm(config, vcenter_factory=vcenter_factory).open()
+    app = flask.Flask("zvm")
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.extensions["zvm"] = zvm
+    for bp in blueprints():
+        app.register_blueprint(bp, url_prefix=PREFIX)
+
+    @app.before_request
+    def _open_db():
+        zdb.connect(zvm.db)
+
+    @app.teardown_request
+    def _close_db(exc):
+        if not zvm.db.is_closed():
+            zvm.db.close()
+        if flask.g.get("queued_tasks"):
+            zvm.wake_tasks()
+
+    @app.errorhandler(ZvmError)
+    def _zvm_error(exc: ZvmError):
+        if exc.http_status >= 500:
+            log.warning("%s: %s", exc.code, exc)
+        return _error(exc.code, str(exc), exc.http_status, exc.field)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code, message = _HTTP_CODES.get(exc.code, (type(exc).__name__, exc.description or exc.name))
+        headers = {"Allow": ", ".join(exc.valid_methods or [])} if isinstance(exc, MethodNotAllowed) else None
+        return _error(code, message, exc.code or 500, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", flask.request.method, flask.request.path)
+        return _error("InternalError", "the ZVM failed unexpectedly: the error is in its log; report it", 500)
+
+    if start:
+        zvm.start()
+    return app

@@ -1,0 +1,170 @@
+"""The ZVM's configuration: defaults, then a TOML file, then ``ZVM_*`` environment variables, then options.
+
+Every key is checked for its type and range when loaded, and an unknown key is refused with the list of
+known ones, so a typo never passes silently. Secrets (the vCenter and admin passwords) may come from the
+environment so they stay out of files and process listings.
+
+    data_dir = "/var/lib/zvm"          # SQLite database, secret.key, certificates
+    database_url = ""                  # empty: sqlite:///<data_dir>/zvm.db; or postgresql://...
+    host = "0.0.0.0"
+    port = 9080
+    peer_port = 9081
+    public_address = ""                # how peers and VRAs reach this ZVM; empty: the host name
+    site_name = "Site A"
+    tls_certificate = ""               # PEM files: HTTPS on the API when both are set
+    tls_key = ""
+    session_idle_timeout = 1800        # seconds
+    vcenter_url = "https://vc.example/sdk"
+    vcenter_username = "administrator@vsphere.local"
+    vcenter_password = ""              # better: ZVM_VCENTER_PASSWORD
+    vcenter_verify = "true"            # "true", "false" (labs only) or a CA bundle path
+    vcenter_thumbprint = ""
+    workers = 2                        # gunicorn worker processes
+    threads = 8                        # threads per worker
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zvm.errors import ConfigError
+
+ENV_PREFIX = "ZVM_"
+
+
+@dataclass
+class ZvmConfig:
+    data_dir: Path = Path("/var/lib/zvm")
+    database_url: str = ""
+    host: str = "0.0.0.0"
+    port: int = 9080
+    peer_port: int = 9081
+    public_address: str = ""
+    site_name: str = field(default_factory=socket.gethostname)
+    site_location: str = ""
+    site_contact: str = ""
+    tls_certificate: str = ""
+    tls_key: str = ""
+    session_idle_timeout: int = 1800
+    admin_username: str = "admin"
+    admin_password: str = ""
+    vcenter_url: str = ""
+    vcenter_username: str = ""
+    vcenter_password: str = ""
+    vcenter_verify: str = "true"
+    vcenter_thumbprint: str = ""
+    workers: int = 2
+    threads: int = 8
+    engine: bool = True  # run the background loops (tasks, inventory, monitoring)
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name not in ("vcenter_password", "admin_password")}
+        return f"ZvmConfig({shown})"
+
+    @property
+    def database(self) -> str:
+        from zvm.db import default_url
+
+        return self.database_url or default_url(self.data_dir)
+
+    @property
+    def address(self) -> str:
+        return self.public_address or socket.gethostname()
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certificate and self.tls_key)
+
+    def validate(self) -> ZvmConfig:
+        for name in ("port", "peer_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} = {value}: give a TCP port between 1 and 65535 (0: any free one)")
+        if self.session_idle_timeout < 60:
+            raise ConfigError(f"session_idle_timeout = {self.session_idle_timeout}: give at least 60 seconds")
+        if not 1 <= self.workers <= 64 or not 1 <= self.threads <= 256:
+            raise ConfigError("workers must be 1..64 and threads 1..256")
+        if bool(self.tls_certificate) != bool(self.tls_key):
+            raise ConfigError("HTTPS needs both tls_certificate and tls_key (PEM files): set both or neither")
+        for name in ("tls_certificate", "tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name} = {path!r}: no such file")
+        if self.vcenter_url and not self.vcenter_username:
+            raise ConfigError("vcenter_url is set but vcenter_username is not: set both")
+        if self.vcenter_verify.lower() not in ("true", "false") and not Path(self.vcenter_verify).is_file():
+            raise ConfigError(f"vcenter_verify = {self.vcenter_verify!r}: use true, false or a CA bundle file")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level = {self.log_level!r}: use debug, info, warning or error")
+        if self.database_url and not self.database_url.startswith(("sqlite:", "postgres")):
+            raise ConfigError("database_url must start with sqlite:/// or postgresql://")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ZvmConfig)}
+
+
+def _coerce(name: str, value, source: str):
+    kind = _FIELDS[name].type
+    try:
+        if kind == "Path":
+            if not isinstance(value, str) or not value:
+                raise ValueError
+            return Path(value).expanduser()
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}") from None
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                **overrides) -> ZvmConfig:
+    """Defaults < file < environment (``ZVM_PORT`` ...) < overrides (None values are ignored)."""
+    values: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        data = data.get("zvm", data)
+        for key, value in data.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(_FIELDS)}")
+            values[key] = _coerce(key, value, str(path))
+    env = os.environ if env is None else env
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in _FIELDS:
+            values[name] = _coerce(name, value, f"environment {key}")
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+        if value is not None:
+            values[key] = _coerce(key, value, "option") if not isinstance(value, Path) else value
+    return ZvmConfig(**values).validate()

@@ -1,0 +1,177 @@
+"""Long operations as tasks: created by the API inside its transaction, run by the task runner.
+
+A task is a row (zvm.models.Task) that starts ``Pending``. The runner claims it with a conditional update
+(``Pending -> InProgress``), so several processes can run runners without running a task twice, then calls
+the handler registered for its kind. The handler reports progress (percent and a step that says what it is
+doing) through ``TaskContext.progress``; its return value becomes the task's result. A ``ZvmError`` fails
+the task with the error's code and message; any other exception fails it as ``InternalError`` and is logged.
+The event that recorded the request (zvm.models.Event with this task) is closed with the outcome.
+
+The runner is a ``start()`` / ``stop()`` loop around the public ``run_once()``, which tests call directly.
+Secret parameters (a pairing token) are stored encrypted, never in clear.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from zvm import db as zdb
+from zvm import models as m
+from zvm.errors import ZvmError
+
+log = logging.getLogger("zvm.tasks")
+
+HANDLERS: dict[str, Callable[[TaskContext], dict | None]] = {}
+
+
+def handler(kind: str):
+    """Register the function that runs tasks of ``kind``."""
+
+    def register(fn):
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def create_task(kind: str, *, params: dict | None = None, secret_params: Iterable[str] = (),
+                vpg: str | None = None, vra: str | None = None, site: str | None = None,
+                step: str = "Waiting to start") -> m.Task:
+    """Queue a task; call inside the request's transaction so it exists only if the request succeeds."""
+    from flask import g, has_request_context
+
+    from zvm.api.context import service
+
+    params = dict(params or {})
+    secret = set(secret_params)
+    if secret:
+        box = service().secrets
+        for key in secret & set(params):
+            params[key] = {"encrypted": box.encrypt(str(params[key]))}
+    user = getattr(g, "user", "") if has_request_context() else "system"
+    task = m.Task.create(kind=kind, params=params, vpg=vpg, vra=vra, site=site, step=step,
+                         initiated_by=user or "system")
+    if has_request_context():
+        g.setdefault("queued_tasks", []).append(task.identifier)
+    return task
+
+
+@dataclass
+class TaskContext:
+    task: m.Task
+    zvm: object  # zvm.service.Zvm
+
+    def param(self, key: str, default=None):
+        value = (self.task.params or {}).get(key, default)
+        if isinstance(value, dict) and set(value) == {"encrypted"}:
+            return self.zvm.secrets.decrypt(value["encrypted"])
+        return value
+
+    def progress(self, percent: int, step: str) -> None:
+        percent = max(0, min(100, int(percent)))
+        self.task.progress, self.task.step = percent, step[:512]
+        with zdb.transaction():
+            m.Task.update(progress=percent, step=step[:512]).where(m.Task.id == self.task.id).execute()
+
+
+class TaskRunner:
+    """Runs pending tasks, oldest first."""
+
+    def __init__(self, zvm, handlers: dict | None = None, poll_interval: float = 2.0):
+        self.zvm = zvm
+        self.handlers = HANDLERS if handlers is None else handlers
+        self.poll_interval = poll_interval  # other processes' tasks are noticed within this time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run_once(self) -> int:
+        """Run every task pending now; returns how many ran."""
+        ran = 0
+        zdb.connect(self.zvm.db)
+        while True:
+            pending = m.Task.select(m.Task.id).where(m.Task.state == "Pending").order_by(m.Task.id).first()
+            if pending is None:
+                return ran
+            if self._claim(pending.id):
+                self._run(m.Task.get_by_id(pending.id))
+                ran += 1
+
+    def fail_interrupted(self) -> int:
+        """Fail the tasks a previous runner left in progress (it died); call when taking over."""
+        zdb.connect(self.zvm.db)
+        with zdb.transaction():
+            stale = [t for t in m.Task.select().where(m.Task.state == "InProgress")]
+        for task in stale:
+            self._finish(task, "Failed", step="Interrupted by a ZVM restart: run the operation again",
+                         code="Interrupted", message="the ZVM restarted while the task ran")
+        return len(stale)
+
+    def _claim(self, task_id: int) -> bool:
+        with zdb.transaction():
+            claimed = (m.Task.update(state="InProgress", started_at=time.time(), step="Starting")
+                       .where(m.Task.id == task_id, m.Task.state == "Pending").execute())
+        return claimed == 1
+
+    def _run(self, task: m.Task) -> None:
+        ctx = TaskContext(task=task, zvm=self.zvm)
+        fn = self.handlers.get(task.kind)
+        try:
+            if fn is None:
+                raise ZvmError(f"this ZVM cannot run {task.kind} tasks: upgrade it", code="NotImplemented")
+            result = fn(ctx) or {}
+        except ZvmError as exc:
+            self._finish(task, "Failed", step=f"Failed: {exc}", code=exc.code, message=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a task must end, whatever its handler did
+            log.exception("task %s (%s) failed", task.identifier, task.kind)
+            self._finish(task, "Failed", step="Failed: internal error, see the ZVM log", code="InternalError",
+                         message=f"{type(exc).__name__}: {exc}")
+            return
+        self._finish(task, "Completed", step=ctx.task.step if ctx.task.progress == 100 else "Done",
+                     result=result)
+
+    def _finish(self, task: m.Task, state: str, *, step: str, result: dict | None = None, code: str = "",
+                message: str = "") -> None:
+        now = time.time()
+        with zdb.transaction():
+            m.Task.update(state=state, step=step[:512], completed_at=now, result=result or {},
+                          progress=100 if state == "Completed" else m.Task.progress,
+                          error_code=code, error_message=message).where(m.Task.id == task.id).execute()
+            m.Event.update(result="Succeeded" if state == "Completed" else "Failed", completed_at=now,
+                           detail=f"{code}: {message}" if code else "").where(
+                m.Event.task == task.identifier).execute()
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="zvm-tasks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the loop outlives a database hiccup
+                log.exception("task runner pass failed")
+            finally:
+                self.zvm.db.close()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
