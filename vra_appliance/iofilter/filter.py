@@ -101,6 +101,7 @@ class IoFilter:
         self.records: dict[str, dirty_store.VolumeRecord] = {}
         self.unclean: dict[str, bool] = {}
         self._backends: dict[str, FileBackend] = {}
+        self.running = False
         self._started = time.monotonic()
         self._rate_lock = threading.Lock()
         self._last_rate = (self._started, 0, 0, 0)
@@ -129,9 +130,13 @@ class IoFilter:
             raise
         self._started = time.monotonic()
         self._last_rate = (self._started, 0, 0, 0)
+        self.running = True
 
     def stop(self, drain_timeout_s: float = 2.0) -> None:
         """Clean stop: no new IO, give the VRA time to acknowledge, then save every volume's dirty map."""
+        if not self.running:
+            return
+        self.running = False
         if self.server is not None:
             self.server.stop(close_exports=False)
         self.splitter.stop(drain_timeout_s)
