@@ -1,0 +1,131 @@
+"""Replica volumes of a recovery VPG and the durable promotion state (docs/FORMAT.md section 6).
+
+A replica volume is a sparse raw file holding the volume as of ``promoted_seq``. Promotion writes an
+intent (``promoting_to``) before touching the files and commits ``promoted_seq`` only after fsyncing them,
+so after a crash the interrupted range is simply applied again (idempotent).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .durable import pread_exact, write_atomic
+from .errors import UnknownVolumeError
+from .records import Record, WriteRecord
+
+STATE_FILE = "promotion"
+
+
+@dataclass(frozen=True)
+class ReplicaVolume:
+    """Where a volume's replica lives and how big the volume is."""
+
+    path: Path
+    size: int
+
+
+class ReplicaIO:
+    """The system calls that change replica files; tests subclass it to simulate a crash."""
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+
+class Replica:
+    """The replica files of one VPG and its promotion state."""
+
+    def __init__(
+        self,
+        vpg: str,
+        volumes: Mapping[str, ReplicaVolume],
+        state_dir: str | os.PathLike[str],
+        io: ReplicaIO | None = None,
+    ) -> None:
+        self.vpg = vpg
+        self.volumes = dict(volumes)
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._io = io or ReplicaIO()
+        self._fds: dict[str, int] = {}
+        self.promoted_seq = 0
+        self.promoting_to: int | None = None
+        self._load_state()
+        for volume, spec in self.volumes.items():
+            fd = os.open(spec.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fds[volume] = fd
+            if os.fstat(fd).st_size < spec.size:
+                os.ftruncate(fd, spec.size)  # sparse: takes no space until written
+
+    def _load_state(self) -> None:
+        try:
+            state = json.loads((self.state_dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return
+        if state.get("format") != 1 or state.get("vpg") != self.vpg:
+            raise ValueError(f"{self.state_dir / STATE_FILE} is not the promotion state of VPG {self.vpg!r}")
+        self.promoted_seq = int(state["promoted_seq"])
+        self.promoting_to = state.get("promoting_to")
+
+    def _save_state(self) -> None:
+        state = {"format": 1, "vpg": self.vpg, "promoted_seq": self.promoted_seq,
+                 "promoting_to": self.promoting_to}
+        write_atomic(self.state_dir / STATE_FILE, json.dumps(state).encode())
+
+    def fd(self, volume: str) -> int:
+        try:
+            return self._fds[volume]
+        except KeyError:
+            raise UnknownVolumeError(f"volume {volume!r} is not part of recovery VPG {self.vpg!r}") from None
+
+    def pread(self, volume: str, offset: int, length: int) -> bytes:
+        data = pread_exact(self.fd(volume), length, offset)
+        return data if len(data) == length else data + bytes(length - len(data))
+
+    def begin(self, target: int) -> None:
+        """Durably record that promotion up to ``target`` starts (before any replica write)."""
+        self.promoting_to = target
+        self._save_state()
+
+    def apply(self, records: Iterable[Record], upto: int) -> int:
+        """Write the write records in seq order (checkpoints carry no data); returns the bytes written.
+
+        Checks that the seqs run without a gap from promoted_seq + 1 to ``upto``.
+        """
+        expected = self.promoted_seq + 1
+        written = 0
+        for record in records:
+            if record.seq != expected:
+                raise OSError(errno.EIO, f"promotion expected seq {expected} from the journal, got {record.seq}")
+            expected += 1
+            if isinstance(record, WriteRecord):
+                self._io.pwrite(self.fd(record.volume), record.data, record.offset)
+                written += len(record.data)
+        if expected != upto + 1:
+            raise OSError(errno.EIO, f"journal ended at seq {expected - 1} before the promotion target {upto}")
+        return written
+
+    def sync(self) -> None:
+        for fd in self._fds.values():
+            self._io.fsync(fd)
+
+    def commit(self, target: int) -> None:
+        """Durably record the replica as of ``target`` (after ``sync``)."""
+        self.promoted_seq = target
+        self.promoting_to = None
+        self._save_state()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
