@@ -10,8 +10,11 @@ test replaces by injection.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import secrets
+import threading
 from collections.abc import Callable
 
 import peewee
@@ -52,6 +55,9 @@ class Zvm:
         self.generated_admin_password: str | None = None
         self._local_site_id: int | None = None
         self._loops: list = []
+        self._started = False
+        self._stopping = threading.Event()
+        self._lock_fd: int | None = None
         from zvm.inventory import InventorySync
         from zvm.orchestration import handlers  # noqa: F401 - registers the task handlers
         from zvm.orchestration.tasks import TaskRunner
@@ -146,12 +152,35 @@ class Zvm:
         self.tasks.wake()
 
     def start(self) -> None:
+        self._started = True
+        self.tasks.fail_interrupted()
         for loop in self._loops:
             loop.start()
 
+    def run_engine_when_leader(self) -> None:
+        """Start the loops once this process holds the data directory's engine lock (one process of the
+        service at a time runs them; the lock is released when the process exits, for another to take)."""
+
+        def wait_for_lock():
+            fd = os.open(self.config.data_dir / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the current leader exits
+            except OSError:
+                os.close(fd)
+                return
+            self._lock_fd = fd
+            if not self._stopping.is_set():
+                log.info("this process runs the ZVM's background loops (pid %d)", os.getpid())
+                self.start()
+
+        threading.Thread(target=wait_for_lock, name="zvm-engine-lock", daemon=True).start()
+
     def stop(self) -> None:
-        for loop in reversed(self._loops):
-            loop.stop()
+        self._stopping.set()
+        if self._started:
+            for loop in reversed(self._loops):
+                loop.stop()
+            self._started = False
         if self.db is not None:
             self.db.close()
             if hasattr(self.db, "close_all"):

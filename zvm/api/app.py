@@ -21,6 +21,7 @@ from zvm.service import Zvm
 
 log = logging.getLogger("zvm.api")
 PREFIX = "/v1"
+MAX_BODY = 4 << 20
 
 
 def _error(code: str, message: str, status: int, field: str | None = None, headers=None) -> flask.Response:
@@ -34,6 +35,7 @@ def _error(code: str, message: str, status: int, field: str | None = None, heade
 
 _HTTP_CODES = {404: ("NotFound", "no such path: see GET /v1/openapi.json for the paths this API serves"),
                405: ("MethodNotAllowed", "this path does not take this method: see the Allow header"),
+               413: ("PayloadTooLarge", f"the body is larger than {MAX_BODY >> 20} MiB: send less at once"),
                415: ("UnsupportedMediaType", "send the body as JSON (Content-Type: application/json)")}
 
 
@@ -47,7 +49,7 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     zvm = zvm or Zvm(config, vcenter_factory=vcenter_factory).open()
     app = flask.Flask("zvm")
     app.json.sort_keys = False
-    app.json.compact = True
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["zvm"] = zvm
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)

@@ -73,7 +73,8 @@ VRA_STATES = ["Installing", "Installed", "Uninstalling", "Error"]
 ERROR_CODES = ["InvalidRequest", "UnsupportedMediaType", "SessionRequired", "AuthenticationFailed",
                "NotFound", "VpgNotFound", "VraNotFound", "SiteNotFound", "TaskNotFound", "AlertNotFound",
                "EventNotFound", "VmNotFound", "VpgSettingsNotFound", "Conflict", "MethodNotAllowed",
-               "Unavailable", "InvalidConfiguration", "Refused", "Corruption", "InternalError"]
+               "Unavailable", "InvalidConfiguration", "Refused", "Corruption", "InternalError",
+               "PayloadTooLarge", "NotImplemented", "Interrupted"]
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({

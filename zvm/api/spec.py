@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,9 +141,10 @@ def _parse_body(op: Operation):
         raise UnsupportedMediaTypeError(
             "send the body as JSON with the header Content-Type: application/json", field="body")
     try:
-        payload = flask.json.loads(data)
-    except ValueError as exc:
-        raise ValidationError(f"the body is not valid JSON ({exc}): fix its syntax", field="body") from None
+        payload = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"the body is not valid JSON ({type(exc).__name__}: {str(exc)[:100]}): fix its "
+                              "syntax", field="body") from None
     return check(payload, op.body, "", schemas.COMPONENTS)
 
 
@@ -179,7 +181,7 @@ def _respond(op: Operation, result) -> Response:
         resp = Response(status=204)
     else:
         resp = flask.current_app.response_class(
-            flask.json.dumps(result) + "\n", status=op.status, mimetype="application/json")
+            json.dumps(result, separators=(",", ":")) + "\n", status=op.status, mimetype="application/json")
     resp.headers.update(headers)
     return resp
 
