@@ -9,7 +9,6 @@ import struct
 
 from vra_appliance.iofilter import nbd_proto as p
 
-
 OPEN: list[RawNbd] = []  # closed by an autouse fixture after each test
 
 
