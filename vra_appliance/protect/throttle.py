@@ -122,3 +122,6 @@ class ThrottledTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+    def shutdown(self) -> None:
+        getattr(self.inner, "shutdown", self.inner.close)()

@@ -486,7 +486,7 @@ class ProtectedVpg:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.transport.close()
+        getattr(self.transport, "shutdown", self.transport.close)()
 
     # -- status ----------------------------------------------------------------------------------------------------
     def rpo_seconds(self) -> float:

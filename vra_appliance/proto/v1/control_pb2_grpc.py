@@ -74,6 +74,16 @@ class ControlStub:
                 request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawRequest.SerializeToString,
                 response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawReply.FromString,
                 _registered_method=True)
+        self.OpenImage = channel.unary_unary(
+                '/zvr.vra.v1.Control/OpenImage',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageReply.FromString,
+                _registered_method=True)
+        self.CloseImage = channel.unary_unary(
+                '/zvr.vra.v1.Control/CloseImage',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -134,6 +144,19 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenImage(self, request, context):
+        """Recovery VRA: serve a volume as of a checkpoint over NBD (read-only, or writable into a scratch file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +199,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Thaw,
                     request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawRequest.FromString,
                     response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawReply.SerializeToString,
+            ),
+            'OpenImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenImage,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageReply.SerializeToString,
+            ),
+            'CloseImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseImage,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +427,60 @@ class Control:
             '/zvr.vra.v1.Control/Thaw',
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawRequest.SerializeToString,
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ThawReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/OpenImage',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.OpenImageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/CloseImage',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,251 @@
+"""The zvr.vra.v1.Control service of a VRA (the ZVM configures roles and asks for checkpoints and status;
+a VPG's checkpoint coordinator calls Freeze and Thaw on the other protect VRAs), and the coordinator's
+``RemoteParticipant`` that calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from vra_appliance.auth import Security
+from vra_appliance.config import ConfigError, PeerVra, ProtectRole, RecoverRole, Roles
+from vra_appliance.protect.checkpoints import CheckpointCoordinator, Decision, FreezeResult, ThawResult
+from vra_appliance.protect.side import LocalParticipant, ProtectSide
+from vra_appliance.proto.v1 import control_pb2 as cpb
+from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from vra_appliance.recovery import RecoverSide
+from vra_appliance.transport_grpc import CHANNEL_OPTIONS
+
+log = logging.getLogger(__name__)
+
+
+class RemoteParticipant:
+    """A peer protect VRA of the VPG, reached through its Control service."""
+
+    def __init__(self, peer: PeerVra, security: Security, timeout_s: float = 5.0) -> None:
+        self.vra_id = peer.vra_id
+        self.peer = peer
+        self.security = security
+        self.timeout_s = timeout_s
+        self._channel = security.channel(peer.address, peer.vra_id, CHANNEL_OPTIONS)
+        self._stub = cpb_grpc.ControlStub(self._channel)
+
+    def freeze(self, vpg: str, checkpoint_id: str, timeout_ms: int) -> FreezeResult:
+        try:
+            r = self._stub.Freeze(
+                cpb.FreezeRequest(vpg=vpg, checkpoint_id=checkpoint_id, timeout_ms=timeout_ms),
+                timeout=self.timeout_s, metadata=self.security.metadata(),
+            )
+        except grpc.RpcError as exc:
+            return FreezeResult(False, False, False, f"VRA {self.vra_id} unreachable: {exc.code().name}")
+        return FreezeResult(r.ok, r.marked, r.dirty, r.message)
+
+    def thaw(self, vpg: str, checkpoint_id: str, decision: Decision | None) -> ThawResult:
+        req = cpb.ThawRequest(vpg=vpg, checkpoint_id=checkpoint_id, commit=decision is not None)
+        if decision is not None:
+            req.tag, req.consistent = decision.tag, decision.consistent
+            req.participants.extend(decision.participants)
+        try:
+            r = self._stub.Thaw(req, timeout=self.timeout_s, metadata=self.security.metadata())
+        except grpc.RpcError as exc:
+            return ThawResult(False, True, f"VRA {self.vra_id} unreachable: {exc.code().name}")
+        return ThawResult(r.ok, r.expired, r.message)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class ControlServicer(cpb_grpc.ControlServicer):
+    def __init__(
+        self,
+        vra_id: str,
+        protect: ProtectSide,
+        recover: RecoverSide,
+        security: Security,
+        *,
+        save_roles: Callable[[Roles], None] = lambda roles: None,
+        nbd_addresses: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.vra_id = vra_id
+        self.protect = protect
+        self.recover = recover
+        self.security = security
+        self.save_roles = save_roles
+        self.nbd_addresses = nbd_addresses
+        self.roles = Roles()
+        self.coordinators: dict[str, CheckpointCoordinator] = {}
+        self._remotes: dict[str, list[RemoteParticipant]] = {}
+        self._lock = threading.RLock()
+
+    def _auth(self, context) -> None:
+        if not self.security.authenticated(context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "not paired with this VRA: wrong or missing credentials")
+
+    # -- roles (also used at start, from the saved roles) -------------------------------------------------------
+    def apply_protect(self, role: ProtectRole) -> None:
+        with self._lock:
+            self._stop_coordinator(role.vpg)
+            self.protect.configure(role)
+            if role.coordinator:
+                parts, remotes = [], []
+                for peer in role.protect_peers:
+                    if peer.vra_id == self.vra_id:
+                        parts.append(LocalParticipant(self.protect))
+                    else:
+                        remote = RemoteParticipant(peer, self.security)
+                        remotes.append(remote)
+                        parts.append(remote)
+                coord = CheckpointCoordinator(
+                    role.vpg, parts, interval_s=role.checkpoint_interval_s, freeze_timeout_ms=role.freeze_timeout_ms
+                )
+                self.coordinators[role.vpg] = coord
+                self._remotes[role.vpg] = remotes
+                coord.start()
+            self.roles.protect[role.vpg] = role
+
+    def apply_recover(self, role: RecoverRole) -> None:
+        with self._lock:
+            self.recover.configure(role)
+            self.roles.recover[role.vpg] = role
+
+    def _stop_coordinator(self, vpg: str) -> None:
+        coord = self.coordinators.pop(vpg, None)
+        if coord is not None:
+            coord.stop()
+        for r in self._remotes.pop(vpg, []):
+            r.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            for vpg in list(self.coordinators):
+                self._stop_coordinator(vpg)
+
+    # -- RPCs -------------------------------------------------------------------------------------------------
+    def ConfigureProtect(self, request, context):  # noqa: N802
+        self._auth(context)
+        try:
+            role = ProtectRole.from_pb(request)
+            self.apply_protect(role)
+            self.save_roles(self.roles)
+        except (ConfigError, ValueError) as exc:
+            return cpb.ConfigureReply(ok=False, message=str(exc))
+        return cpb.ConfigureReply(ok=True, message=f"protecting VPG {role.vpg}: {len(role.volumes)} volumes")
+
+    def ConfigureRecover(self, request, context):  # noqa: N802
+        self._auth(context)
+        try:
+            role = RecoverRole.from_pb(request)
+            self.apply_recover(role)
+            self.save_roles(self.roles)
+        except (ConfigError, ValueError, OSError) as exc:
+            return cpb.ConfigureReply(ok=False, message=str(exc))
+        rec = self.recover.get(role.vpg)
+        if rec is not None and rec.error:
+            return cpb.ConfigureReply(ok=False, message=rec.error)
+        return cpb.ConfigureReply(ok=True, message=f"recovering VPG {role.vpg} into {role.journal_dir}")
+
+    def RemoveVpg(self, request, context):  # noqa: N802
+        self._auth(context)
+        with self._lock:
+            self._stop_coordinator(request.vpg)
+            self.protect.remove(request.vpg)
+            self.recover.remove(request.vpg)
+            self.roles.protect.pop(request.vpg, None)
+            self.roles.recover.pop(request.vpg, None)
+            self.save_roles(self.roles)
+        return cpb.ConfigureReply(ok=True, message=f"VPG {request.vpg} removed from this VRA")
+
+    def Checkpoint(self, request, context):  # noqa: N802
+        self._auth(context)
+        coord = self.coordinators.get(request.vpg)
+        if coord is None:
+            return cpb.CheckpointReply(
+                ok=False, message=f"this VRA does not coordinate VPG {request.vpg}; ask its coordinator VRA"
+            )
+        result = coord.take(request.tag)
+        reply = cpb.CheckpointReply(
+            ok=result.ok, checkpoint_id=result.checkpoint_id, consistent=result.consistent, message=result.message
+        )
+        if result.ok and request.wait_durable:
+            engine = self.protect.engines.get(request.vpg)
+            timeout = (request.timeout_ms or 30_000) / 1000.0
+            if engine is None or self.vra_id not in result.participants:
+                reply.message = (reply.message + "; " if reply.message else "") + "cannot wait: not a participant"
+            elif not engine.wait_marker_durable(result.checkpoint_id, timeout):
+                reply.ok = False
+                reply.message = (reply.message + "; " if reply.message else "") + (
+                    f"the recovery VRA did not acknowledge the checkpoint within {timeout} s"
+                )
+        return reply
+
+    def ListCheckpoints(self, request, context):  # noqa: N802
+        self._auth(context)
+        try:
+            infos = self.recover.checkpoints(request.vpg)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except RuntimeError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return cpb.ListCheckpointsReply(
+            checkpoints=[
+                cpb.CheckpointEntry(
+                    checkpoint_id=c.checkpoint_id, seq=c.seq, timestamp_ns=c.timestamp_ns, tag=c.tag or "",
+                    consistent=c.consistent,
+                )
+                for c in infos
+            ]
+        )
+
+    def Status(self, request, context):  # noqa: N802
+        self._auth(context)
+        reply = cpb.StatusReply(vra_id=self.vra_id)
+        statuses = self.protect.status() + self.recover.status()
+        for st in statuses:
+            if request.vpg and st["vpg"] != request.vpg:
+                continue
+            counters = {k: float(v) for k, v in st.get("counters", {}).items() if isinstance(v, int | float)}
+            coord = self.coordinators.get(st["vpg"]) if st["role"] == "protect" else None
+            if coord is not None:
+                counters["checkpoints_taken"] = coord.taken
+                counters["checkpoints_failed"] = coord.failed
+            reply.vpgs.add(
+                vpg=st["vpg"], role=st["role"], state=st["state"], error=st.get("error", ""),
+                needs_bitmap_sync=bool(st.get("needs_bitmap_sync")), counters=counters,
+            )
+        return reply
+
+    def Freeze(self, request, context):  # noqa: N802
+        self._auth(context)
+        r = self.protect.freeze(request.vpg, request.checkpoint_id, request.timeout_ms or 100)
+        return cpb.FreezeReply(ok=r.ok, marked=r.marked, dirty=r.dirty, message=r.message)
+
+    def Thaw(self, request, context):  # noqa: N802
+        self._auth(context)
+        decision = (
+            Decision(request.tag, request.consistent, tuple(request.participants)) if request.commit else None
+        )
+        r = self.protect.thaw(request.vpg, request.checkpoint_id, decision)
+        return cpb.ThawReply(ok=r.ok, expired=r.expired, message=r.message)
+
+    def OpenImage(self, request, context):  # noqa: N802
+        self._auth(context)
+        try:
+            name, image = self.recover.open_image(request.vpg, request.volume, request.checkpoint_id, request.writable)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except Exception as exc:  # the recover package's errors say what to do
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        unix, tcp = self.nbd_addresses
+        return cpb.OpenImageReply(export_name=name, nbd_unix=unix, nbd_tcp=tcp, size=image.size)
+
+    def CloseImage(self, request, context):  # noqa: N802
+        self._auth(context)
+        try:
+            self.recover.close_image(request.export_name)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return cpb.ConfigureReply(ok=True)

@@ -1,0 +1,241 @@
+"""The recover roles of one VRA: file journals, ``RecoveryVPG``s, receivers, and images served over NBD.
+
+For each recover role: a ``FileJournal`` (one per journal directory, shared by the VPGs configured with the
+same directory), a ``RecoveryVPG`` (replicas, promoter, images; vra_appliance.recover), and a
+``VpgReceiver`` that appends through the RecoveryVPG so that a full journal shows in its status. The
+receiver's positions log lives in ``<journal dir>/streams/`` (beside the journal it describes).
+
+A journal that fails verification when it is opened (corruption, not a torn tail: FileJournal cuts those)
+puts the VPG in the ``journal-corrupt`` state: streams for it are refused with JOURNAL_ERROR and the status
+says what to do. A torn tail that was cut is reported in the status too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from vra_appliance.config import RecoverRole
+from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
+from vra_appliance.recover import CorruptionError, RecoverError
+from vra_appliance.recover.filejournal import FileJournal
+from vra_appliance.recover.promoter import RetentionPolicy
+from vra_appliance.recover.replica import ReplicaVolume
+from vra_appliance.recover.segments import vpg_dirname
+from vra_appliance.recover.vpg import RecoveryVPG
+from vra_appliance.transport import JOURNAL_ERROR, Refused
+
+log = logging.getLogger(__name__)
+
+
+class _ThroughRecoveryVpg:
+    """The journal as the receiver sees it: appends go through the RecoveryVPG (full state, promoter)."""
+
+    def __init__(self, rvpg: RecoveryVPG) -> None:
+        self.rvpg = rvpg
+
+    def append(self, records):
+        return self.rvpg.append(records)
+
+    def last_seq(self, vpg: str) -> int:
+        return self.rvpg.last_seq()
+
+
+class _Refusing:
+    """Stands in for the receiver of a VPG whose journal cannot be used."""
+
+    def __init__(self, vpg: str, message: str) -> None:
+        self.vpg = vpg
+        self.message = message
+
+    def open_session(self, hello, peer, on_ack, on_refusal):
+        raise Refused(JOURNAL_ERROR, self.message)
+
+
+class _Recover:
+    def __init__(self, role: RecoverRole) -> None:
+        self.role = role
+        self.rvpg: RecoveryVPG | None = None
+        self.receiver: VpgReceiver | None = None
+        self.error = ""
+        self.truncated: list[str] = []
+
+
+class RecoverSide:
+    def __init__(self, vra_id: str, state_dir: Path, nbd=None, *, align_timeout: float = 30.0) -> None:
+        self.vra_id = vra_id
+        self.state_dir = Path(state_dir)
+        self.nbd = nbd
+        self.align_timeout = align_timeout
+        self.endpoint = RecoveryEndpoint()
+        self._journals: dict[Path, FileJournal] = {}
+        self._vpgs: dict[str, _Recover] = {}
+        self._images: dict[str, tuple[str, object]] = {}  # export name -> (vpg, image)
+        self._lock = threading.RLock()
+
+    def _journal(self, directory: Path) -> FileJournal:
+        directory = directory.resolve()
+        journal = self._journals.get(directory)
+        if journal is None:
+            journal = self._journals[directory] = FileJournal(directory)
+            for path, length in journal.truncated:
+                log.warning("journal %s: torn tail cut at %d bytes", path, length)
+        return journal
+
+    def configure(self, role: RecoverRole) -> None:
+        with self._lock:
+            current = self._vpgs.get(role.vpg)
+            if current is not None and current.rvpg is not None and _same_storage(current.role, role):
+                self._retune(current, role)
+                return
+            self.remove(role.vpg)
+            rec = _Recover(role)
+            self._vpgs[role.vpg] = rec
+            journal_dir = Path(role.journal_dir)
+            try:
+                journal = self._journal(journal_dir)
+                rec.truncated = [f"{p}: cut to {n} bytes" for p, n in journal.truncated if vpg_dirname(role.vpg) in str(p)]
+                corrupt = journal.corruption(role.vpg)
+                if corrupt is not None:
+                    raise corrupt
+                rvpg = RecoveryVPG(
+                    role.vpg,
+                    journal,
+                    {v.volume: ReplicaVolume(Path(v.path), v.size) for v in role.volumes},
+                    self.state_dir / "recover" / vpg_dirname(role.vpg),
+                    _policy(role),
+                )
+                receiver = VpgReceiver(
+                    role.vpg,
+                    _ThroughRecoveryVpg(rvpg),
+                    journal_dir / "streams" / f"{vpg_dirname(role.vpg)}.positions",
+                    paired=set(role.protect_peers),
+                    recover_id=self.vra_id,
+                    align_timeout=self.align_timeout,
+                )
+            except (CorruptionError, RecoverError, OSError) as exc:
+                rec.error = str(exc)
+                kind = "corrupt" if isinstance(exc, CorruptionError) else "failed to open"
+                log.error("VPG %s: journal %s: %s", role.vpg, kind, exc)
+                self.endpoint.add(_Refusing(role.vpg, f"the recovery journal of VPG {role.vpg} {kind}: {exc}"))
+                return
+            rec.rvpg, rec.receiver = rvpg, receiver
+            rvpg.start()
+            receiver.start()
+            self.endpoint.add(receiver)
+
+    def _retune(self, rec: _Recover, role: RecoverRole) -> None:
+        """Same journal and replicas: change retention and pairing in place (images stay open)."""
+        policy = _policy(role)
+        # RecoveryVPG has no setter for its policy; both it and its promoter read these attributes.
+        rec.rvpg.policy = policy
+        rec.rvpg.promoter.policy = policy
+        rec.rvpg.journal.set_hard_limit(role.vpg, policy.hard_limit_bytes)
+        rec.receiver.paired = frozenset(role.protect_peers)
+        rec.role = role
+        rec.rvpg.promoter.wake()
+
+    def remove(self, vpg: str) -> None:
+        with self._lock:
+            rec = self._vpgs.pop(vpg, None)
+            self.endpoint.remove(vpg)
+            if rec is None:
+                return
+            for name in [n for n, (g, _) in self._images.items() if g == vpg]:
+                self.close_image(name)
+            if rec.receiver is not None:
+                rec.receiver.stop()
+            if rec.rvpg is not None:
+                rec.rvpg.close()
+
+    def stop(self) -> None:
+        for vpg in list(self._vpgs):
+            self.remove(vpg)
+        for journal in self._journals.values():
+            journal.close()
+        self._journals.clear()
+
+    def get(self, vpg: str) -> _Recover | None:
+        return self._vpgs.get(vpg)
+
+    def checkpoints(self, vpg: str):
+        rec = self._vpgs.get(vpg)
+        if rec is None:
+            raise KeyError(f"this VRA has no recover role for VPG {vpg}")
+        if rec.rvpg is None:
+            raise RuntimeError(rec.error)
+        return rec.rvpg.checkpoints()
+
+    # -- images ---------------------------------------------------------------------------------------------------
+    def open_image(self, vpg: str, volume: str, checkpoint_id: str, writable: bool = False):
+        if self.nbd is None:
+            raise RuntimeError("this VRA serves no NBD (start it with --nbd-unix or --nbd-tcp)")
+        with self._lock:
+            rec = self._vpgs.get(vpg)
+            if rec is None or rec.rvpg is None:
+                raise KeyError(f"this VRA has no working recover role for VPG {vpg}")
+            name = f"{volume}@{checkpoint_id}"
+            if name in self._images:
+                raise ValueError(f"image {name} is already open")
+            scratch = None
+            if writable:
+                scratch_dir = self.state_dir / "scratch"
+                scratch_dir.mkdir(parents=True, exist_ok=True)
+                scratch = scratch_dir / f"{vpg_dirname(vpg)}-{volume}@{checkpoint_id}.scratch"
+            image = rec.rvpg.image(volume, checkpoint_id, scratch_path=scratch)
+            self.nbd.add_export(image, name)
+            self._images[name] = (vpg, image)
+            return name, image
+
+    def close_image(self, name: str) -> None:
+        with self._lock:
+            entry = self._images.pop(name, None)
+        if entry is None:
+            raise KeyError(f"no open image {name}")
+        self.nbd.remove_export(name, close=True)
+
+    # -- status -------------------------------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        out = []
+        with self._lock:
+            recs = list(self._vpgs.values())
+        for rec in recs:
+            if rec.rvpg is None or rec.receiver is None:
+                out.append({"vpg": rec.role.vpg, "role": "recover", "state": "journal-corrupt", "error": rec.error,
+                            "counters": {}})
+                continue
+            st = rec.receiver.status()
+            js = rec.rvpg.status()
+            counters = dict(st["counters"])
+            counters.update(
+                journal_bytes=js.journal_bytes,
+                last_seq=js.last_seq,
+                promoted_seq=js.promoted_seq,
+                open_images=js.open_images,
+                history_covered_s=js.history_covered_s,
+                checkpoints_listed=len(rec.rvpg.checkpoints()) if js.state != "corrupt" else 0,
+            )
+            for peer, p in st["peers"].items():
+                counters[f"peer_{peer}_durable_seq"] = p["durable_seq"]
+            state = st["state"]
+            if state == "ok" and js.state != "ok":
+                state = f"journal-{js.state}"
+            error = st["error"] or (js.promoter_error or "")
+            if rec.truncated and state == "ok":
+                error = "torn journal tail cut on start: " + "; ".join(rec.truncated)
+            out.append({"vpg": rec.role.vpg, "role": "recover", "state": state, "error": error,
+                        "needs_bitmap_sync": False, "counters": counters})
+        return out
+
+
+def _policy(role: RecoverRole) -> RetentionPolicy:
+    return RetentionPolicy(
+        history_s=role.history_s,
+        hard_limit_bytes=role.hard_limit_bytes or None,
+        warning_bytes=role.warning_bytes or None,
+    )
+
+
+def _same_storage(a: RecoverRole, b: RecoverRole) -> bool:
+    return a.journal_dir == b.journal_dir and a.volumes == b.volumes
