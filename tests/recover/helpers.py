@@ -40,6 +40,7 @@ class Site:
                  policy: RetentionPolicy | None = None, segment_bytes: int = 16 << 10,
                  replica_io: ReplicaIO | None = None, journal=None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.kind = kind
         self.sizes = sizes
         self.policy = policy or RetentionPolicy(history_s=10)
@@ -53,6 +54,7 @@ class Site:
                 path.write_bytes(rng.randbytes(size))
             self.model[volume] = bytearray(path.read_bytes())
         self.snapshots: dict[str, dict[str, str]] = {}
+        self.stored = {v: bytearray(m) for v, m in self.model.items()}  # the model as of last_seq
         self.seq = 0
         self.pending: list = []
         self.journal = journal if journal is not None else self.new_journal()
@@ -86,6 +88,14 @@ class Site:
         if self.pending:
             assert self.vpg.append(self.pending) == self.seq
             self.pending = []
+            self.stored = {v: bytearray(m) for v, m in self.model.items()}
+
+    def drop_pending(self) -> None:
+        """Forget a batch the journal refused (the protect side would keep it for a resend)."""
+        self.pending = []
+        self.seq = self.vpg.last_seq()
+        self.model = {v: bytearray(m) for v, m in self.stored.items()}
+        self.snapshots = {k: v for k, v in self.snapshots.items() if int(k.split("-")[1]) <= self.seq}
 
     def image_hash(self, volume: str, cid: str) -> str:
         image = self.vpg.image(volume, cid)

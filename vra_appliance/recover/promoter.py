@@ -66,13 +66,25 @@ class PromotionResult:
 
 
 def time_target(journal: IndexedJournal, vpg: str, after_seq: int, cutoff_ns: int) -> int:
-    """The highest seq S such that every record in (after_seq, S] is older than ``cutoff_ns``."""
-    target = after_seq
+    """How far the history lets promotion go from ``after_seq``.
+
+    T is the highest seq such that every record in (after_seq, T] is older than ``cutoff_ns``. While a
+    checkpoint newer than T exists, promotion stops at the newest checkpoint <= T (or does not move), so
+    the replica stays at a checkpoint; that holds records back by at most one checkpoint interval. Without
+    a newer checkpoint (checkpoints stopped, e.g. during a sync) it goes to T: the journal never keeps
+    more than its history waiting for a checkpoint that may not come.
+    """
+    newest = checkpoint = after_seq
     for entry in journal.entries(vpg, after_seq, journal.last_seq(vpg)):
         if entry.timestamp_ns > cutoff_ns:
             break
-        target = entry.seq
-    return target
+        newest = entry.seq
+        if entry.volume is None:
+            checkpoint = entry.seq
+    checkpoints = journal.checkpoints(vpg)
+    if checkpoints and checkpoints[-1].seq > newest:
+        return checkpoint
+    return newest
 
 
 def step_end(journal: IndexedJournal, vpg: str, after_seq: int, target: int, step_bytes: int) -> int:
@@ -171,9 +183,9 @@ class Promoter:
     def _step(self, end: int) -> int:
         replica = self.replica
         replica.begin(end)
-        applied = replica.apply(self.journal.read(self.vpg, replica.promoted_seq + 1, end), end)
+        applied, checkpoint = replica.apply(self.journal.read(self.vpg, replica.promoted_seq + 1, end), end)
         replica.sync()
-        replica.commit(end)
+        replica.commit(end, checkpoint)
         return applied
 
     def _trim(self) -> None:

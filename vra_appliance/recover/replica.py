@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .durable import pread_exact, write_atomic
 from .errors import UnknownVolumeError
-from .records import Record, WriteRecord
+from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 
 STATE_FILE = "promotion"
 
@@ -60,6 +60,7 @@ class Replica:
         self._fds: dict[str, int] = {}
         self.promoted_seq = 0
         self.promoting_to: int | None = None
+        self.checkpoint: CheckpointInfo | None = None  # the checkpoint the replica is at, if it is at one
         self._load_state()
         for volume, spec in self.volumes.items():
             fd = os.open(spec.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -76,10 +77,17 @@ class Replica:
             raise ValueError(f"{self.state_dir / STATE_FILE} is not the promotion state of VPG {self.vpg!r}")
         self.promoted_seq = int(state["promoted_seq"])
         self.promoting_to = state.get("promoting_to")
+        cp = state.get("checkpoint")
+        if cp is not None:
+            self.checkpoint = CheckpointInfo(self.vpg, cp["id"], cp["timestamp_ns"], cp["tag"], cp["consistent"],
+                                             self.promoted_seq)
 
     def _save_state(self) -> None:
+        cp = self.checkpoint
         state = {"format": 1, "vpg": self.vpg, "promoted_seq": self.promoted_seq,
-                 "promoting_to": self.promoting_to}
+                 "promoting_to": self.promoting_to,
+                 "checkpoint": None if cp is None else {"id": cp.checkpoint_id, "timestamp_ns": cp.timestamp_ns,
+                                                        "tag": cp.tag, "consistent": cp.consistent}}
         write_atomic(self.state_dir / STATE_FILE, json.dumps(state).encode())
 
     def fd(self, volume: str) -> int:
@@ -97,14 +105,17 @@ class Replica:
         self.promoting_to = target
         self._save_state()
 
-    def apply(self, records: Iterable[Record], upto: int) -> int:
-        """Write the write records in seq order (checkpoints carry no data); returns the bytes written.
+    def apply(self, records: Iterable[Record], upto: int) -> tuple[int, CheckpointInfo | None]:
+        """Write the write records in seq order (checkpoints carry no data). Returns the bytes written and
+        the checkpoint at ``upto`` if the last record is one.
 
         Checks that the seqs run without a gap from promoted_seq + 1 to ``upto``.
         """
         expected = self.promoted_seq + 1
         written = 0
+        last: Record | None = None
         for record in records:
+            last = record
             if record.seq != expected:
                 raise OSError(errno.EIO, f"promotion expected seq {expected} from the journal, got {record.seq}")
             expected += 1
@@ -113,16 +124,17 @@ class Replica:
                 written += len(record.data)
         if expected != upto + 1:
             raise OSError(errno.EIO, f"journal ended at seq {expected - 1} before the promotion target {upto}")
-        return written
+        return written, CheckpointInfo.from_record(last) if isinstance(last, CheckpointRecord) else None
 
     def sync(self) -> None:
         for fd in self._fds.values():
             self._io.fsync(fd)
 
-    def commit(self, target: int) -> None:
-        """Durably record the replica as of ``target`` (after ``sync``)."""
+    def commit(self, target: int, checkpoint: CheckpointInfo | None = None) -> None:
+        """Durably record the replica as of ``target`` (after ``sync``), at ``checkpoint`` if that is one."""
         self.promoted_seq = target
         self.promoting_to = None
+        self.checkpoint = checkpoint
         self._save_state()
 
     def close(self) -> None:

@@ -113,9 +113,12 @@ class RecoveryVPG:
     # -- checkpoints and images ------------------------------------------------------------------------
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        """The checkpoints an image can be opened at (not yet promoted past), oldest first."""
+        """The checkpoints an image can be opened at, oldest first: the one the replica is at (if it is at
+        one) and those in the journal after it."""
+        at = self.replica.checkpoint
         promoted = self.replica.promoted_seq
-        return [c for c in self.journal.checkpoints(self.vpg) if c.seq >= promoted]
+        later = [c for c in self.journal.checkpoints(self.vpg) if c.seq > promoted]
+        return ([at] if at is not None else []) + later
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
         for info in self.checkpoints():
