@@ -94,7 +94,8 @@ class BitmapSync:
             self._done = off + n
 
     def pending(self) -> list[tuple[int, int]]:
-        """The dirty extents not yet yielded (all of them before the first ``extents()`` step)."""
+        """The dirty extents not yet done. A yielded piece counts as done only once the consumer asks for
+        the next one (it may fail to send the last one it got), so nothing is lost on interruption."""
         out = []
         for off, n in self._extents:
             end = off + n

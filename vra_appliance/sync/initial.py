@@ -94,10 +94,10 @@ class InitialSync:
                     runs = nonzero_runs(buf, self.zero_block)
                     prog.skipped_zero_bytes += n - sum(b - a for a, b in runs)
                     off += n
+                    prog.scanned_bytes = off
                     for a, b in runs:
                         prog.sent_bytes += b - a
                         yield Extent(off - n + a, buf[a:b] if (a, b) != (0, n) else buf)
-                    prog.scanned_bytes = off
                 covered = end
             prog.skipped_hole_bytes += pos + span - covered
             pos += span
