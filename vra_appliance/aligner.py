@@ -21,7 +21,7 @@ participant that never delivers its marker must not stop replication).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,9 +128,25 @@ class Aligner:
         return sorted(stale)
 
     # -- draining --------------------------------------------------------------------------------------
-    def pop(self, now: float = 0.0, limit: int | None = None) -> list[Item | Checkpoint | Dropped]:
-        """Everything that can go out now, in output order (at most ``limit`` items and checkpoints)."""
+    def pop(
+        self,
+        now: float = 0.0,
+        limit: int | None = None,
+        cost: Callable[[Any], int] | None = None,
+        max_cost: int | None = None,
+    ) -> list[Item | Checkpoint | Dropped]:
+        """Everything that can go out now, in output order: at most ``limit`` outputs, and writes up to a
+        total ``cost`` of ``max_cost`` (the first write always goes, whatever its cost)."""
         out: list[Item | Checkpoint | Dropped] = []
+        spent = 0
+
+        def room(value) -> bool:
+            if limit is not None and len(out) >= limit:
+                return False
+            if max_cost is None or cost is None or not out:
+                return True
+            return spent + cost(value) <= max_cost
+
         progress = True
         while progress and (limit is None or len(out) < limit):
             progress = False
@@ -139,6 +155,10 @@ class Aligner:
                 while inp.queue and (limit is None or len(out) < limit):
                     head = inp.queue[0]
                     if not isinstance(head, Mark):
+                        if not room(head):
+                            return out
+                        if cost is not None:
+                            spent += cost(head)
                         out.append(Item(input_id, inp.queue.popleft()))
                         progress = True
                         continue

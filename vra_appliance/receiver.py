@@ -243,7 +243,7 @@ class VpgReceiver:
             session.on_ack(Ack(durable))
 
     # -- the committer -----------------------------------------------------------------------------------
-    def sync_once(self, limit: int = 4096) -> int:
+    def sync_once(self, limit: int = 4096, max_bytes: int = 4 << 20) -> int:
         """Journal what the aligner lets out (up to ``limit`` items). Returns how many items (writes,
         checkpoints, dropped markers) were taken, 0 when there was nothing to do or the append failed."""
         with self._commit_lock:
@@ -253,7 +253,7 @@ class VpgReceiver:
                 if abandoned:
                     self.counters["checkpoints_abandoned"] += len(abandoned)
                     log.warning("VPG %s: checkpoints %s abandoned: a participant never reached them", self.vpg, abandoned)
-                out = self._aligner.pop(now, limit)
+                out = self._aligner.pop(now, limit, cost=_item_bytes, max_cost=max_bytes)
                 if not out:
                     return 0
                 first = self._last_seq + 1
@@ -416,6 +416,10 @@ class VpgReceiver:
                 "blocked_on": {str(k): v for k, v in self._aligner.blocked_on().items()},
                 "counters": dict(self.counters),
             }
+
+
+def _item_bytes(value) -> int:
+    return len(value[1].data) if isinstance(value, tuple) else 0
 
 
 class RecoveryEndpoint:

@@ -71,7 +71,7 @@ class RecoverSide:
         self.endpoint = RecoveryEndpoint()
         self._journals: dict[Path, FileJournal] = {}
         self._vpgs: dict[str, _Recover] = {}
-        self._images: dict[str, tuple[str, object]] = {}  # export name -> (vpg, image)
+        self._images: dict[str, list] = {}  # export name -> [vpg, image, opens]
         self._lock = threading.RLock()
 
     def _journal(self, directory: Path) -> FileJournal:
@@ -142,7 +142,8 @@ class RecoverSide:
             self.endpoint.remove(vpg)
             if rec is None:
                 return
-            for name in [n for n, (g, _) in self._images.items() if g == vpg]:
+            for name in [n for n, e in self._images.items() if e[0] == vpg]:
+                self._images[name][2] = 1
                 self.close_image(name)
             if rec.receiver is not None:
                 rec.receiver.stop()
@@ -177,7 +178,10 @@ class RecoverSide:
                 raise KeyError(f"this VRA has no working recover role for VPG {vpg}")
             name = f"{volume}@{checkpoint_id}"
             if name in self._images:
-                raise ValueError(f"image {name} is already open")
+                if writable or not self._images[name][1].read_only:
+                    raise ValueError(f"image {name} is already open; close it before opening it writable")
+                self._images[name][2] += 1  # read-only: the same export, closed by its last user
+                return name, self._images[name][1]
             scratch = None
             if writable:
                 scratch_dir = self.state_dir / "scratch"
@@ -185,14 +189,18 @@ class RecoverSide:
                 scratch = scratch_dir / f"{vpg_dirname(vpg)}-{volume}@{checkpoint_id}.scratch"
             image = rec.rvpg.image(volume, checkpoint_id, scratch_path=scratch)
             self.nbd.add_export(image, name)
-            self._images[name] = (vpg, image)
+            self._images[name] = [vpg, image, 1]
             return name, image
 
     def close_image(self, name: str) -> None:
         with self._lock:
-            entry = self._images.pop(name, None)
-        if entry is None:
-            raise KeyError(f"no open image {name}")
+            entry = self._images.get(name)
+            if entry is None:
+                raise KeyError(f"no open image {name}")
+            entry[2] -= 1
+            if entry[2] > 0:
+                return
+            del self._images[name]
         self.nbd.remove_export(name, close=True)
 
     # -- status -------------------------------------------------------------------------------------------------
