@@ -17,9 +17,14 @@ from .errors import (
     TransientError,
     UnknownVolumeError,
 )
+from .filejournal import FileJournal
+from .image import PointInTimeImage
 from .journal import Entry, IndexedJournal, Journal
 from .memory import MemoryJournal
+from .promoter import PromotionResult, RetentionPolicy
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
+from .replica import ReplicaVolume
+from .vpg import JournalState, RecoveryVPG, VPGStatus
 
 __all__ = [
     "CheckpointInfo",
@@ -27,6 +32,7 @@ __all__ = [
     "CheckpointRecord",
     "CorruptionError",
     "Entry",
+    "FileJournal",
     "ImagePinnedError",
     "IndexedJournal",
     "Journal",
@@ -34,11 +40,18 @@ __all__ = [
     "JournalCorruptError",
     "JournalFullError",
     "JournalGapError",
+    "JournalState",
     "MemoryJournal",
     "PermanentError",
+    "PointInTimeImage",
+    "PromotionResult",
     "Record",
     "RecoverError",
+    "RecoveryVPG",
+    "ReplicaVolume",
+    "RetentionPolicy",
     "TransientError",
     "UnknownVolumeError",
+    "VPGStatus",
     "WriteRecord",
 ]

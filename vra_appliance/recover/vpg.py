@@ -98,6 +98,8 @@ class RecoveryVPG:
 
     def append(self, records: Sequence[WriteRecord | CheckpointRecord]) -> int:
         """Journal.append for this VPG; a full journal is recorded in the status and wakes the promoter."""
+        if any(r.vpg != self.vpg for r in records):
+            raise ValueError(f"records for another VPG handed to recovery VPG {self.vpg!r}")
         try:
             last = self.journal.append(records)
         except JournalFullError:
