@@ -30,7 +30,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from zvm.errors import ConfigError
@@ -46,7 +46,7 @@ class ZvmConfig:
     port: int = 9080
     peer_port: int = 9081
     public_address: str = ""
-    site_name: str = field(default_factory=socket.gethostname)
+    site_name: str = ""  # empty: keep the stored name (the host name at first start)
     site_location: str = ""
     site_contact: str = ""
     tls_certificate: str = ""

@@ -1,21 +1,27 @@
 """The local site's vCenter inventory, copied into the database so the API answers without vCenter.
 
-``InventorySync.sync_once()`` reads the whole inventory (zvm.vcenter.inventory, a few PropertyCollector
-calls) and makes the site's Inv* rows match it in one transaction. ``apply_snapshot`` is that second half,
-also used for a peer site's inventory received over 9081. Between full reads, the watcher
-(zvm.vcenter.watch) applies PropertyCollector updates as they come.
+``InventorySync`` follows vCenter's PropertyCollector updates (zvm.vcenter.watch): its first
+``sync_once()`` loads everything; each later one waits (up to ``max_wait``) for vCenter to report changes
+and writes only the rows that changed. A vCenter seam without ``watch()`` (a test double) is read whole on
+each call instead. The loop (``start``/``stop``) is ``sync_once`` over and over; after a failure it starts
+again from a full load.
+
+``apply_snapshot`` writes a whole inventory (also a peer site's, received over 9081).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from zvm import db as zdb
 from zvm import models as m
+from zvm.errors import ZvmError
 
 log = logging.getLogger("zvm.inventory")
 BATCH = 200
+MODELS = (m.InvCluster, m.InvHost, m.InvDatastore, m.InvNetwork, m.InvFolder, m.InvVm)
 
 
 def snapshot_rows(inv) -> dict[type, list[dict]]:
@@ -57,26 +63,120 @@ def apply_snapshot(site: m.Site, rows: dict[type, list[dict]]) -> None:
             model.insert_many([{**r, "site": site.id} for r in items[start:start + BATCH]]).execute()
 
 
+def apply_changes(site: m.Site, old: dict[type, list[dict]], new: dict[type, list[dict]]) -> int:
+    """Write only what differs between two snapshots of the same site; returns the rows touched."""
+    touched = 0
+    for model, items in new.items():
+        before = {r["moid"]: r for r in old.get(model, [])}
+        after = {r["moid"]: r for r in items}
+        gone = [moid for moid in before if moid not in after]
+        if gone:
+            model.delete().where(model.site == site, model.moid.in_(gone)).execute()
+        added = [r for moid, r in after.items() if moid not in before]
+        for start in range(0, len(added), BATCH):
+            model.insert_many([{**r, "site": site.id} for r in added[start:start + BATCH]]).execute()
+        for moid, row in after.items():
+            if moid in before and before[moid] != row:
+                model.update(**{k: v for k, v in row.items() if k != "moid"}).where(
+                    model.site == site, model.moid == moid).execute()
+                touched += 1
+        touched += len(gone) + len(added)
+    return touched
+
+
 class InventorySync:
-    """Copies the local vCenter's inventory into the database."""
+    """Keeps the local site's inventory rows equal to vCenter's inventory."""
 
-    def __init__(self, zvm):
+    def __init__(self, zvm, max_wait: float = 30.0):
         self.zvm = zvm
+        self.max_wait = max_wait
+        self.full_loads = 0  # how many times the whole inventory was read (1 while the watch holds)
+        self.updates = 0  # how many update batches were applied
+        self._vc = None
+        self._watcher = None
+        self._rows: dict | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def sync_once(self) -> dict[str, int]:
-        """Read the whole inventory now; returns how many objects of each kind were stored."""
+    def sync_once(self, max_wait: float = 0) -> bool:
+        """Load the inventory (first call) or apply the changes vCenter reports within ``max_wait`` s;
+        returns True if the database changed."""
         zdb.connect(self.zvm.db)
         site = self.zvm.local_site()
-        vc = self.zvm.vcenter_factory(site)
         try:
-            inv = vc.inventory()
-        finally:
-            vc.close()
+            if self._vc is None:
+                self._vc = self.zvm.vcenter_factory(site)
+                watch = getattr(self._vc, "watch", None)
+                self._watcher = watch() if watch else None
+            if self._watcher is not None:
+                first = self._rows is None
+                if not self._watcher.poll(0 if first else max_wait) and not first:
+                    return False
+                inv = self._watcher.inventory()
+            else:
+                inv = self._vc.inventory()
+        except ZvmError:
+            self.reset()
+            raise
         rows = snapshot_rows(inv)
         with zdb.transaction():
-            apply_snapshot(site, rows)
-            m.Site.update(vcenter_uuid=inv.vcenter_uuid, inventory_loaded_at=time.time()).where(
+            if self._rows is None:
+                apply_snapshot(site, rows)
+                self.full_loads += 1
+                touched = sum(len(v) for v in rows.values())
+            else:
+                touched = apply_changes(site, self._rows, rows)
+                self.updates += 1
+            m.Site.update(vcenter_uuid=inv.vcenter_uuid, inventory_loaded_at=time.time(),
+                          inventory_version=str(getattr(self._watcher, "version", ""))[:255]).where(
                 m.Site.id == site.id).execute()
-        counts = {model.__name__[3:].lower() + "s": len(items) for model, items in rows.items()}
-        log.info("inventory of %s loaded: %s", site.vcenter_url, counts)
-        return counts
+        if self._rows is None:
+            log.info("inventory of %s loaded: %s", site.vcenter_url,
+                     {model.__name__[3:]: len(items) for model, items in rows.items()})
+        self._rows = rows
+        if self._watcher is None:
+            self._vc.close()
+            self._vc = None
+        return touched > 0
+
+    def reset(self) -> None:
+        """Forget the watch: the next sync starts with a full load."""
+        if self._watcher is not None:
+            self._watcher.close()
+        if self._vc is not None:
+            self._vc.close()
+        self._vc = self._watcher = None
+        self._rows = None
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None or not self.zvm.config.vcenter_url:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="zvm-inventory", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.reset()
+
+    def _loop(self) -> None:
+        retry = 1.0
+        while not self._stop.is_set():
+            try:
+                self.sync_once(self.max_wait)
+                retry = 1.0
+            except Exception as exc:  # noqa: BLE001 - the loop outlives vCenter and database hiccups
+                if self._stop.is_set():
+                    break
+                log.warning("inventory sync failed (%s); retrying in %.0f s", exc, retry)
+                self._stop.wait(retry)
+                retry = min(60.0, retry * 2)
+            finally:
+                self.zvm.db.close()

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 
@@ -65,6 +66,7 @@ class Zvm:
         self.tasks = TaskRunner(self)
         self.add_loop(self.tasks)
         self.inventory = InventorySync(self)
+        self.add_loop(self.inventory)
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -92,10 +94,10 @@ class Zvm:
         with zdb.transaction(self.db):
             site = m.Site.get_or_none(m.Site.is_local == True)  # noqa: E712 - peewee expression
             if site is None:
-                site = m.Site(is_local=True, name=c.site_name)
+                site = m.Site(is_local=True, name=c.site_name or socket.gethostname())
             site.name = c.site_name or site.name
-            site.location = c.site_location
-            site.contact = c.site_contact
+            site.location = c.site_location or site.location
+            site.contact = c.site_contact or site.contact
             site.zvm_address = c.address
             site.api_port = c.port
             site.peer_port = c.peer_port

@@ -127,3 +127,44 @@ def db_snapshot() -> dict:
                 r.pop("last_used")
         out[model.__name__] = rows
     return out
+
+
+class WsgiAdapter:
+    """A requests transport adapter that calls a WSGI app in-process (the client's HTTP seam in tests)."""
+
+    def __init__(self, app):
+        import requests.adapters
+
+        class _Adapter(requests.adapters.BaseAdapter):
+            def send(self, request, **kwargs):
+                import requests
+                from werkzeug.test import Client
+
+                client = Client(app)
+                url = requests.utils.urlparse(request.url)
+                path = url.path + (f"?{url.query}" if url.query else "")
+                resp = client.open(path, method=request.method, headers=dict(request.headers),
+                                   data=request.body)
+                out = requests.Response()
+                out.status_code = resp.status_code
+                out.headers = requests.structures.CaseInsensitiveDict(resp.headers)
+                out._content = resp.get_data()
+                out.url = request.url
+                out.request = request
+                return out
+
+            def close(self):
+                pass
+
+        self.adapter = _Adapter()
+
+
+def wsgi_client(app, url: str = "http://zvm.test"):
+    """A zvm.client.ZvmClient whose HTTP goes straight to ``app``."""
+    import requests
+
+    from zvm.client import ZvmClient
+
+    session = requests.Session()
+    session.mount(url, WsgiAdapter(app).adapter)
+    return ZvmClient(url, session=session)

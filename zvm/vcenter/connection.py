@@ -147,3 +147,9 @@ class VCenter:
         from zvm.vcenter.inventory import read_inventory
 
         return read_inventory(self)
+
+    def watch(self):
+        """An InventoryWatcher: the inventory, then its changes as vCenter reports them."""
+        from zvm.vcenter.watch import InventoryWatcher
+
+        return InventoryWatcher(self)

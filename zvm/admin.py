@@ -1,0 +1,171 @@
+"""The administrator's commands, thin over zvm.client: status, sites, vras, vpgs, checkpoints, tasks, alerts.
+
+Each command logs in to the ZVM given by ``--url`` (or ZVM_URL), as ``--user`` (ZVM_USER, default admin)
+with the password from ZVM_PASSWORD (or asked for), prints a table (or ``--json``), and logs out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+
+from zvm.client import ZvmClient
+from zvm.errors import ConfigError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("ZVM_URL", "http://127.0.0.1:9080"),
+                   help="the ZVM's API address (env ZVM_URL)")
+    p.add_argument("--user", default=os.environ.get("ZVM_USER", "admin"), help="user name (env ZVM_USER)")
+    p.add_argument("--ca-file", default=os.environ.get("ZVM_CA_FILE"),
+                   help="CA bundle that signed the ZVM's HTTPS certificate (env ZVM_CA_FILE)")
+    p.add_argument("--insecure", action="store_true", help="do not verify the HTTPS certificate (labs only)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+
+
+def register(subparsers) -> None:
+    commands = {
+        "status": ("this site, its peers, and counts of VPGs, VRAs, running tasks and active alerts", _status),
+        "sites": ("the local site and paired sites", _sites),
+        "vras": ("VRAs of this site and their state", _vras),
+        "vpgs": ("VPGs with status, RPO and VM count", _vpgs),
+        "checkpoints": ("checkpoints of a VPG, newest first", _checkpoints),
+        "tasks": ("recent tasks and their progress", _tasks),
+        "alerts": ("alerts (active ones unless --all)", _alerts),
+    }
+    for name, (text, fn) in commands.items():
+        p = subparsers.add_parser(name, help=text, description=f"Show {text}.")
+        _common(p)
+        if name == "vpgs":
+            p.add_argument("--status", help="only VPGs with this status, e.g. MeetingSLA")
+        if name == "checkpoints":
+            p.add_argument("vpg", help="VPG name or identifier")
+            p.add_argument("--tagged", action="store_true", help="only tagged checkpoints")
+            p.add_argument("--limit", type=int, default=20)
+        if name == "tasks":
+            p.add_argument("--state", choices=["Pending", "InProgress", "Completed", "Failed"])
+            p.add_argument("--limit", type=int, default=20)
+        if name == "alerts":
+            p.add_argument("--all", action="store_true", help="also alerts no longer active")
+        p.set_defaults(func=_runner(fn))
+
+
+def _password(user: str) -> str:
+    password = os.environ.get("ZVM_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigError("no password: set ZVM_PASSWORD, or run in a terminal to be asked")
+    return getpass.getpass(f"password of {user}: ")
+
+
+def _runner(fn):
+    def run(args) -> int:
+        verify: bool | str = False if args.insecure else (args.ca_file or True)
+        with ZvmClient(args.url, verify=verify) as zvm:
+            zvm.login(args.user, _password(args.user))
+            data, rows, columns = fn(zvm, args)
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print_table(rows, columns)
+        return 0
+
+    return run
+
+
+def print_table(rows: list[dict], columns: list[str], out=None) -> None:
+    out = out or sys.stdout
+    if not rows:
+        print("(none)", file=out)
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=out)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _status(zvm: ZvmClient, args):
+    site = zvm.local_site()
+    peers = zvm.peer_sites()
+    vpgs = zvm.vpgs()
+    vras = zvm.vras()
+    running = zvm.tasks(state="InProgress") + zvm.tasks(state="Pending")
+    alerts = zvm.alerts(active=True, dismissed=False)
+    by_status: dict[str, int] = {}
+    for v in vpgs:
+        by_status[v["Status"]] = by_status.get(v["Status"], 0) + 1
+    data = {"Site": site, "PeerSites": peers, "VpgsByStatus": by_status, "Vras": len(vras),
+            "RunningTasks": len(running), "ActiveAlerts": len(alerts)}
+    rows = [
+        {"What": "site", "Value": f"{site['SiteName']} ({site['SiteIdentifier']}) version {site['Version']}"},
+        {"What": "vCenter", "Value": site["VCenterUrl"] or "(not configured)"},
+        {"What": "peer sites", "Value": ", ".join(f"{p['PeerSiteName']} ({p['PairingStatus']})" for p in peers)
+         or "(none)"},
+        {"What": "VPGs", "Value": ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "0"},
+        {"What": "VRAs", "Value": str(len(vras))},
+        {"What": "running tasks", "Value": str(len(running))},
+        {"What": "active alerts", "Value": str(len(alerts))},
+    ]
+    return data, rows, ["What", "Value"]
+
+
+def _sites(zvm: ZvmClient, args):
+    sites = zvm.virtualization_sites()
+    peers = {p["SiteIdentifier"]: p for p in zvm.peer_sites()}
+    rows = [{"Name": s["VirtualizationSiteName"], "Identifier": s["SiteIdentifier"],
+             "Role": "local" if s["IsLocal"] else "peer",
+             "Pairing": peers.get(s["SiteIdentifier"], {}).get("PairingStatus", ""),
+             "Address": (lambda p: f"{p['HostName']}:{p['Port']}" if p else "")(peers.get(s["SiteIdentifier"])),
+             "Inventory": s["InventoryLoadedAt"]} for s in sites]
+    return sites, rows, ["Name", "Identifier", "Role", "Pairing", "Address", "Inventory"]
+
+
+def _vras(zvm: ZvmClient, args):
+    vras = zvm.vras()
+    rows = [{"Name": v["VraName"], "Host": v["HostName"], "State": v["State"],
+             "Reachable": "yes" if v["Reachable"] else "no",
+             "IP": v["VraNetworkDataApi"]["VraIPAddress"] or v["VraNetworkDataApi"]["VraIPConfigurationTypeApi"],
+             "ProtectedVMs": v["ProtectedVmsCount"]} for v in vras]
+    return vras, rows, ["Name", "Host", "State", "Reachable", "IP", "ProtectedVMs"]
+
+
+def _vpgs(zvm: ZvmClient, args):
+    vpgs = zvm.vpgs(status=args.status)
+    rows = [{"Name": v["VpgName"], "Status": v["Status"], "SubStatus": v["SubStatus"], "VMs": v["VmsCount"],
+             "RPO(s)": v["ActualRPO"], "Threshold(s)": v["ConfiguredRpoSeconds"],
+             "Recovery": v["RecoverySite"]["SiteName"], "Priority": v["Priority"]} for v in vpgs]
+    return vpgs, rows, ["Name", "Status", "SubStatus", "VMs", "RPO(s)", "Threshold(s)", "Recovery", "Priority"]
+
+
+def _find_vpg(zvm: ZvmClient, name_or_id: str) -> dict:
+    found = zvm.vpgs(name=name_or_id)
+    return found[0] if found else zvm.vpg(name_or_id)
+
+
+def _checkpoints(zvm: ZvmClient, args):
+    vpg = _find_vpg(zvm, args.vpg)
+    cps = zvm.checkpoints(vpg["VpgIdentifier"], tagged_only=args.tagged or None, limit=args.limit)
+    rows = [{"Time": c["TimeStamp"], "Tag": c["Tag"], "Consistent": "yes" if c["IsConsistent"] else "no",
+             "Identifier": c["CheckpointIdentifier"]} for c in cps]
+    return cps, rows, ["Time", "Tag", "Consistent", "Identifier"]
+
+
+def _tasks(zvm: ZvmClient, args):
+    tasks = zvm.tasks(state=args.state, limit=args.limit)
+    rows = [{"Type": t["Type"], "State": t["Status"]["State"], "Progress": f"{t['Status']['Progress']}%",
+             "Step": t["Step"], "By": t["InitiatedBy"], "Created": t["Created"],
+             "Identifier": t["TaskIdentifier"]} for t in tasks]
+    return tasks, rows, ["Type", "State", "Progress", "Step", "By", "Created", "Identifier"]
+
+
+def _alerts(zvm: ZvmClient, args):
+    alerts = zvm.alerts(active=None if args.all else True)
+    rows = [{"Level": a["Level"], "Code": a["Code"], "Entity": f"{a['Entity']} {a['EntityIdentifier']}",
+             "Since": a["TurnedOn"], "Active": "yes" if a["IsActive"] else "no",
+             "Dismissed": "yes" if a["IsDismissed"] else "no", "Description": a["Description"]} for a in alerts]
+    return alerts, rows, ["Level", "Code", "Entity", "Since", "Active", "Dismissed", "Description"]
