@@ -49,7 +49,7 @@ from vra_appliance.sync.errors import (
     VolumeSizeError,
 )
 from vra_appliance.sync.messages import DeltaOpen, GroupDigests, LeafDigests, LeafRequest, encoded_size
-from vra_appliance.sync.volume import Extent, VolumeReader, data_ranges, read, read_ranges
+from vra_appliance.sync.volume import Extent, VolumeReader, data_ranges, read, read_error, read_ranges
 
 DEFAULT_WINDOW = 32 * 1024 * 1024
 RANGE_HEADER = 16  # offset and length of a resent range, as counted in DeltaStats.wire_bytes
@@ -64,17 +64,37 @@ def hash_range(reader: VolumeReader, hasher: Hasher, offset: int, length: int, v
     nblocks = -(-(end - offset) // bs)
     ranges = data_ranges(reader, offset, end - offset)
     if ranges == [(offset, end - offset)]:
-        return hasher.leaves(read(reader, offset, end - offset, volume))
+        return hasher.leaves(_read_window(reader, offset, end - offset, volume))
     zero = hasher.zero_leaf()
     out = bytearray(zero * nblocks)
     last_len = end - offset - (nblocks - 1) * bs
     if last_len != bs:  # the volume's short last block
         out[-DIGEST_SIZE:] = hasher.zero_leaf(last_len)
     for start, rlen in _block_align(ranges, offset, end, bs):
-        digests = hasher.leaves(read(reader, start, rlen, volume))
+        digests = hasher.leaves(_read_window(reader, start, rlen, volume))
         i = (start - offset) // bs * DIGEST_SIZE
         out[i:i + len(digests)] = digests
     return bytes(out)
+
+
+_buffers = threading.local()
+
+
+def _read_window(reader: VolumeReader, offset: int, length: int, volume: str):
+    """The bytes of a range to hash: into this thread's reused buffer when the reader can (``pread_into``)."""
+    into = getattr(reader, "pread_into", None)
+    if into is None:
+        return read(reader, offset, length, volume)
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _buffers.buf = bytearray(length)
+    try:
+        n = into(offset, memoryview(buf)[:length])
+    except OSError as exc:
+        raise read_error(volume, offset, length, exc) from exc
+    if n != length:
+        return read(reader, offset, length, volume)  # short: let read() say what went wrong
+    return memoryview(buf)[:length]
 
 
 def _block_align(ranges, lo: int, hi: int, bs: int) -> list[tuple[int, int]]:
