@@ -70,13 +70,16 @@ def test_torn_tail_at_every_position_keeps_exactly_the_complete_records(tmp_path
     assert len(spans) == len(records)
     size = seg.stat().st_size
     header_end = spans[0][0]
-    # every byte of the last two batches, and a stride through the rest, header included
-    positions = sorted(set(range(0, spans[-10][0], 13)) | set(range(spans[-10][0], size + 1)))
+    data = seg.read_bytes()
+    # every byte of the last record and of the header, every record boundary +-2, a stride elsewhere
+    positions = set(range(spans[-1][0], size + 1)) | set(range(0, header_end + 1)) | set(range(0, size, 29))
+    positions |= {p + d for start, end in spans for p in (start, end) for d in (-2, -1, 0, 1, 2)}
+    positions = sorted(p for p in positions if 0 <= p <= size)
+    assert len(positions) > 300
     for n, cut in enumerate(positions):
         root = tmp_path / f"cut{cut}"
-        shutil.copytree(original, root)
-        with open(segment_files(root)[0], "r+b") as f:
-            f.truncate(cut)
+        (root / seg.parent.name).mkdir(parents=True)
+        (root / seg.parent.name / seg.name).write_bytes(data[:cut])
         complete = sum(1 for _, end in spans if end <= cut)
         journal = FileJournal(root)
         try:

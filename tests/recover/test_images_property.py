@@ -29,7 +29,7 @@ ops = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["memory", "file"]), program=st.lists(ops, min_size=8, max_size=50),
        seed=st.integers(0, 1000))
 def test_image_at_every_checkpoint_equals_the_model(kind, program, seed):

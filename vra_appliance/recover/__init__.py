@@ -24,6 +24,7 @@ from .memory import MemoryJournal
 from .promoter import PromotionResult, RetentionPolicy
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 from .replica import ReplicaVolume
+from .site import RecoverySite, UnknownVPGError
 from .vpg import JournalState, RecoveryVPG, VPGStatus
 
 __all__ = [
@@ -47,10 +48,12 @@ __all__ = [
     "PromotionResult",
     "Record",
     "RecoverError",
+    "RecoverySite",
     "RecoveryVPG",
     "ReplicaVolume",
     "RetentionPolicy",
     "TransientError",
+    "UnknownVPGError",
     "UnknownVolumeError",
     "VPGStatus",
     "WriteRecord",

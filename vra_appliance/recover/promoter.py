@@ -115,6 +115,7 @@ class Promoter:
         self.replica = replica
         self.policy = policy
         self._lock = lock  # shared with image open: no image opens in the middle of a step
+        self._round = threading.Lock()
         self._pins = pins
         self._clock = clock
         self.interval_s = interval_s
@@ -140,7 +141,8 @@ class Promoter:
         An error is kept in ``last_error`` (the VPG status shows it) and raised; the next round retries.
         """
         try:
-            result = self._promote()
+            with self._round:  # one round at a time (the loop thread and a direct call may overlap)
+                result = self._promote()
         except Exception as exc:
             self.last_error = exc
             raise
