@@ -233,3 +233,19 @@ def test_promoter_loop_starts_and_stops(tmp_path):
     assert site.vpg.promoter._thread is None
     site.vpg.stop()
     site.close()
+
+
+def test_set_policy_changes_history_and_limit_in_place(tmp_path):
+    site = Site(tmp_path, "file", SIZES, policy=RetentionPolicy(history_s=3600))
+    rng = random.Random(12)
+    cid = round_of_writes(site, rng)
+    image = site.vpg.image("disk-a", cid)
+    site.clock.advance(120)
+    round_of_writes(site, rng)
+    assert site.vpg.promote_once().promoted_to == 0
+    site.vpg.set_policy(RetentionPolicy(history_s=60, hard_limit_bytes=10 << 20))
+    assert site.journal.hard_limit(VPG) == 10 << 20
+    assert site.vpg.promote_once().promoted_to == image.checkpoint_seq  # the open image still holds it
+    assert sha(image.pread(0, image.size)) == site.snapshots[cid]["disk-a"]
+    image.close()
+    site.close()

@@ -167,6 +167,14 @@ class RecoveryVPG:
 
     # -- promotion and status --------------------------------------------------------------------------
 
+    def set_policy(self, policy: RetentionPolicy) -> None:
+        """Change history and limits in place (open images stay open); the promoter runs a round soon."""
+        with self._lock:
+            self.policy = policy
+            self.promoter.policy = policy
+            self.journal.set_hard_limit(self.vpg, policy.hard_limit_bytes)
+        self.promoter.wake()
+
     def promote_once(self) -> PromotionResult:
         return self.promoter.promote_once()
 
