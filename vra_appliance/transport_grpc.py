@@ -34,10 +34,11 @@ from vra_appliance.transport import (
     TransientError,
     Welcome,
 )
-from vra_appliance.wire import Batch
+from vra_appliance.wire import Batch, encode_batch_message
 
 log = logging.getLogger(__name__)
 
+STREAM_METHOD = "/zvr.vra.v1.Replication/Stream"
 MAX_MESSAGE = 128 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -150,10 +151,13 @@ class GrpcTransport:
         self._reader: threading.Thread | None = None
         self._vpg = ""
 
-    def _stub(self) -> pb_grpc.ReplicationStub:
+    def _stream(self):
+        """The Stream method with requests passed as already-serialized bytes (see wire.encode_batch_message)."""
         if self._channel is None:
             self._channel = self.security.channel(self.address, self.peer_id, CHANNEL_OPTIONS)
-        return pb_grpc.ReplicationStub(self._channel)
+        return self._channel.stream_stream(
+            STREAM_METHOD, request_serializer=bytes, response_deserializer=pb.RecoverMessage.FromString
+        )
 
     def open(self, hello: Hello) -> Welcome:
         self.close()
@@ -166,9 +170,9 @@ class GrpcTransport:
                     vpg=hello.vpg, peer_id=hello.peer_id, resume_from=hello.resume_from,
                     protocol_version=hello.protocol_version,
                 )
-            )
+            ).SerializeToString()
         )
-        call = self._stub().Stream(iter(requests), metadata=self.security.metadata())
+        call = self._stream()(iter(requests), metadata=self.security.metadata())
         first: Future = Future()
         reader = threading.Thread(
             target=self._read, args=(call, acks, first), name=f"grpc-acks-{hello.vpg}", daemon=True
@@ -215,7 +219,7 @@ class GrpcTransport:
         if requests is None:
             acks.fail(TransientError("stream is not open"))
             return fut
-        requests.put(pb.ProtectMessage(batch=batch_to_pb(batch)), acks)
+        requests.put(encode_batch_message(batch), acks)
         return fut
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ from vra_appliance.recover import MemoryJournal
 from vra_appliance.transport import InProcessTransport, Transport
 from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
 
+from .lab import wait_for  # noqa: F401 (re-exported for the tests)
+
 SECRET = "s3cret-pairing"
 
 
@@ -90,19 +92,3 @@ def make_transport(request, recovery) -> Iterator[Callable[..., Transport]]:
             t.close()
     if server is not None:
         server.stop()
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition"):
-    """Poll ``cond`` until it is truthy (tests only: for processes and threads we do not drive)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)

@@ -25,10 +25,22 @@ from vra_appliance.iofilter.control import FilterControl
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 
-from .conftest import wait_for
-
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "lab-pairing-secret"
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``cond`` until it is truthy (for processes and threads the test does not drive)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def sha256_file(path: Path | str) -> str:
