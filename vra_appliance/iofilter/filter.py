@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 
 class SplittingBackend:
     """A volume's backend as the VM sees it: writes wait at the gate during a freeze, go to the volume, and
-    are then handed to the splitter. A write that fails part way marks its range dirty (it may have landed)."""
+    are then handed to the splitter. A write that fails part way marks its range dirty (it may have landed).
+
+    Completed writes are staged per connection thread and handed to the splitter together in `batch_done`,
+    which the NBD server calls before it sends the replies of a batch of requests: the split still happens
+    before the VM hears of the write, with one send to the VRA per batch instead of one per write. A staged
+    write stays "in flight" at its gate until then, so a freeze orders it before the MARK.
+    """
 
     def __init__(self, inner: ExportBackend, splitter: Splitter, gate: WriteGate):
         self.inner = inner
@@ -40,18 +46,38 @@ class SplittingBackend:
             self.pread_into = inner.pread_into
         self._splitter = splitter
         self._gate = gate
+        self._local = threading.local()
+
+    def _staged(self) -> list:
+        staged = getattr(self._local, "staged", None)
+        if staged is None:
+            staged = self._local.staged = []
+        return staged
+
+    def batch_done(self) -> None:
+        """Hand this thread's completed writes to the splitter (views in them are valid until now)."""
+        staged = getattr(self._local, "staged", None)
+        if staged:
+            try:
+                self._splitter.submit_writes(staged)
+            finally:
+                self._gate.leave(len(staged))
+                staged.clear()
 
     def pread(self, offset: int, length: int) -> bytes:
         return self.inner.pread(offset, length)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
-        with self._gate:
-            try:
-                self.inner.pwrite(offset, data, fua)
-            except BaseException:
-                self._splitter.mark_dirty(self.name, offset, len(data))
-                raise
-            self._splitter.submit_write(self.name, offset, data)
+        self._gate.enter(self.batch_done)
+        try:
+            self.inner.pwrite(offset, data, fua)
+        except BaseException:
+            self._splitter.mark_dirty(self.name, offset, len(data))
+            self._gate.leave()
+            raise
+        self._staged().append((self.name, offset, data))
+        if fua:
+            self.batch_done()
 
     def trim(self, offset: int, length: int) -> None:
         self._zeroing(self.inner.trim, offset, length)
@@ -60,6 +86,7 @@ class SplittingBackend:
         self._zeroing(lambda o, n: self.inner.write_zeroes(o, n, may_trim), offset, length)
 
     def _zeroing(self, op, offset: int, length: int) -> None:
+        self.batch_done()  # staged writes were completed first: they go first
         with self._gate:
             try:
                 op(offset, length)
@@ -69,6 +96,7 @@ class SplittingBackend:
             self._splitter.submit_zero(self.name, offset, length)
 
     def flush(self) -> None:
+        self.batch_done()
         self.inner.flush()
 
     def close(self) -> None:

@@ -42,6 +42,23 @@ class WriteGate:
         self._hold: Hold | None = None
         self.held_writes = 0
 
+    def enter(self, before_wait: Callable[[], None] | None = None) -> None:
+        """Enter for one write; ``before_wait`` runs first if the gate is holding (e.g. hand off writes the
+        caller completed but has not yet released, so the freeze waiting for them need not time out)."""
+        if before_wait is not None:
+            with self._cond:
+                hold = self._hold
+                holding = hold is not None and hold.holding(time.monotonic())
+            if holding:
+                before_wait()
+        self.__enter__()
+
+    def leave(self, count: int = 1) -> None:
+        with self._cond:
+            self._inflight -= count
+            if self._inflight == 0 and self._hold is not None:
+                self._cond.notify_all()
+
     def __enter__(self) -> None:
         with self._cond:
             hold = self._hold
@@ -56,10 +73,7 @@ class WriteGate:
             self._inflight += 1
 
     def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._inflight -= 1
-            if self._inflight == 0 and self._hold is not None:
-                self._cond.notify_all()
+        self.leave()
 
     def hold(self, hold: Hold) -> None:
         with self._cond:

@@ -62,10 +62,13 @@ class Transmission:
         self._sview = memoryview(self._sbuf)
         self._spos = 0
         self._pread_into = getattr(backend, "pread_into", None)
+        self._batch_done = getattr(backend, "batch_done", None)
         self._views_ok = bool(getattr(backend, "accepts_views", False))
 
     # -- output ---------------------------------------------------------------------------------------
     def _flush_replies(self) -> None:
+        if self._batch_done is not None:
+            self._batch_done()  # before the replies: the backend's post-write work precedes the VM's ack
         if self._spos:
             self.sock.sendall(self._sview[:self._spos])
             self._spos = 0
@@ -101,6 +104,13 @@ class Transmission:
     # -- main loop ------------------------------------------------------------------------------------
     def run(self) -> None:
         """Serve requests until NBD_CMD_DISC or end of stream. Raises ProtocolError on garbage."""
+        try:
+            self._serve()
+        finally:
+            if self._batch_done is not None:
+                self._batch_done()  # writes that reached the backend are completed even if no reply can go out
+
+    def _serve(self) -> None:
         buf, view = self._rbuf, self._rview
         unpack_from = p.REQUEST.unpack_from
         start = end = 0

@@ -12,6 +12,8 @@ When the connection breaks (the VRA was killed, or `stop`), everything not ackno
 dirty map, a chunk at a time so a VM write never waits behind a long fold.
 
 Locking: one lock guards the queue, the counters and the dirty map; no socket call is made while it is held.
+One thread at a time has the right to write to the socket (``_sending``), which keeps frames in seq order:
+a connection thread sends inline only when nothing is queued and nobody is sending.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ _FRAME_COST = 64  # bytes charged per queued frame on top of its data (header, t
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FRAMES = 1024
 _FOLD_CHUNK = 256
+_IOV_MAX = 1024
+
+
+def _sendmsg_all(sock: socket.socket, parts: list) -> int:
+    """Send every buffer of ``parts`` (blocking, scatter-gather, no joining copy); returns the bytes sent."""
+    total = 0
+    views = [memoryview(p) for p in parts]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i:i + _IOV_MAX])
+        total += sent
+        while sent:
+            n = len(views[i])
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+    return total
 
 
 class Splitter:
@@ -48,7 +70,7 @@ class Splitter:
         self._connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue: deque = deque()  # (kind, seq, volume, offset, payload or length)
+        self._queue: deque = deque()  # (kind, seq, volume, offset, length, payload)
         self._inflight: deque = deque()  # (last seq, bytes charged, frames) sent, not yet acknowledged
         self._charged = 0
         self._seq = 1
@@ -56,6 +78,8 @@ class Splitter:
         self._gen = 0
         self._sock: socket.socket | None = None
         self._sender_waiting = False
+        self._sending = False  # a thread holds the right to write to the socket
+        self._head: bytes | None = None  # the unsent rest of a frame a connection thread began to send
         self._folding = 0
         self._stopping = False
         self._stop_event = threading.Event()
@@ -66,21 +90,71 @@ class Splitter:
 
     # -- the IO path (NBD connection threads) -----------------------------------------------------------
     def submit_write(self, volume: str, offset: int, data) -> None:
-        """A write of ``data`` at ``offset`` completed locally: queue it for the VRA or mark it dirty."""
-        n = len(data)
-        payload = bytes(data) if self._connected else None  # copy outside the lock; racy peek is fine
+        """A write of ``data`` at ``offset`` completed locally (see `submit_writes`)."""
+        self.submit_writes([(volume, offset, data)])
+
+    def submit_writes(self, writes: list) -> None:
+        """Writes ``[(volume, offset, data), ...]`` completed locally, in completion order: send or queue them
+        for the VRA, or mark them dirty. ``data`` may be a view that is valid only during this call.
+
+        When the stream is idle (nothing queued, no send in progress) the calling thread sends the frames
+        itself with one non-blocking ``sendmsg`` straight from the buffers: no copy, no thread handoff.
+        Otherwise, or for what the socket did not take, the bytes are copied into the queue for the sender.
+        """
+        stream = []
         with self._lock:
             seq = self._seq
-            self._seq = seq + 1
-            if payload is not None and self._connected and self._charged + n + _FRAME_COST <= self.queue_bytes:
-                self._queue.append((sp.WRITE, seq, volume, offset, payload))
-                self._charged += n + _FRAME_COST
+            self._seq = seq + len(writes)
+            charged = 0
+            for volume, offset, data in writes:
+                n = len(data)
+                if not self._connected or self._charged + charged + n + _FRAME_COST > self.queue_bytes:
+                    self.stats["diverted_writes"] += 1
+                    self.stats["diverted_bytes"] += n
+                    self.dirty.add(volume, offset, n)
+                else:
+                    stream.append((sp.WRITE, seq, volume, offset, n, data))
+                    charged += n + _FRAME_COST
+                seq += 1
+            if not stream:
+                return
+            self._charged += charged
+            if self._sending or self._queue or self._head is not None:
+                self._queue.extend(f[:5] + (bytes(f[5]),) for f in stream)
                 if self._sender_waiting:
                     self._cond.notify()
                 return
-            self.stats["diverted_writes"] += 1
-            self.stats["diverted_bytes"] += n
-            self.dirty.add(volume, offset, n)
+            self._sending = True
+            self._inflight.append((stream[-1][1], charged, [f[:5] + (None,) for f in stream]))
+            sock, gen = self._sock, self._gen
+        parts = []
+        vol_bytes, write_prefix = self._vol_bytes, sp.write_prefix
+        for _kind, fseq, volume, offset, n, data in stream:
+            parts.append(write_prefix(vol_bytes.get(volume) or volume.encode(), fseq, offset, n))
+            parts.append(data)
+        try:
+            sent = sock.sendmsg(parts, (), socket.MSG_DONTWAIT) if len(parts) <= _IOV_MAX else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+            self._disconnected(gen, f"send failed: {exc}")
+            return
+        total = sum(len(p) for p in parts)
+        rest = b"".join(parts)[sent:] if sent < total else None  # copy only what the socket did not take
+        with self._cond:
+            self._sending = False
+            if self._gen != gen:  # the connection broke meanwhile; the frames were folded into the dirty map
+                self._cond.notify_all()
+                return
+            if rest is not None:  # the sender thread sends the rest before anything else
+                self._head = rest
+            self.stats["frames_sent"] += len(stream)
+            self.stats["bytes_sent"] += total
+            if (self._queue or self._head is not None) and self._sender_waiting:
+                self._cond.notify()
 
     def submit_zero(self, volume: str, offset: int, length: int) -> None:
         """A range now reads as zeroes (WRITE_ZEROES or TRIM): queue a ZERO frame or mark it dirty."""
@@ -88,7 +162,7 @@ class Splitter:
             seq = self._seq
             self._seq = seq + 1
             if self._connected and self._charged + _FRAME_COST <= self.queue_bytes:
-                self._queue.append((sp.ZERO, seq, volume, offset, length))
+                self._queue.append((sp.ZERO, seq, volume, offset, length, None))
                 self._charged += _FRAME_COST
                 if self._sender_waiting:
                     self._cond.notify()
@@ -109,7 +183,7 @@ class Splitter:
                 return False
             seq = self._seq
             self._seq = seq + 1
-            self._queue.append((sp.MARK, seq, None, 0, sp.encode_mark(checkpoint_id, volumes, seq)))
+            self._queue.append((sp.MARK, seq, None, 0, 0, sp.encode_mark(checkpoint_id, volumes, seq)))
             self._charged += _FRAME_COST
             self.stats["marks"] += 1
             if self._sender_waiting:
@@ -226,12 +300,16 @@ class Splitter:
                 first_seq = self._seq
                 self._gen += 1
                 self._connected = True
+                self._sending = True  # HELLO goes out before any frame: writes meanwhile are queued
                 self._sock = sock
                 self.stats["connects"] += 1
-                self._cond.notify_all()
                 gen = self._gen
-            # HELLO goes out before any frame: only this thread sends on the socket.
-            sock.sendall(sp.encode_hello(self.filter_id, self.volumes, first_seq))
+            try:
+                sock.sendall(sp.encode_hello(self.filter_id, self.volumes, first_seq))
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
         except OSError as exc:
             log.debug("VRA at %s not reachable: %s", self.address, exc)
             if self._sock is sock:
@@ -248,44 +326,48 @@ class Splitter:
         write_prefix, encode_zero = sp.write_prefix, sp.encode_zero
         while True:
             with self._cond:
-                while not self._queue and self._gen == gen and self._connected and not self._stopping:
+                while ((self._sending or (not self._queue and self._head is None))
+                       and self._gen == gen and self._connected and not self._stopping):
                     self._sender_waiting = True
                     self._cond.wait()
                     self._sender_waiting = False
-                if self._gen != gen or not self._connected or not self._queue:
+                if self._gen != gen or not self._connected or self._sending or (
+                        not self._queue and self._head is None):
                     return
+                self._sending = True
+                parts = []
+                if self._head is not None:
+                    parts.append(self._head)
+                    self._head = None
                 queue = self._queue
                 batch = []
-                size = 0
-                charged = 0
+                size = charged = 0
                 while queue and size < _BATCH_BYTES and len(batch) < _BATCH_FRAMES:
                     frame = queue.popleft()
                     batch.append(frame)
-                    if frame[0] == sp.WRITE:
-                        size += len(frame[4])
-                        charged += len(frame[4]) + _FRAME_COST
-                    else:
-                        charged += _FRAME_COST
-                self._inflight.append((batch[-1][1], charged, batch))
-            parts = []
-            for kind, seq, volume, offset, payload in batch:
+                    size += frame[4]
+                    charged += frame[4] + _FRAME_COST if frame[0] == sp.WRITE else _FRAME_COST
+                if batch:
+                    self._inflight.append((batch[-1][1], charged, batch))
+            for kind, seq, volume, offset, length, payload in batch:
                 if kind == sp.WRITE:
-                    vb = vol_bytes.get(volume) or volume.encode()
-                    parts.append(write_prefix(vb, seq, offset, len(payload)))
+                    parts.append(write_prefix(vol_bytes.get(volume) or volume.encode(), seq, offset, length))
                     parts.append(payload)
                 elif kind == sp.ZERO:
-                    parts.append(encode_zero(vol_bytes.get(volume) or volume.encode(), seq, offset, payload))
+                    parts.append(encode_zero(vol_bytes.get(volume) or volume.encode(), seq, offset, length))
                 else:
                     parts.append(payload)
-            blob = b"".join(parts)
             try:
-                sock.sendall(blob)
+                total = _sendmsg_all(sock, parts)
             except OSError as exc:
+                with self._cond:
+                    self._sending = False
                 self._disconnected(gen, f"send failed: {exc}")
                 return
-            with self._lock:
+            with self._cond:
+                self._sending = False
                 self.stats["frames_sent"] += len(batch)
-                self.stats["bytes_sent"] += len(blob)
+                self.stats["bytes_sent"] += total
 
     def _ack_loop(self, sock: socket.socket, gen: int) -> None:
         header = sp.HEADER
@@ -331,6 +413,7 @@ class Splitter:
             lost.extend(self._queue)
             self._inflight.clear()
             self._queue = deque()
+            self._head = None
             self._charged = 0
             self._folding += 1
             self.stats["disconnects"] += 1
@@ -346,11 +429,9 @@ class Splitter:
         try:
             for i in range(0, len(lost), _FOLD_CHUNK):
                 with self._lock:
-                    for kind, _seq, volume, offset, payload in lost[i:i + _FOLD_CHUNK]:
-                        if kind == sp.WRITE:
-                            self.dirty.add(volume, offset, len(payload))
-                        elif kind == sp.ZERO:
-                            self.dirty.add(volume, offset, payload)
+                    for kind, _seq, volume, offset, length, _payload in lost[i:i + _FOLD_CHUNK]:
+                        if kind != sp.MARK:
+                            self.dirty.add(volume, offset, length)
         finally:
             with self._cond:
                 self._folding -= 1

@@ -1,0 +1,202 @@
+"""`python -m bench iofilter`: the IO filter's write throughput against Debian's nbdkit `file` plugin.
+
+fio (``ioengine=nbd``) over a unix socket, on one preallocated file, for each server in the same run:
+
+- ``nbdkit``: ``nbdkit file`` (the baseline),
+- ``filter``: ``vra iofilter`` with no VRA attached (every write also goes to the dirty map),
+- ``filter+split``: ``vra iofilter`` splitting to a VRA process that drains its stream (a `SplitListener`
+  whose handler drops the data),
+
+and two loads: 4 KiB random writes at iodepth 16, 64 KiB sequential writes at iodepth 8. Each row has
+IOPS, MiB/s, the ratio to nbdkit, the server's CPU seconds per 1000 IOs, and for the split run how many
+writes reached the VRA rather than the dirty map. Targets: filter+split >= 0.5 of nbdkit on both loads;
+splitting costs <= 15 % against the filter alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import emit
+
+LOADS = {
+    "4k-randwrite-qd16": ["--rw=randwrite", "--bs=4k", "--iodepth=16"],
+    "64k-seqwrite-qd8": ["--rw=write", "--bs=64k", "--iodepth=8"],
+}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_fio(uri: str, load: list[str], runtime: int, size_mib: int) -> dict:
+    cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", *load, f"--size={size_mib}M",
+           "--time_based", f"--runtime={runtime}", "--output-format=json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=runtime + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fio failed: {proc.stderr.strip()[-500:]}")
+    job = json.loads(proc.stdout[proc.stdout.index("{"):])["jobs"][0]
+    if job["error"]:
+        raise RuntimeError(f"fio reported error {job['error']}")
+    w = job["write"]
+    return {"iops": w["iops"], "mib_s": w["bw"] / 1024.0, "ios": w["total_ios"],
+            "clat_p99_us": w["clat_ns"]["percentile"].get("99.000000", 0) / 1000.0}
+
+
+class Nbdkit:
+    name = "nbdkit"
+
+    def __init__(self, work: Path, volume: Path):
+        self.sock, self.pidfile = work / "nbdkit.sock", work / "nbdkit.pid"
+        self.proc = subprocess.Popen(["nbdkit", "-f", "-U", str(self.sock), "-P", str(self.pidfile), "file",
+                                      str(volume)], stderr=subprocess.DEVNULL)
+        _wait_for(self.pidfile.exists, "nbdkit to start")
+        self.uri = f"nbd+unix:///?socket={self.sock}"
+
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def extra(self) -> dict:
+        return {}
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Filter:
+    def __init__(self, work: Path, volume: Path, vra: str | None):
+        self.name = "filter+split" if vra else "filter"
+        self.sock, self.ctl = work / "filter.sock", work / "filter.ctl"
+        cmd = [sys.executable, "-m", "vra_appliance.cli", "iofilter", "--volume", f"bench={volume}",
+               "--unix", str(self.sock), "--control", str(self.ctl)]
+        if vra:
+            cmd += ["--vra", vra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.proc.stdout.readline()
+        from vra_appliance.iofilter.control import FilterControl
+
+        self.control = FilterControl(self.ctl)
+        if vra:
+            _wait_for(lambda: self.control.counters()["vra"] == "connected", "the filter to reach the VRA")
+        self._last = self.control.counters()
+        self.uri = f"nbd+unix:///bench?socket={self.sock}"
+
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def extra(self) -> dict:
+        now, last = self.control.counters(), self._last
+        self._last = now
+        writes = now["writes"] - last["writes"]
+        out = {"dirty_mib": round(now["dirty_bytes"] / 2**20, 1)}
+        if self.name == "filter+split":
+            out["split_fraction"] = round((now["frames_sent"] - last["frames_sent"]) / writes, 4) if writes else 0.0
+        return out
+
+    def stop(self) -> None:
+        self.control.close()
+        _stop(self.proc)
+        self.proc.stdout.close()
+
+
+DRAIN_VRA = """
+import signal, sys, threading
+from vra_appliance.iofilter.split_protocol import SplitListener
+class Drain:
+    def on_hello(self, *a): pass
+    def on_write(self, *a): pass
+    def on_zero(self, *a): pass
+    def on_mark(self, *a): pass
+    def on_disconnect(self, *a): pass
+listener = SplitListener(sys.argv[1], Drain()); listener.start(); print("ready", flush=True)
+done = threading.Event(); signal.signal(signal.SIGTERM, lambda *_: done.set()); done.wait(); listener.stop()
+"""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench iofilter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime", type=int, default=10, help="seconds per fio run (default 10)")
+    parser.add_argument("--size-mib", type=int, default=512, help="volume file size (default 512 MiB)")
+    parser.add_argument("--loads", default=",".join(LOADS), help=f"comma-separated subset of {','.join(LOADS)}")
+    args = parser.parse_args(argv)
+    for tool in ("fio", "nbdkit"):
+        if shutil.which(tool) is None:
+            print(f"bench iofilter: {tool} is missing; install it with ./run (APT_PACKAGES)", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="zbench-", dir="/tmp"))
+    volume = work / "volume.img"
+    with open(volume, "wb") as fh:  # allocated, so no run pays for block allocation the others do not
+        chunk = os.urandom(1 << 20)
+        for _ in range(args.size_mib):
+            fh.write(chunk)
+    vra_addr = str(work / "vra.sock")
+    vra = subprocess.Popen([sys.executable, "-c", DRAIN_VRA, vra_addr], stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        assert vra.stdout.readline().strip() == "ready"
+        results: dict[tuple[str, str], dict] = {}
+        for make in (lambda: Nbdkit(work, volume), lambda: Filter(work, volume, None),
+                     lambda: Filter(work, volume, vra_addr)):
+            Path(str(volume) + ".zdirty").unlink(missing_ok=True)  # each filter run starts with no dirty map
+            server = make()
+            try:
+                for load in args.loads.split(","):
+                    cpu0 = _cpu_seconds(server.pid())
+                    res = run_fio(server.uri, LOADS[load], args.runtime, args.size_mib)
+                    res["server_cpu_ms_per_1k_io"] = round((_cpu_seconds(server.pid()) - cpu0) / res["ios"] * 1e6, 1)
+                    res.update(server.extra())
+                    results[(server.name, load)] = res
+            finally:
+                server.stop()
+        for (name, load), res in results.items():
+            base = results[("nbdkit", load)]["iops"]
+            alone = results.get(("filter", load), {}).get("iops")
+            row = {"load": load, "server": name, "iops": round(res["iops"]), "mib_s": round(res["mib_s"], 1),
+                   "vs_nbdkit": round(res["iops"] / base, 3), "clat_p99_us": round(res["clat_p99_us"], 1),
+                   "cpu_ms_per_1k_io": res["server_cpu_ms_per_1k_io"]}
+            if name == "filter+split" and alone:
+                row["split_cost"] = round(1 - res["iops"] / alone, 3)
+            for key in ("split_fraction", "dirty_mib"):
+                if key in res:
+                    row[key] = res[key]
+            rows.append(row)
+    finally:
+        _stop(vra)
+        vra.stdout.close()
+        shutil.rmtree(work, ignore_errors=True)
+    split_rows = [r for r in rows if r["server"] == "filter+split"]
+    emit("iofilter", rows, {
+        "runtime_s": args.runtime, "volume_mib": args.size_mib, "cpus": os.cpu_count(),
+        "targets": {"filter+split vs nbdkit": ">= 0.5", "split_cost": "<= 0.15"},
+        "met": {r["load"]: {"vs_nbdkit": r["vs_nbdkit"] >= 0.5, "split_cost": r.get("split_cost", 1) <= 0.15}
+                for r in split_rows},
+    })
+    return 0
