@@ -92,7 +92,7 @@ def _read_window(reader: VolumeReader, offset: int, length: int, volume: str):
         n = into(offset, memoryview(buf)[:length])
     except OSError as exc:
         raise read_error(volume, offset, length, exc) from exc
-    if n != length:
+    if n is not None and n != length:  # (an NBD FileBackend's pread_into returns None: it fills or raises)
         return read(reader, offset, length, volume)  # short: let read() say what went wrong
     return memoryview(buf)[:length]
 
