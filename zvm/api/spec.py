@@ -119,6 +119,12 @@ class ApiBlueprint(Blueprint):
 
 
 def _parse_query(op: Operation) -> dict:
+    known = {p.name for p in op.query}
+    unknown = sorted(set(request.args) - known)
+    if unknown:
+        # A mistyped filter must not silently widen the answer (?stauts=Failed listing every task).
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}: {takes}", field=unknown[0])
     values = {}
     for param in op.query:
         raw = request.args.get(param.name)
@@ -158,8 +164,9 @@ def _wrap(op: Operation) -> Callable:
         if op.auth == "session":
             context.require_session()
         kwargs = dict(path_params)
+        query = _parse_query(op)
         if op.query or "query" in accepts:
-            kwargs["query"] = _parse_query(op)
+            kwargs["query"] = query
         if op.body is not None:
             kwargs["body"] = _parse_body(op)
         if op.writes:

@@ -11,8 +11,7 @@ from zvm import vpg_settings
 from zvm.api import render, schemas
 from zvm.api.context import current_user, note_entity, service
 from zvm.api.spec import ApiBlueprint
-from zvm.api.vpgs import get_vpg
-from zvm.errors import ConflictError, NotFoundError
+from zvm.errors import ConflictError, NotFoundError, ValidationError
 from zvm.orchestration.tasks import create_task
 
 bp = ApiBlueprint("vpgsettings", __name__, tag="VpgSettings",
@@ -45,14 +44,17 @@ def _save(draft: m.VpgSettings, body: dict) -> None:
 
 @bp.operation("POST", "/vpgSettings", summary="Start a VPG settings draft",
               body=schemas.ref("VpgSettingsCreate"), body_required=False,
-              response=schemas.ref("VpgSettingsId"))
+              response=schemas.ref("VpgSettingsId"), errors=[409])
 def create_vpg_settings(body):
     """Without a body: settings for a new VPG, with defaults. With ``VpgIdentifier``: a copy of that VPG's
     settings, to edit it (VMs added or removed, limits changed)."""
     site = service().local_site()
     vpg = None
     if body and "VpgIdentifier" in body:
-        vpg = get_vpg(body["VpgIdentifier"])
+        vpg = m.Vpg.get_or_none(m.Vpg.identifier == body["VpgIdentifier"])
+        if vpg is None:
+            raise ValidationError(f"VpgIdentifier {body['VpgIdentifier']!r} is not a VPG: list them with "
+                                  "GET /v1/vpgs", field="VpgIdentifier")
         if vpg.status == "Deleting":
             raise ConflictError(f"VPG {vpg.name} is being deleted: it cannot be edited")
         doc = vpg_settings.settings_of(vpg)
