@@ -135,6 +135,9 @@ class VpgReceiver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._kicked = False
+        # After a JournalFullError: append no more than the room it reported, so that the journal fills up
+        # to its limit (where the promoter starts promoting early) instead of refusing large appends forever.
+        self._append_cap: int | None = None
 
     # -- sessions (any thread) ---------------------------------------------------------------------------
     def open_session(self, hello: Hello, peer: str | None, on_ack, on_refusal) -> _Session:
@@ -253,7 +256,8 @@ class VpgReceiver:
                 if abandoned:
                     self.counters["checkpoints_abandoned"] += len(abandoned)
                     log.warning("VPG %s: checkpoints %s abandoned: a participant never reached them", self.vpg, abandoned)
-                out = self._aligner.pop(now, limit, cost=_item_bytes, max_cost=max_bytes)
+                cap = max_bytes if self._append_cap is None else min(max_bytes, self._append_cap)
+                out = self._aligner.pop(now, limit, cost=_item_bytes, max_cost=cap)
                 if not out:
                     return 0
                 first = self._last_seq + 1
@@ -319,6 +323,8 @@ class VpgReceiver:
                 self.state, self.error = ("journal-full" if full else "error"), str(exc)
                 if full:
                     self.counters["journal_full"] += 1
+                    # Record overhead is small against the data; keep a margin for it.
+                    self._append_cap = max(0, int((exc.available or 0) * 0.9))
                 for peer in touched:
                     state = self._peers[peer]
                     session = state.session
@@ -348,6 +354,7 @@ class VpgReceiver:
         with self._lock:
             self.positions.commit(first, groups)
             self._last_seq = first + len(records) - 1
+            self._append_cap = None
             if self.state == "journal-full":
                 self.state, self.error = "ok", ""
             self.counters["appends"] += 1
