@@ -262,3 +262,26 @@ def test_replica_from_the_stream_equals_the_source(make_filter, vra, sockdir, tm
     assert sha256(new) == sha256(source)
     import hashlib
     assert hashlib.sha256(replica).hexdigest() == sha256(source)
+
+
+def test_a_handler_that_accepts_views_gets_the_same_bytes(sockdir):
+    class Viewer(RecordingVra):
+        accepts_views = True
+
+        def on_write(self, filter_id, volume_id, offset, data, filter_seq):
+            assert isinstance(data, memoryview)
+            super().on_write(filter_id, volume_id, offset, bytes(data), filter_seq)
+
+    handler = Viewer()
+    listener = SplitListener(str(sockdir / "views.sock"), handler)
+    listener.start()
+    try:
+        s = raw_filter(sockdir / "views.sock")
+        blob = os.urandom(70000)
+        s.sendall(sp.encode_hello("f", ["v"], 1) + sp.write_prefix(b"v", 1, 5, len(blob)) + blob)
+        assert read_ack(s) == 1
+        s.close()
+        assert handler.wait_for(lambda ev: ev[-1][0] == "disconnect")
+    finally:
+        listener.stop()
+    assert handler.events[1] == ("write", "v", 5, blob, 1)

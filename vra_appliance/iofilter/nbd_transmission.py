@@ -151,18 +151,24 @@ class Transmission:
     def _refill(self, start: int, end: int, need: int) -> tuple[int, int]:
         """Make at least ``need`` bytes available from ``start``; (-1, -1) on end of stream.
 
-        Pending replies are sent first: the client may be waiting for them before it sends more.
+        Replies (and the backend's `batch_done`) go out only when the client has nothing more for us right
+        now (a non-blocking recv finds the socket empty), or before parsed bytes in the buffer are reused:
+        write payloads handed to the backend as views stay valid until its ``batch_done``.
         """
-        self._flush_replies()
-        view = self._rview
-        if start == end:
-            start = end = 0
-        elif start + need > _RECV_SIZE:
-            avail = end - start
-            view[:avail] = view[start:end]
-            start, end = 0, avail
+        view, sock = self._rview, self.sock
         while end - start < need:
-            n = self.sock.recv_into(view[end:])
+            if start == end and end > _RECV_SIZE // 2:
+                self._flush_replies()
+                start = end = 0
+            elif start + need > _RECV_SIZE:
+                self._flush_replies()
+                view[:end - start] = view[start:end]
+                start, end = 0, end - start
+            try:
+                n = sock.recv_into(view[end:], 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._flush_replies()  # the client waits for these before it sends more
+                n = sock.recv_into(view[end:])
             if n == 0:
                 return -1, -1
             end += n

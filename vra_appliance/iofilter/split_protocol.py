@@ -61,6 +61,8 @@ class SplitHandler(Protocol):
 
     ``on_zero(filter_id, volume_id, offset, length, filter_seq)`` is optional: a handler without it gets
     a zeroed range as ``on_write`` calls of zero bytes (at most 4 MiB each, all with the same filter_seq).
+    A handler with ``accepts_views = True`` gets ``data`` as a memoryview into the receive buffer, valid only
+    during the call (saves a copy when the handler compresses or forwards the data at once).
     """
 
     def on_hello(self, filter_id: str, volumes: list[str]) -> None: ...
@@ -212,6 +214,7 @@ class FrameReader:
         self._view = memoryview(self._buf)
         self._volumes: dict[bytes, str] = {}
         self._on_zero = getattr(handler, "on_zero", None)
+        self._views = bool(getattr(handler, "accepts_views", False))
 
     def run(self) -> None:
         buf, view, unpack = self._buf, self._view, HEADER.unpack_from
@@ -249,7 +252,8 @@ class FrameReader:
             if ftype == WRITE:
                 volume = self._volume(bytes(view[body:body + vlen]))
                 (offset,) = OFFSET.unpack_from(buf, body + vlen)
-                self.handler.on_write(self.filter_id, volume, offset, bytes(view[body + vlen + 8:start]), seq)
+                data = view[body + vlen + 8:start]
+                self.handler.on_write(self.filter_id, volume, offset, data if self._views else bytes(data), seq)
             elif ftype == ZERO:
                 volume = self._volume(bytes(view[body:body + vlen]))
                 offset, zlen = ZERO_BODY.unpack_from(buf, body + vlen)

@@ -86,7 +86,7 @@ class Splitter:
         self._threads: list[threading.Thread] = []
         self._vol_bytes = {v: v.encode() for v in volumes}
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "acked_seq": 0, "diverted_writes": 0,
-                      "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0}
+                      "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0, "sends": 0, "acks": 0}
 
     # -- the IO path (NBD connection threads) -----------------------------------------------------------
     def submit_write(self, volume: str, offset: int, data) -> None:
@@ -153,6 +153,7 @@ class Splitter:
                 self._head = rest
             self.stats["frames_sent"] += len(stream)
             self.stats["bytes_sent"] += total
+            self.stats["sends"] += 1
             if (self._queue or self._head is not None) and self._sender_waiting:
                 self._cond.notify()
 
@@ -290,7 +291,6 @@ class Splitter:
             sock.settimeout(self._connect_timeout_s)
             sock.connect(sockaddr)
             sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._cond:
@@ -368,6 +368,7 @@ class Splitter:
                 self._sending = False
                 self.stats["frames_sent"] += len(batch)
                 self.stats["bytes_sent"] += total
+                self.stats["sends"] += 1
 
     def _ack_loop(self, sock: socket.socket, gen: int) -> None:
         header = sp.HEADER
@@ -399,6 +400,7 @@ class Splitter:
             while inflight and inflight[0][0] <= seq:
                 self._charged -= inflight.popleft()[1]
             self.stats["acked_seq"] = seq
+            self.stats["acks"] += 1
             if not inflight and not self._queue:
                 self._cond.notify_all()
 
