@@ -56,22 +56,30 @@ def _read_frames(data: bytes) -> tuple[list[dict], int]:
 
 
 def replay(docs: Iterable[dict], last_vpg_seq: int) -> tuple[dict[str, int], int]:
-    """Peers' durable stream seqs, and the next entry number, from the log's documents and the journal's L."""
+    """Peers' durable stream seqs, and the next entry number, from the log's documents and the journal's L.
+
+    An entry's records are stored up to L, and no further than the next entry's first VPG seq - 1: a
+    later entry starting inside an earlier one means the earlier append stopped there (a crash cut it,
+    and the restarted receiver went on from the journal's last seq)."""
     docs = list(docs)
     aborted = {d["abort"] for d in docs if "abort" in d}
     positions: dict[str, int] = {}
     next_n = 0
+    entries = []
     for doc in docs:
         if "snap" in doc:
             positions = {k: int(v) for k, v in doc["snap"].items()}
             next_n = max(next_n, int(doc["n"]))
-            continue
-        if "abort" in doc:
-            continue
-        next_n = max(next_n, int(doc["n"]) + 1)
-        if doc["n"] in aborted:
-            continue
-        apply_groups(positions, doc["s"], doc["g"], last_vpg_seq)
+            entries = []
+        elif "n" in doc:
+            next_n = max(next_n, int(doc["n"]) + 1)
+            if doc["n"] not in aborted:
+                entries.append(doc)
+    for i, doc in enumerate(entries):
+        upto = last_vpg_seq
+        if i + 1 < len(entries):
+            upto = min(upto, int(entries[i + 1]["s"]) - 1)
+        apply_groups(positions, doc["s"], doc["g"], upto)
     return positions, next_n
 
 
