@@ -45,12 +45,8 @@ class WriteGate:
     def enter(self, before_wait: Callable[[], None] | None = None) -> None:
         """Enter for one write; ``before_wait`` runs first if the gate is holding (e.g. hand off writes the
         caller completed but has not yet released, so the freeze waiting for them need not time out)."""
-        if before_wait is not None:
-            with self._cond:
-                hold = self._hold
-                holding = hold is not None and hold.holding(time.monotonic())
-            if holding:
-                before_wait()
+        if before_wait is not None and self.holding:
+            before_wait()
         self.__enter__()
 
     def leave(self, count: int = 1) -> None:
@@ -74,6 +70,12 @@ class WriteGate:
 
     def __exit__(self, *exc) -> None:
         self.leave()
+
+    @property
+    def holding(self) -> bool:
+        """True while a freeze holds new writes here."""
+        with self._cond:
+            return self._hold is not None and self._hold.holding(time.monotonic())
 
     def hold(self, hold: Hold) -> None:
         with self._cond:

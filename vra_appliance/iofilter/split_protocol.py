@@ -19,7 +19,8 @@ stream (the VRA was absent, slow, or the queue was full): a bitmap sync must fol
 those volumes is consistent again.
 
 Backpressure: the listener calls the handler on its connection thread and reads nothing more until the
-handler returns, and it acknowledges only what the handler has returned from. A slow VRA therefore fills
+handler returns, and it acknowledges only what the handler has returned from (cumulatively, once 4 MiB are
+pending or the stream pauses for 2 ms). A slow VRA therefore fills
 the socket, then the filter's bounded queue, and the filter records further writes in its dirty map. The
 listener itself never buffers more than one receive buffer per filter.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -45,6 +47,8 @@ ZERO_BODY = struct.Struct(">QQ")
 MAX_FRAME_PAYLOAD = 16 * 1024 * 1024  # NBD writes are at most 4 MiB; anything bigger is a broken peer
 _RECV_SIZE = MAX_FRAME_PAYLOAD + HEADER.size + 65536 + 1024 * 1024
 _ZERO_CHUNK = 4 * 1024 * 1024
+ACK_BYTES = 4 * 1024 * 1024  # acknowledge at least every 4 MiB of frames...
+ACK_DELAY_MS = 2  # ...or as soon as the filter pauses this long
 
 
 class SplitProtocolError(Exception):
@@ -215,11 +219,13 @@ class FrameReader:
         self._volumes: dict[bytes, str] = {}
         self._on_zero = getattr(handler, "on_zero", None)
         self._views = bool(getattr(handler, "accepts_views", False))
+        self._poll = None
 
     def run(self) -> None:
         buf, view, unpack = self._buf, self._view, HEADER.unpack_from
         start = end = 0
         handled = acked = -1
+        unacked_bytes = 0
         while True:
             need = HEADER.size
             if end - start >= HEADER.size:
@@ -230,9 +236,12 @@ class FrameReader:
                     raise SplitProtocolError(f"frame of {length} bytes exceeds the limit")
                 need += length
             if end - start < need:
-                if handled > acked:  # everything parsed so far was handled: say so before blocking
+                # Everything parsed so far was handled. Acknowledge it once 4 MiB are pending or the filter
+                # has paused for 2 ms: an ACK per filter batch would cost both sides a wakeup per batch.
+                if handled > acked and (unacked_bytes >= ACK_BYTES or not self._readable(ACK_DELAY_MS)):
                     self.conn.sendall(encode_ack(handled))
                     acked = handled
+                    unacked_bytes = 0
                 if start == end:
                     start = end = 0
                 elif start + need > len(buf) or start > len(buf) // 2:
@@ -245,6 +254,7 @@ class FrameReader:
                 continue
             body = start + HEADER.size
             start = body + length
+            unacked_bytes += length
             if self.filter_id is None and ftype != HELLO:
                 raise SplitProtocolError(f"frame type {ftype} before HELLO")
             if (ftype == WRITE and length < vlen + 8) or (ftype == ZERO and length != vlen + 16):
@@ -272,6 +282,12 @@ class FrameReader:
             else:
                 raise SplitProtocolError(f"unknown frame type {ftype}")
             handled = seq
+
+    def _readable(self, timeout_ms: int) -> bool:
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.conn, select.POLLIN)
+        return bool(self._poll.poll(timeout_ms))
 
     def _volume(self, raw: bytes) -> str:
         name = self._volumes.get(raw)
