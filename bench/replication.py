@@ -33,7 +33,6 @@ from vra_appliance.proto.v1 import control_pb2 as cpb
 
 VPG = "bench"
 VOLUME_SIZE = 1 << 30
-COMPRESS = True
 
 
 def _fio(args: list[str], timeout: float) -> dict:
@@ -72,7 +71,7 @@ def zstd_baseline(directory: Path) -> tuple[float, float]:
 class Setup:
     """One host: a filter with one volume, its protect VRA, and a recovery VRA (journal on disk)."""
 
-    def __init__(self, tmp: Path, buffer_mib: int) -> None:
+    def __init__(self, tmp: Path, buffer_mib: int, compression: bool = True) -> None:
         self.lab = Lab(tmp)
         self.tmp = tmp
         self.r = self.lab.vra("recover", split=False)
@@ -84,7 +83,7 @@ class Setup:
         assert reply.ok, reply.message
         self.f = self.lab.filter("filter", {"vol-1": volume}, self.p)
         reply = self.p.control.ConfigureProtect(cpb.ProtectConfig(
-            vpg=VPG, volumes=["vol-1"], filter_controls=[self.f.control_path], compression=COMPRESS, coordinator=True,
+            vpg=VPG, volumes=["vol-1"], filter_controls=[self.f.control_path], compression=compression, coordinator=True,
             recover_peer=cpb.PeerVra(vra_id="recover", address=self.r.address),
             protect_peers=[cpb.PeerVra(vra_id="protect", address=self.p.address)],
             buffer_bytes=buffer_mib << 20))
@@ -157,6 +156,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=60, help="duration of each measured run (default 60)")
     ap.add_argument("--loads", default="20,50,100", help="offered loads in MB/s for the RPO runs")
     ap.add_argument("--buffer-mib", type=int, default=256, help="protect VRA buffer of unacked data")
+    ap.add_argument("--no-compression", action="store_true", help="the VPG's 'no compression' setting")
     ap.add_argument("--dir", type=Path, default=None, help="where journals and volumes go (default: a temp dir)")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench-replication-", dir=args.dir))
@@ -170,7 +170,7 @@ def main(argv: list[str]) -> int:
     for i, (name, rate) in enumerate(phases):
         tmp = base / f"run-{i}"
         tmp.mkdir()
-        setup = Setup(tmp, args.buffer_mib)
+        setup = Setup(tmp, args.buffer_mib, compression=not args.no_compression)
         try:
             print(f"bench replication: {name} for {args.seconds:.0f} s", file=sys.stderr)
             result = setup.run(args.seconds, rate)
@@ -181,6 +181,7 @@ def main(argv: list[str]) -> int:
     subprocess.run(["rm", "-rf", str(base)], check=False)
     emit("replication", rows, {
         "seconds": args.seconds,
+        "compression": not args.no_compression,
         "rpo": "age of the oldest write the protect VRA received that is not yet durable in the recovery journal",
         "MBps": "bytes durable in the recovery journal per second of the run (baselines: their own rate)",
         "targets": {"sustained_MBps": 100, "rpo_p99_ms_at_50MBps": 1000},

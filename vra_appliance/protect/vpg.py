@@ -246,6 +246,10 @@ class ProtectedVpg:
         self._kicked = True
         self._cv.notify_all()
 
+    def _window_full(self) -> bool:
+        inflight = sum(e.batch.wire_bytes for e in self._buffer if e.future is not None)
+        return inflight >= self.settings.max_inflight_bytes
+
     def _held_bytes(self) -> int:
         return self._aligned_bytes + self._unsealed_bytes + self._buffer_bytes
 
@@ -276,8 +280,7 @@ class ProtectedVpg:
         with self._cv:
             if not self._unsealed or self._next_seq is None or not self.connected:
                 return None
-            inflight = sum(s.batch.wire_bytes for s in self._buffer if s.future is not None)
-            if inflight >= self.settings.max_inflight_bytes:
+            if self._window_full():
                 return None
             has_marker = any(isinstance(r, _Marker) for r in self._unsealed)
             age = self._clock() - (self._unsealed_since or 0.0)
@@ -473,7 +476,9 @@ class ProtectedVpg:
         waits = [1.0]
         if not self.connected:
             waits.append(max(0.0, self._retry_at - now))
-        if self._unsealed and self._unsealed_since is not None:
+        # A batch falls due after batch_delay; while disconnected or with a full window, a reconnect or an
+        # ack wakes the sender instead (no polling).
+        if self.connected and self._unsealed and self._unsealed_since is not None and not self._window_full():
             waits.append(max(0.0005, self._unsealed_since + self.settings.batch_delay - now))
         if self._aligner.blocked_on():
             waits.append(0.25)
