@@ -285,3 +285,29 @@ def test_a_handler_that_accepts_views_gets_the_same_bytes(sockdir):
     finally:
         listener.stop()
     assert handler.events[1] == ("write", "v", 5, blob, 1)
+
+
+def test_a_vra_that_drops_every_connection_gets_backoff_not_a_busy_loop(sockdir):
+    from vra_appliance.iofilter.dirty_map import DirtyMap
+    from vra_appliance.iofilter.splitter import Splitter
+
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(str(sockdir / "rude.sock"))
+    lsock.listen(64)
+    lsock.settimeout(0.5)
+    splitter = Splitter("f", ["v"], str(sockdir / "rude.sock"), DirtyMap(), retry_s=(0.05, 2.0))
+    splitter.start()
+    accepted = 0
+    try:
+        while True:  # backoff 0.05 + 0.1 + 0.2 + 0.4 > 0.5 s: the accepts dry up well before 10
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                break
+            conn.close()
+            accepted += 1
+            assert accepted < 10, "the splitter reconnects in a busy loop"
+    finally:
+        splitter.stop(0)
+        lsock.close()
+    assert accepted >= 2

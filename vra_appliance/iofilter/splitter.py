@@ -287,12 +287,18 @@ class Splitter:
                     return
                 backoff = min(backoff * 2, self._retry_s[1])
                 continue
-            backoff = self._retry_s[0]
             sock, gen, acks = attached
+            began = time.monotonic()
             self._pump(sock, gen)
             self._disconnected(gen, "sender stopped")
             acks.join()
             sock.close()  # only now: no thread of this connection can touch the descriptor any more
+            if time.monotonic() - began >= 1.0:
+                backoff = self._retry_s[0]
+            elif not self._stopping:  # a VRA that drops us at once (e.g. a protocol mismatch): no busy loop
+                if self._stop_event.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self._retry_s[1])
 
     def _connect(self) -> tuple[socket.socket, int, threading.Thread] | None:
         family, sockaddr = sp.parse_address(self.address)
