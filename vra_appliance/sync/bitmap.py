@@ -93,6 +93,10 @@ class BitmapSync:
             yield Extent(off, data)
             self._done = off + n
 
+    def done(self, upto: int) -> None:
+        """Everything before ``upto`` was sent (for callers that send ``ranges()`` themselves)."""
+        self._done = max(self._done, upto)
+
     def pending(self) -> list[tuple[int, int]]:
         """The dirty extents not yet done. A yielded piece counts as done only once the consumer asks for
         the next one (it may fail to send the last one it got), so nothing is lost on interruption."""

@@ -12,7 +12,8 @@ branches that tell the caller what to do::
     │   ├── ChecksumListError         a checksum list of the wrong length, digest size, algorithm or group
     │   ├── VolumeSizeError           the replica volume is smaller than the source (or the sizes disagree)
     │   └── SyncParamsError           block size, fanout or algorithm out of the supported range
-    └── CorruptionError           a verification after the sync found the replica different: resync (delta)
+    └── CorruptionError           what a sync relied on cannot be trusted: run a delta sync
+        └── DirtyMapLostError         the IO filter stopped uncleanly: its dirty map is gone
 
 ``OSError`` from reading a volume is translated where it happens (``raise TransientError(...) from exc``).
 Every message says what to do, without a stack trace.
@@ -82,3 +83,13 @@ class VolumeSizeError(PermanentError):
 
 class SyncParamsError(PermanentError):
     """A block size, fanout or algorithm this version does not support."""
+
+
+class DirtyMapLostError(CorruptionError):
+    """A dirty map cannot be trusted (the IO filter stopped uncleanly): the volume needs a delta sync."""
+
+    def __init__(self, volume: str, where: str = "the IO filter") -> None:
+        self.volume = volume
+        super().__init__(
+            f"the dirty map of volume {volume!r} in {where} was lost (unclean stop); "
+            "a bitmap sync cannot know what changed - the volume gets a delta sync")
