@@ -30,7 +30,7 @@ from vra_appliance.sync.volume import FileVolume
 
 MiB = 1024 * 1024
 KiB = 1024
-DEFAULT_BUDGETS = "4M,1M,256K,64K,16K,4K,1K"
+DEFAULT_BUDGETS = "4M,1M,256K,224K,192K,160K,128K,64K,16K,4K,1K"
 
 
 def outage_writes(size: int, dirty_mib: float, seed: int) -> list[int]:
