@@ -23,7 +23,15 @@ from vra_appliance.sync.errors import (
     VolumeSizeError,
 )
 from vra_appliance.sync.initial import choose_initial
-from vra_appliance.sync.messages import DeltaOpen, GroupDigests, LeafDigests, LeafRequest
+from vra_appliance.sync.messages import (
+    CloseRequest,
+    DeltaOpen,
+    GroupDigests,
+    GroupRequest,
+    LeafDigests,
+    LeafRequest,
+    decode,
+)
 from vra_appliance.sync.state import SyncKind
 from vra_appliance.sync.volume import FileVolume
 
@@ -234,8 +242,9 @@ def test_messages_round_trip(vpg, volume, size, bs, fanout, salt, groups, n):
     digests = os.urandom(n * DIGEST_SIZE)
     for msg in (DeltaOpen(vpg, volume, size, DeltaParams(bs, fanout, salt=salt)),
                 GroupDigests(volume, bs, 7, digests), LeafRequest(volume, tuple(groups)),
-                LeafDigests(volume, bs, tuple(groups), digests)):
-        assert type(msg).decode(msg.encode()) == msg
+                LeafDigests(volume, bs, tuple(groups), digests), GroupRequest(volume, n, 2**32 - 1),
+                CloseRequest(volume)):
+        assert type(msg).decode(msg.encode()) == msg == decode(msg.encode())
 
 
 def test_truncated_messages_are_refused():

@@ -48,7 +48,14 @@ from vra_appliance.sync.errors import (
     UnknownVolumeError,
     VolumeSizeError,
 )
-from vra_appliance.sync.messages import DeltaOpen, GroupDigests, LeafDigests, LeafRequest, encoded_size
+from vra_appliance.sync.messages import (
+    DeltaOpen,
+    GroupDigests,
+    GroupRequest,
+    LeafDigests,
+    LeafRequest,
+    encoded_size,
+)
 from vra_appliance.sync.volume import Extent, VolumeReader, data_ranges, read, read_error, read_ranges
 
 DEFAULT_WINDOW = 32 * 1024 * 1024
@@ -321,7 +328,7 @@ class DeltaSync:
         mine_leaves = hash_range(self.reader, self.hasher, start, count * p.group_size, self.volume)
         mine_groups = self.hasher.groups(mine_leaves)
         theirs = theirs_future.result()
-        st.request_bytes += 4 + 2 + len(self.volume) + 12  # the group request
+        st.request_bytes += encoded_size(GroupRequest(self.volume, first, count))
         st.checksum_bytes += encoded_size(theirs)
         self._check_groups(theirs, first, count)
         diff_groups = [first + i for i in differing(mine_groups, theirs.digests)]

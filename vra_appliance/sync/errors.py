@@ -7,6 +7,7 @@ branches that tell the caller what to do::
     ├── TransientError            the source, the replica or the peer went away mid-sync: run the sync again
     │                             (it is idempotent; an interrupted initial sync resumes as a delta sync)
     ├── PermanentError            this input can never succeed as is: stop and report, fix what the message says
+    │   ├── UnknownVpgError           the VPG has no recovery role on the peer
     │   ├── UnknownVolumeError        the volume is not part of the VPG on this side
     │   ├── BlockSizeMismatchError    the peer's checksums are for another block size than this sync's
     │   ├── ChecksumListError         a checksum list of the wrong length, digest size, algorithm or group
@@ -93,3 +94,11 @@ class DirtyMapLostError(CorruptionError):
         super().__init__(
             f"the dirty map of volume {volume!r} in {where} was lost (unclean stop); "
             "a bitmap sync cannot know what changed - the volume gets a delta sync")
+
+
+class UnknownVpgError(PermanentError):
+    def __init__(self, vpg: str) -> None:
+        self.vpg = vpg
+        super().__init__(
+            f"VPG {vpg!r} has no recovery role on this VRA; configure the VPG's recovery side (or fix the "
+            "VPG id the protect side sends), then restart the sync")

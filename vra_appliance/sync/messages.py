@@ -5,9 +5,11 @@ so adding the delta sync to a wire protocol needs one ``bytes`` field per direct
 what the engine counts as checksum traffic.
 
     protect -> recovery   DeltaOpen          volume, size, parameters, salt
+    protect -> recovery   GroupRequest       groups [first_group, first_group + count) of a volume
     recovery -> protect   GroupDigests       the group digests of groups [first_group, first_group + n)
     protect -> recovery   LeafRequest        the groups whose digests differed
     recovery -> protect   LeafDigests        the leaf digests of those groups
+    protect -> recovery   CloseRequest       the sync of the volume is over
 
 All integers are little-endian; a string is a u16 length and UTF-8 bytes. Each message starts with a
 four-byte tag that names it and its version.
@@ -116,6 +118,45 @@ class GroupDigests:
 
 
 @dataclass(frozen=True)
+class GroupRequest:
+    volume: str
+    first_group: int
+    count: int
+
+    TAG = b"ZGR1"
+
+    def encode(self) -> bytes:
+        return self.TAG + _s(self.volume) + struct.pack("<QI", self.first_group, self.count)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> GroupRequest:
+        r = _Reader(blob, "GroupRequest")
+        _tag(r, cls.TAG)
+        volume = r.string()
+        first, count = r.unpack("<QI")
+        r.end()
+        return cls(volume, first, count)
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    volume: str
+
+    TAG = b"ZCL1"
+
+    def encode(self) -> bytes:
+        return self.TAG + _s(self.volume)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> CloseRequest:
+        r = _Reader(blob, "CloseRequest")
+        _tag(r, cls.TAG)
+        volume = r.string()
+        r.end()
+        return cls(volume)
+
+
+@dataclass(frozen=True)
 class LeafRequest:
     volume: str
     groups: tuple[int, ...]
@@ -163,6 +204,17 @@ class LeafDigests:
         digests = r.take(count * DIGEST_SIZE)
         r.end()
         return cls(volume, block_size, tuple(groups), digests)
+
+
+MESSAGES = {cls.TAG: cls for cls in (DeltaOpen, GroupRequest, GroupDigests, LeafRequest, LeafDigests, CloseRequest)}
+
+
+def decode(blob: bytes):
+    """Any of the messages above, by its tag."""
+    cls = MESSAGES.get(bytes(blob[:4]))
+    if cls is None:
+        raise ChecksumListError("?", f"unknown message tag {bytes(blob[:4])!r}")
+    return cls.decode(blob)
 
 
 def encoded_size(msg) -> int:
