@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from vra_appliance.sync.errors import DirtyMapLostError, SyncError, TransientError
+from vra_appliance.iofilter.control import ControlError
+from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncError, TransientError
 
 
 class ProtectedVpgLink:
@@ -102,6 +103,9 @@ class FilterDirtySource:
             return []
         try:
             reply = self.request("dirty", volume=volume, clear=True)
+        except ControlError as exc:
+            raise PermanentError(f"the IO filter refused the dirty extents of {volume}: {exc}; "
+                                 "check that the filter serves this volume") from exc
         except (OSError, ValueError) as exc:
             raise TransientError(f"the IO filter's control socket did not answer for {volume}: {exc}") from exc
         if reply.get("unclean"):
