@@ -47,7 +47,6 @@ from vra_appliance.transport import (
     Ack,
     Hello,
     Refused,
-    TransientError,
     Welcome,
 )
 from vra_appliance.wire import Batch, PayloadError, StreamMarker, StreamWrite, open_batch
@@ -205,6 +204,7 @@ class VpgReceiver:
             session.refuse(Refused(BAD_CHECKSUM, str(exc), batch.first_seq, state.durable))
             return
         now = self._clock()
+        gap = None
         with self._lock:
             if session.closed:
                 return
@@ -213,37 +213,38 @@ class VpgReceiver:
                 self._reset_peer(session.peer, state)
                 gap = Refused(GAP, f"expected stream seq {expected}, got {batch.first_seq}", batch.first_seq, state.durable)
             else:
-                gap = None
+                self._queue(session.peer, state, records, now)
+                self.counters["batches"] += 1
+                self.counters["wire_bytes"] += batch.wire_bytes
+            durable = state.durable
         if gap is not None:
             session.refuse(gap)
             return
-        with self._lock:
-            if session.closed:
-                return
-            size = 0
-            for rec in records:
-                if rec.seq <= state.received:
-                    continue  # resent; already queued or durable
-                if isinstance(rec, StreamWrite):
-                    self._aligner.push(session.peer, (rec.seq, rec), now)
-                    nbytes = len(rec.data)
-                else:
-                    self._aligner.push(session.peer, Mark(rec.checkpoint_id, (rec.seq, rec)), now)
-                    parts = [p for p in rec.participants if p in self.paired] or [session.peer]
-                    self._aligner.decide(rec.checkpoint_id, parts)
-                    nbytes = 64
-                state.queued[rec.seq] = nbytes
-                size += nbytes
-                state.received = rec.seq
-            state.pending_bytes += size
-            state.batches += 1
-            self.counters["batches"] += 1
-            self.counters["wire_bytes"] += batch.wire_bytes
-            durable = state.durable
-            self._kicked = True
-            self._lock.notify_all()
         if batch.last_seq <= durable:
             session.on_ack(Ack(durable))
+
+    def _queue(self, peer: str, state: _Peer, records: list, now: float) -> None:
+        """Queue a batch's new records in the aligner (under the lock)."""
+        size = 0
+        for rec in records:
+            if rec.seq <= state.received:
+                continue  # resent; already queued or durable
+            if isinstance(rec, StreamWrite):
+                self._aligner.push(peer, (rec.seq, rec), now)
+                nbytes = len(rec.data)
+            else:
+                self._aligner.push(peer, Mark(rec.checkpoint_id, (rec.seq, rec)), now)
+                # Every participant's marker carries the same decision: the first one decides.
+                parts = [p for p in rec.participants if p in self.paired] or [peer]
+                self._aligner.decide(rec.checkpoint_id, parts)
+                nbytes = 64
+            state.queued[rec.seq] = nbytes
+            size += nbytes
+            state.received = rec.seq
+        state.pending_bytes += size
+        state.batches += 1
+        self._kicked = True
+        self._lock.notify_all()
 
     # -- the committer -----------------------------------------------------------------------------------
     def sync_once(self, limit: int = 4096, max_bytes: int = 4 << 20) -> int:
@@ -459,4 +460,4 @@ class RecoveryEndpoint:
         return receiver.open_session(hello, peer, on_ack, on_refusal)
 
 
-__all__ = ["RecoveryEndpoint", "TransientError", "VpgReceiver"]
+__all__ = ["RecoveryEndpoint", "VpgReceiver"]
