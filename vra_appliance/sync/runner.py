@@ -105,6 +105,7 @@ class VpgSyncRunner:
         max_io: int = 1024 * 1024,
         room_timeout: float = 30.0,
         interval: float = 0.2,
+        on_report: Callable[[SyncReport], None] | None = None,
     ) -> None:
         self.vpg = vpg
         self.link = link
@@ -117,6 +118,7 @@ class VpgSyncRunner:
         self.max_io = max_io
         self.room_timeout = room_timeout
         self.interval = interval
+        self.on_report = on_report  # called with each finished (or interrupted) sync, e.g. for status
         self.reports: list[SyncReport] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,6 +151,9 @@ class VpgSyncRunner:
             if self.state.checkpoint_consistent:
                 self.link.set_syncing(False)
         self.reports.extend(done)
+        if self.on_report is not None:
+            for report in done:
+                self.on_report(report)
         return done
 
     def _run(self, volume: str, kind: SyncKind) -> SyncReport:
