@@ -151,7 +151,10 @@ class InventorySync:
     # --- the loop -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None or not self.zvm.config.vcenter_url:
+        if self._thread is not None:
+            return
+        zdb.connect(self.zvm.db)
+        if not self.zvm.local_site().vcenter_url:  # set once (by option), then kept in the database
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="zvm-inventory", daemon=True)

@@ -35,7 +35,40 @@ class Migration:
     apply: Callable[[peewee.Database, SchemaMigrator], None]
 
 
-MIGRATIONS: list[Migration] = []
+# Tables whose changes do not show in any cached API answer: no trigger.
+UNTRACKED = {"schema_version", "revision", "session", "pairing_token"}
+
+
+def install_revision_triggers(db: peewee.Database, all_models: Sequence[type[peewee.Model]]) -> None:
+    """The revision row, and a trigger on every tracked table that bumps it on insert, update and delete.
+    Idempotent. Triggers, not application code, so that no writer (API, task, inventory watcher) can forget."""
+    if models.Revision._meta.table_name not in db.get_tables():
+        return
+    models.Revision.insert(id=1, value=0).on_conflict_ignore().execute()
+    tables = [m._meta.table_name for m in all_models if m._meta.table_name not in UNTRACKED]
+    if is_postgres(db):
+        db.execute_sql(
+            "CREATE OR REPLACE FUNCTION zvm_bump_revision() RETURNS trigger AS $$ BEGIN "
+            "UPDATE revision SET value = value + 1 WHERE id = 1; RETURN NULL; END $$ LANGUAGE plpgsql")
+        for table in tables:
+            db.execute_sql(f'DROP TRIGGER IF EXISTS zvm_revision ON "{table}"')
+            db.execute_sql(f'CREATE TRIGGER zvm_revision AFTER INSERT OR UPDATE OR DELETE ON "{table}" '
+                           "FOR EACH STATEMENT EXECUTE FUNCTION zvm_bump_revision()")
+        return
+    for table in tables:
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS "zvm_revision_{table}_{op.lower()}" AFTER {op} ON '
+                           f'"{table}" BEGIN UPDATE revision SET value = value + 1 WHERE id = 1; END')
+
+
+def _add_revision(db: peewee.Database, migrator: SchemaMigrator) -> None:
+    db.create_tables([models.Revision])
+    install_revision_triggers(db, models.ALL_MODELS)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(2, "revision counter bumped by triggers (API response cache)", _add_revision),
+]
 
 
 def current_version(db: peewee.Database) -> int | None:
@@ -74,6 +107,7 @@ def migrate(db: peewee.Database, migrations: Sequence[Migration] = MIGRATIONS,
                     "release, or a migration was interrupted by hand; restore a backup or use an empty "
                     "database")
             db.create_tables(all_models)
+            install_revision_triggers(db, all_models)
             models.SchemaVersion.create(version=latest, description="baseline")
             return latest
     if version > latest:

@@ -10,6 +10,7 @@
     VpgSettings                       a draft of a VPG's settings (vpgSettings create-edit-commit)
     Task, Alert, Event                long operations, raised conditions, the audit trail
     User ──< Session                  API users (scrypt password hashes) and their sessions (token hashes)
+    Revision                          a counter bumped by triggers on every change (API response cache)
     PairingToken                      tokens this site handed out for a peer to pair with (hashes only)
     SchemaVersion                     migrations applied (zvm/migrations.py)
 
@@ -59,6 +60,14 @@ class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     description = TextField()
     applied_at = DoubleField(default=now)
+
+
+class Revision(BaseModel):
+    """One row whose value grows with every committed change to the state the API shows (database
+    triggers bump it, see zvm.migrations.install_revision_triggers): a cheap "has anything changed?"."""
+
+    id = IntegerField(primary_key=True)
+    value = peewee.BigIntegerField(default=0)
 
 
 # --- users and sessions ----------------------------------------------------------------------------------
@@ -374,6 +383,6 @@ class Event(BaseModel):
 
 
 ALL_MODELS = [
-    SchemaVersion, User, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra, Vpg, VpgVm,
+    SchemaVersion, Revision, User, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra, Vpg, VpgVm,
     VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event,
 ]

@@ -59,10 +59,12 @@ class Zvm:
         self._started = False
         self._stopping = threading.Event()
         self._lock_fd: int | None = None
+        from zvm.api.cache import ResponseCache
         from zvm.inventory import InventorySync
         from zvm.orchestration import handlers  # noqa: F401 - registers the task handlers
         from zvm.orchestration.tasks import TaskRunner
 
+        self.response_cache = ResponseCache()
         self.tasks = TaskRunner(self)
         self.add_loop(self.tasks)
         self.inventory = InventorySync(self)

@@ -422,3 +422,34 @@ def test_a_task_without_a_handler_fails_with_a_clear_message(api):
     t = api.get(f"/tasks/{task}").json
     assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "NotImplemented"
     assert api.get("/tasks", query_string={"state": "Failed"}).json == [t]
+
+
+# --- cached answers ----------------------------------------------------------------------------------------
+
+def test_cached_answers_follow_every_change_even_those_made_outside_the_api(api):
+    vpg = create_vpg(api, "web", ["vm-0"])
+    assert api.get("/vpgs").json[0]["Status"] == "Initializing"
+    hits = api.zvm.response_cache.hits
+    assert api.get("/vpgs").json[0]["Status"] == "Initializing"
+    assert api.zvm.response_cache.hits == hits + 1
+    # a background loop (not the API) changes the VPG: the next answer shows it
+    m.Vpg.update(status="MeetingSLA", actual_rpo_seconds=7).where(m.Vpg.identifier == vpg).execute()
+    got = api.get("/vpgs").json[0]
+    assert (got["Status"], got["ActualRPO"]) == ("MeetingSLA", 7)
+    m.Checkpoint.create(vpg=m.Vpg.get(m.Vpg.identifier == vpg))
+    assert len(api.get(f"/vpgs/{vpg}/checkpoints").json) == 1
+    # the query string is part of the key
+    assert api.get("/vpgs", query_string={"status": "Initializing"}).json == []
+
+
+def test_large_answers_are_sent_gzipped_to_clients_that_accept_it(api):
+    import gzip
+    import json
+
+    for i in range(6):
+        create_vpg(api, f"vpg-{i}", [f"vm-{i}"])
+    plain = api.client.get("/v1/events", headers={"x-zerto-session": api.token})
+    packed = api.client.get("/v1/events", headers={"x-zerto-session": api.token, "Accept-Encoding": "gzip, deflate"})
+    assert "Content-Encoding" not in plain.headers and len(plain.data) >= 8192
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["Vary"] == "Accept-Encoding"
+    assert json.loads(gzip.decompress(packed.data)) == plain.json and len(packed.data) < len(plain.data) / 4

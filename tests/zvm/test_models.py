@@ -15,32 +15,75 @@ from zvm.errors import ConfigError, ConflictError, CorruptionError
 from zvm.migrations import BASELINE, Migration, current_version, latest_version, migrate
 
 
-def test_fresh_database_is_created_at_the_baseline_and_migrating_again_changes_nothing(database):
-    assert current_version(database) == latest_version() == BASELINE
+def test_fresh_database_is_created_at_the_latest_version_and_migrating_again_changes_nothing(database):
+    latest = latest_version()
+    assert current_version(database) == latest > BASELINE
     tables = set(database.get_tables())
     assert {mod._meta.table_name for mod in m.ALL_MODELS} <= tables
-    assert migrate(database) == BASELINE
-    assert [r.version for r in m.SchemaVersion.select()] == [BASELINE]
+    assert migrate(database) == latest
+    assert [r.version for r in m.SchemaVersion.select()] == [latest]
+
+
+def test_a_version_1_database_is_upgraded(db_url):
+    db = zdb.bind(zdb.open_database(db_url))
+    zdb.connect(db)
+    try:
+        v1_models = [mod for mod in m.ALL_MODELS if mod is not m.Revision]
+        db.create_tables(v1_models)
+        m.SchemaVersion.create(version=1, description="baseline")
+        site = m.Site.create(name="from v1", is_local=True)
+        assert migrate(db) == latest_version() == 2
+        assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2]
+        before = m.Revision.get_by_id(1).value
+        m.Vpg.create(name="after upgrade", protected_site=site, recovery_site=site)
+        assert m.Revision.get_by_id(1).value > before
+    finally:
+        db.close()
+        if hasattr(db, "close_all"):
+            db.close_all()
+
+
+def test_every_change_to_shown_state_bumps_the_revision_and_sessions_do_not(database):
+    def rev():
+        return m.Revision.get_by_id(1).value
+
+    site = m.Site.create(name="local", is_local=True)
+    r0 = rev()
+    vpg = m.Vpg.create(name="a", protected_site=site, recovery_site=site)
+    r1 = rev()
+    m.Vpg.update(status="MeetingSLA").where(m.Vpg.id == vpg.id).execute()
+    r2 = rev()
+    m.Alert.create(code="x", entity="Vpg", entity_id=vpg.identifier, description="d")
+    r3 = rev()
+    vpg.delete_instance()
+    r4 = rev()
+    assert r0 < r1 < r2 < r3 < r4
+    user = m.User.create(username="u", password_hash="x")
+    r5 = rev()
+    session = m.Session.create(token_hash="h", user=user)
+    m.Session.update(last_used=1.0).where(m.Session.id == session.id).execute()
+    assert rev() == r5
 
 
 def test_migrations_apply_in_order_and_each_is_recorded(database):
     applied = []
 
     def add_note(db, migrator):
-        applied.append(2)
+        applied.append(3)
         run_ops(migrator.add_column("vpg", "note", peewee.TextField(default="")))
 
     def fill_note(db, migrator):
-        applied.append(3)
+        applied.append(4)
         db.execute_sql("UPDATE vpg SET note = 'migrated'")
 
-    # given out of order on purpose
-    steps = [Migration(3, "fill note", fill_note), Migration(2, "add note", add_note)]
-    assert migrate(database, steps) == 3
-    assert applied == [2, 3]
-    assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2, 3]
+    # given out of order on purpose; the database is at 2 (the latest real one)
+    steps = [Migration(4, "fill note", fill_note), Migration(3, "add note", add_note),
+             Migration(2, "already applied", lambda db, mig: applied.append("never"))]
+    assert migrate(database, steps) == 4
+    assert applied == [3, 4]
+    assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [2, 3, 4]
     assert "note" in [c.name for c in database.get_columns("vpg")]
-    assert migrate(database, steps) == 3 and applied == [2, 3]
+    assert migrate(database, steps) == 4 and applied == [3, 4]
 
 
 def test_a_failing_migration_leaves_the_previous_version_and_schema(database):
@@ -49,13 +92,13 @@ def test_a_failing_migration_leaves_the_previous_version_and_schema(database):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        migrate(database, [Migration(2, "breaks half-way", half_done)])
-    assert current_version(database) == BASELINE
+        migrate(database, [Migration(3, "breaks half-way", half_done)])
+    assert current_version(database) == latest_version()
     assert "half" not in [c.name for c in database.get_columns("vpg")]
 
 
 def test_a_database_newer_than_the_code_is_refused(database):
-    m.SchemaVersion.create(version=BASELINE + 5, description="from the future")
+    m.SchemaVersion.create(version=latest_version() + 5, description="from the future")
     with pytest.raises(ConfigError, match="newer than this ZVM"):
         migrate(database)
 
@@ -71,7 +114,7 @@ def test_tables_without_a_schema_version_are_refused(tmp_path):
 def test_migration_versions_must_be_unique_and_above_the_baseline(database):
     noop = lambda db, migrator: None  # noqa: E731
     with pytest.raises(ConfigError):
-        migrate(database, [Migration(2, "a", noop), Migration(2, "b", noop)])
+        migrate(database, [Migration(3, "a", noop), Migration(3, "b", noop)])
     with pytest.raises(ConfigError):
         migrate(database, [Migration(BASELINE, "a", noop)])
 

@@ -58,9 +58,13 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     def _open_db():
         zdb.connect(zvm.db)
 
+    # SQLite connections stay open in their thread (opening one runs its pragmas each time); a
+    # PostgreSQL connection goes back to the pool after each request.
+    keep_open = not zdb.is_postgres(zvm.db)
+
     @app.teardown_request
     def _close_db(exc):
-        if not zvm.db.is_closed():
+        if not keep_open and not zvm.db.is_closed():
             zvm.db.close()
         if flask.g.get("queued_tasks"):
             zvm.wake_tasks()

@@ -53,11 +53,11 @@ def login():
     return _session_json(session), {SESSION_HEADER: token}
 
 
-@bp.operation("GET", "/session", summary="The current session", response=schemas.ref("Session"))
+@bp.operation("GET", "/session", summary="The current session", response=schemas.ref("Session"), cache=False)
 def get_session():
-    return _session_json(g.session)
+    return _session_json(m.Session.get_by_id(g.session_id))
 
 
 @bp.operation("DELETE", "/session", summary="Log out", status=204, response_description="Logged out.")
 def logout():
-    m.Session.delete().where(m.Session.id == g.session.id).execute()
+    m.Session.delete().where(m.Session.id == g.session_id).execute()

@@ -27,6 +27,7 @@ import flask
 from flask import Blueprint, Response, request
 
 from zvm.api import schemas
+from zvm.api.cache import current_revision
 from zvm.api.validate import check, coerce_query
 from zvm.errors import UnsupportedMediaTypeError, ValidationError
 
@@ -67,6 +68,7 @@ class Operation:
     response_headers: Mapping[str, Mapping]
     auth: str | None  # "session", "basic"
     errors: tuple[int, ...]
+    cache: bool  # the answer depends only on the stored state (zvm/api/cache.py)
     handler: Callable = field(repr=False)
 
     @property
@@ -95,7 +97,7 @@ class ApiBlueprint(Blueprint):
                   query: Sequence[Param] = (), body: Mapping | None = None, body_required: bool = True,
                   status: int = 200, response: Mapping | None = None, response_description: str = "",
                   response_headers: Mapping[str, Mapping] | None = None, auth: str | None = "session",
-                  errors: Sequence[int] = ()):
+                  errors: Sequence[int] = (), cache: bool | None = None):
         def decorate(fn: Callable) -> Callable:
             errs = {400, 405, 503, *errors}
             if auth:
@@ -109,7 +111,7 @@ class ApiBlueprint(Blueprint):
                            query=tuple(query), body=body, body_required=body_required, status=status,
                            response=response, response_description=response_description or summary,
                            response_headers=response_headers or {}, auth=auth, errors=tuple(sorted(errs)),
-                           handler=fn)
+                           cache=(method == "GET") if cache is None else cache, handler=fn)
             self.operations.append(op)
             view = _wrap(op)
             self.add_url_rule(_flask_rule(path), endpoint=fn.__name__, view_func=view, methods=[method])
@@ -170,12 +172,31 @@ def _wrap(op: Operation) -> Callable:
         if op.body is not None:
             kwargs["body"] = _parse_body(op)
         if op.writes:
-            result = context.run_write(op, lambda: op.handler(**kwargs))
+            return _respond(op, context.run_write(op, lambda: op.handler(**kwargs)))
+        if not op.cache:
+            return _respond(op, op.handler(**kwargs))
+        cache = context.service().response_cache
+        revision = current_revision()
+        key = request.full_path
+        cached = cache.get(key, revision)
+        if cached is None:
+            cached = cache.put(key, revision, _body(op.handler(**kwargs)))
+        body, packed = cached
+        resp = flask.current_app.response_class(status=op.status, mimetype="application/json")
+        if packed is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+            resp.set_data(packed)
+            resp.headers["Content-Encoding"] = "gzip"
         else:
-            result = op.handler(**kwargs)
-        return _respond(op, result)
+            resp.set_data(body)
+        if packed is not None:
+            resp.headers["Vary"] = "Accept-Encoding"
+        return resp
 
     return view
+
+
+def _body(result) -> bytes:
+    return (json.dumps(result, separators=(",", ":")) + "\n").encode()
 
 
 def _respond(op: Operation, result) -> Response:
@@ -187,8 +208,7 @@ def _respond(op: Operation, result) -> Response:
     if op.status == 204:
         resp = Response(status=204)
     else:
-        resp = flask.current_app.response_class(
-            json.dumps(result, separators=(",", ":")) + "\n", status=op.status, mimetype="application/json")
+        resp = flask.current_app.response_class(_body(result), status=op.status, mimetype="application/json")
     resp.headers.update(headers)
     return resp
 
