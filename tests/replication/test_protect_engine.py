@@ -294,6 +294,9 @@ def test_split_side_routes_by_volume_and_notices_filter_gaps(tmp_path) -> None:
         def on_filter_gap(self, f):
             self.gaps += 1
 
+        def attach_filter(self, f, volumes):
+            self.attached = (f, sorted(volumes))
+
         def start(self):
             pass
 
@@ -306,6 +309,7 @@ def test_split_side_routes_by_volume_and_notices_filter_gaps(tmp_path) -> None:
     for vpg, vols in (("g1", ("v1",)), ("g2", ("v2",))):
         side.configure(ProtectRole(vpg, vols, (), PeerVra("r", "127.0.0.1:1")))
     side.on_hello("f", ["v1", "v2"])
+    assert engines["g1"].attached == ("f", ["v1", "v2"]) and side.filter_of("v2") == "f"
     side.on_write("f", "v1", 0, b"x", 1)
     side.on_write("f", "v2", 0, b"x", 2)
     side.on_mark("f", "cp", ["v1"])  # the MARK takes filter seq 3
@@ -322,3 +326,37 @@ def test_split_side_routes_by_volume_and_notices_filter_gaps(tmp_path) -> None:
 def test_refused_is_typed() -> None:
     exc = Refused(4, "full")
     assert exc.reason_name == "JOURNAL_FULL" and exc.kind == "backoff"
+
+
+def test_sync_hooks_resync_writes_dropped_extents_and_syncing_state(tmp_path) -> None:
+    r = Rig(tmp_path, buffer_bytes=64 << 10)
+    try:
+        e = r.engine
+        e.attach_filter("f1", ["vol-1"])
+        source = {0: b"s" * 4096}
+        assert e.resync_write("vol-1", 0, 4096, lambda off, n: source[off][:n])
+        e.on_write("f1", "vol-1", 0, b"n" * 4096)  # a newer VM write of the same block lands after it
+        assert not e.wait_room(128 << 10, timeout=0)  # more than the buffer can ever hold
+        e.set_syncing(True)
+        e.commit_checkpoint("during-sync", set())
+        r.step()
+        got = r.journal()
+        assert [x.data[:1] for x in got if isinstance(x, WriteRecord)] == [b"s", b"n"]
+        assert [(c.checkpoint_id, c.consistent) for c in got if isinstance(c, CheckpointRecord)] == [("during-sync", False)]
+        assert e.status()["state"] == "syncing"
+        assert e.wait_room(4096, timeout=0)
+        # what does not fit goes back to the dirty extents; a sync takes them and may give them back
+        assert not e.resync_write("vol-1", 8192, 128 << 10, lambda off, n: bytes(n))
+        assert e.needs_bitmap_sync
+        assert e.take_dropped("vol-1") == [(8192, 128 << 10)] and not e.dropped
+        e.add_dropped("vol-1", [(0, 512)])
+        e.set_syncing(False)
+        assert e.needs_bitmap_sync  # extents are still waiting
+        assert e.take_dropped("vol-1") == [(0, 512)]
+        e.set_syncing(False)
+        assert not e.needs_bitmap_sync and e.status()["state"] == "ok"
+        e.commit_checkpoint("after-sync", set())
+        r.step()
+        assert r.journal()[-1].consistent
+    finally:
+        r.close()

@@ -109,6 +109,9 @@ class ProtectSide:
                 self._vpg_of[v] = role.vpg
             for path in role.filter_controls:
                 self._controls.setdefault(path, _Control(path, self._control_factory))
+            known = [(f, st.volumes) for f, st in self._filters.items()]
+        for filter_id, volumes in known:
+            engine.attach_filter(filter_id, volumes)
         engine.start()
         return engine
 
@@ -137,6 +140,9 @@ class ProtectSide:
                 self._filters[filter_id] = _FilterState(frozenset(volumes))
             else:
                 state.volumes = frozenset(volumes)
+            engines = {self.engines[g] for g in {self._vpg_of.get(v) for v in volumes} if g in self.engines}
+        for e in engines:
+            e.attach_filter(filter_id, volumes)
         log.info("IO filter %s attached with volumes %s", filter_id, ", ".join(volumes))
 
     def on_write(self, filter_id: str, volume_id: str, offset: int, data: bytes, filter_seq: int) -> None:
@@ -163,6 +169,11 @@ class ProtectSide:
             engines = {self.engines[g] for g in {self._vpg_of.get(v) for v in volumes} if g in self.engines}
         for e in engines:
             e.on_mark(filter_id, checkpoint_id)
+
+    def filter_of(self, volume: str) -> str | None:
+        """The filter whose split stream carries ``volume``'s writes (None until it said hello)."""
+        with self._lock:
+            return next((f for f, st in self._filters.items() if volume in st.volumes), None)
 
     def on_disconnect(self, filter_id: str) -> None:
         log.info("IO filter %s detached", filter_id)

@@ -133,6 +133,8 @@ class ProtectedVpg:
         self._backoff = self.settings.backoff_min
         self.dropped = ExtentMap()
         self.needs_bitmap_sync = False
+        self._syncing = False
+        self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
         self._marker_seqs: dict[str, int] = {}
         self.counters = _Counters()
         self._stop = threading.Event()
@@ -172,6 +174,59 @@ class ProtectedVpg:
                             self.vpg, filter_id)
             self.needs_bitmap_sync = True
 
+    def attach_filter(self, filter_id: str, volumes) -> None:
+        """``filter_id`` serves these volumes (from its split stream's hello)."""
+        with self._cv:
+            for v in volumes:
+                if v in self.volumes:
+                    self._filter_of[v] = filter_id
+
+    # -- hooks for the syncs (vra_appliance/sync) ----------------------------------------------------------------
+    def set_syncing(self, syncing: bool) -> None:
+        """A sync (initial, bitmap, delta) is running: checkpoints meanwhile are not consistent. When it ends
+        with nothing left in ``dropped``, the VPG no longer needs a bitmap sync."""
+        with self._cv:
+            self._syncing = syncing
+            if not syncing and not self.dropped:
+                self.needs_bitmap_sync = False
+
+    def wait_room(self, nbytes: int, timeout: float) -> bool:
+        """Wait until ``nbytes`` more fit in the buffer; False after ``timeout`` (or if they never can)."""
+        if nbytes > self.settings.buffer_bytes:
+            return False
+        deadline = self._clock() + timeout
+        with self._cv:
+            while self._held_bytes() + nbytes > self.settings.buffer_bytes:
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.1))
+            return True
+
+    def resync_write(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes]) -> bool:
+        """Read ``length`` bytes at ``offset`` of the source volume and queue them as a write, atomically
+        with respect to the filters' writes (no write of the volume's filter is queued in between, so the
+        newer of the two always lands last). False: no room, the extent went back to ``dropped``."""
+        with self._cv:
+            data = read(offset, length)
+            before = self.counters.dropped_writes
+            self.on_write(self._filter_of.get(volume, f"sync:{volume}"), volume, offset, data)
+            return self.counters.dropped_writes == before
+
+    def take_dropped(self, volume: str) -> list[tuple[int, int]]:
+        """The extents let go for ``volume``, removed from the map (a bitmap sync sends them)."""
+        with self._cv:
+            extents = self.dropped.extents(volume)
+            self.dropped.clear(volume)
+            return extents
+
+    def add_dropped(self, volume: str, extents) -> None:
+        """Give extents back (a sync that could not send them); the VPG needs a bitmap sync."""
+        with self._cv:
+            for off, length in extents:
+                self.dropped.add(volume, off, length)
+            self.needs_bitmap_sync = True
+
     # -- checkpoints (from the control service) --------------------------------------------------------------
     def commit_checkpoint(
         self,
@@ -185,7 +240,7 @@ class ProtectedVpg:
         """The coordinator's decision: once ``filters`` all reached their MARK, place the VRA's marker."""
         with self._cv:
             info = _Marker(
-                self._wall_ns(), checkpoint_id, tag, consistent and not self.needs_bitmap_sync,
+                self._wall_ns(), checkpoint_id, tag, consistent and not self.needs_bitmap_sync and not self._syncing,
                 tuple(participants) or (self.vra_id,),
             )
             if filters:
@@ -513,7 +568,9 @@ class ProtectedVpg:
             c = self.counters
             ratio = (c.raw_bytes_sent / c.wire_bytes_sent) if c.wire_bytes_sent else 1.0
             state = self.state
-            if state == "ok" and self.needs_bitmap_sync:
+            if state == "ok" and self._syncing:
+                state = "syncing"
+            elif state == "ok" and self.needs_bitmap_sync:
                 state = "bitmap-sync-needed"
             return {
                 "vpg": self.vpg,
@@ -521,6 +578,7 @@ class ProtectedVpg:
                 "state": state,
                 "error": self.error,
                 "needs_bitmap_sync": self.needs_bitmap_sync,
+                "syncing": self._syncing,
                 "counters": {
                     "writes": c.writes,
                     "bytes": c.bytes,
