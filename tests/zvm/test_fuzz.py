@@ -136,7 +136,8 @@ def test_api_holds_its_contract(schema, fuzz_app, method, path, mode):
         seed.refresh()
         before = db_snapshot()
         last_event = m.Event.select().order_by(m.Event.id.desc()).first().id
-        session = {"x-zerto-session": seed.token}
+        # identity: schemathesis's WSGI transport does not undo a gzip Content-Encoding (tested elsewhere)
+        session = {"x-zerto-session": seed.token, "Accept-Encoding": "identity"}
         response = case.call(headers=session)
         assert response.status_code < 500, (response.status_code, response.text)
         case.validate_response(response, headers=session, excluded_checks=[positive_data_acceptance])
@@ -148,7 +149,7 @@ def test_api_holds_its_contract(schema, fuzz_app, method, path, mode):
             return
         seed.refresh()
         before = db_snapshot()
-        anonymous = case.call(headers={"x-zerto-session": ""})
+        anonymous = case.call(headers={"x-zerto-session": "", "Accept-Encoding": "identity"})
         assert anonymous.status_code in (401, 404, 405), anonymous.text
         assert anonymous.status_code != 404 or "{" in path  # only an unmatched (empty) path segment
         if anonymous.status_code == 401:
