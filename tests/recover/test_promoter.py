@@ -249,3 +249,30 @@ def test_set_policy_changes_history_and_limit_in_place(tmp_path):
     assert sha(image.pread(0, image.size)) == site.snapshots[cid]["disk-a"]
     image.close()
     site.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_batch_bigger_than_the_room_left_gets_room(tmp_path, kind):
+    # Below promote_above of the limit, early promotion did not start, so a batch needing more than the
+    # room left was refused for ever: the protect side's resend could never land.
+    limit = 400 << 10
+    policy = RetentionPolicy(history_s=3600, hard_limit_bytes=limit)
+    sizes = {"disk-a": 1 << 20}
+    site = Site(tmp_path, kind, sizes, policy=policy, segment_bytes=16 << 10)
+    rng = random.Random(3)
+    while site.journal.size_bytes(VPG) < 0.8 * limit:
+        site.write("disk-a", rng.randrange(0, (1 << 20) - 8192, 4096), rng.randbytes(8192))
+        site.checkpoint()
+        site.flush()
+    assert site.journal.size_bytes(VPG) < policy.promote_above * limit
+    for _ in range(15):  # ~120 KiB in one batch: more than the room left
+        site.write("disk-a", rng.randrange(0, (1 << 20) - 8192, 4096), rng.randbytes(8192))
+    site.checkpoint()
+    with pytest.raises(JournalFullError):
+        site.flush()
+    result = site.vpg.promote_once()
+    assert result.early
+    site.flush()  # the resend of the same batch now fits
+    assert site.journal.size_bytes(VPG) <= limit
+    assert site.check_all_checkpoints() >= 1
+    site.close()

@@ -120,6 +120,7 @@ class Promoter:
         self._clock = clock
         self.interval_s = interval_s
         self.history_shrunk = False
+        self.room_wanted = 0  # bytes the last refused append needed; 0 once an append succeeds
         self._early_ts: int | None = None
         self.pinned = False
         self.last_error: Exception | None = None
@@ -159,8 +160,11 @@ class Promoter:
             by_size = start
             limit = policy.hard_limit_bytes
             size = journal.size_bytes(vpg)
-            if limit is not None and size > policy.promote_above * limit:
-                by_size = journal.trim_point(vpg, size - int(policy.promote_down_to * limit))
+            need = self.room_wanted
+            if limit is not None and (size > policy.promote_above * limit or size + need > limit):
+                # down to promote_down_to of the limit, and further if a refused batch needs more room
+                keep = min(int(policy.promote_down_to * limit), max(0, limit - need))
+                by_size = journal.trim_point(vpg, size - keep)
             wanted = min(max(by_time, by_size), last)
             pins = self._pins()
             target = wanted if pins.promote_max is None else min(wanted, pins.promote_max)
@@ -208,6 +212,11 @@ class Promoter:
         self._thread.start()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def request_room(self, needed: int) -> None:
+        """A batch of ``needed`` bytes was refused: make room for it in the next round, then wake."""
+        self.room_wanted = needed
         self._wake.set()
 
     def stop(self) -> None:

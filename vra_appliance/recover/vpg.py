@@ -102,11 +102,12 @@ class RecoveryVPG:
             raise ValueError(f"records for another VPG handed to recovery VPG {self.vpg!r}")
         try:
             last = self.journal.append(records)
-        except JournalFullError:
+        except JournalFullError as exc:
             self._full = True
-            self.promoter.wake()
+            self.promoter.request_room(exc.needed)
             raise
         self._full = False
+        self.promoter.room_wanted = 0
         return last
 
     def last_seq(self) -> int:
