@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.sync.conftest import MemVolume, file_digest
 from vra_appliance.sync.checksums import DIGEST_SIZE, DeltaParams, Hasher, block_ranges, differing
-from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, apply, delta_sync, hash_range
+from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, delta_sync, hash_range
 from vra_appliance.sync.errors import (
     BlockSizeMismatchError,
     ChecksumListError,
@@ -79,15 +79,17 @@ def test_two_levels_cut_checksum_traffic_when_changes_are_few():
 
 def test_evicted_windows_are_rehashed_on_the_recovery_side():
     rng = random.Random(2)
-    source = MemVolume(rng.randbytes(1 << 20))
-    replica = MemVolume(source.buf)
-    for off in range(0, 1 << 20, 100_000):
-        replica.buf[off] ^= 0xFF
-    peer = ReplicaChecksums({"v": replica}, keep_bytes=1)
-    sync = DeltaSync(source, "v", peer, DeltaParams(4096, 4), window_bytes=64 * 1024, prefetch=3)
-    apply(replica, sync.extents())
-    assert replica.digest() == source.digest()
-    assert peer.rehashed_groups > 0
+    replica = MemVolume(rng.randbytes(1 << 20))
+    params = DeltaParams(4096, 4, salt=b"s")
+    open_ = DeltaOpen("vpg", "v", 1 << 20, params)
+    tight, roomy = ReplicaChecksums({"v": replica}, keep_bytes=1), ReplicaChecksums({"v": replica})
+    for peer in (tight, roomy):
+        peer.open(open_)
+        peer.group_digests("v", 0, 4)
+        peer.group_digests("v", 4, 4)  # the tight one keeps this window only
+    request = LeafRequest("v", (1, 2, 5))
+    assert tight.leaf_digests(request) == roomy.leaf_digests(request)
+    assert tight.rehashed_groups == 2 and roomy.rehashed_groups == 0
 
 
 def write_sparse(path, size, pieces):

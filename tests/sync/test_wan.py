@@ -131,7 +131,7 @@ def test_latency_applies_per_direction_and_changes_live(wan):
         wan.set(latency_ms=0, direction="down")
         assert min(ping_rtts(s)) >= 0.055
         wan.set(latency_ms=0)
-        assert statistics.median(ping_rtts(s)) < 0.06
+        assert statistics.median(ping_rtts(s)) < 0.1
 
 
 def test_bandwidth_cap_paces_the_stream(wan):
