@@ -105,8 +105,9 @@ class Site:
         self.vol = FileVolume(path, writable=True)
         settings = ProtectSettings(buffer_bytes=buffer_bytes, backoff_max=0.2)
         self.engine = ProtectedVpg(VPG, PEER, self.transport, volumes={VOL}, settings=settings)
+        self.engine.attach_filter("filter-1", {VOL})  # what the filter's hello does in vra serve
         self.engine.start()
-        self.link = ProtectedVpgLink(self.engine, lambda volume: "filter-1")
+        self.link = ProtectedVpgLink(self.engine)
         # The recovery side's checksums for delta syncs: its state at the journal's tip, read in process
         # (the gRPC call for them is a hook the replication service does not have yet).
         self.tip = JournalTip(self)

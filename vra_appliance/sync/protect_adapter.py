@@ -1,20 +1,16 @@
-"""Fits the sync runner's protocols onto the protect side as it is today.
+"""Fits the sync runner's protocols onto the protect side.
 
 ``ProtectedVpgLink`` is the runner's VpgLink, StreamSink and (for the VRA's own map of what it let go)
-DirtySource over ``vra_appliance.protect.vpg.ProtectedVpg``; ``FilterDirtySource`` is a DirtySource over an
-IO filter's control socket (docs/CONTRACTS.md section 3, ``dirty`` with ``clear``).
-
-ProtectedVpg has no public hook for a sync yet, so the link uses its lock (``_cv``, reentrant), its
-``_held_bytes()`` and its ``dropped`` map. The hooks it needs, to replace those (docs/SYNC.md, "Hooks"):
-``ProtectedVpg.resync_write(volume, offset, length, read) -> bool`` (read and enqueue under the sequencer
-lock, in the input of the filter that serves the volume), ``wait_room(nbytes, timeout) -> bool``,
-``take_dropped(volume)`` / ``add_dropped(volume, extents)``, and ``set_syncing(bool)`` that
-``commit_checkpoint`` honours next to ``needs_bitmap_sync``.
+DirtySource over ``vra_appliance.protect.vpg.ProtectedVpg``, through the hooks it has for the syncs:
+``resync_write`` (read and enqueue under the sequencer lock, in the input of the filter that serves the
+volume, as ``attach_filter`` or the filter's hello told it), ``wait_room``, ``take_dropped`` /
+``add_dropped`` and ``set_syncing`` (honoured by ``commit_checkpoint`` and ``status``).
+``FilterDirtySource`` is a DirtySource over an IO filter's control socket (docs/CONTRACTS.md section 3,
+``dirty`` with ``clear``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from vra_appliance.iofilter.control import ControlError
@@ -22,12 +18,10 @@ from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncErr
 
 
 class ProtectedVpgLink:
-    """``engine`` is a ProtectedVpg; ``filter_of(volume)`` names the filter input that carries the volume's
-    writes, so a sync's write is ordered with that filter's writes (one input of the engine's aligner)."""
+    """``engine`` is a ProtectedVpg."""
 
-    def __init__(self, engine, filter_of: Callable[[str], str]) -> None:
+    def __init__(self, engine) -> None:
         self.engine = engine
-        self.filter_of = filter_of
 
     # -- VpgLink ------------------------------------------------------------------------------------------------
     @property
@@ -39,56 +33,28 @@ class ProtectedVpgLink:
         return bool(self.engine.connected)
 
     def set_syncing(self, syncing: bool) -> None:
-        e = self.engine
-        with e._cv:
-            if syncing:
-                e.needs_bitmap_sync = True  # commit_checkpoint marks checkpoints not consistent meanwhile
-            elif not e.dropped:
-                e.needs_bitmap_sync = False
+        self.engine.set_syncing(syncing)
 
     # -- StreamSink -----------------------------------------------------------------------------------------------
     def max_push(self) -> int:
         return max(4096, self.engine.settings.buffer_bytes // 4)
 
     def wait_room(self, nbytes: int, timeout: float) -> bool:
-        e = self.engine
-        limit = e.settings.buffer_bytes
-        if nbytes > limit:
-            return False
-        deadline = time.monotonic() + timeout
-        with e._cv:
-            while e._held_bytes() + nbytes > limit:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                e._cv.wait(min(left, 0.1))
-        return True
+        return self.engine.wait_room(nbytes, timeout)
 
     def push(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes]) -> bool:
-        e = self.engine
-        with e._cv:  # the split listener's on_write waits: no filter write is sequenced in between
-            try:
-                data = read(offset, length)
-            except OSError as exc:
-                raise TransientError(f"reading volume {volume} at {offset} failed: {exc}") from exc
-            dropped = e.counters.dropped_writes
-            e.on_write(self.filter_of(volume), volume, offset, data)
-            return e.counters.dropped_writes == dropped
+        try:
+            return self.engine.resync_write(volume, offset, length, read)
+        except OSError as exc:
+            raise TransientError(f"reading volume {volume} at {offset} (+{length}) failed: {exc}; "
+                                 "the sync runs again") from exc
 
     # -- DirtySource (the VRA's own map) ------------------------------------------------------------------------
     def take(self, volume: str) -> list[tuple[int, int]]:
-        e = self.engine
-        with e._cv:
-            extents = e.dropped.extents(volume)
-            e.dropped.clear(volume)
-            return extents
+        return self.engine.take_dropped(volume)
 
     def give_back(self, volume: str, extents: list[tuple[int, int]]) -> None:
-        e = self.engine
-        with e._cv:
-            for off, length in extents:
-                e.dropped.add(volume, off, length)
-            e.needs_bitmap_sync = True
+        self.engine.add_dropped(volume, extents)
 
 
 class FilterDirtySource:
