@@ -185,6 +185,7 @@ class Zvm:
             for loop in reversed(self._loops):
                 loop.stop()
             self._started = False
+        self.inventory.reset()  # its vCenter session, also when a test drove it by hand
         if self.db is not None:
             self.db.close()
             if hasattr(self.db, "close_all"):

@@ -132,6 +132,7 @@ def uninstall_vra(vraIdentifier):
     vra = get_vra(vraIdentifier)
     if vra.state in ("Installing", "Uninstalling"):
         raise ConflictError(f"{vra.name} is {vra.state.lower()}: wait for its task to end")
+    # A VRA in state Error can be uninstalled: that removes whatever its failed install created.
     count = _protected_counts(vra.site).get(vra.host_moid, 0)
     if count:
         raise ConflictError(f"{count} protected VM(s) run on host {vra.host_name}: remove them from their VPGs "

@@ -112,6 +112,11 @@ class TaskRunner:
         for task in stale:
             self._finish(task, "Failed", step="Interrupted by a ZVM restart: run the operation again",
                          code="Interrupted", message="the ZVM restarted while the task ran")
+        vras = [t.vra for t in stale if t.vra]
+        if vras:  # a VRA half installed or removed: Error, so it can be uninstalled and installed again
+            with zdb.transaction():
+                m.Vra.update(state="Error").where(m.Vra.identifier.in_(vras),
+                                                  m.Vra.state.in_(["Installing", "Uninstalling"])).execute()
         return len(stale)
 
     def _claim(self, task_id: int) -> bool:

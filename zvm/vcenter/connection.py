@@ -148,6 +148,22 @@ class VCenter:
 
         return read_inventory(self)
 
+    def deploy_ovf(self, ovf_path, **kwargs) -> str:
+        """See zvm.vcenter.ovf.deploy_ovf; returns the new VM's moid."""
+        from zvm.vcenter.ovf import deploy_ovf
+
+        return deploy_ovf(self, ovf_path, **kwargs)
+
+    def destroy_vm(self, vm_moid: str, progress=None) -> bool:
+        from zvm.vcenter.ovf import destroy_vm
+
+        return destroy_vm(self, vm_moid, progress)
+
+    def find_vm(self, name: str) -> str | None:
+        from zvm.vcenter.ovf import find_vm
+
+        return find_vm(self, name)
+
     def watch(self):
         """An InventoryWatcher: the inventory, then its changes as vCenter reports them."""
         from zvm.vcenter.watch import InventoryWatcher

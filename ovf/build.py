@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Build the VRA appliance's disk image named by ovf/vra.ovf.
+
+Until the Debian appliance image exists (a later issue), the disk is a small placeholder: a 1 GiB
+(virtual size) streamOptimized VMDK, as OVF import expects, whose first sector says what it is. It is made
+with qemu-img (Debian's qemu-utils) and is about 200 KB.
+
+    python ovf/build.py [--out DIR]      # default: ovf/build/ ; prints the directory holding vra.ovf + disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DESCRIPTOR = HERE / "vra.ovf"
+DISK = "vra-disk1.vmdk"
+VIRTUAL_SIZE = 1 << 30
+MARKER = b"ZVR VRA placeholder image: replace with the appliance build\n"
+
+
+def build(out: Path) -> Path:
+    """Write vra.ovf and its disk into ``out`` (if the disk is missing or older than this script)."""
+    out.mkdir(parents=True, exist_ok=True)
+    disk = out / DISK
+    if not disk.exists() or disk.stat().st_mtime < Path(__file__).stat().st_mtime:
+        if shutil.which("qemu-img") is None:
+            raise SystemExit("building the VRA disk needs qemu-img: apt-get install qemu-utils")
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "disk.raw"
+            with open(raw, "wb") as f:
+                f.write(MARKER.ljust(512, b"\0"))
+                f.truncate(VIRTUAL_SIZE)
+            tmp_disk = Path(tmp) / DISK
+            subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
+                            "subformat=streamOptimized", str(raw), str(tmp_disk)], check=True)
+            shutil.move(tmp_disk, disk)
+    shutil.copyfile(DESCRIPTOR, out / DESCRIPTOR.name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=HERE / "build")
+    args = p.parse_args(argv)
+    print(build(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
