@@ -150,6 +150,10 @@ class WsgiAdapter:
                 out.status_code = resp.status_code
                 out.headers = requests.structures.CaseInsensitiveDict(resp.headers)
                 out._content = resp.get_data()
+                if out.headers.get("Content-Encoding") == "gzip":  # as urllib3 does on a real connection
+                    import gzip
+
+                    out._content = gzip.decompress(out._content)
                 out.url = request.url
                 out.request = request
                 return out
