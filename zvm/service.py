@@ -69,6 +69,15 @@ class Zvm:
         self.add_loop(self.tasks)
         self.inventory = InventorySync(self)
         self.add_loop(self.inventory)
+        from zvm.monitoring.monitor import Monitor
+        from zvm.orchestration.peers import probe_peer
+        from zvm.peer.service import PeerServer
+
+        self.peer_server = PeerServer(self, config.host, config.peer_port)
+        self.add_loop(self.peer_server)
+        self.monitor = Monitor(self, peer_probe=lambda peer: probe_peer(self, peer))
+        self.add_loop(self.monitor)
+        self._pki = None
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -140,6 +149,16 @@ class Zvm:
             raise NotFoundError("the local site is not set up: start the ZVM with 'zvm serve'")
         self._local_site_id = site.id
         return site
+
+    def peer_pki(self):
+        """This site's CA and peer-service certificate (zvm/peer/pki.py), made on first use."""
+        if self._pki is None:
+            from zvm.peer.pki import ensure_pki
+
+            site = self.local_site()
+            names = [self.config.public_address] if self.config.public_address else []
+            self._pki = ensure_pki(self.config.data_dir, site.name, site.identifier, names)
+        return self._pki
 
     def local_site_id(self) -> int:
         if self._local_site_id is None:

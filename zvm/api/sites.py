@@ -75,10 +75,12 @@ def generate_pairing_token(body):
     """Run on the site that other sites pair with. The token is shown once; give it, with this ZVM's
     address, to the other site's ZVM (POST /v1/peersites there). It can be used once, before it expires."""
     minutes = (body or {}).get("ExpirationInMinutes", 60)
-    token = secrets.token_urlsafe(24)
-    row = m.PairingToken.create(token_hash=m.token_hash(token), expires_at=time.time() + 60 * minutes,
+    secret = secrets.token_urlsafe(24)
+    row = m.PairingToken.create(token_hash=m.token_hash(secret), expires_at=time.time() + 60 * minutes,
                                 created_by=current_user())
     note_entity(str(row.id))
+    # The token ends with this site's peer certificate fingerprint: the pairing site checks it on connect.
+    token = f"{secret}.{service().peer_pki().fingerprint()[:16]}"
     return {"Token": token, "ExpiresAt": render.iso(row.expires_at)}
 
 

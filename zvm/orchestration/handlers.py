@@ -5,7 +5,7 @@ from __future__ import annotations
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import NotFoundError
-from zvm.orchestration import vras  # noqa: F401 - registers InstallVra, UninstallVra
+from zvm.orchestration import peers, vras  # noqa: F401 - register PairSite, UnpairSite, InstallVra, ...
 from zvm.orchestration.tasks import TaskContext, handler
 
 

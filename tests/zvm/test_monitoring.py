@@ -1,0 +1,101 @@
+"""Monitoring: alert rules (pure), and the loop that probes VRAs and peers, raises and clears alerts and sets
+VPG status."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.zvm.test_api import create_vpg
+from zvm import models as m
+from zvm.monitoring.monitor import Monitor
+from zvm.monitoring.rules import VpgFigures, unreachable_alert, vpg_alerts, vpg_status
+
+DAY = 24 * 3600
+
+
+def figs(**kw) -> VpgFigures:
+    base = dict(identifier="v1", name="web", status="MeetingSLA", paused=False, rpo_threshold_s=300,
+                actual_rpo_s=10, history_configured_s=DAY, history_actual_s=DAY, journal_used_mb=100.0,
+                journal_warning_mb=0, journal_hard_limit_mb=0, age_s=2 * DAY)
+    return VpgFigures(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw,codes,status", [
+    ({}, [], "MeetingSLA"),
+    ({"actual_rpo_s": 301}, [("VpgRpoOverThreshold", "Warning")], "RpoNotMeetingSLA"),
+    ({"actual_rpo_s": 601}, [("VpgRpoOverThreshold", "Error")], "RpoNotMeetingSLA"),
+    ({"history_actual_s": int(0.84 * DAY)}, [("VpgHistoryBelow85", "Warning")], "HistoryNotMeetingSLA"),
+    ({"history_actual_s": int(0.74 * DAY)}, [("VpgHistoryBelow75", "Error")], "HistoryNotMeetingSLA"),
+    ({"history_actual_s": int(0.5 * DAY), "age_s": DAY / 2}, [], "MeetingSLA"),  # too young to judge
+    ({"history_actual_s": 0, "actual_rpo_s": 900}, [("VpgRpoOverThreshold", "Error"),
+                                                    ("VpgHistoryBelow75", "Error")], "NotMeetingSLA"),
+    ({"journal_warning_mb": 80}, [("VpgJournalNearLimit", "Warning")], "MeetingSLA"),
+    ({"journal_hard_limit_mb": 110}, [("VpgJournalNearLimit", "Warning")], "MeetingSLA"),
+    ({"journal_hard_limit_mb": 100}, [("VpgJournalAtLimit", "Error")], "MeetingSLA"),
+    ({"status": "Initializing", "actual_rpo_s": 9999}, [], "Initializing"),
+    ({"paused": True, "actual_rpo_s": 9999}, [], "MeetingSLA"),
+])
+def test_vpg_alert_rules(kw, codes, status):
+    f = figs(**kw)
+    assert [(a.code, a.level) for a in vpg_alerts(f)] == codes
+    assert vpg_status(f) == status
+
+
+def test_unreachable_rule_has_a_grace_time():
+    now = 1000.0
+    assert unreachable_alert("Vra", "r", "Z-VRA-h", last_seen=now - 30, since=0, now=now) is None
+    alert = unreachable_alert("Vra", "r", "Z-VRA-h", last_seen=now - 90, since=0, now=now)
+    assert alert.code == "VraUnreachable" and "90 s" in alert.description
+    assert unreachable_alert("Site", "s", "B", last_seen=None, since=now - 61, now=now).code == "PeerSiteUnreachable"
+
+
+def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
+    vid = create_vpg(api, "web", ["vm-0"])
+    vpg = m.Vpg.get(m.Vpg.identifier == vid)
+    old = time.time() - 2 * DAY
+    # configured history: 12 h (create_vpg); covered: 6 h
+    m.Vpg.update(status="MeetingSLA", created_at=old, history_seconds=6 * 3600).where(m.Vpg.id == vpg.id).execute()
+    api.post("/vras", {"HostIdentifier": "host-0", "DatastoreIdentifier": "datastore-1",
+                       "NetworkIdentifier": "network-1"})
+    m.Vra.update(state="Installed", created_at=old).execute()
+    counters = {"rpo_ms": 420_000.0, "journal_bytes": float(5 << 20), "history_s": 6 * 3600.0,
+                "bytes_per_s": float(2 << 20), "writes_per_s": 150.0}
+    answers = {"vra": None}
+    monitor = Monitor(api.zvm, vra_probe=lambda vra: answers["vra"])
+
+    assert monitor.run_once() == {"raised": 2, "updated": 0, "cleared": 0}  # history at 50 %, VRA silent
+    assert {a["Code"] for a in api.get("/alerts", query_string={"isActive": "true"}).json} == {
+        "VpgHistoryBelow75", "VraUnreachable"}
+    assert api.get(f"/vpgs/{vid}").json["Status"] == "HistoryNotMeetingSLA"
+
+    answers["vra"] = {"vpgs": {vid: counters}}
+    result = monitor.run_once()
+    assert result == {"raised": 1, "updated": 0, "cleared": 1}  # the VRA answers; its report shows the RPO
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["Status"], got["ActualRPO"], got["IOPs"], got["ThroughputInMB"]) == ("NotMeetingSLA", 420, 150, 2.0)
+    assert api.get("/vras").json[0]["Reachable"] is True
+
+    counters.update(rpo_ms=5000.0, history_s=11 * 3600.0)
+    monitor.run_once()
+    assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
+    assert api.get("/alerts", query_string={"isActive": "true"}).json == []
+    history = api.get("/alerts").json
+    assert all(not a["IsActive"] and a["ClearedAt"] for a in history) and len(history) == 3
+    kinds = [e["EventType"] for e in api.get("/events", query_string={"category": "Alert"}).json]
+    assert kinds.count("AlertRaised") == 3 and kinds.count("AlertCleared") == 3
+
+
+def test_monitor_marks_a_silent_peer_site(api):
+    site = m.Site.create(name="Site B")
+    peer = m.PeerSite.create(site=site, host_name="zvm-b", paired_at=time.time() - 600)
+    monitor = Monitor(api.zvm, peer_probe=lambda p: False)
+    monitor.run_once()
+    assert m.PeerSite.get_by_id(peer.id).state == "Unreachable"
+    alert = api.get("/alerts", query_string={"code": "PeerSiteUnreachable"}).json[0]
+    assert alert["EntityIdentifier"] == site.identifier and alert["IsActive"]
+    monitor.peer_probe = lambda p: True
+    monitor.run_once()
+    assert m.PeerSite.get_by_id(peer.id).state == "Paired"
+    assert api.get("/alerts", query_string={"code": "PeerSiteUnreachable", "isActive": "true"}).json == []

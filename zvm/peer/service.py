@@ -1,0 +1,249 @@
+"""The peer service on 9081: what another site's ZVM calls. JSON over HTTPS; client certificates optional
+at the TLS layer and required by every call but pairing.
+
+    POST /peer/v1/pair       token + the caller's site and CA  ->  this site and its CA     (no client cert)
+    GET  /peer/v1/ping       -> this site                                                    (paired cert)
+    GET  /peer/v1/inventory  -> this site's hosts, clusters, datastores, networks, folders   (paired cert)
+    POST /peer/v1/unpair     forget the caller                                               (paired cert)
+
+TLS asks every client for a certificate and verifies one that is given against the CAs of the paired
+sites (the trust store is rebuilt on each handshake, so pairing and unpairing take effect at once); the
+handler then finds which paired site issued it. A pairing token is used once, before it expires, and is
+checked against its stored hash.
+
+``PeerServer`` is a ``start()`` / ``stop()`` loop of the ZVM; ``port`` is the bound port (0 picks one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from zvm import db as zdb
+from zvm import models as m
+from zvm.errors import AuthenticationError, ConflictError, ValidationError, ZvmError
+from zvm.peer.pki import SitePki, issued_by
+
+log = logging.getLogger("zvm.peer")
+MAX_BODY = 1 << 20
+
+
+def site_info(site: m.Site) -> dict:
+    return {"SiteIdentifier": site.identifier, "SiteName": site.name, "Location": site.location,
+            "Address": site.zvm_address, "ApiPort": site.api_port, "PeerPort": site.peer_port,
+            "Version": site.version}
+
+
+def inventory_snapshot(site: m.Site) -> dict:
+    """What a paired site needs for recovery settings (no VMs)."""
+    def rows(model, *fields):
+        return {r["moid"]: {f: r[f] for f in ("moid", "name", *fields)}
+                for r in model.select().where(model.site == site).dicts()}
+
+    return {
+        "vcenter_uuid": site.vcenter_uuid,
+        "clusters": rows(m.InvCluster, "datacenter"),
+        "hosts": rows(m.InvHost, "cluster", "datacenter", "connection_state", "power_state", "datastores",
+                      "networks"),
+        "datastores": rows(m.InvDatastore, "type", "capacity", "free_space", "url"),
+        "networks": rows(m.InvNetwork, "kind"),
+        "folders": rows(m.InvFolder, "parent", "path"),
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "zvm-peer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # the ZVM's logger, not stderr
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ValidationError("the request is too large")
+        try:
+            data = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as exc:
+            raise ValidationError(f"the body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValidationError("the body must be a JSON object")
+        return data
+
+    def _caller(self) -> m.PeerSite:
+        der = self.connection.getpeercert(binary_form=True)
+        if not der:
+            raise AuthenticationError("this call needs the client certificate of a paired site: pair first")
+        for peer in m.PeerSite.select(m.PeerSite, m.Site).join(m.Site):
+            if peer.certificate_pem and issued_by(der, peer.certificate_pem):
+                return peer
+        raise AuthenticationError("the client certificate is not from a paired site")
+
+    def _dispatch(self, method: str) -> None:
+        service: PeerService = self.server.peer_service
+        try:
+            zdb.connect(service.zvm.db)
+            route = (method, self.path.split("?", 1)[0])
+            if route == ("POST", "/peer/v1/pair"):
+                self._reply(200, service.pair(self._body()))
+            elif route == ("GET", "/peer/v1/ping"):
+                self._reply(200, service.ping(self._caller()))
+            elif route == ("GET", "/peer/v1/inventory"):
+                self._reply(200, service.inventory(self._caller()))
+            elif route == ("POST", "/peer/v1/unpair"):
+                self._reply(200, service.unpaired_by(self._caller()))
+            else:
+                self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
+        except ZvmError as exc:
+            self._reply(exc.http_status, {"Code": exc.code, "Message": str(exc)})
+        except Exception:  # noqa: BLE001 - a peer gets an answer, the log gets the details
+            log.exception("peer service: %s %s failed", method, self.path)
+            self._reply(500, {"Code": "InternalError", "Message": "the peer ZVM failed; see its log"})
+        finally:
+            service.zvm.db.close()
+
+    def do_GET(self):  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._dispatch("POST")
+
+
+class PeerService:
+    """The operations behind the peer endpoints, on this ZVM's database."""
+
+    def __init__(self, zvm):
+        self.zvm = zvm
+
+    def pair(self, body: dict) -> dict:
+        token, site, ca_pem = body.get("Token"), body.get("Site") or {}, body.get("CaPem")
+        if not isinstance(token, str) or not token or not isinstance(ca_pem, str) or "BEGIN CERTIFICATE" not in ca_pem:
+            raise ValidationError("pairing needs Token, Site and CaPem")
+        if not site.get("SiteIdentifier") or not site.get("SiteName"):
+            raise ValidationError("pairing needs the caller's SiteIdentifier and SiteName")
+        secret = token.split(".", 1)[0]
+        now = time.time()
+        local = self.zvm.local_site()
+        with zdb.transaction():
+            row = m.PairingToken.get_or_none(m.PairingToken.token_hash == m.token_hash(secret))
+            if row is None or row.used_at is not None or row.expires_at < now:
+                raise AuthenticationError("the pairing token is wrong, used or expired: generate a new one on "
+                                          "this site (POST /v1/peersites/generatetoken) and pair with it")
+            if site["SiteIdentifier"] == local.identifier:
+                raise ConflictError("a site cannot pair with itself")
+            if m.Site.select().where(m.Site.identifier == site["SiteIdentifier"]).exists():
+                raise ConflictError(f"site {site['SiteName']} is paired already: unpair it first")
+            row.used_at = now
+            row.save()
+            peer_site = m.Site.create(identifier=site["SiteIdentifier"], name=str(site["SiteName"])[:255],
+                                      location=str(site.get("Location", ""))[:255],
+                                      zvm_address=str(site.get("Address", ""))[:255],
+                                      api_port=int(site.get("ApiPort") or 9080),
+                                      peer_port=int(site.get("PeerPort") or 9081),
+                                      version=str(site.get("Version", ""))[:32])
+            m.PeerSite.create(site=peer_site, host_name=peer_site.zvm_address, port=peer_site.peer_port,
+                              certificate_pem=ca_pem, state="Paired", paired_at=now, last_seen=now)
+            m.Event.create(kind="PairedBySite", category="Site", user="peer:" + peer_site.name,
+                           description=f"Site {peer_site.name} paired with this site", entity_id=peer_site.identifier,
+                           result="Succeeded", started_at=now, completed_at=now)
+        log.info("paired with site %s (%s)", peer_site.name, peer_site.identifier)
+        return {"Site": site_info(local), "CaPem": self.zvm.peer_pki().ca_pem}
+
+    def ping(self, caller: m.PeerSite) -> dict:
+        with zdb.transaction():
+            m.PeerSite.update(last_seen=time.time(), state="Paired").where(
+                m.PeerSite.id == caller.id, m.PeerSite.state != "Unpairing").execute()
+        return {"Site": site_info(self.zvm.local_site()), "Time": time.time()}
+
+    def inventory(self, caller: m.PeerSite) -> dict:
+        return {"Site": site_info(self.zvm.local_site()), "Inventory": inventory_snapshot(self.zvm.local_site())}
+
+    def unpaired_by(self, caller: m.PeerSite) -> dict:
+        used = m.Vpg.select().where((m.Vpg.recovery_site == caller.site) | (m.Vpg.protected_site == caller.site))
+        if used.exists():
+            raise ConflictError("VPGs replicate between the sites: delete them before unpairing")
+        now = time.time()
+        with zdb.transaction():
+            name, identifier = caller.site.name, caller.site.identifier
+            caller.site.delete_instance()  # cascades to the peer row and its inventory
+            m.Event.create(kind="UnpairedBySite", category="Site", user="peer:" + name,
+                           description=f"Site {name} unpaired from this site", entity_id=identifier,
+                           result="Succeeded", started_at=now, completed_at=now)
+        return {"Unpaired": True}
+
+
+class PeerServer:
+    def __init__(self, zvm, host: str, port: int):
+        self.zvm = zvm
+        self.host = host
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _context(self, pki: SitePki) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(pki.cert, pki.key)
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # pairing comes without one; every other call checks it
+        zdb.connect(self.zvm.db)
+        try:
+            cas = [p.certificate_pem for p in m.PeerSite.select() if p.certificate_pem]
+        finally:
+            self.zvm.db.close()
+        if cas:
+            ctx.load_verify_locations(cadata="\n".join(cas))
+        return ctx
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        pki = self.zvm.peer_pki()
+        base = self._context(pki)
+
+        def per_handshake(sock, server_name, _ctx):
+            sock.context = self._context(pki)  # the paired CAs as of now
+
+        base.sni_callback = per_handshake
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+
+            def get_request(inner):
+                conn, addr = inner.socket.accept()
+                conn.settimeout(30)
+                # The handshake happens in the request's thread, so a slow client cannot stall accept().
+                return base.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), addr
+
+            def handle_error(inner, request, client_address):
+                log.info("peer service: connection from %s failed", client_address[0], exc_info=True)
+
+        self._server = Server((self.host, self.port), _Handler)
+        self._server.peer_service = PeerService(self.zvm)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="zvm-peer", daemon=True)
+        self._thread.start()
+        log.info("peer service listening on %s:%d", self.host, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
