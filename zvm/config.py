@@ -19,6 +19,7 @@ environment so they stay out of files and process listings.
     vcenter_password = ""              # better: ZVM_VCENTER_PASSWORD
     vcenter_verify = "true"            # "true", "false" (labs only) or a CA bundle path
     vcenter_thumbprint = ""
+    vra_pairing_secret = ""            # better: ZVM_VRA_PAIRING_SECRET (what `vra serve` checks)
     workers = 2                        # gunicorn worker processes
     threads = 8                        # threads per worker
 """
@@ -59,6 +60,7 @@ class ZvmConfig:
     vcenter_password: str = ""
     vcenter_verify: str = "true"
     vcenter_thumbprint: str = ""
+    vra_pairing_secret: str = ""  # what `vra serve` checks when its TLS is not configured
     workers: int = 2
     threads: int = 8
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
@@ -66,7 +68,7 @@ class ZvmConfig:
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                 if f.name not in ("vcenter_password", "admin_password")}
+                 if f.name not in ("vcenter_password", "admin_password", "vra_pairing_secret")}
         return f"ZvmConfig({shown})"
 
     @property

@@ -75,6 +75,9 @@ class Zvm:
 
         self.peer_server = PeerServer(self, config.host, config.peer_port)
         self.add_loop(self.peer_server)
+        from zvm.vra_control import GrpcVraControl
+
+        self.vra_control = GrpcVraControl(config.vra_pairing_secret or None)
         self.monitor = Monitor(self, peer_probe=lambda peer: probe_peer(self, peer))
         self.add_loop(self.monitor)
         self._pki = None

@@ -173,3 +173,41 @@ def wsgi_client(app, url: str = "http://zvm.test"):
     session = requests.Session()
     session.mount(url, WsgiAdapter(app).adapter)
     return ZvmClient(url, session=session)
+
+
+class FakeVraControl:
+    """Stands for zvm.vra_control.GrpcVraControl: records what the ZVM asks, answers from ``statuses``
+    ({vra_id: {vpg: {role: status}}}; a vra_id missing means it does not answer) and ``checkpoints``."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.statuses: dict[str, dict] = {}
+        self.checkpoints: dict[str, list] = {}
+
+    def configure_protect(self, vra, plan):
+        self.calls.append(("protect", vra.vra_id, plan))
+        return "ok"
+
+    def configure_recover(self, vra, plan):
+        self.calls.append(("recover", vra.vra_id, plan))
+        return "ok"
+
+    def remove_vpg(self, vra, vpg):
+        self.calls.append(("remove", vra.vra_id, vpg))
+        return "ok"
+
+    def checkpoint(self, vra, vpg, tag, wait_durable=True):
+        from zvm.vra_control import CheckpointEntry
+
+        self.calls.append(("checkpoint", vra.vra_id, vpg, tag))
+        return CheckpointEntry(f"cp-{len(self.calls)}", 1_700_000_000.0, tag or None, True)
+
+    def list_checkpoints(self, vra, vpg):
+        return list(self.checkpoints.get(vpg, []))
+
+    def status(self, vra):
+        from zvm.errors import TransientError
+
+        if vra.vra_id not in self.statuses:
+            raise TransientError(f"VRA {vra.vra_id} does not answer")
+        return self.statuses[vra.vra_id]

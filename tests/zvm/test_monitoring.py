@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg
 from zvm import models as m
 from zvm.monitoring.monitor import Monitor
@@ -59,26 +60,29 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
     m.Vpg.update(status="MeetingSLA", created_at=old, history_seconds=6 * 3600).where(m.Vpg.id == vpg.id).execute()
     api.post("/vras", {"HostIdentifier": "host-0", "DatastoreIdentifier": "datastore-1",
                        "NetworkIdentifier": "network-1"})
-    m.Vra.update(state="Installed", created_at=old).execute()
-    counters = {"rpo_ms": 420_000.0, "journal_bytes": float(5 << 20), "history_s": 6 * 3600.0,
-                "bytes_per_s": float(2 << 20), "writes_per_s": 150.0}
-    answers = {"vra": None}
-    monitor = Monitor(api.zvm, vra_probe=lambda vra: answers["vra"])
-
-    assert monitor.run_once() == {"raised": 2, "updated": 0, "cleared": 0}  # history at 50 %, VRA silent
+    m.Vra.update(state="Installed", created_at=old, control_address="10.0.0.5:4005").execute()
+    vra = m.Vra.get().identifier
+    control = FakeVraControl()
+    monitor = Monitor(api.zvm, control=control)
+    t0 = time.time()
+    assert monitor.run_once(now=t0) == {"raised": 2, "updated": 0, "cleared": 0}  # history 50 %, VRA silent
     assert {a["Code"] for a in api.get("/alerts", query_string={"isActive": "true"}).json} == {
         "VpgHistoryBelow75", "VraUnreachable"}
     assert api.get(f"/vpgs/{vid}").json["Status"] == "HistoryNotMeetingSLA"
 
-    answers["vra"] = {"vpgs": {vid: counters}}
-    result = monitor.run_once()
-    assert result == {"raised": 1, "updated": 0, "cleared": 1}  # the VRA answers; its report shows the RPO
+    protect = {"state": "ok", "counters": {"rpo_ms": 420_000.0, "bytes": 0.0, "writes": 0.0}}
+    recover = {"state": "ok", "counters": {"journal_bytes": float(5 << 20), "history_covered_s": 6 * 3600.0}}
+    control.statuses[vra] = {vid: {"protect": protect, "recover": recover}}
+    assert monitor.run_once(now=t0 + 10) == {"raised": 1, "updated": 0, "cleared": 1}
+    protect["counters"].update(bytes=float(20 << 20), writes=1500.0)
+    monitor.run_once(now=t0 + 20)
     got = api.get(f"/vpgs/{vid}").json
     assert (got["Status"], got["ActualRPO"], got["IOPs"], got["ThroughputInMB"]) == ("NotMeetingSLA", 420, 150, 2.0)
-    assert api.get("/vras").json[0]["Reachable"] is True
+    assert got["JournalUsedStorageMb"] == 5.0 and api.get("/vras").json[0]["Reachable"] is True
 
-    counters.update(rpo_ms=5000.0, history_s=11 * 3600.0)
-    monitor.run_once()
+    protect["counters"]["rpo_ms"] = 5000.0
+    recover["counters"]["history_covered_s"] = 11 * 3600.0
+    monitor.run_once(now=t0 + 30)
     assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
     assert api.get("/alerts", query_string={"isActive": "true"}).json == []
     history = api.get("/alerts").json
@@ -87,10 +91,41 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
     assert kinds.count("AlertRaised") == 3 and kinds.count("AlertCleared") == 3
 
 
+def test_a_new_vpg_meets_its_sla_once_roles_are_ok_and_the_journal_has_a_consistent_checkpoint(api):
+    from zvm.vra_control import CheckpointEntry
+
+    vid = create_vpg(api, "web", ["vm-0"])
+    m.Vpg.update(substatus="InitialSync").where(m.Vpg.identifier == vid).execute()
+    api.post("/vras", {"HostIdentifier": "host-0", "DatastoreIdentifier": "datastore-1",
+                       "NetworkIdentifier": "network-1"})
+    m.Vra.update(state="Installed", control_address="10.0.0.5:4005").execute()
+    vra = m.Vra.get().identifier
+    control = FakeVraControl()
+    ok = {"state": "ok", "counters": {"rpo_ms": 900.0}}
+    control.statuses[vra] = {vid: {"protect": ok, "recover": {"state": "ok", "counters": {}}}}
+    monitor = Monitor(api.zvm, control=control)
+    monitor.run_once()
+    assert api.get(f"/vpgs/{vid}").json["Status"] == "Initializing"  # no checkpoint yet
+    control.checkpoints[vid] = [CheckpointEntry("c1", 1_700_000_000.0, None, False),
+                                CheckpointEntry("c2", 1_700_000_005.0, "nightly", True)]
+    monitor.run_once()
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["Status"], got["SubStatus"], got["ActualRPO"]) == ("MeetingSLA", "None", 1)
+    cps = api.get(f"/vpgs/{vid}/checkpoints").json
+    assert [(c["CheckpointIdentifier"], c["Tag"], c["IsConsistent"]) for c in cps] == [
+        ("c2", "nightly", True), ("c1", None, False)]
+    control.checkpoints[vid] = control.checkpoints[vid][1:]  # promoted out of the journal
+    monitor.run_once()
+    assert [c["CheckpointIdentifier"] for c in api.get(f"/vpgs/{vid}/checkpoints").json] == ["c2"]
+    ok["needs_bitmap_sync"] = True
+    monitor.run_once()
+    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "BitmapSync"
+
+
 def test_monitor_marks_a_silent_peer_site(api):
     site = m.Site.create(name="Site B")
     peer = m.PeerSite.create(site=site, host_name="zvm-b", paired_at=time.time() - 600)
-    monitor = Monitor(api.zvm, peer_probe=lambda p: False)
+    monitor = Monitor(api.zvm, control=FakeVraControl(), peer_probe=lambda p: False)
     monitor.run_once()
     assert m.PeerSite.get_by_id(peer.id).state == "Unreachable"
     alert = api.get("/alerts", query_string={"code": "PeerSiteUnreachable"}).json[0]

@@ -2,9 +2,12 @@
 each VPG's status from its figures (zvm.monitoring.rules).
 
 ``Monitor.run_once()`` is one pass (tests call it); ``start``/``stop`` repeat it every ``interval``.
-The probes are seams: ``vra_probe(vra) -> dict | None`` returns the VRA's status (per-VPG counters) or
-None when it does not answer; ``peer_probe(peer) -> bool``. A VPG's figures come from its VRAs' counters
-(``rpo_ms``, ``journal_bytes``, ``history_s``, ``bytes_per_s``, ``writes_per_s``).
+The VRAs are asked through the VRA control seam (zvm.vra_control: Status, ListCheckpoints); the peer
+site through ``peer_probe(peer) -> bool``. A VPG's figures come from its VRAs' roles: RPO from the protect
+roles' ``rpo_ms``, throughput and IOPS from their ``bytes`` and ``writes`` between two passes, journal use
+and history from the recover role's ``journal_bytes`` and ``history_covered_s``; its checkpoints are the
+ones the recovery VRA's journal lists. A VPG leaves Initializing (InitialSync) for MeetingSLA when every
+role reports ok and the journal holds a consistent checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 
 from zvm import db as zdb
 from zvm import models as m
+from zvm.errors import ZvmError
 from zvm.monitoring.rules import AlertSpec, VpgFigures, unreachable_alert, vpg_alerts, vpg_status
 
 log = logging.getLogger("zvm.monitoring")
@@ -68,12 +72,12 @@ def reconcile_alerts(wanted: list[AlertSpec], now: float, scope: set[str] | None
 
 
 class Monitor:
-    def __init__(self, zvm, *, vra_probe: Callable | None = None, peer_probe: Callable | None = None,
-                 interval: float = 15.0):
+    def __init__(self, zvm, *, control=None, peer_probe: Callable | None = None, interval: float = 15.0):
         self.zvm = zvm
-        self.vra_probe = vra_probe
+        self.control = control  # a zvm.vra_control.VraControl; None: the ZVM's own
         self.peer_probe = peer_probe
         self.interval = interval
+        self._rates: dict[str, tuple[float, float, float]] = {}  # vpg -> (time, bytes, writes) last seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,17 +102,12 @@ class Monitor:
                 wanted += [spec] if spec else []
             return reconcile_alerts(wanted, now)
 
+    # --- probes -----------------------------------------------------------------------------------------
+
     def _probe(self, now: float) -> None:
-        if self.vra_probe is not None:
-            for vra in m.Vra.select().where(m.Vra.state == "Installed"):
-                status = self.vra_probe(vra)
-                with zdb.transaction():
-                    if status is None:
-                        m.Vra.update(reachable=False).where(m.Vra.id == vra.id).execute()
-                        continue
-                    m.Vra.update(reachable=True, last_seen=now).where(m.Vra.id == vra.id).execute()
-                    for vpg_id, counters in (status.get("vpgs") or {}).items():
-                        self._apply_counters(vpg_id, counters, now)
+        control = self.control or getattr(self.zvm, "vra_control", None)
+        if control is not None:
+            self._probe_vras(control, now)
         if self.peer_probe is not None:
             for peer in m.PeerSite.select():
                 ok = self.peer_probe(peer)
@@ -117,20 +116,83 @@ class Monitor:
                     if peer.state != "Unpairing":
                         m.PeerSite.update(**fields).where(m.PeerSite.id == peer.id).execute()
 
-    @staticmethod
-    def _apply_counters(vpg_identifier: str, c: dict, now: float) -> None:
+    def _probe_vras(self, control, now: float) -> None:
+        from zvm.orchestration.vpgs import vra_ref
+
+        reports: dict[str, dict[str, dict]] = {}  # vpg -> vra id -> {role: status}
+        for vra in m.Vra.select().where(m.Vra.state == "Installed"):
+            try:
+                status = control.status(vra_ref(vra)) if vra.control_address else None
+            except ZvmError:
+                status = None
+            with zdb.transaction():
+                if status is None:
+                    m.Vra.update(reachable=False).where(m.Vra.id == vra.id).execute()
+                    continue
+                m.Vra.update(reachable=True, last_seen=now).where(m.Vra.id == vra.id).execute()
+            for vpg_id, roles in status.items():
+                reports.setdefault(vpg_id, {})[vra.identifier] = roles
+        for vpg in m.Vpg.select():
+            if vpg.identifier in reports:
+                self._apply_reports(control, vpg, reports[vpg.identifier], now)
+
+    def _apply_reports(self, control, vpg: m.Vpg, by_vra: dict[str, dict], now: float) -> None:
+        protect = [r["protect"] for r in by_vra.values() if "protect" in r]
+        recover = next((r["recover"] for r in by_vra.values() if "recover" in r), None)
         fields: dict = {"last_report_at": now}
-        if "rpo_ms" in c:
-            fields["actual_rpo_seconds"] = int(round(c["rpo_ms"] / 1000))
-        if "journal_bytes" in c:
-            fields["journal_used_mb"] = c["journal_bytes"] / (1 << 20)
-        if "history_s" in c:
-            fields["history_seconds"] = int(c["history_s"])
-        if "bytes_per_s" in c:
-            fields["throughput_mb"] = c["bytes_per_s"] / (1 << 20)
-        if "writes_per_s" in c:
-            fields["iops"] = int(c["writes_per_s"])
-        m.Vpg.update(**fields).where(m.Vpg.identifier == vpg_identifier).execute()
+        if protect:
+            fields["actual_rpo_seconds"] = int(round(max(p["counters"].get("rpo_ms", 0.0) for p in protect) / 1000))
+            total_bytes = sum(p["counters"].get("bytes", 0.0) for p in protect)
+            total_writes = sum(p["counters"].get("writes", 0.0) for p in protect)
+            last = self._rates.get(vpg.identifier)
+            if last is not None and now > last[0]:
+                fields["throughput_mb"] = max(0.0, total_bytes - last[1]) / (now - last[0]) / (1 << 20)
+                fields["iops"] = int(max(0.0, total_writes - last[2]) / (now - last[0]))
+            self._rates[vpg.identifier] = (now, total_bytes, total_writes)
+        if recover is not None:
+            fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
+            fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
+        checkpoints = self._sync_checkpoints(control, vpg, by_vra, recover)
+        healthy = (bool(protect) and recover is not None and all(p["state"] == "ok" for p in protect)
+                   and recover["state"] == "ok")
+        if any(p.get("needs_bitmap_sync") for p in protect):
+            fields["substatus"] = "BitmapSync"
+        elif vpg.status == "Initializing" and vpg.substatus == "InitialSync":
+            if healthy and any(c.consistent for c in checkpoints):
+                fields.update(status="MeetingSLA", substatus="None")
+        elif vpg.substatus == "BitmapSync" and healthy:
+            fields["substatus"] = "None"
+        with zdb.transaction():
+            m.Vpg.update(**fields).where(m.Vpg.id == vpg.id).execute()
+
+    @staticmethod
+    def _sync_checkpoints(control, vpg: m.Vpg, by_vra: dict[str, dict], recover: dict | None) -> list:
+        """The checkpoint table of the VPG = the checkpoints its journal holds now."""
+        if recover is None:
+            return []
+        from zvm.orchestration.vpgs import vra_ref
+
+        vra_id = next(v for v, roles in by_vra.items() if "recover" in roles)
+        vra = m.Vra.get_or_none(m.Vra.identifier == vra_id)
+        try:
+            listed = control.list_checkpoints(vra_ref(vra), vpg.identifier) if vra else []
+        except ZvmError:
+            return []
+        with zdb.transaction():
+            known = {c.identifier for c in m.Checkpoint.select(m.Checkpoint.identifier).where(m.Checkpoint.vpg == vpg)}
+            for c in listed:
+                if c.checkpoint_id not in known:
+                    m.Checkpoint.create(identifier=c.checkpoint_id, vpg=vpg, timestamp=c.timestamp_s, tag=c.tag,
+                                        consistent=c.consistent)
+            gone = known - {c.checkpoint_id for c in listed}
+            if gone:
+                m.Checkpoint.delete().where(m.Checkpoint.vpg == vpg, m.Checkpoint.identifier.in_(sorted(gone))).execute()
+            newest = max((c.timestamp_s for c in listed), default=None)
+            if newest is not None:
+                m.Vpg.update(last_checkpoint_at=newest).where(m.Vpg.id == vpg.id).execute()
+        return listed
+
+    # --- the loop -------------------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is not None:

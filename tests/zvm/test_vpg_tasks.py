@@ -1,0 +1,144 @@
+"""VPG tasks against the VRA control seam (a recording fake): the plan each VRA gets on commit, edits,
+delete, tagged checkpoints, and the refusals that say what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.zvm.fakes import FakeVraControl
+from tests.zvm.test_api import create_vpg, draft_for
+from zvm import models as m
+
+
+@pytest.fixture
+def control(api):
+    fake = FakeVraControl()
+    api.zvm.vra_control = fake  # the service's seam, injected
+    return fake
+
+
+def install(api, *hosts: str) -> dict[str, str]:
+    ids = {}
+    for host in hosts:
+        api.post("/vras", {"HostIdentifier": host, "DatastoreIdentifier": "datastore-1",
+                           "NetworkIdentifier": "network-1"})
+        vra = m.Vra.get(m.Vra.host_moid == host)
+        vra.state, vra.control_address = "Installed", f"10.0.0.{host[-1]}:4005"
+        vra.save()
+        ids[host] = vra.identifier
+    return ids
+
+
+def task_of(api, kind: str) -> dict:
+    return api.get("/tasks", query_string={"type": kind, "limit": 1}).json[0]
+
+
+def test_commit_without_vras_waits_for_them_and_says_which(api, control):
+    vid = create_vpg(api, "web", ["vm-0", "vm-1"])  # vm-0 on host-0, vm-1 on host-1; recovery host-1
+    install(api, "host-1")
+    api.run_tasks()
+    t = task_of(api, "CreateVpg")
+    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "WaitingForVras"
+    assert "esx0.lab" in t["Error"]["Message"] and "esx1.lab" not in t["Error"]["Message"]
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["Status"], got["SubStatus"]) == ("Initializing", "WaitingForVras")
+    assert control.calls == []
+
+
+def test_commit_configures_the_recovery_vra_first_then_each_protect_vra(api, control):
+    vras = install(api, "host-0", "host-1", "host-2")
+    vid = create_vpg(api, "web", ["vm-0", "vm-1", "vm-3"])  # hosts 0, 1, 0; recovery host-1 on datastore-2
+    api.run_tasks()
+    t = task_of(api, "CreateVpg")
+    assert t["Status"]["State"] == "Completed", t
+    assert t["Result"]["RecoveryVra"] == vras["host-1"]
+    kinds = [c[0] for c in control.calls]
+    assert kinds[0] == "recover" and sorted(kinds[1:3]) == ["protect", "protect"]
+    _, recover_vra, recover = control.calls[0]
+    volumes = {v.volume_id: v for v in m.VpgVolume.select()}
+    assert recover_vra == vras["host-1"] and {v for v, _, _ in recover.volumes} == set(volumes)
+    for vol, path, size in recover.volumes:
+        assert path == f"/datastore-2/zvr/{vid}/{vol}.img" and size == volumes[vol].capacity
+    assert recover.journal_dir == f"/datastore-2/zvr/{vid}/journal" and recover.history_s == 12 * 3600
+    protects = {c[1]: c[2] for c in control.calls if c[0] == "protect"}
+    assert set(protects) == {vras["host-0"], vras["host-1"]} and set(recover.protect_peers) == set(protects)
+    assert sum(p.coordinator for p in protects.values()) == 1
+    on_host0 = {v.volume_id for v in m.VpgVolume.select().join(m.VpgVm).where(m.VpgVm.vm_moid.in_(["vm-0", "vm-3"]))}
+    assert set(protects[vras["host-0"]].volumes) == on_host0
+    assert all(p.recover_peer.address == "10.0.0.1:4005" and p.priority == 3 for p in protects.values())
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["Status"], got["SubStatus"]) == ("Initializing", "InitialSync")
+    # control calls come with the address of each VRA and the VPG's id
+    assert all(p.vpg == vid for p in protects.values())
+
+    # edit: drop the VMs of host-0 -> its VRA is told to forget the VPG
+    control.calls.clear()
+    sid = api.post("/vpgSettings", {"VpgIdentifier": vid}).json["VpgSettingsIdentifier"]
+    api.delete(f"/vpgSettings/{sid}/vms/vm-0")
+    api.delete(f"/vpgSettings/{sid}/vms/vm-3")
+    api.post(f"/vpgSettings/{sid}/commit")
+    api.run_tasks()
+    assert task_of(api, "UpdateVpg")["Status"]["State"] == "Completed"
+    assert ("remove", vras["host-0"], vid) in control.calls
+    assert {c[1] for c in control.calls if c[0] == "protect"} == {vras["host-1"]}
+
+    # tagged checkpoint through the coordinator, then delete
+    api.post(f"/vpgs/{vid}/checkpoints", {"CheckpointName": "before patch"})
+    api.run_tasks()
+    assert task_of(api, "CheckpointVpg")["Result"]["IsConsistent"] is True
+    assert api.get(f"/vpgs/{vid}/checkpoints").json[0]["Tag"] == "before patch"
+    control.calls.clear()
+    api.delete(f"/vpgs/{vid}")
+    api.run_tasks()
+    assert sorted(c[1] for c in control.calls if c[0] == "remove") == sorted(vras.values())
+    assert api.get(f"/vpgs/{vid}").status == 404
+
+
+def test_delete_with_an_unreachable_vra_needs_force(api, control):
+    install(api, "host-0", "host-1")
+    vid = create_vpg(api, "web", ["vm-0"])
+    api.run_tasks()
+
+    def unreachable(vra, vpg):
+        from zvm.errors import TransientError
+
+        raise TransientError(f"VRA {vra.name} does not answer")
+
+    control.remove_vpg = unreachable
+    api.delete(f"/vpgs/{vid}")
+    api.run_tasks()
+    t = task_of(api, "DeleteVpg")
+    assert t["Status"]["State"] == "Failed" and "delete with Force" in t["Error"]["Message"]
+    m.Vpg.update(status="MeetingSLA").where(m.Vpg.identifier == vid).execute()
+    api.delete(f"/vpgs/{vid}", {"Force": True})
+    api.run_tasks()
+    t = task_of(api, "DeleteVpg")
+    assert t["Status"]["State"] == "Completed" and "not reached" in t["Step"]
+
+
+def test_pause_is_refused_by_the_task_and_undone(api, control):
+    install(api, "host-0", "host-1")
+    vid = create_vpg(api, "web", ["vm-0"])
+    api.post(f"/vpgs/{vid}/pause")
+    api.run_tasks()
+    t = task_of(api, "PauseVpg")
+    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "NotImplemented"
+    assert api.get(f"/vpgs/{vid}").json["IsPaused"] is False
+
+
+def test_a_paired_recovery_site_is_refused_with_a_clear_message(api, control):
+    install(api, "host-0", "host-1")
+    peer = m.Site.create(name="Site B")
+    m.PeerSite.create(site=peer, host_name="zvm-b")
+    m.InvHost.create(site=peer, moid="host-b1", name="esx-b1.lab")
+    m.InvDatastore.create(site=peer, moid="ds-b1", name="DS-B1", url="ds:///b1/")
+    sid = draft_for(api, "to-b", ["vm-0"], recovery={
+        "DefaultHostIdentifier": "host-b1", "DefaultHostClusterIdentifier": None,
+        "DefaultDatastoreIdentifier": "ds-b1", "DefaultFolderIdentifier": None})
+    basic = api.get(f"/vpgSettings/{sid}/basic").json
+    api.put(f"/vpgSettings/{sid}/basic", {**basic, "RecoverySiteIdentifier": peer.identifier})
+    assert api.post(f"/vpgSettings/{sid}/commit").status == 202
+    api.run_tasks()
+    t = task_of(api, "CreateVpg")
+    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "NotImplemented"
+    assert "paired site" in t["Error"]["Message"]
