@@ -20,6 +20,7 @@ environment so they stay out of files and process listings.
     vcenter_verify = "true"            # "true", "false" (labs only) or a CA bundle path
     vcenter_thumbprint = ""
     vra_pairing_secret = ""            # better: ZVM_VRA_PAIRING_SECRET (what `vra serve` checks)
+    filter_control_template = "/run/zvr/filter.ctl"   # a host's IO filter control socket, seen by its VRA
     workers = 2                        # gunicorn worker processes
     threads = 8                        # threads per worker
 """
@@ -61,6 +62,8 @@ class ZvmConfig:
     vcenter_verify: str = "true"
     vcenter_thumbprint: str = ""
     vra_pairing_secret: str = ""  # what `vra serve` checks when its TLS is not configured
+    # The control socket of a host's IO filter, as its VRA sees it ({vra_id}, {host}, {host_name} filled in)
+    filter_control_template: str = "/run/zvr/filter.ctl"
     workers: int = 2
     threads: int = 8
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
@@ -106,6 +109,11 @@ class ZvmConfig:
             raise ConfigError(f"vcenter_verify = {self.vcenter_verify!r}: use true, false or a CA bundle file")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level = {self.log_level!r}: use debug, info, warning or error")
+        try:
+            self.filter_control_template.format(vra_id="v", host="h", host_name="n")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(f"filter_control_template = {self.filter_control_template!r}: use only {{vra_id}}, "
+                              "{host} and {host_name}") from None
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgres")):
             raise ConfigError("database_url must start with sqlite:/// or postgresql://")
         return self

@@ -54,7 +54,7 @@ def vra_ref(vra: m.Vra) -> VraRef:
     return VraRef(vra_id=vra.identifier, address=vra.control_address, name=vra.name)
 
 
-def plan_vpg(vpg: m.Vpg) -> VpgPlan:
+def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -> VpgPlan:
     """The roles of every VRA for this VPG; ConflictError naming the hosts that lack a usable VRA."""
     local = vpg.protected_site
     if vpg.recovery_site_id != local.id:
@@ -95,10 +95,11 @@ def plan_vpg(vpg: m.Vpg) -> VpgPlan:
     protect = []
     for i, ref in enumerate(protect_refs):
         host = next(h for h in volumes_by_host if vras[h].identifier == ref.vra_id)
+        control = filter_control_template.format(vra_id=ref.vra_id, host=host, host_name=host_names.get(host, host))
         protect.append((ref, ProtectPlan(vpg=vpg.identifier, volumes=volumes_by_host[host],
                                          recover_peer=vra_ref(recover_vra), protect_peers=protect_refs,
                                          coordinator=i == 0, priority=priority,
-                                         compression=bool(vpg.wan_compression))))
+                                         compression=bool(vpg.wan_compression), filter_controls=[control])))
     recover = RecoverPlan(vpg=vpg.identifier, journal_dir=journal_dir, volumes=replicas,
                           protect_peers=[r.vra_id for r in protect_refs],
                           history_s=vpg.journal_history_hours * 3600,
@@ -123,7 +124,7 @@ def configure_vpg(ctx: TaskContext) -> dict:
     control = ctx.zvm.vra_control
     ctx.progress(10, f"Planning VPG {vpg.name} onto the VRAs of its hosts")
     try:
-        plan = plan_vpg(vpg)
+        plan = plan_vpg(vpg, ctx.zvm.config.filter_control_template)
         ctx.progress(30, f"Configuring the recovery VRA {plan.recover_vra.name}: journal and replica volumes")
         control.configure_recover(plan.recover_vra, plan.recover)
         for i, (vra, protect) in enumerate(plan.protect):
@@ -171,7 +172,7 @@ def delete_vpg(ctx: TaskContext) -> dict:
 @handler("CheckpointVpg")
 def checkpoint_vpg(ctx: TaskContext) -> dict:
     vpg = _vpg(ctx)
-    plan = plan_vpg(vpg)
+    plan = plan_vpg(vpg, ctx.zvm.config.filter_control_template)
     coordinator = next(v for v, p in plan.protect if p.coordinator)
     ctx.progress(30, f"Taking checkpoint {ctx.param('Tag')!r} through {coordinator.name}")
     cp = ctx.zvm.vra_control.checkpoint(coordinator, vpg.identifier, ctx.param("Tag") or "", wait_durable=True)

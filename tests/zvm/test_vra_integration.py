@@ -1,0 +1,79 @@
+"""The ZVM driving real appliances: `vra serve` processes (protect and recovery) and a `vra iofilter`
+started as the lab would, a VPG committed through the API, writes through NBD (qemu-io), checkpoints taken
+through the API, and monitoring that reads the VRAs: the VPG reaches MeetingSLA; deleting it clears the
+VRAs' roles."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from tests.replication.lab import SECRET, Lab, run
+from tests.zvm.fakes import ApiClient, FakeVCenter, fake_inventory
+from tests.zvm.test_api import create_vpg
+from zvm import models as m
+from zvm.vra_control import VraRef
+
+VOLUME_SIZE = 8 << 20
+
+
+def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_app, tmp_path):
+    short = Path(tempfile.mkdtemp(prefix="zl-", dir="/tmp"))  # unix socket paths must stay short
+    lab = Lab(short)
+    datastore = tmp_path / "recovery-ds"
+    datastore.mkdir()
+    inv = fake_inventory(hosts=2, vms=2)
+    inv.vms["vm-0"].disks[0].capacity = VOLUME_SIZE
+    inv.datastores["datastore-2"].url = f"ds://{datastore}/"
+    app = make_app(vcenter=FakeVCenter(inv), vcenter_url="http://fake/sdk", vcenter_username="u",
+                   vra_pairing_secret=SECRET,
+                   filter_control_template=str(lab.tmp / "{vra_id}-filter" / "control.sock"))
+    zvm = app.extensions["zvm"]
+    zvm.inventory.sync_once()
+    api = ApiClient.login(app)
+    try:
+        appliances = {}
+        for host, split in (("host-0", True), ("host-1", False)):
+            api.post("/vras", {"HostIdentifier": host, "DatastoreIdentifier": "datastore-1",
+                               "NetworkIdentifier": "network-1"})
+            vra = m.Vra.get(m.Vra.host_moid == host)
+            appliances[host] = lab.vra(vra.identifier, split=split)  # the lab runs the appliance's daemon
+            vra.state, vra.control_address = "Installed", appliances[host].address
+            vra.save()
+        m.Task.delete().where(m.Task.kind == "InstallVra").execute()  # no OVF import in this test
+
+        vid = create_vpg(api, "web", ["vm-0"])  # vm-0 runs on host-0; recovery on host-1, datastore-2
+        volume = m.VpgVolume.get().volume_id
+        protect_vra = m.Vra.get(m.Vra.host_moid == "host-0").identifier
+        source = lab.volume(volume, VOLUME_SIZE)
+        nbd = lab.filter(f"{protect_vra}-filter", {volume: source}, appliances["host-0"])
+        assert api.run_tasks() == 1
+        task = api.get("/tasks", query_string={"type": "CreateVpg"}).json[0]
+        assert task["Status"]["State"] == "Completed", task
+        assert (datastore / "zvr" / vid).is_dir()
+
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 4M 64k", nbd.uri(volume)])
+        monitor = zvm.monitor
+        for round_ in range(10):  # each round: a checkpoint the VRAs make durable, then a monitoring pass
+            api.post(f"/vpgs/{vid}/checkpoints", {"CheckpointName": f"round-{round_}"})
+            api.run_tasks()
+            monitor.run_once()
+            if api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA":
+                break
+        got = api.get(f"/vpgs/{vid}").json
+        assert got["Status"] == "MeetingSLA", (got, api.get("/tasks", query_string={"limit": 3}).json)
+        assert got["ActualRPO"] is not None and got["ActualRPO"] < 60 and got["JournalUsedStorageMb"] > 0
+        tags = [c["Tag"] for c in api.get(f"/vpgs/{vid}/checkpoints", query_string={"taggedOnly": "true"}).json]
+        assert "round-0" in tags and got["LastCheckpointAt"] is not None
+        assert all(v["Reachable"] for v in api.get("/vras").json)
+
+        api.delete(f"/vpgs/{vid}")
+        api.run_tasks()
+        assert api.get(f"/vpgs/{vid}").status == 404
+        for host, vra in appliances.items():
+            ref = VraRef(m.Vra.get(m.Vra.host_moid == host).identifier, vra.address)
+            assert vid not in zvm.vra_control.status(ref)
+    finally:
+        lab.close()
+        shutil.rmtree(short, ignore_errors=True)
