@@ -40,10 +40,14 @@ class ProtectRole:
     checkpoint_interval_s: float = DEFAULT_INTERVAL_S
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     freeze_timeout_ms: int = DEFAULT_FREEZE_TIMEOUT_MS
+    preseeded_volumes: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.vpg:
             raise ConfigError("a protect role needs a VPG id")
+        unknown = sorted(set(self.preseeded_volumes) - set(self.volumes))
+        if unknown:
+            raise ConfigError(f"VPG {self.vpg}: pre-seeded volumes {unknown} are not volumes of the role")
         if not self.volumes:
             raise ConfigError(f"VPG {self.vpg}: a protect role needs at least one volume")
         if not self.recover_peer.address or not self.recover_peer.vra_id:
@@ -67,6 +71,7 @@ class ProtectRole:
             checkpoint_interval_s=(m.checkpoint_interval_ms / 1000.0) if m.checkpoint_interval_ms else DEFAULT_INTERVAL_S,
             buffer_bytes=m.buffer_bytes or DEFAULT_BUFFER_BYTES,
             freeze_timeout_ms=m.freeze_timeout_ms or DEFAULT_FREEZE_TIMEOUT_MS,
+            preseeded_volumes=tuple(m.preseeded_volumes),
         )
         role.validate()
         return role
@@ -84,6 +89,7 @@ class ProtectRole:
             checkpoint_interval_ms=int(self.checkpoint_interval_s * 1000),
             buffer_bytes=self.buffer_bytes,
             freeze_timeout_ms=self.freeze_timeout_ms,
+            preseeded_volumes=list(self.preseeded_volumes),
         )
 
 
@@ -172,6 +178,7 @@ class Roles:
                     "filter_controls": tuple(r["filter_controls"]),
                     "recover_peer": PeerVra(**r["recover_peer"]),
                     "protect_peers": tuple(PeerVra(**p) for p in r["protect_peers"]),
+                    "preseeded_volumes": tuple(r.get("preseeded_volumes", ())),
                 }
             )
             roles.protect[role.vpg] = role

@@ -1,6 +1,12 @@
 """The zvr.vra.v1.Control service of a VRA (the ZVM configures roles and asks for checkpoints and status;
 a VPG's checkpoint coordinator calls Freeze and Thaw on the other protect VRAs), and the coordinator's
 ``RemoteParticipant`` that calls it.
+
+Syncs (docs/SYNC.md): a protect role's volumes that are new to it need an initial sync (a delta sync when
+listed as pre-seeded); a role taken up again when ``vra serve`` restarts needs a delta sync of every volume
+(what this VRA held in memory died with it); ``ForceSync`` asks for a delta sync (forcesync, reverse
+protection, a replaced VRA); ``Status`` reports each protect role's sync substatus, the running sync's
+progress and the last sync reports.
 """
 
 from __future__ import annotations
@@ -18,9 +24,16 @@ from vra_appliance.protect.side import LocalParticipant, ProtectSide
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from vra_appliance.recovery import RecoverSide
+from vra_appliance.sync.state import Reason
 from vra_appliance.transport_grpc import CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
+
+_FORCE_REASONS = {
+    cpb.SYNC_REASON_FORCED: Reason.FORCED,
+    cpb.SYNC_REASON_REVERSE_PROTECTION: Reason.REVERSE_PROTECTION,
+    cpb.SYNC_REASON_NEW_VRA: Reason.NEW_VRA,
+}
 
 
 class RemoteParticipant:
@@ -86,10 +99,23 @@ class ControlServicer(cpb_grpc.ControlServicer):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "not paired with this VRA: wrong or missing credentials")
 
     # -- roles (also used at start, from the saved roles) -------------------------------------------------------
-    def apply_protect(self, role: ProtectRole) -> None:
+    def apply_protect(self, role: ProtectRole, *, restarted: bool = False) -> None:
+        """Take up a protect role. ``restarted``: a role saved before this VRA restarted, whose volumes all
+        need a delta sync; otherwise only the volumes new to the role need their initial sync."""
         with self._lock:
+            previous = self.roles.protect.get(role.vpg)
             self._stop_coordinator(role.vpg)
             self.protect.configure(role)
+            if restarted:
+                self.protect.need(role.vpg, Reason.NEW_VRA)
+            else:
+                new = [v for v in role.volumes if previous is None or v not in previous.volumes]
+                preseeded = [v for v in new if v in role.preseeded_volumes]
+                fresh = [v for v in new if v not in role.preseeded_volumes]
+                if preseeded:
+                    self.protect.need(role.vpg, Reason.PRESEEDED, preseeded)
+                if fresh:
+                    self.protect.need(role.vpg, Reason.NEW_VOLUME, fresh)
             if role.coordinator:
                 parts, remotes = [], []
                 for peer in role.protect_peers:
@@ -212,11 +238,36 @@ class ControlServicer(cpb_grpc.ControlServicer):
             if coord is not None:
                 counters["checkpoints_taken"] = coord.taken
                 counters["checkpoints_failed"] = coord.failed
-            reply.vpgs.add(
+            entry = reply.vpgs.add(
                 vpg=st["vpg"], role=st["role"], state=st["state"], error=st.get("error", ""),
                 needs_bitmap_sync=bool(st.get("needs_bitmap_sync")), counters=counters,
             )
+            sync = st.get("sync")
+            if sync is not None:
+                entry.substatus = sync["substatus"]
+                entry.streaming_since_ns = sync["streaming_since_ns"]
+                if sync["current"] is not None:
+                    entry.current_sync.CopyFrom(_sync_report(sync["current"]))
+                entry.last_syncs.extend(_sync_report(r) for r in sync["reports"])
         return reply
+
+    def ForceSync(self, request, context):  # noqa: N802
+        self._auth(context)
+        role = self.protect.roles.get(request.vpg)
+        if role is None:
+            return cpb.ConfigureReply(ok=False, message=f"this VRA has no protect role for VPG {request.vpg}")
+        unknown = sorted(set(request.volumes) - set(role.volumes))
+        if unknown:
+            return cpb.ConfigureReply(
+                ok=False, message=f"volumes {unknown} are not protected by this VRA for VPG {request.vpg} "
+                                  f"(its volumes here: {sorted(role.volumes)})")
+        reason = _FORCE_REASONS.get(request.reason, Reason.FORCED)
+        volumes = list(request.volumes) or list(role.volumes)
+        if not self.protect.need(request.vpg, reason, volumes):
+            return cpb.ConfigureReply(ok=False, message=f"VPG {request.vpg} has no syncs on this VRA")
+        log.info("VPG %s: delta sync of %s (%s)", request.vpg, ", ".join(volumes), reason.value)
+        return cpb.ConfigureReply(ok=True, message=f"VPG {request.vpg}: delta sync of {len(volumes)} volumes "
+                                                   f"({reason.value})")
 
     def Freeze(self, request, context):  # noqa: N802
         self._auth(context)
@@ -249,3 +300,11 @@ class ControlServicer(cpb_grpc.ControlServicer):
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return cpb.ConfigureReply(ok=True)
+
+
+def _sync_report(r: dict) -> cpb.SyncReport:
+    return cpb.SyncReport(
+        volume=r["volume"], kind=r["kind"], completed=r["completed"], error=r["error"], percent=r["percent"],
+        bytes=r["bytes"], dirty_bytes=r["dirty_bytes"], wire_bytes=r["wire_bytes"], ranges=r["ranges"],
+        started_ns=r["started_ns"], finished_ns=r["finished_ns"],
+    )

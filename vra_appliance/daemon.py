@@ -3,8 +3,9 @@
 It listens for gRPC on port 4005 (zvr.vra.v1 Replication from peer VRAs, Control from the ZVM and from a
 VPG's checkpoint coordinator), accepts the split streams of the host's IO filters, and runs whatever roles
 the ZVM gave it: protect (sequence, batch, compress, throttle and stream the VPG's writes; coordinate its
-checkpoints) and recover (journal, promoter, point-in-time images over NBD). Roles are kept in the state
-directory and taken up again on restart.
+checkpoints; run its syncs) and recover (journal, promoter, point-in-time images over NBD; answer the
+delta syncs' checksum requests, ``zvr.vra.sync.v1.Checksums``). Roles are kept in the state directory and
+taken up again on restart; a protect role taken up again needs a delta sync (docs/SYNC.md).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from vra_appliance.control_service import ControlServicer
 from vra_appliance.iofilter.nbd import NbdServer
 from vra_appliance.iofilter.split_protocol import SplitListener
 from vra_appliance.protect.side import ProtectSide
+from vra_appliance.protect.syncs import VpgSyncs
 from vra_appliance.protect.throttle import SiteThrottle, ThrottledTransport
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
 from vra_appliance.recovery import RecoverSide
+from vra_appliance.sync.grpc_peer import checksum_handler
 from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
 
 log = logging.getLogger("vra.serve")
@@ -80,6 +83,9 @@ def register(subparsers) -> None:
     p.add_argument("--nbd-tcp", metavar="HOST:PORT", help="serve point-in-time images over NBD on TCP")
     p.add_argument("--align-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="recovery side: abandon a checkpoint a protect VRA has not reached after this long")
+    p.add_argument("--dirty-budget-kib", type=int, default=64, metavar="KIB",
+                   help="protect side: memory per volume for the extents of writes this VRA had to let go "
+                        "(16 bytes each; past it neighbours merge and the bitmap sync resends more)")
     p.add_argument("-v", "--verbose", action="store_true", help="log role changes, connections and checkpoints")
     p.set_defaults(func=run)
 
@@ -105,7 +111,7 @@ class Daemon:
         self.nbd = None
         if args.nbd_unix or args.nbd_tcp:
             self.nbd = NbdServer(unix_path=args.nbd_unix, tcp=args.nbd_tcp)
-        self.protect = ProtectSide(self.vra_id, self._make_engine)
+        self.protect = ProtectSide(self.vra_id, self._make_engine, make_syncs=self._make_syncs)
         self.recover = RecoverSide(self.vra_id, self.state_dir, self.nbd, align_timeout=args.align_timeout)
         self.roles_path = self.state_dir / "roles.json"
         self.control = ControlServicer(
@@ -120,8 +126,21 @@ class Daemon:
         inner = GrpcTransport(role.recover_peer.address, peer_id=role.recover_peer.vra_id, security=self.security)
         self.throttle.register(role.vpg, role.priority)
         transport = ThrottledTransport(inner, self.throttle, role.vpg)
-        settings = ProtectSettings(compression=role.compression, buffer_bytes=role.buffer_bytes)
+        settings = ProtectSettings(compression=role.compression, buffer_bytes=role.buffer_bytes,
+                                   dropped_max_extents=max(1, self.args.dirty_budget_kib * 1024 // 16))
         return ProtectedVpg(role.vpg, self.vra_id, transport, volumes=set(role.volumes), settings=settings)
+
+    def _make_syncs(self, role: ProtectRole, engine: ProtectedVpg, controls, previous) -> VpgSyncs:
+        return VpgSyncs(role, engine, controls, self.security, previous=previous)
+
+    def _authorize_sync(self, context: grpc.ServicerContext, vpg: str) -> bool:
+        """The checksum service's pairing check: the caller's credentials, and (with TLS) one of the VPG's
+        paired protect VRAs, as for its replication stream."""
+        names = self.security.caller_names(context)
+        if names is None:
+            return True
+        peers = self.recover.protect_peers(vpg)
+        return bool(names) if peers is None else bool(names & peers)
 
     def start(self) -> None:
         if self.nbd is not None:
@@ -138,11 +157,12 @@ class Daemon:
         for role in roles.recover.values():
             self.control.apply_recover(role)
         for role in roles.protect.values():
-            self.control.apply_protect(role)
+            self.control.apply_protect(role, restarted=True)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
                                   options=SERVER_OPTIONS)
         pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self.recover.endpoint, self.security), self.server)
         cpb_grpc.add_ControlServicer_to_server(self.control, self.server)
+        self.server.add_generic_rpc_handlers((checksum_handler(self.recover.checksums, self._authorize_sync),))
         creds = self.security.server_credentials()
         if creds is not None:
             self.port = self.server.add_secure_port(self.args.listen, creds)

@@ -5,6 +5,9 @@ same directory), a ``RecoveryVPG`` (replicas, promoter, images; vra_appliance.re
 ``VpgReceiver`` that appends through the RecoveryVPG so that a full journal shows in its status. The
 receiver's positions log lives in ``<journal dir>/streams/`` (beside the journal it describes).
 
+Each VPG also answers the delta syncs of its protect VRAs (``checksums``: the checksum service on port 4005,
+``vra_appliance.sync.grpc_peer``), over its volumes at the journal's tip.
+
 A journal that fails verification when it is opened (corruption, not a torn tail: FileJournal cuts those)
 puts the VPG in the ``journal-corrupt`` state: streams for it are refused with JOURNAL_ERROR and the status
 says what to do. A torn tail that was cut is reported in the status too.
@@ -24,6 +27,8 @@ from vra_appliance.recover.promoter import RetentionPolicy
 from vra_appliance.recover.replica import ReplicaVolume
 from vra_appliance.recover.segments import vpg_dirname
 from vra_appliance.recover.vpg import RecoveryVPG
+from vra_appliance.sync import errors as sync_errors
+from vra_appliance.sync.replica_side import JournalTipChecksums
 from vra_appliance.transport import JOURNAL_ERROR, Refused
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class _Recover:
         self.receiver: VpgReceiver | None = None
         self.error = ""
         self.truncated: list[str] = []
+        self.checksums: JournalTipChecksums | None = None
 
 
 class RecoverSide:
@@ -145,6 +151,8 @@ class RecoverSide:
             for name in [n for n, e in self._images.items() if e[0] == vpg]:
                 self._images[name][2] = 1
                 self.close_image(name)
+            if rec.checksums is not None:
+                rec.checksums.close_all()
             if rec.receiver is not None:
                 rec.receiver.stop()
             if rec.rvpg is not None:
@@ -167,6 +175,26 @@ class RecoverSide:
         if rec.rvpg is None:
             raise RuntimeError(rec.error)
         return rec.rvpg.checkpoints()
+
+    # -- delta syncs ----------------------------------------------------------------------------------------------
+    def checksums(self, vpg: str) -> JournalTipChecksums | None:
+        """The checksum side of the VPG's delta syncs (None: no recover role for it here)."""
+        with self._lock:
+            rec = self._vpgs.get(vpg)
+            if rec is None:
+                return None
+            if rec.rvpg is None:
+                raise sync_errors.PermanentError(
+                    f"the recovery journal of VPG {vpg} cannot be used ({rec.error}); fix it before a delta sync")
+            if rec.checksums is None:
+                rvpg = rec.rvpg
+                rec.checksums = JournalTipChecksums({v.volume: v.size for v in rec.role.volumes},
+                                                    lambda volume: _open_tip(rvpg, volume))
+            return rec.checksums
+
+    def protect_peers(self, vpg: str) -> frozenset[str] | None:
+        rec = self._vpgs.get(vpg)
+        return None if rec is None else frozenset(rec.role.protect_peers)
 
     # -- images ---------------------------------------------------------------------------------------------------
     def open_image(self, vpg: str, volume: str, checkpoint_id: str, writable: bool = False):
@@ -235,6 +263,16 @@ class RecoverSide:
             out.append({"vpg": rec.role.vpg, "role": "recover", "state": state, "error": error,
                         "needs_bitmap_sync": False, "counters": counters})
         return out
+
+
+def _open_tip(rvpg: RecoveryVPG, volume: str):
+    try:
+        return rvpg.tip_image(volume)
+    except CorruptionError as exc:
+        raise sync_errors.PermanentError(f"the recovery journal of VPG {rvpg.vpg} is corrupt: {exc}") from exc
+    except (RecoverError, OSError) as exc:
+        raise sync_errors.TransientError(f"cannot read VPG {rvpg.vpg} volume {volume} on the recovery side: "
+                                         f"{exc}; the sync runs again") from exc
 
 
 def _policy(role: RecoverRole) -> RetentionPolicy:

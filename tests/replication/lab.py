@@ -52,10 +52,11 @@ def sha256_file(path: Path | str) -> str:
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict | None = None,
+                 log_mode: str = "wb") -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, log_mode)  # "ab": a restarted process appends to its log
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env)
 
@@ -103,23 +104,54 @@ class Control:
                 return st
         raise AssertionError(f"no status for VPG {vpg}")
 
+    def wait_streaming(self, vpg: str, timeout: float = 60.0) -> cpb.VpgStatus:
+        """Wait until the protect role of ``vpg`` here has no sync needed or running (substatus empty) and
+        its stream is up: the next checkpoint is consistent."""
+
+        def streaming():
+            st = self.vpg_status(vpg, "protect")
+            return st if st.substatus == "" and st.state == "ok" else None
+
+        return wait_for(streaming, timeout, f"VPG {vpg} to be streaming (no sync pending)")
+
     def close(self) -> None:
         self.channel.close()
 
 
+def free_port() -> int:
+    """A TCP port free right now (for a process that must keep its port across restarts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Vra:
-    def __init__(self, lab: Lab, vra_id: str, *, split: bool = True, nbd: bool = False, extra=()) -> None:
+    """A `vra serve` process. ``port``: a fixed gRPC port (0: any), kept across ``kill`` and ``start``."""
+
+    def __init__(self, lab: Lab, vra_id: str, *, split: bool = True, nbd: bool = False, extra=(),
+                 port: int = 0) -> None:
         self.vra_id = vra_id
         self.dir = lab.tmp / vra_id
         self.dir.mkdir(exist_ok=True)
         self.split = str(self.dir / "split.sock")
         self.nbd = str(self.dir / "images.sock") if nbd else None
         self.lab = lab
-        self.extra = list(extra)
+        self.extra = list(extra) + (["--listen", f"127.0.0.1:{port}"] if port else [])
         self.proc: Proc | None = None
         self.port = 0
         self.control: Control | None = None
+        self._split = split
         self.start(split=split)
+
+    def kill(self) -> None:
+        """kill -9: no clean stop of anything."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self.proc.kill()
+
+    def restart(self) -> None:
+        self.start(split=self._split)
 
     def start(self, split: bool = True) -> None:
         port_file = self.dir / "port"
@@ -133,7 +165,7 @@ class Vra:
         argv += ["--split", self.split] if split else ["--no-split"]
         if self.nbd:
             argv += ["--nbd-unix", self.nbd]
-        self.proc = Proc(f"vra-{self.vra_id}", argv, self.lab.tmp)
+        self.proc = Proc(f"vra-{self.vra_id}", argv, self.lab.tmp, log_mode="ab")
         self.lab.procs.append(self.proc)
         wait_for(lambda: port_file.exists() or not self.proc.alive(), 60, f"vra serve {self.vra_id} to listen")
         assert self.proc.alive(), self.proc.log()
@@ -155,23 +187,34 @@ class Vra:
 
 
 class Filter:
-    def __init__(self, lab: Lab, filter_id: str, volumes: dict[str, Path], vra: Vra) -> None:
+    def __init__(self, lab: Lab, filter_id: str, volumes: dict[str, Path], vra: Vra, extra=()) -> None:
         self.filter_id = filter_id
+        self.lab = lab
         self.dir = lab.tmp / filter_id
         self.dir.mkdir(exist_ok=True)
         self.volumes = volumes
         self.nbd = str(self.dir / "nbd.sock")
         self.control_path = str(self.dir / "control.sock")
-        argv = [sys.executable, "-m", "vra_appliance.cli", "iofilter", "--unix", self.nbd, "--vra", vra.split,
-                "--control", self.control_path, "--filter-id", filter_id]
+        self.argv = [sys.executable, "-m", "vra_appliance.cli", "iofilter", "--unix", self.nbd, "--vra", vra.split,
+                     "--control", self.control_path, "--filter-id", filter_id, *extra]
         for vid, path in volumes.items():
-            argv += ["--volume", f"{vid}={path}"]
-        self.proc = Proc(f"iofilter-{filter_id}", argv, lab.tmp)
-        lab.procs.append(self.proc)
-        wait_for(lambda: os.path.exists(self.control_path) or not self.proc.alive(), 60, f"iofilter {filter_id}")
+            self.argv += ["--volume", f"{vid}={path}"]
+        self.proc: Proc | None = None
+        self.start()
+
+    def start(self) -> None:
+        if os.path.exists(self.control_path):
+            os.unlink(self.control_path)  # left behind by a kill -9
+        self.proc = Proc(f"iofilter-{self.filter_id}", self.argv, self.lab.tmp, log_mode="ab")
+        self.lab.procs.append(self.proc)
+        wait_for(lambda: os.path.exists(self.control_path) or not self.proc.alive(), 60, f"iofilter {self.filter_id}")
         assert self.proc.alive(), self.proc.log()
         with FilterControl(self.control_path) as ctl:
-            wait_for(lambda: ctl.counters()["vra"] == "connected", 30, f"iofilter {filter_id} to reach its VRA")
+            wait_for(lambda: ctl.counters()["vra"] == "connected", 30, f"iofilter {self.filter_id} to reach its VRA")
+
+    def kill(self) -> None:
+        """kill -9: the dirty map is not saved (the restarted filter reports its volumes unclean)."""
+        self.proc.kill()
 
     def uri(self, volume: str) -> str:
         return f"nbd+unix:///{volume}?socket={self.nbd}"
@@ -192,8 +235,8 @@ class Lab:
     def vra(self, vra_id: str, **kw) -> Vra:
         return Vra(self, vra_id, **kw)
 
-    def filter(self, filter_id: str, volumes: dict[str, Path], vra: Vra) -> Filter:
-        return Filter(self, filter_id, volumes, vra)
+    def filter(self, filter_id: str, volumes: dict[str, Path], vra: Vra, **kw) -> Filter:
+        return Filter(self, filter_id, volumes, vra, **kw)
 
     def volume(self, name: str, size: int) -> Path:
         path = self.tmp / "datastore" / f"{name}-flat.img"

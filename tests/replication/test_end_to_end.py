@@ -46,6 +46,9 @@ class TwoHosts:
             vpg=VPG, volumes=["vol-2"], filter_controls=[self.fb.control_path], recover_peer=rp, compression=True,
             freeze_timeout_ms=1000))
         assert reply.ok, reply.message
+        # New volumes: an initial sync each (sparse and empty here: nothing to send), then streaming.
+        self.a.control.wait_streaming(VPG)
+        self.b.control.wait_streaming(VPG)
 
     def configure_recover(self, history_s: int) -> None:
         reply = self.r.control.ConfigureRecover(cpb.RecoverConfig(

@@ -336,7 +336,7 @@ def test_sync_hooks_resync_writes_dropped_extents_and_syncing_state(tmp_path) ->
         source = {0: b"s" * 4096}
         assert e.resync_write("vol-1", 0, 4096, lambda off, n: source[off][:n])
         e.on_write("f1", "vol-1", 0, b"n" * 4096)  # a newer VM write of the same block lands after it
-        assert not e.wait_room(128 << 10, timeout=0)  # more than the buffer can ever hold
+        assert not e.wait_room(64 << 10, timeout=0)  # more than a sync's share of the buffer can ever hold
         e.set_syncing(True)
         e.commit_checkpoint("during-sync", set())
         r.step()
@@ -345,18 +345,36 @@ def test_sync_hooks_resync_writes_dropped_extents_and_syncing_state(tmp_path) ->
         assert [(c.checkpoint_id, c.consistent) for c in got if isinstance(c, CheckpointRecord)] == [("during-sync", False)]
         assert e.status()["state"] == "syncing"
         assert e.wait_room(4096, timeout=0)
-        # what does not fit goes back to the dirty extents; a sync takes them and may give them back
-        assert not e.resync_write("vol-1", 8192, 128 << 10, lambda off, n: bytes(n))
-        assert e.needs_bitmap_sync
-        assert e.take_dropped("vol-1") == [(8192, 128 << 10)] and not e.dropped
+        # A piece the sync's share of the buffer cannot take is neither read nor queued nor dropped: the
+        # sync still owns it.
+        read: list = []
+        assert not e.resync_write("vol-1", 8192, 64 << 10, lambda off, n: read.append(off) or bytes(n))
+        assert read == [] and not e.dropped and not e.needs_bitmap_sync
+        # Extents given back (an interrupted bitmap sync) make the VPG need a bitmap sync; taking the need
+        # marks it syncing in the same step, so no checkpoint in between is consistent.
         e.add_dropped("vol-1", [(0, 512)])
         e.set_syncing(False)
-        assert e.needs_bitmap_sync  # extents are still waiting
+        assert e.needs_bitmap_sync and e.status()["state"] == "bitmap-sync-needed"
+        assert e.take_bitmap_need() and not e.needs_bitmap_sync and e.status()["state"] == "syncing"
+        assert e.take_bitmap_need()  # extents still in the map: still needed until a sync takes them
         assert e.take_dropped("vol-1") == [(0, 512)]
         e.set_syncing(False)
-        assert not e.needs_bitmap_sync and e.status()["state"] == "ok"
+        assert not e.take_bitmap_need() and e.status()["state"] == "ok"
         e.commit_checkpoint("after-sync", set())
         r.step()
         assert r.journal()[-1].consistent
+    finally:
+        r.close()
+
+
+def test_held_extents_of_a_stopped_engine_are_everything_not_acknowledged(tmp_path) -> None:
+    r = Rig(tmp_path, buffer_bytes=64 << 10)
+    try:
+        e = r.engine
+        e.on_write("f1", "vol-1", 0, b"a" * 4096)
+        r.step()  # sent and acknowledged: not held
+        e.on_write("f1", "vol-1", 8192, b"b" * 4096)  # queued, not sent
+        e.on_write("f1", "vol-1", 0, b"c" * (80 << 10))  # past the buffer: dropped
+        assert sorted(e.held_extents()) == [("vol-1", 0, 80 << 10), ("vol-1", 8192, 4096)]
     finally:
         r.close()

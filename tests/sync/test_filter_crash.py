@@ -36,10 +36,12 @@ class FakeLink:
         self.connected = True
         self.syncing: list[bool] = []
 
+    def take_bitmap_need(self) -> bool:
+        needed, self.needs_bitmap_sync = self.needs_bitmap_sync, False
+        return needed
+
     def set_syncing(self, syncing: bool) -> None:
         self.syncing.append(syncing)
-        if not syncing:
-            self.needs_bitmap_sync = False
 
 
 class ReplicaSink:
@@ -51,10 +53,7 @@ class ReplicaSink:
     def max_push(self) -> int:
         return MiB
 
-    def wait_room(self, nbytes: int, timeout: float) -> bool:
-        return True
-
-    def push(self, volume, offset, length, read) -> bool:
+    def push(self, volume, offset, length, read, timeout) -> bool:
         self.replica.pwrite(offset, read(offset, length))
         return True
 

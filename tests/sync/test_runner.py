@@ -21,12 +21,17 @@ class Link:
         self.connected = True
         self.syncing: list[bool] = []
 
+    def take_bitmap_need(self) -> bool:
+        needed, self.needs_bitmap_sync = self.needs_bitmap_sync, False
+        return needed
+
     def set_syncing(self, syncing: bool) -> None:
         self.syncing.append(syncing)
 
 
 class Sink:
-    """Applies pushes to a replica; refuses every push after ``refuse_after`` of them (a full buffer)."""
+    """Applies pushes to a replica; refuses every push after ``refuse_after`` of them (a buffer that does not
+    drain: no room within the timeout)."""
 
     def __init__(self, replica: MemVolume, refuse_after: int | None = None) -> None:
         self.replica, self.refuse_after, self.pushes = replica, refuse_after, 0
@@ -34,10 +39,7 @@ class Sink:
     def max_push(self) -> int:
         return 64 * 1024
 
-    def wait_room(self, nbytes: int, timeout: float) -> bool:
-        return True
-
-    def push(self, volume, offset, length, read) -> bool:
+    def push(self, volume, offset, length, read, timeout) -> bool:
         if self.refuse_after is not None and self.pushes >= self.refuse_after:
             return False
         self.pushes += 1
@@ -70,12 +72,12 @@ def test_an_interrupted_bitmap_sync_gives_the_rest_back_and_the_next_one_finishe
     dirty = Map([(0, 300_000), (500_000, 4096)])
     link, sink = Link(), Sink(replica, refuse_after=2)
     runner = VpgSyncRunner("vpg", link, sink, {"v": source}, dirty_sources=[dirty], state=streaming_state(),
-                           max_io=64 * 1024)
+                           max_io=64 * 1024, room_timeout=0.2)
     link.needs_bitmap_sync = True
     (report,) = runner.sync_once()
-    assert not report.completed and "overflowed" in report.error
+    assert not report.completed and "not moving" in report.error
     assert dirty.extents == [(131072, 300_000 - 131072), (500_000, 4096)]
-    assert link.syncing == [True]  # checkpoints stay not consistent
+    assert link.syncing and False not in link.syncing  # checkpoints stay not consistent
     sink.refuse_after = None
     (again,) = runner.sync_once()
     assert again.completed and again.bytes == 300_000 - 131072 + 4096
@@ -92,12 +94,14 @@ def test_a_delta_sync_waits_for_a_checksum_peer():
     assert runner.state["v"].phase is Phase.DELTA_SYNC and not runner.state.checkpoint_consistent
 
 
-def test_nothing_runs_while_the_link_is_down():
+def test_nothing_runs_while_the_link_is_down_but_checkpoints_are_not_consistent_from_the_need_on():
     link = Link()
     link.connected = False
     runner = VpgSyncRunner("vpg", link, Sink(MemVolume(bytes(SIZE))), {"v": MemVolume(bytes(SIZE))})
     runner.need(Reason.NEW_VOLUME)
-    assert runner.sync_once() == [] and link.syncing == []
+    assert link.syncing == [True]  # from the moment the need is known, not when the sync starts
+    assert runner.sync_once() == [] and False not in link.syncing
+    assert runner.status()["substatus"] == "InitialSync" and runner.status()["current"] is None
 
 
 def test_a_sync_draws_on_the_vpg_share_of_the_site_throttle():

@@ -75,6 +75,11 @@ class ProtectSettings:
     backoff_max: float = 2.0
     permanent_backoff: float = 5.0
     local_align_timeout: float = 10.0
+    # Extents of writes let go (buffer full, stream reset) kept per volume; past it neighbours merge.
+    dropped_max_extents: int = 4096
+    # A sync's pushes may fill the buffer only up to this share of it: the rest is for the VMs' writes, so
+    # a sync does not push them into the dirty map.
+    sync_buffer_share: float = 0.5
 
 
 @dataclass
@@ -87,6 +92,8 @@ class _Counters:
     wire_bytes_sent: int = 0
     dropped_writes: int = 0
     dropped_bytes: int = 0
+    resync_writes: int = 0
+    resync_bytes: int = 0
     reconnects: int = 0
     refusals: dict = field(default_factory=dict)
     compress_s: float = 0.0
@@ -131,7 +138,7 @@ class ProtectedVpg:
         self.error = ""
         self._retry_at = 0.0
         self._backoff = self.settings.backoff_min
-        self.dropped = ExtentMap()
+        self.dropped = ExtentMap(self.settings.dropped_max_extents)
         self.needs_bitmap_sync = False
         self._syncing = False
         self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
@@ -144,22 +151,26 @@ class ProtectedVpg:
     # -- from the split listener (any filter thread) -------------------------------------------------------
     def on_write(self, filter_id: str, volume: str, offset: int, data: bytes) -> None:
         with self._cv:
-            if self._held_bytes() + len(data) > self.settings.buffer_bytes:
-                self.dropped.add(volume, offset, len(data))
-                if not self.needs_bitmap_sync:
-                    log.warning("VPG %s: replication buffer full; writes go to the dirty map, bitmap sync needed",
-                                self.vpg)
-                self.needs_bitmap_sync = True
-                self.counters.dropped_writes += 1
-                self.counters.dropped_bytes += len(data)
-                return
-            ts = self._wall_ns()
-            self._aligner.push(filter_id, _Write(ts, volume, offset, data), self._clock())
-            self._aligner_ts.setdefault(filter_id, deque()).append(ts)
-            self._aligned_bytes += len(data)
-            self.counters.writes += 1
-            self.counters.bytes += len(data)
-            self._kick()
+            self._queue_write(filter_id, volume, offset, data)
+
+    def _queue_write(self, filter_id: str, volume: str, offset: int, data: bytes) -> None:
+        """Queue a write in the filter's aligner input, or (buffer full) record its extent in ``dropped``."""
+        if self._held_bytes() + len(data) > self.settings.buffer_bytes:
+            self.dropped.add(volume, offset, len(data))
+            if not self.needs_bitmap_sync:
+                log.warning("VPG %s: replication buffer full; writes go to the dirty map, bitmap sync needed",
+                            self.vpg)
+            self.needs_bitmap_sync = True
+            self.counters.dropped_writes += 1
+            self.counters.dropped_bytes += len(data)
+            return
+        ts = self._wall_ns()
+        self._aligner.push(filter_id, _Write(ts, volume, offset, data), self._clock())
+        self._aligner_ts.setdefault(filter_id, deque()).append(ts)
+        self._aligned_bytes += len(data)
+        self.counters.writes += 1
+        self.counters.bytes += len(data)
+        self._kick()
 
     def on_mark(self, filter_id: str, checkpoint_id: str) -> None:
         with self._cv:
@@ -183,35 +194,70 @@ class ProtectedVpg:
 
     # -- hooks for the syncs (vra_appliance/sync) ----------------------------------------------------------------
     def set_syncing(self, syncing: bool) -> None:
-        """A sync (initial, bitmap, delta) is running: checkpoints meanwhile are not consistent. When it ends
-        with nothing left in ``dropped``, the VPG no longer needs a bitmap sync."""
+        """A sync (initial, bitmap, delta) is running or pending: checkpoints meanwhile are not consistent.
+        False: they are again, unless a bitmap sync is needed (``needs_bitmap_sync``, or extents in
+        ``dropped``)."""
         with self._cv:
             self._syncing = syncing
-            if not syncing and not self.dropped:
+
+    def take_bitmap_need(self) -> bool:
+        """Whether writes went to a dirty map since the last call (buffer full, stream reset, a filter's gap).
+        Taking it clears it and marks the VPG syncing in the same step, so no checkpoint in between is
+        recorded as consistent; the caller now owns running the bitmap sync."""
+        with self._cv:
+            needed = self.needs_bitmap_sync or bool(self.dropped)
+            if needed:
                 self.needs_bitmap_sync = False
+                self._syncing = True
+            return needed
+
+    def mark_needs_bitmap_sync(self, why: str) -> None:
+        """Something outside the stream went to a dirty map (a filter answered a freeze with ``dirty``)."""
+        with self._cv:
+            if not self.needs_bitmap_sync:
+                log.info("VPG %s: %s; bitmap sync needed", self.vpg, why)
+            self.needs_bitmap_sync = True
+            self._kick()
 
     def wait_room(self, nbytes: int, timeout: float) -> bool:
-        """Wait until ``nbytes`` more fit in the buffer; False after ``timeout`` (or if they never can)."""
-        if nbytes > self.settings.buffer_bytes:
+        """Wait until ``nbytes`` more fit in the sync's share of the buffer; False after ``timeout`` (or if
+        they never can)."""
+        limit = self._sync_limit()
+        if nbytes > limit:
             return False
         deadline = self._clock() + timeout
         with self._cv:
-            while self._held_bytes() + nbytes > self.settings.buffer_bytes:
+            while self._held_bytes() + nbytes > limit:
                 left = deadline - self._clock()
                 if left <= 0:
                     return False
                 self._cv.wait(min(left, 0.1))
             return True
 
-    def resync_write(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes]) -> bool:
+    def _sync_limit(self) -> int:
+        return max(1, int(self.settings.buffer_bytes * self.settings.sync_buffer_share))
+
+    def resync_write(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes],
+                     timeout: float = 0.0) -> bool:
         """Read ``length`` bytes at ``offset`` of the source volume and queue them as a write, atomically
         with respect to the filters' writes (no write of the volume's filter is queued in between, so the
-        newer of the two always lands last). False: no room, the extent went back to ``dropped``."""
+        newer of the two always lands last). Waits up to ``timeout`` for room in the sync's share of the
+        buffer, checked under the same lock as the queueing (a VM write cannot take the room in between).
+        False: no room in time; nothing was read or queued, and the caller still owns the range."""
+        if length > self._sync_limit():
+            return False
+        deadline = self._clock() + timeout
         with self._cv:
+            while self._held_bytes() + length > self._sync_limit():
+                left = deadline - self._clock()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._cv.wait(min(left, 0.1))
             data = read(offset, length)
-            before = self.counters.dropped_writes
-            self.on_write(self._filter_of.get(volume, f"sync:{volume}"), volume, offset, data)
-            return self.counters.dropped_writes == before
+            self._queue_write(self._filter_of.get(volume, f"sync:{volume}"), volume, offset, data)
+            self.counters.resync_writes += 1
+            self.counters.resync_bytes += len(data)
+            return True
 
     def take_dropped(self, volume: str) -> list[tuple[int, int]]:
         """The extents let go for ``volume``, removed from the map (a bitmap sync sends them)."""
@@ -227,6 +273,19 @@ class ProtectedVpg:
                 self.dropped.add(volume, off, length)
             self.needs_bitmap_sync = True
 
+    def held_extents(self) -> list[tuple[str, int, int]]:
+        """Every write this engine holds that the recovery VRA has not acknowledged (for a stopped engine
+        whose role is replaced: the new engine takes them as dropped extents, a bitmap sync sends them)."""
+        with self._cv:
+            out = [x for e in self._buffer for x in e.batch.write_extents]
+            out += [(r.volume, r.offset, len(r.data)) for r in self._unsealed if isinstance(r, _Write)]
+            for input_id in list(self._aligner_ts):
+                out += [(v.volume, v.offset, len(v.data)) for v in self._aligner.reset_input(input_id)
+                        if isinstance(v, _Write)]
+            for volume in self.dropped.volumes():
+                out += [(volume, o, n) for o, n in self.dropped.extents(volume)]
+            return out
+
     # -- checkpoints (from the control service) --------------------------------------------------------------
     def commit_checkpoint(
         self,
@@ -240,7 +299,8 @@ class ProtectedVpg:
         """The coordinator's decision: once ``filters`` all reached their MARK, place the VRA's marker."""
         with self._cv:
             info = _Marker(
-                self._wall_ns(), checkpoint_id, tag, consistent and not self.needs_bitmap_sync and not self._syncing,
+                self._wall_ns(), checkpoint_id, tag,
+                consistent and not self.needs_bitmap_sync and not self._syncing and not self.dropped,
                 tuple(participants) or (self.vra_id,),
             )
             if filters:
@@ -570,14 +630,14 @@ class ProtectedVpg:
             state = self.state
             if state == "ok" and self._syncing:
                 state = "syncing"
-            elif state == "ok" and self.needs_bitmap_sync:
+            elif state == "ok" and (self.needs_bitmap_sync or self.dropped):
                 state = "bitmap-sync-needed"
             return {
                 "vpg": self.vpg,
                 "role": "protect",
                 "state": state,
                 "error": self.error,
-                "needs_bitmap_sync": self.needs_bitmap_sync,
+                "needs_bitmap_sync": self.needs_bitmap_sync or bool(self.dropped),
                 "syncing": self._syncing,
                 "counters": {
                     "writes": c.writes,
@@ -596,6 +656,11 @@ class ProtectedVpg:
                     "dropped_writes": c.dropped_writes,
                     "dropped_bytes": c.dropped_bytes,
                     "dirty_bytes": self.dropped.total_bytes(),
+                "dirty_extents": self.dropped.extent_count(),
+                "dirty_budget_extents": self.dropped.max_extents,
+                "dirty_over_coverage": self.dropped.over_coverage,
+                "resync_writes": c.resync_writes,
+                "resync_bytes": c.resync_bytes,
                     "reconnects": c.reconnects,
                     "compress_s": c.compress_s,
                     "send_wait_s": c.send_wait_s,

@@ -155,6 +155,24 @@ class RecoveryVPG:
             self._images.append(image)
             return image
 
+    def tip_image(self, volume: str) -> PointInTimeImage:
+        """``volume`` as of the last journaled record (not necessarily a checkpoint), read-only: what the
+        recovery side holds once the journal is applied, which a delta sync compares the source with. It
+        pins the journal like any image (close it)."""
+        if volume not in self.replica.volumes:
+            raise UnknownVolumeError(f"volume {volume!r} is not part of recovery VPG {self.vpg!r}")
+        with self._lock:
+            base = self.replica.promoted_seq
+            last = max(base, self.journal.last_seq(self.vpg))
+            extents = build_extent_map(self.journal.entries(self.vpg, base, last), volume)
+            image = PointInTimeImage(
+                name=f"{volume}@tip-{last}", vpg=self.vpg, volume=volume, size=self.replica.volumes[volume].size,
+                checkpoint_seq=last, base_seq=base, extents=extents, journal=self.journal, replica=self.replica,
+                on_close=self._image_closed,
+            )
+            self._images.append(image)
+            return image
+
     def _image_closed(self, image: PointInTimeImage) -> None:
         with self._lock:
             self._images.remove(image)

@@ -3,8 +3,9 @@
 ``/zvr.vra.sync.v1.Checksums/Call`` takes ``u16 len + vpg + message`` (a ``messages.py`` encoding:
 DeltaOpen, GroupRequest, LeafRequest or CloseRequest) and answers the reply's encoding (GroupDigests,
 LeafDigests) or nothing. It can be added to the VRA's gRPC server on port 4005 next to the replication
-service (``server.add_generic_rpc_handlers((checksum_handler(resolve),))``), so the channel's TLS applies;
-``authorize(context)`` is where the server checks the caller is paired with the VPG.
+service (``server.add_generic_rpc_handlers((checksum_handler(resolve, authorize),))``; ``vra serve`` does),
+so the channel's TLS applies; ``authorize(context, vpg)`` is where the server checks the caller is paired
+with the VPG (``vra serve``: the same credentials and pairing as the replication stream).
 
 Errors cross the wire as a status code and ``"ClassName: message"``; the client raises the same
 ``vra_appliance.sync.errors`` class with the same message (``raise ... from`` the RpcError). Anything else
@@ -80,6 +81,9 @@ def checksum_handler(resolve: Callable[[str], ReplicaChecksums | None],
         except E.SyncError as exc:
             code = next(c for cls, c in _STATUS if isinstance(exc, cls))
             context.abort(code, f"{type(exc).__name__}: {exc}")
+        except OSError as exc:  # reading the recovery side's volume
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"TransientError: reading the recovery side's volume failed ({exc}); the sync runs again")
 
     return grpc.method_handlers_generic_handler(SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(call)})
 
@@ -101,14 +105,16 @@ def _translate(exc: grpc.RpcError) -> E.SyncError:
 class GrpcChecksumPeer:
     """A ChecksumPeer (vra_appliance.sync.delta) for one VPG over a gRPC channel to the recovery VRA."""
 
-    def __init__(self, channel: grpc.Channel, vpg: str, timeout: float = 120.0) -> None:
+    def __init__(self, channel: grpc.Channel, vpg: str, timeout: float = 120.0,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.vpg = vpg
         self.timeout = timeout
+        self.metadata = metadata  # the pairing secret, when the VRAs pair by secret (auth.Security.metadata)
         self._call = channel.unary_unary(METHOD)
 
     def _do(self, msg) -> bytes:
         try:
-            return self._call(_envelope(self.vpg, msg), timeout=self.timeout)
+            return self._call(_envelope(self.vpg, msg), timeout=self.timeout, metadata=self.metadata or None)
         except grpc.RpcError as exc:
             raise _translate(exc) from exc
 

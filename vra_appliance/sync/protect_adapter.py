@@ -2,16 +2,16 @@
 
 ``ProtectedVpgLink`` is the runner's VpgLink, StreamSink and (for the VRA's own map of what it let go)
 DirtySource over ``vra_appliance.protect.vpg.ProtectedVpg``, through the hooks it has for the syncs:
-``resync_write`` (read and enqueue under the sequencer lock, in the input of the filter that serves the
-volume, as ``attach_filter`` or the filter's hello told it), ``wait_room``, ``take_dropped`` /
-``add_dropped`` and ``set_syncing`` (honoured by ``commit_checkpoint`` and ``status``).
+``resync_write`` (wait for room, read and enqueue under the sequencer lock, in the input of the filter that
+serves the volume, as ``attach_filter`` or the filter's hello told it), ``take_bitmap_need``,
+``take_dropped`` / ``add_dropped`` and ``set_syncing`` (honoured by ``commit_checkpoint`` and ``status``).
 ``FilterDirtySource`` is a DirtySource over an IO filter's control socket (docs/CONTRACTS.md section 3,
 ``dirty`` with ``clear``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from vra_appliance.iofilter.control import ControlError
 from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncError, TransientError
@@ -25,12 +25,11 @@ class ProtectedVpgLink:
 
     # -- VpgLink ------------------------------------------------------------------------------------------------
     @property
-    def needs_bitmap_sync(self) -> bool:
-        return bool(self.engine.needs_bitmap_sync)
-
-    @property
     def connected(self) -> bool:
         return bool(self.engine.connected)
+
+    def take_bitmap_need(self) -> bool:
+        return self.engine.take_bitmap_need()
 
     def set_syncing(self, syncing: bool) -> None:
         self.engine.set_syncing(syncing)
@@ -39,12 +38,10 @@ class ProtectedVpgLink:
     def max_push(self) -> int:
         return max(4096, self.engine.settings.buffer_bytes // 4)
 
-    def wait_room(self, nbytes: int, timeout: float) -> bool:
-        return self.engine.wait_room(nbytes, timeout)
-
-    def push(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes]) -> bool:
+    def push(self, volume: str, offset: int, length: int, read: Callable[[int, int], bytes],
+             timeout: float) -> bool:
         try:
-            return self.engine.resync_write(volume, offset, length, read)
+            return self.engine.resync_write(volume, offset, length, read, timeout)
         except OSError as exc:
             raise TransientError(f"reading volume {volume} at {offset} (+{length}) failed: {exc}; "
                                  "the sync runs again") from exc
@@ -58,14 +55,26 @@ class ProtectedVpgLink:
 
 
 class FilterDirtySource:
-    """The dirty map of an IO filter, through its control socket (``request(op, **fields) -> dict``)."""
+    """The dirty map of an IO filter, through its control socket (``request(op, **fields) -> dict``).
+    ``volumes``: the volumes the filter serves, or a callable returning them (learnt from its ``status``;
+    it may raise OSError while the filter is not reachable)."""
 
-    def __init__(self, request: Callable[..., dict], volumes: set[str] | frozenset[str]) -> None:
+    def __init__(self, request: Callable[..., dict],
+                 volumes: Collection[str] | Callable[[], Collection[str]]) -> None:
         self.request = request
-        self.volumes = frozenset(volumes)
+        self._volumes = volumes if callable(volumes) else frozenset(volumes)
+
+    @property
+    def volumes(self) -> frozenset[str]:
+        v = self._volumes
+        return frozenset(v() if callable(v) else v)
 
     def take(self, volume: str) -> list[tuple[int, int]]:
-        if volume not in self.volumes:
+        try:
+            serves = volume in self.volumes
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"the IO filter's control socket did not answer: {exc}") from exc
+        if not serves:
             return []
         try:
             reply = self.request("dirty", volume=volume, clear=True)

@@ -2,12 +2,14 @@
 
 Pure: no I/O, no clock, no locks (the owner serialises calls). A volume's phase::
 
-    None ──need(new volume)──> InitialSync ──complete──> Streaming
-      └──need(pre-seeded)───> DeltaSync   ──complete──> Streaming
+    None ──need(new volume | link restored | buffer overflow)──> InitialSync ──complete──> Streaming
+      └──need(pre-seeded | any other delta reason)──────────> DeltaSync   ──complete──> Streaming
     Streaming ──need(link restored | buffer overflow)──> BitmapSync ──complete──> Streaming
     Streaming ──need(filter restarted | new VRA | reverse protection | forced | journal corrupt)──> DeltaSync
 
-A need that arrives while a sync runs is remembered: when the sync completes, the volume goes to the phase
+A volume in None whose replica already holds data (pre-seeded; or a VRA that restarted without knowing how
+far it got, or a filter that lost its map: the replica was streamed to before) gets a delta sync, not a
+full copy. A need that arrives while a sync runs is remembered: when the sync completes, the volume goes to the phase
 needed meanwhile instead of Streaming (new dirty extents after a bitmap sync fetched the map; a filter crash
 during any sync), and a need for a more thorough sync (``RANK``) asks the caller to restart the running one.
 An interrupted initial sync leaves a partial copy, which is a pre-seed: it resumes as a delta sync.
@@ -96,7 +98,7 @@ class VolumeSyncState:
         wanted = _PHASE[kind]
         restart = False
         if self.phase is Phase.NONE:
-            wanted = Phase.DELTA_SYNC if reason is Reason.PRESEEDED else Phase.INITIAL_SYNC
+            wanted = Phase.DELTA_SYNC if kind is SyncKind.DELTA else Phase.INITIAL_SYNC
             self.phase = wanted
         elif self.running:
             if self._after is None or RANK[wanted] > RANK[self._after]:

@@ -84,6 +84,11 @@ class ControlStub:
                 request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.SerializeToString,
                 response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
                 _registered_method=True)
+        self.ForceSync = channel.unary_unary(
+                '/zvr.vra.v1.Control/ForceSync',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -157,6 +162,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForceSync(self, request, context):
+        """Protect VRA: sync the VPG's volumes (all, or the ones listed) by a delta sync: the ZVM's forcesync,
+        reverse protection after a failover, a replaced VRA. Returns once the need is recorded; Status shows
+        the sync (substatus DeltaSync, progress, then its report).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +222,11 @@ def add_ControlServicer_to_server(servicer, server):
             'CloseImage': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseImage,
                     request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
+            ),
+            'ForceSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForceSync,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.FromString,
                     response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
             ),
     }
@@ -480,6 +499,33 @@ class Control:
             target,
             '/zvr.vra.v1.Control/CloseImage',
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.CloseImageRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForceSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/ForceSync',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.SerializeToString,
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
             options,
             channel_credentials,
