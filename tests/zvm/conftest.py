@@ -73,13 +73,25 @@ def make_app(tmp_path):
         app.extensions["zvm"].stop()
 
 
+def fake_site_app(make_app, fake_vcenter, **config):
+    app = make_app(vcenter=fake_vcenter, vcenter_url="http://fake/sdk", vcenter_username="u",
+                   vcenter_password="p", **config)
+    app.extensions["zvm"].inventory.sync_once()
+    return app
+
+
 @pytest.fixture
 def app(make_app, fake_vcenter):
     """A ZVM whose local inventory is the fake vCenter's, loaded."""
-    app = make_app(vcenter=fake_vcenter, vcenter_url="http://fake/sdk", vcenter_username="u",
-                   vcenter_password="p")
-    app.extensions["zvm"].inventory.sync_once()
-    return app
+    return fake_site_app(make_app, fake_vcenter)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_on_both_engines(request, make_app, fake_vcenter):
+    """``app`` on SQLite and on PostgreSQL (modules that must hold on both override ``app`` with this)."""
+    if request.param == "sqlite":
+        return fake_site_app(make_app, fake_vcenter)
+    return fake_site_app(make_app, fake_vcenter, database_url=request.getfixturevalue("pg_server").new_database())
 
 
 @pytest.fixture

@@ -11,6 +11,11 @@ from tests.zvm.fakes import ApiClient, basic, db_snapshot
 from zvm import models as m
 
 
+@pytest.fixture
+def app(app_on_both_engines):
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    return app_on_both_engines
+
 def local_site_id(api) -> str:
     return api.get("/localsite").json["SiteIdentifier"]
 

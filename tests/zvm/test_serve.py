@@ -70,3 +70,19 @@ def test_serve_refuses_a_bad_configuration_with_what_to_fix(tmp_path):
     assert out.returncode == 1 and "both tls_certificate and tls_key" in out.stderr
     out = serve()
     assert out.returncode == 1 and "--data-dir" in out.stderr
+
+
+def test_serve_on_postgresql(tmp_path, pg_server):
+    url = pg_server.new_database()
+    server = start_serve(tmp_path / "zvm", "--database-url", url, "--admin-password", "S3cure-pass")
+    try:
+        server.wait_for(r"Booting worker")
+        headers = login(server.url, "S3cure-pass")
+        draft = requests.post(f"{server.url}/v1/vpgSettings", headers=headers, timeout=30).json()
+        got = requests.get(f"{server.url}/v1/vpgSettings/{draft['VpgSettingsIdentifier']}", headers=headers,
+                           timeout=30)
+        assert got.status_code == 200 and got.json()["CreatedBy"] == "admin"
+        assert not (tmp_path / "zvm" / "zvm.db").exists()  # the state is in PostgreSQL
+        assert url.split(":")[2].split("@")[0] not in "\n".join(server.lines)  # its password is never logged
+    finally:
+        assert server.stop() == 0

@@ -17,6 +17,12 @@ def control(api):
     return fake
 
 
+
+@pytest.fixture
+def app(app_on_both_engines):
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    return app_on_both_engines
+
 def install(api, *hosts: str) -> dict[str, str]:
     ids = {}
     for host in hosts:

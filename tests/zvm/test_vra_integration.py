@@ -1,13 +1,15 @@
 """The ZVM driving real appliances: `vra serve` processes (protect and recovery) and a `vra iofilter`
 started as the lab would, a VPG committed through the API, writes through NBD (qemu-io), checkpoints taken
 through the API, and monitoring that reads the VRAs: the VPG reaches MeetingSLA; deleting it clears the
-VRAs' roles."""
+VRAs' roles. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from pathlib import Path
+
+import pytest
 
 from tests.replication.lab import SECRET, Lab, run
 from tests.zvm.fakes import ApiClient, FakeVCenter, fake_inventory
@@ -18,7 +20,9 @@ from zvm.vra_control import VraRef
 VOLUME_SIZE = 8 << 20
 
 
-def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_app, tmp_path):
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_app, tmp_path, request, engine):
+    database = {} if engine == "sqlite" else {"database_url": request.getfixturevalue("pg_server").new_database()}
     short = Path(tempfile.mkdtemp(prefix="zl-", dir="/tmp"))  # unix socket paths must stay short
     lab = Lab(short)
     datastore = tmp_path / "recovery-ds"
@@ -28,7 +32,7 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
     inv.datastores["datastore-2"].url = f"ds://{datastore}/"
     app = make_app(vcenter=FakeVCenter(inv), vcenter_url="http://fake/sdk", vcenter_username="u",
                    vra_pairing_secret=SECRET,
-                   filter_control_template=str(lab.tmp / "{vra_id}-filter" / "control.sock"))
+                   filter_control_template=str(lab.tmp / "{vra_id}-filter" / "control.sock"), **database)
     zvm = app.extensions["zvm"]
     zvm.inventory.sync_once()
     api = ApiClient.login(app)
