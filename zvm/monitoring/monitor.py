@@ -6,7 +6,7 @@ The VRAs are asked through the VRA control seam (zvm.vra_control: Status, ListCh
 site through ``peer_probe(peer) -> bool``. A VPG's figures come from its VRAs' roles: RPO from the protect
 roles' ``rpo_ms``, throughput and IOPS from their ``bytes`` and ``writes`` between two passes, journal use
 and history from the recover role's ``journal_bytes`` and ``history_covered_s``; its checkpoints are the
-ones the recovery VRA's journal lists. A VPG leaves Initializing (InitialSync) for MeetingSLA when every
+ones the recovery VRA's journal lists (asked of the paired site's ZVM when the VPG recovers there). A VPG leaves Initializing (InitialSync) for MeetingSLA when every
 role reports ok and the journal holds a consistent checkpoint.
 """
 
@@ -132,13 +132,45 @@ class Monitor:
                 m.Vra.update(reachable=True, last_seen=now).where(m.Vra.id == vra.id).execute()
             for vpg_id, roles in status.items():
                 reports.setdefault(vpg_id, {})[vra.identifier] = roles
-        for vpg in m.Vpg.select():
-            if vpg.identifier in reports:
-                self._apply_reports(control, vpg, reports[vpg.identifier], now)
+        for vpg in m.Vpg.select(m.Vpg, m.Site).join(m.Site, on=(m.Vpg.recovery_site == m.Site.id)):
+            by_vra = reports.get(vpg.identifier, {})
+            protect = [r["protect"] for r in by_vra.values() if "protect" in r]
+            if vpg.recovery_site_id == vpg.protected_site_id:
+                recover_at = next((v for v, roles in by_vra.items() if "recover" in roles), None)
+                recover = by_vra[recover_at]["recover"] if recover_at else None
+                listed = self._local_checkpoints(control, vpg, recover_at)
+            else:
+                recover, listed = self._peer_recovery(vpg)
+            if protect or recover is not None:
+                self._apply_reports(vpg, protect, recover, listed, now)
 
-    def _apply_reports(self, control, vpg: m.Vpg, by_vra: dict[str, dict], now: float) -> None:
-        protect = [r["protect"] for r in by_vra.values() if "protect" in r]
-        recover = next((r["recover"] for r in by_vra.values() if "recover" in r), None)
+    @staticmethod
+    def _local_checkpoints(control, vpg: m.Vpg, vra_id: str | None) -> list | None:
+        from zvm.orchestration.vpgs import vra_ref
+
+        vra = m.Vra.get_or_none(m.Vra.identifier == vra_id) if vra_id else None
+        if vra is None:
+            return None
+        try:
+            return control.list_checkpoints(vra_ref(vra), vpg.identifier)
+        except ZvmError:
+            return None
+
+    def _peer_recovery(self, vpg: m.Vpg) -> tuple[dict | None, list | None]:
+        """A paired recovery site's view of the VPG: its recover role and the journal's checkpoints."""
+        from zvm.orchestration.vpgs import peer_client
+        from zvm.vra_control import CheckpointEntry
+
+        try:
+            reply = peer_client(self.zvm, vpg.recovery_site).vpg_status(vpg.identifier)
+        except ZvmError:
+            return None, None
+        listed = [CheckpointEntry(c["checkpoint_id"], c["timestamp_s"], c.get("tag"), bool(c["consistent"]))
+                  for c in reply.get("Checkpoints") or []]
+        return reply.get("Recover"), listed
+
+    def _apply_reports(self, vpg: m.Vpg, protect: list[dict], recover: dict | None, listed: list | None,
+                       now: float) -> None:
         fields: dict = {"last_report_at": now}
         if protect:
             fields["actual_rpo_seconds"] = int(round(max(p["counters"].get("rpo_ms", 0.0) for p in protect) / 1000))
@@ -152,7 +184,7 @@ class Monitor:
         if recover is not None:
             fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
             fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
-        checkpoints = self._sync_checkpoints(control, vpg, by_vra, recover)
+        checkpoints = self._store_checkpoints(vpg, listed) if listed is not None else []
         healthy = (bool(protect) and recover is not None and all(p["state"] == "ok" for p in protect)
                    and recover["state"] == "ok")
         if any(p.get("needs_bitmap_sync") for p in protect):
@@ -166,18 +198,8 @@ class Monitor:
             m.Vpg.update(**fields).where(m.Vpg.id == vpg.id).execute()
 
     @staticmethod
-    def _sync_checkpoints(control, vpg: m.Vpg, by_vra: dict[str, dict], recover: dict | None) -> list:
+    def _store_checkpoints(vpg: m.Vpg, listed: list) -> list:
         """The checkpoint table of the VPG = the checkpoints its journal holds now."""
-        if recover is None:
-            return []
-        from zvm.orchestration.vpgs import vra_ref
-
-        vra_id = next(v for v, roles in by_vra.items() if "recover" in roles)
-        vra = m.Vra.get_or_none(m.Vra.identifier == vra_id)
-        try:
-            listed = control.list_checkpoints(vra_ref(vra), vpg.identifier) if vra else []
-        except ZvmError:
-            return []
         with zdb.transaction():
             known = {c.identifier for c in m.Checkpoint.select(m.Checkpoint.identifier).where(m.Checkpoint.vpg == vpg)}
             for c in listed:

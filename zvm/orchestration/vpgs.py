@@ -7,9 +7,11 @@ role is configured first, so the protect VRAs find their peer ready. The VPG the
 (substatus InitialSync) until monitoring sees every role healthy and a consistent checkpoint in the
 journal; then it is MeetingSLA.
 
-Not done here yet, and said so by the tasks: a recovery site that is a paired site (its VRAs are managed by
-its own ZVM: the peer service has no call for it yet); pause, resume and forced sync (the VRA Control
-service has no calls for them yet).
+A paired recovery site's VRAs belong to its own ZVM: the protect side sends it a ``RecoverRequest`` over
+the peer service, which sets the role up there (``recover_locally``) and answers with the VRA to stream to.
+
+Not done here yet, and said so by the tasks: pause, resume and forced sync (the VRA Control service has no
+calls for them yet).
 """
 
 from __future__ import annotations
@@ -26,10 +28,46 @@ from zvm.vra_control import ProtectPlan, RecoverPlan, VraRef
 
 
 @dataclass
+class RecoverRequest:
+    """What the recovery site needs to set up a VPG's recover role: given to the local planner, or sent to
+    the paired site's ZVM (which owns the VRAs and the inventory there)."""
+
+    vpg: str
+    name: str
+    recovery_host: str | None
+    recovery_cluster: str | None
+    datastore: str
+    journal_datastore: str | None
+    volumes: list[tuple[str, str | None, int]]  # (volume id, datastore or None for the default, size)
+    protect_peers: list[str]  # VRA ids of the protect side
+    history_s: int
+    hard_limit_bytes: int = 0
+    warning_bytes: int = 0
+
+    def to_json(self) -> dict:
+        return {k: (list(map(list, v)) if k == "volumes" else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> RecoverRequest:
+        try:
+            return cls(**{**data, "volumes": [(str(v), d, int(s)) for v, d, s in data["volumes"]]})
+        except (TypeError, KeyError, ValueError) as exc:
+            raise PermanentError(f"a recover request is malformed: {exc}") from exc
+
+
+@dataclass
 class VpgPlan:
-    recover_vra: VraRef
-    recover: RecoverPlan
-    protect: list[tuple[VraRef, ProtectPlan]]
+    protect: list[tuple[VraRef, list[str], str]]  # (VRA, its volumes, its host's filter control); [0] coordinates
+    recover: RecoverRequest
+    priority: int
+    compression: bool
+
+    def protect_plans(self, recover_vra: VraRef) -> list[tuple[VraRef, ProtectPlan]]:
+        refs = [vra for vra, _, _ in self.protect]
+        return [(vra, ProtectPlan(vpg=self.recover.vpg, volumes=volumes, recover_peer=recover_vra,
+                                  protect_peers=refs, coordinator=i == 0, priority=self.priority,
+                                  compression=self.compression, filter_controls=[control]))
+                for i, (vra, volumes, control) in enumerate(self.protect)]
 
 
 def _vpg(ctx: TaskContext) -> m.Vpg:
@@ -54,58 +92,82 @@ def vra_ref(vra: m.Vra) -> VraRef:
     return VraRef(vra_id=vra.identifier, address=vra.control_address, name=vra.name)
 
 
+def _usable_vras(site: m.Site) -> dict[str, m.Vra]:
+    return {v.host_moid: v for v in m.Vra.select().where(m.Vra.site == site, m.Vra.state == "Installed",
+                                                         m.Vra.control_address != "")}
+
+
+def _waiting(site: m.Site, hosts: set) -> ConflictError:
+    names = {h.moid: h.name for h in m.InvHost.select().where(m.InvHost.site == site)}
+    listed = ", ".join(sorted(names.get(h, h or "(unknown host)") for h in hosts))
+    return ConflictError(f"no installed VRA with a known address on host(s) {listed} of site {site.name}: "
+                         "install them (POST /v1/vras), then commit the VPG's settings again; the VPG stays "
+                         "Initializing", code="WaitingForVras")
+
+
 def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -> VpgPlan:
-    """The roles of every VRA for this VPG; ConflictError naming the hosts that lack a usable VRA."""
+    """The protect side's roles (this site's VRAs) and the recover request for the recovery site."""
     local = vpg.protected_site
-    if vpg.recovery_site_id != local.id:
-        raise PermanentError(f"VPG {vpg.name} recovers to paired site {vpg.recovery_site.name}: configuring "
-                             "that site's VRAs through its ZVM is not implemented yet; replicate to this site",
-                             code="NotImplemented")
-    vras = {v.host_moid: v for v in m.Vra.select().where(m.Vra.site == local, m.Vra.state == "Installed")}
+    vras = _usable_vras(local)
     host_names = {h.moid: h.name for h in m.InvHost.select().where(m.InvHost.site == local)}
     vms = list(m.VpgVm.select().where(m.VpgVm.vpg == vpg).order_by(m.VpgVm.id))
     placed = {v.moid: v.host for v in m.InvVm.select().where(m.InvVm.site == local,
                                                             m.InvVm.moid.in_([x.vm_moid for x in vms]))}
-    recovery_host = vpg.recovery_host
-    if recovery_host is None and vpg.recovery_cluster:
-        in_cluster = sorted(h for h, v in vras.items() if m.InvHost.select().where(
-            m.InvHost.site == local, m.InvHost.moid == h, m.InvHost.cluster == vpg.recovery_cluster).exists())
-        recovery_host = in_cluster[0] if in_cluster else None
-    needed = {recovery_host} | {placed.get(vm.vm_moid) for vm in vms}
-    missing = sorted(host_names.get(h, h or "(unknown host)") for h in needed
-                     if h is None or h not in vras or not vras[h].control_address)
+    missing = {placed.get(vm.vm_moid) for vm in vms} - set(vras)
     if missing:
-        raise ConflictError(f"no installed VRA with a known address on host(s) {', '.join(missing)}: install "
-                            "them (POST /v1/vras), then commit the VPG's settings again; the VPG stays "
-                            "Initializing", code="WaitingForVras")
-    recover_vra = vras[recovery_host]
-    base = f"zvr/{vpg.identifier}"
+        raise _waiting(local, missing)
     volumes_by_host: dict[str, list[str]] = {}
     replicas = []
     for vm in vms:
         for vol in vm.volumes.order_by(m.VpgVolume.disk_key):
             volumes_by_host.setdefault(placed[vm.vm_moid], []).append(vol.volume_id)
-            ds_dir = datastore_dir(vpg.recovery_site, vol.recovery_datastore or vpg.recovery_datastore)
-            replicas.append((vol.volume_id, f"{ds_dir}/{base}/{vol.volume_id}.img", int(vol.capacity)))
+            replicas.append((vol.volume_id, vol.recovery_datastore, int(vol.capacity)))
     if not replicas:
         raise PermanentError(f"VPG {vpg.name} has no disks to replicate")
-    journal_dir = f"{datastore_dir(vpg.recovery_site, vpg.journal_datastore or vpg.recovery_datastore)}/{base}/journal"
-    protect_refs = [vra_ref(vras[h]) for h in sorted(volumes_by_host, key=lambda h: vras[h].identifier)]
-    priority = {"Low": 1, "Medium": 2, "High": 3}.get(vpg.priority, 2)
-    protect = []
-    for i, ref in enumerate(protect_refs):
-        host = next(h for h in volumes_by_host if vras[h].identifier == ref.vra_id)
-        control = filter_control_template.format(vra_id=ref.vra_id, host=host, host_name=host_names.get(host, host))
-        protect.append((ref, ProtectPlan(vpg=vpg.identifier, volumes=volumes_by_host[host],
-                                         recover_peer=vra_ref(recover_vra), protect_peers=protect_refs,
-                                         coordinator=i == 0, priority=priority,
-                                         compression=bool(vpg.wan_compression), filter_controls=[control])))
-    recover = RecoverPlan(vpg=vpg.identifier, journal_dir=journal_dir, volumes=replicas,
-                          protect_peers=[r.vra_id for r in protect_refs],
-                          history_s=vpg.journal_history_hours * 3600,
-                          hard_limit_bytes=vpg.journal_hard_limit_mb << 20,
-                          warning_bytes=vpg.journal_warning_mb << 20)
-    return VpgPlan(recover_vra=vra_ref(recover_vra), recover=recover, protect=protect)
+    hosts = sorted(volumes_by_host, key=lambda h: vras[h].identifier)
+    protect = [(vra_ref(vras[h]), volumes_by_host[h],
+                filter_control_template.format(vra_id=vras[h].identifier, host=h, host_name=host_names.get(h, h)))
+               for h in hosts]
+    recover = RecoverRequest(
+        vpg=vpg.identifier, name=vpg.name, recovery_host=vpg.recovery_host, recovery_cluster=vpg.recovery_cluster,
+        datastore=vpg.recovery_datastore, journal_datastore=vpg.journal_datastore, volumes=replicas,
+        protect_peers=[vra.vra_id for vra, _, _ in protect], history_s=vpg.journal_history_hours * 3600,
+        hard_limit_bytes=vpg.journal_hard_limit_mb << 20, warning_bytes=vpg.journal_warning_mb << 20)
+    return VpgPlan(protect=protect, recover=recover,
+                   priority={"Low": 1, "Medium": 2, "High": 3}.get(vpg.priority, 2),
+                   compression=bool(vpg.wan_compression))
+
+
+def recover_locally(site: m.Site, req: RecoverRequest, control) -> VraRef:
+    """Set up the recover role on this site's VRA of the recovery host (or of a host of the recovery
+    cluster): journal and replica volumes under zvr/<vpg>/ on the datastores. Used for a VPG to this site,
+    and by the peer service for a paired site's VPG."""
+    vras = _usable_vras(site)
+    host = req.recovery_host
+    if host is None and req.recovery_cluster:
+        in_cluster = {h.moid for h in m.InvHost.select().where(m.InvHost.site == site,
+                                                               m.InvHost.cluster == req.recovery_cluster)}
+        host = min((h for h in vras if h in in_cluster), default=None)
+    if host not in vras:
+        raise _waiting(site, {host})
+    base = f"zvr/{req.vpg}"
+    replicas = [(volume, f"{datastore_dir(site, ds or req.datastore)}/{base}/{volume}.img", size)
+                for volume, ds, size in req.volumes]
+    journal_dir = f"{datastore_dir(site, req.journal_datastore or req.datastore)}/{base}/journal"
+    vra = vra_ref(vras[host])
+    control.configure_recover(vra, RecoverPlan(
+        vpg=req.vpg, journal_dir=journal_dir, volumes=replicas, protect_peers=req.protect_peers,
+        history_s=req.history_s, hard_limit_bytes=req.hard_limit_bytes, warning_bytes=req.warning_bytes))
+    return vra
+
+
+def peer_client(zvm, site: m.Site):
+    from zvm.orchestration.peers import client_for
+
+    peer = m.PeerSite.get_or_none(m.PeerSite.site == site)
+    if peer is None:
+        raise NotFoundError(f"site {site.name} is no longer paired", code="SiteNotFound")
+    return client_for(zvm, peer)
 
 
 def _set(vpg: m.Vpg, **fields) -> None:
@@ -122,15 +184,22 @@ def _installed_vras(site: m.Site) -> list[m.Vra]:
 def configure_vpg(ctx: TaskContext) -> dict:
     vpg = _vpg(ctx)
     control = ctx.zvm.vra_control
+    local = vpg.recovery_site_id == vpg.protected_site_id
     ctx.progress(10, f"Planning VPG {vpg.name} onto the VRAs of its hosts")
     try:
         plan = plan_vpg(vpg, ctx.zvm.config.filter_control_template)
-        ctx.progress(30, f"Configuring the recovery VRA {plan.recover_vra.name}: journal and replica volumes")
-        control.configure_recover(plan.recover_vra, plan.recover)
-        for i, (vra, protect) in enumerate(plan.protect):
-            ctx.progress(50 + 40 * i // len(plan.protect), f"Configuring the protect role on {vra.name}")
+        if local:
+            ctx.progress(30, "Configuring the recovery VRA: journal and replica volumes")
+            recover_vra = recover_locally(vpg.recovery_site, plan.recover, control)
+        else:
+            ctx.progress(30, f"Asking site {vpg.recovery_site.name} to configure its recovery VRA")
+            reply = peer_client(ctx.zvm, vpg.recovery_site).recover_vpg(plan.recover.to_json())
+            recover_vra = VraRef(reply["VraIdentifier"], reply["Address"], reply.get("Name", ""))
+        protects = plan.protect_plans(recover_vra)
+        for i, (vra, protect) in enumerate(protects):
+            ctx.progress(50 + 40 * i // len(protects), f"Configuring the protect role on {vra.name}")
             control.configure_protect(vra, protect)
-        used = {plan.recover_vra.vra_id, *(v.vra_id for v, _ in plan.protect)}
+        used = {recover_vra.vra_id, *(v.vra_id for v, _ in protects)}
         for vra in _installed_vras(vpg.protected_site):  # VRAs that no longer serve it (VMs removed)
             if vra.identifier not in used:
                 control.remove_vpg(vra_ref(vra), vpg.identifier)
@@ -139,10 +208,11 @@ def configure_vpg(ctx: TaskContext) -> dict:
         raise
     if vpg.status in ("Initializing", "Error"):
         _set(vpg, status="Initializing", substatus="InitialSync")
-    ctx.progress(100, f"VRAs configured: {len(plan.protect)} protect, 1 recover; replication starts, the VPG "
+    where = "" if local else f" at site {vpg.recovery_site.name}"
+    ctx.progress(100, f"VRAs configured: {len(protects)} protect, 1 recover{where}; replication starts, the VPG "
                  "meets its SLA once the journal holds a consistent checkpoint")
-    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _ in plan.protect],
-            "RecoveryVra": plan.recover_vra.vra_id}
+    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _ in protects],
+            "RecoveryVra": recover_vra.vra_id}
 
 
 @handler("DeleteVpg")
@@ -151,6 +221,15 @@ def delete_vpg(ctx: TaskContext) -> dict:
     control = ctx.zvm.vra_control
     force = bool(ctx.param("Force", False))
     unreached = []
+    if vpg.recovery_site_id != vpg.protected_site_id:
+        ctx.progress(5, f"Asking site {vpg.recovery_site.name} to remove the VPG from its VRAs")
+        try:
+            unreached += peer_client(ctx.zvm, vpg.recovery_site).remove_vpg(vpg.identifier).get("Unreached", [])
+        except ZvmError as exc:
+            if not force:
+                _set(vpg, substatus="Error")
+                raise ZvmError(f"{exc}; delete with Force to remove the VPG anyway", code=exc.code) from exc
+            unreached.append(f"site {vpg.recovery_site.name}")
     vras = _installed_vras(vpg.protected_site)
     for i, vra in enumerate(vras):
         ctx.progress(10 + 70 * i // max(1, len(vras)), f"Removing VPG {vpg.name} from {vra.name}")
@@ -172,8 +251,7 @@ def delete_vpg(ctx: TaskContext) -> dict:
 @handler("CheckpointVpg")
 def checkpoint_vpg(ctx: TaskContext) -> dict:
     vpg = _vpg(ctx)
-    plan = plan_vpg(vpg, ctx.zvm.config.filter_control_template)
-    coordinator = next(v for v, p in plan.protect if p.coordinator)
+    coordinator = plan_vpg(vpg, ctx.zvm.config.filter_control_template).protect[0][0]
     ctx.progress(30, f"Taking checkpoint {ctx.param('Tag')!r} through {coordinator.name}")
     cp = ctx.zvm.vra_control.checkpoint(coordinator, vpg.identifier, ctx.param("Tag") or "", wait_durable=True)
     with zdb.transaction():

@@ -94,3 +94,12 @@ class PeerClient:
     def unpair(self) -> dict:
         return self._exchange(self._mutual(), "POST", "/peer/v1/unpair", {})
 
+    def recover_vpg(self, request: dict) -> dict:
+        """Ask the peer to set up a VPG's recover role; returns its VRA (VraIdentifier, Address, Name)."""
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/recover", request)
+
+    def remove_vpg(self, vpg: str) -> dict:
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/remove", {"Vpg": vpg})
+
+    def vpg_status(self, vpg: str) -> dict:
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/status", {"Vpg": vpg})

@@ -5,6 +5,9 @@ at the TLS layer and required by every call but pairing.
     GET  /peer/v1/ping       -> this site                                                    (paired cert)
     GET  /peer/v1/inventory  -> this site's hosts, clusters, datastores, networks, folders   (paired cert)
     POST /peer/v1/unpair     forget the caller                                               (paired cert)
+    POST /peer/v1/vpgs/recover   set up a VPG's recover role on this site's VRA -> that VRA  (paired cert)
+    POST /peer/v1/vpgs/remove    remove a VPG from this site's VRAs                           (paired cert)
+    POST /peer/v1/vpgs/status    a VPG's recover role and journal checkpoints here           (paired cert)
 
 TLS asks every client for a certificate and verifies one that is given against the CAs of the paired
 sites (the trust store is rebuilt on each handshake, so pairing and unpairing take effect at once); the
@@ -105,6 +108,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, service.inventory(self._caller()))
             elif route == ("POST", "/peer/v1/unpair"):
                 self._reply(200, service.unpaired_by(self._caller()))
+            elif route == ("POST", "/peer/v1/vpgs/recover"):
+                self._reply(200, service.recover_vpg(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/vpgs/remove"):
+                self._reply(200, service.remove_vpg(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/vpgs/status"):
+                self._reply(200, service.vpg_status(self._caller(), self._body()))
             else:
                 self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
         except ZvmError as exc:
@@ -122,7 +131,58 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
 
-class PeerService:
+def _vpg_id(body: dict) -> str:
+    vpg = body.get("Vpg") or body.get("vpg")
+    if not isinstance(vpg, str) or not vpg:
+        raise ValidationError("name the VPG (Vpg)")
+    return vpg
+
+
+class PeerVpgs:
+    """The recovery side of a paired site's VPGs (its VRAs are this ZVM's)."""
+
+    def recover_vpg(self, caller: m.PeerSite, body: dict) -> dict:
+        from zvm.orchestration import vpgs
+
+        req = vpgs.RecoverRequest.from_json(body)
+        vra = vpgs.recover_locally(self.zvm.local_site(), req, self.zvm.vra_control)
+        now = time.time()
+        with zdb.transaction():
+            m.Event.create(kind="ConfigureRecovery", category="Vpg", user="peer:" + caller.site.name,
+                           description=f"Recovery of VPG {req.name} from site {caller.site.name} set up on {vra.name}",
+                           entity_id=req.vpg, result="Succeeded", started_at=now, completed_at=now)
+        return {"VraIdentifier": vra.vra_id, "Address": vra.address, "Name": vra.name}
+
+    def remove_vpg(self, caller: m.PeerSite, body: dict) -> dict:
+        from zvm.orchestration import vpgs
+
+        vpg = _vpg_id(body)
+        unreached = []
+        for vra in vpgs._installed_vras(self.zvm.local_site()):
+            try:
+                self.zvm.vra_control.remove_vpg(vpgs.vra_ref(vra), vpg)
+            except ZvmError:
+                unreached.append(vra.name)
+        return {"Unreached": unreached}
+
+    def vpg_status(self, caller: m.PeerSite, body: dict) -> dict:
+        from zvm.orchestration import vpgs
+
+        vpg = _vpg_id(body)
+        for vra in vpgs._installed_vras(self.zvm.local_site()):
+            ref = vpgs.vra_ref(vra)
+            try:
+                role = self.zvm.vra_control.status(ref).get(vpg, {}).get("recover")
+                if role is None:
+                    continue
+                listed = self.zvm.vra_control.list_checkpoints(ref, vpg)
+            except ZvmError:
+                continue
+            return {"Recover": role, "Checkpoints": [c.__dict__ for c in listed], "Vra": vra.identifier}
+        return {"Recover": None, "Checkpoints": [], "Vra": None}
+
+
+class PeerService(PeerVpgs):
     """The operations behind the peer endpoints, on this ZVM's database."""
 
     def __init__(self, zvm):
