@@ -1,26 +1,30 @@
-"""`zvm lab up | status | down`: the two-site lab on one machine.
+"""`zvm lab up | status | down` and the lab's controls: the two-site lab on one machine.
 
-The lab runs every process detached from the command that started it and records them in
-``<lab dir>/lab.json``, so ``status`` and ``down`` work from any later shell. ``up`` is a list of steps with
-progress; a failed step says which and why, and stops everything started before it.
+``up`` runs the steps of :mod:`zvm.lab.steps` (vCenters, WAN, ZVMs, pairing, VRAs, a VPG, IO filters, a
+workload) with numbered progress; every process it starts is detached and recorded in
+``<lab dir>/lab.json``, so ``status``, ``down`` and the controls (``wan``, ``workload``, ``image``, ``env``)
+work from any later shell. A failed step says which and why, and stops everything started before it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from zvm.client import ZvmClient
 from zvm.errors import ZvmError
-from zvm.lab.vcsim import REPO_ROOT, Vcsim, VcsimSpec
+from zvm.lab import images, processes, workload
+from zvm.lab.links import LinksControl
+from zvm.lab.processes import LabError
+from zvm.lab.state import SITES, LabState, default_lab_dir
+from zvm.lab.steps import STEPS, Lab, UpOptions, run_steps
 
-SITES = ("protected", "recovery")
+# Stopped in this order: nothing is left writing to what the next tier stops (filters flush to their VRA).
+STOP_TIERS = (("workload",), ("iofilter",), ("vra",), ("zvm", "wan"), ("vcsim",))
 
 
 def positive(text: str) -> int:
@@ -30,142 +34,167 @@ def positive(text: str) -> int:
     return value
 
 
-def default_lab_dir() -> Path:
-    return Path(os.environ.get("ZVR_LAB_DIR") or REPO_ROOT / "lab-data")
-
-
-@dataclass
-class LabState:
-    """What the lab started, persisted as JSON."""
-
-    lab_dir: Path
-    vcenters: dict[str, Vcsim] = field(default_factory=dict)
-    started_at: float = 0.0
-
-    @property
-    def path(self) -> Path:
-        return self.lab_dir / "lab.json"
-
-    def save(self) -> None:
-        self.lab_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "started_at": self.started_at,
-            "vcenters": {k: v.to_dict() for k, v in self.vcenters.items()},
-        }, indent=2))
-        os.chmod(tmp, 0o600)  # it holds the lab's passwords
-        tmp.replace(self.path)
-
-    @classmethod
-    def load(cls, lab_dir: Path) -> LabState | None:
-        path = lab_dir / "lab.json"
-        if not path.exists():
-            return None
-        data = json.loads(path.read_text())
-        return cls(lab_dir=lab_dir, started_at=data.get("started_at", 0.0),
-                   vcenters={k: Vcsim.from_dict(v) for k, v in data.get("vcenters", {}).items()})
-
-    def running(self) -> list[str]:
-        return [name for name, sim in self.vcenters.items() if sim.alive()]
-
-
-def _say(msg: str) -> None:
+def _say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def _stop_all(state: LabState) -> None:
-    for sim in state.vcenters.values():
-        sim.stop()
+def stop_lab(state: LabState, say=_say) -> list[str]:
+    """Stop every process of the lab, tier by tier; remove lab.json and the lab's data (keep the logs).
+    Returns the names of the processes that had to be killed."""
+    killed = []
+    for kinds in STOP_TIERS:
+        tier = [p for p in state.processes if p.kind in kinds]
+        if any(p.group_alive() for p in tier):
+            say(f"stopping {', '.join(sorted({p.name for p in tier}))} ...")
+        killed += [p.name for p in processes.stop(tier)]
+    unknown = [p for p in state.processes if p.kind not in {k for t in STOP_TIERS for k in t}]
+    killed += [p.name for p in processes.stop(unknown)]
+    state.path.unlink(missing_ok=True)
+    for name in (*SITES, "workload", "wan", "vra-pairing-secret"):
+        target = state.lab_dir / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    if state.run_dir:
+        shutil.rmtree(state.run_dir, ignore_errors=True)
+    return killed
 
 
-def lab_up(lab_dir: Path, hosts: int, vms: int, disk_mb: int) -> int:
+def lab_up(lab_dir: Path, opts: UpOptions) -> int:
     existing = LabState.load(lab_dir)
-    if existing and existing.running():
-        _say(f"The lab is already up (started {time.ctime(existing.started_at)}); "
-             "'zvm lab status' shows it, 'zvm lab down' stops it.")
-        return 0
-    if existing:
-        _stop_all(existing)  # leftovers of a lab that died: clear them before starting anew
-    state = LabState(lab_dir=lab_dir, started_at=time.time())
-    spec = VcsimSpec(hosts_per_cluster=hosts, vms_per_pool=vms, disk_mb=disk_mb, datastores=2, portgroups=2,
-                     password=secrets.token_urlsafe(12))
-    steps = [(f"start the {site} site's vCenter (vcsim)", site) for site in SITES]
-    t0 = time.monotonic()
-    for i, (title, site) in enumerate(steps, 1):
-        _say(f"[{i}/{len(steps) + 1}] {title} ...")
-        try:
-            site_dir = lab_dir / site
-            if site_dir.exists():
-                shutil.rmtree(site_dir)
-            state.vcenters[site] = Vcsim.start(site, site_dir, spec, detach=True)
-            state.save()
-        except (ZvmError, OSError) as exc:
-            _say(f"lab up failed at step {i} ({title}): {exc}")
-            _stop_all(state)
-            state.path.unlink(missing_ok=True)
+    if existing is not None and existing.running():
+        when = time.ctime(existing.started_at)
+        if len(existing.running()) < len(existing.processes) or not existing.complete:
+            _say(f"The lab in {lab_dir} is already up (started {when}) but not all of it runs: "
+                 "'zvm lab status' shows what; 'zvm lab down' then 'zvm lab up' starts it afresh.")
             return 1
-    _say(f"[{len(steps) + 1}/{len(steps) + 1}] check that both vCenters answer ...")
+        _say(f"The lab is already up (started {when}); 'zvm lab status' shows it, 'zvm lab down' stops it.")
+        return 0
+    if existing is not None:
+        stop_lab(existing, say=lambda _m: None)  # what is left of a lab that died: clear it first
+    state = LabState(lab_dir=lab_dir, started_at=time.time(),
+                     options={"hosts": opts.hosts, "vms": opts.vms, "disk_mb": opts.disk_mb, "rate": opts.rate})
+    state.save()
+    lab = Lab(state=state, opts=opts, say=_say)
+    t0 = time.monotonic()
     try:
-        summaries = {site: _summary(sim) for site, sim in state.vcenters.items()}
-    except ZvmError as exc:
-        _say(f"lab up failed at the check: {exc}")
-        _stop_all(state)
-        state.path.unlink(missing_ok=True)
+        ok = run_steps(lab, STEPS, on_failure=lambda: (lab.close(), stop_lab(state)))
+    except KeyboardInterrupt:
+        return 130
+    if not ok:
+        _say("The lab is down; the logs of what ran are in " + str(state.logs))
         return 1
-    _say(f"\nThe lab is up ({time.monotonic() - t0:.1f} s).\n")
-    _print_sites(state, summaries)
-    sim = state.vcenters["protected"]
-    host, port = sim.host_port.rsplit(":", 1)
-    _say("\nTry next:\n"
-         "  zvm lab status      what is running\n"
-         "  zvm lab down        stop everything the lab started\n"
-         "  list the protected site's hosts with pyVmomi:\n"
-         f"    .venv/bin/python -c \"from pyVim.connect import SmartConnect; "
-         f"si = SmartConnect(host='{host}', port={port}, user='{sim.username}', pwd='{sim.password}', "
-         "protocol='http'); print([h.name for h in si.content.rootFolder.childEntity[0].hostFolder"
-         ".childEntity[0].host])\"")
+    try:
+        state.complete = True
+        state.save()
+        _say(f"\nThe lab is up ({time.monotonic() - t0:.0f} s).\n")
+        _print_summary(lab)
+    finally:
+        lab.close()
     return 0
 
 
-def _summary(sim: Vcsim) -> dict:
-    from zvm.vcenter import VCenter, VCenterConfig
+def _print_summary(lab: Lab) -> None:
+    st = lab.state
+    for site in SITES:
+        z, sim = st.zvms[site], st.vcenters[site]
+        _say(f"{site} site")
+        _say(f"  ZVM (REST API)  {z['url']}/v1    user {z['username']}   password {z['password']}")
+        _say(f"  vCenter         {sim.url}    user {sim.username}   password {sim.password}")
+        _say(f"  VRAs            {', '.join(v['name'] + ' ' + v['address'] for v in st.vras[site])}")
+    vms = ", ".join(vm["name"] for vm in st.vpg["vms"])
+    _say(f"\nVPG {st.vpg['name']} ({st.vpg['identifier']}): {vms}, replicating to the recovery site")
+    _say(f"workload: fio at {st.workload['rate']}/s per VM (zvm lab workload pause|resume)")
+    _say(f"WAN: the ZVMs' peer traffic and the recovery VRAs, through {st.wan['control']} (zvm lab wan ...)")
+    _say(f"logs: {st.logs}")
+    a = st.zvms["protected"]
+    _say("\nTry next (./run zvm ... is .venv/bin/zvm ...; docs/TOUR.md goes further):")
+    for line in (
+        "./run zvm lab status                          sites, VRAs, the VPG's RPO and journal history",
+        'eval "$(./run zvm lab env protected)"         ZVM_URL, ZVM_USER, ZVM_PASSWORD for the zvm CLI',
+        f"./run zvm vpgs; ./run zvm checkpoints {st.vpg['name']} --tagged",
+        f"curl -si -X POST -u admin:{a['password']} {a['url']}/v1/session/add   (token in x-zerto-session)",
+        "./run zvm lab wan cut; sleep 20; ./run zvm lab wan restore",
+        f"./run zvm lab image {st.vpg['vms'][0]['name']}                 its disk at the latest checkpoint, over NBD",
+        "./run zvm lab down                            stop everything the lab started",
+    ):
+        _say("  " + line)
 
-    with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
-        inv = vc.inventory()
-    return {"hosts": len(inv.hosts), "vms": len(inv.vms), "datastores": len(inv.datastores),
-            "clusters": len(inv.clusters), "networks": len(inv.networks)}
 
-
-def _print_sites(state: LabState, summaries: dict[str, dict] | None) -> None:
-    for site, sim in state.vcenters.items():
-        alive = sim.alive()
-        _say(f"{site} site vCenter: {sim.url}   ({'running' if alive else 'NOT RUNNING'}, pid {sim.pid})")
-        _say(f"  user {sim.username}   password {sim.password}")
-        if summaries and site in summaries:
-            s = summaries[site]
-            _say(f"  {s['clusters']} cluster(s), {s['hosts']} hosts, {s['vms']} VMs, "
-                 f"{s['datastores']} datastores, {s['networks']} networks")
-        for name, path in sorted(sim.datastores.items()):
-            _say(f"  datastore {name}: {path}")
+def _load(lab_dir: Path) -> LabState:
+    state = LabState.load(lab_dir)
+    if state is None:
+        raise LabError(f"no lab in {lab_dir}: start it with 'zvm lab up'")
+    return state
 
 
 def lab_status(lab_dir: Path) -> int:
     state = LabState.load(lab_dir)
     if state is None:
-        _say("The lab is not up; start it with 'zvm lab up'.")
+        _say(f"The lab is not up ({lab_dir}); start it with 'zvm lab up'.")
         return 3
     running = state.running()
-    summaries = {}
-    for site in running:
-        try:
-            summaries[site] = _summary(state.vcenters[site])
-        except ZvmError as exc:
-            _say(f"{site}: vCenter does not answer: {exc}")
-    _print_sites(state, summaries)
-    if len(running) != len(state.vcenters):
+    _say(f"lab in {lab_dir}, started {time.ctime(state.started_at)}"
+         + ("" if state.complete else " (its 'up' did not finish)"))
+    _say(f"processes: {len(running)} of {len(state.processes)} running")
+    for p in state.processes:
+        if p not in running:
+            _say(f"  NOT RUNNING: {p.name} (pid {p.pid}), log {p.log}")
+    for site in SITES:
+        if site in state.zvms:
+            _site_status(state, site)
+    if state.wan:
+        _wan_status(state)
+    if state.workload:
+        _say(f"\nworkload: fio at {state.workload['rate']}/s per VM, "
+             + ("PAUSED" if state.workload.get("paused") else "running"))
+    if len(running) != len(state.processes):
         _say("\nSome of the lab's processes have stopped: 'zvm lab down' then 'zvm lab up' restarts it.")
         return 1
     return 0
+
+
+def _site_status(state: LabState, site: str) -> None:
+    z = state.zvms[site]
+    _say(f"\n{site} site: ZVM {z['url']}/v1, vCenter {state.vcenters[site].url}")
+    try:
+        with ZvmClient(z["url"], timeout=15).login(z["username"], z["password"]) as c:
+            local = c.local_site()
+            peers = c.peer_sites()
+            vras = c.vras()
+            vpgs = c.vpgs(protected_site=local["SiteIdentifier"])
+    except ZvmError as exc:
+        _say(f"  the ZVM does not answer: {exc}")
+        return
+    _say(f"  site {local['SiteName']} ({local['SiteIdentifier']}); paired with: "
+         + (", ".join(f"{p['PeerSiteName']} ({p['PairingStatus']})" for p in peers) or "nobody"))
+    for v in vras:
+        _say(f"  VRA {v['VraName']:<22} {v['State']:<10} {'reachable' if v['Reachable'] else 'NOT reachable':<14}"
+             f" {v['ControlAddress']}")
+    for g in vpgs:
+        h = g["HistoryStatusApi"]
+        rpo = "-" if g["ActualRPO"] is None else f"{g['ActualRPO']} s"
+        _say(f"  VPG {g['VpgName']}: {g['Status']} ({g['SubStatus']}), {g['VmsCount']} VMs -> "
+             f"{g['RecoverySite']['SiteName']}; RPO {rpo} (alert above {g['ConfiguredRpoSeconds']} s); "
+             f"journal history {h['ActualHistoryInMinutes']} of {h['ConfiguredHistoryInMinutes']} min, "
+             f"{g['JournalUsedStorageMb']:.1f} MB; last checkpoint {g['LastCheckpointAt'] or '-'}")
+
+
+def _wan_status(state: LabState) -> None:
+    try:
+        links = LinksControl(state.wan["control"], timeout=5).status()
+    except (OSError, ValueError) as exc:
+        _say(f"\nWAN: the emulator does not answer ({exc})")
+        return
+    first = next(iter(links.values()))
+    up = first["directions"]["up"]
+    _say(f"\nWAN: {first['state']}, {up['latency_ms']:g} ms one way, "
+         f"{up['bandwidth_mbps']:g} Mbit/s" + (" (unlimited)" if not up["bandwidth_mbps"] else ""))
+    for name, s in links.items():
+        _say(f"  {name:<22} {s['listen'][0]}:{s['listen'][1]} -> {s['target'][0]}:{s['target'][1]}  "
+             f"{s['directions']['up']['bytes'] + s['directions']['down']['bytes']} bytes, "
+             f"{s['counters']['active']} connections")
 
 
 def lab_down(lab_dir: Path) -> int:
@@ -173,42 +202,147 @@ def lab_down(lab_dir: Path) -> int:
     if state is None:
         _say("The lab is not up; nothing to stop.")
         return 0
-    for site, sim in state.vcenters.items():
-        _say(f"stopping the {site} site's vCenter (pid {sim.pid}) ...")
-        sim.stop()
-    state.path.unlink(missing_ok=True)
-    for site in SITES:
-        shutil.rmtree(lab_dir / site, ignore_errors=True)
-    _say("The lab is down.")
+    killed = stop_lab(state)
+    if killed:
+        _say(f"(had to kill {', '.join(killed)}: they did not stop on SIGTERM)")
+    _say(f"The lab is down (logs kept in {state.logs}).")
+    return 0
+
+
+def lab_wan(lab_dir: Path, args) -> int:
+    state = _load(lab_dir)
+    ctl = LinksControl(state.wan["control"])
+    try:
+        if args.wan_command == "cut":
+            ctl.cut(args.mode)
+            _say(f"WAN cut ({args.mode}: " + ("connections reset, new ones refused" if args.mode == "reset"
+                                              else "every byte held") + "); 'zvm lab wan restore' brings it back")
+        elif args.wan_command == "restore":
+            ctl.restore()
+            _say("WAN restored")
+        elif args.wan_command == "set":
+            ctl.set(args.latency_ms, args.bandwidth_mbps)
+        if args.json:
+            print(json.dumps(ctl.status(), indent=1))
+        elif args.wan_command in ("status", "set"):
+            _wan_status(state)
+    except (OSError, ValueError) as exc:
+        raise LabError(f"the lab's WAN emulator does not answer ({exc}): 'zvm lab status' shows the lab") from exc
+    return 0
+
+
+def lab_workload(lab_dir: Path, args) -> int:
+    state = _load(lab_dir)
+    if args.workload_command == "pause":
+        writes = workload.pause(state)
+        _say(f"workload paused: fio stopped, every write it sent is on the disks ({sum(writes.values())} writes "
+             "so far); 'zvm lab workload resume' goes on")
+    elif args.workload_command == "resume":
+        workload.resume(state)
+        _say("workload resumed")
+    else:
+        _say(f"workload {'paused' if state.workload.get('paused') else 'running'}: {workload.volume_writes(state)}")
+    return 0
+
+
+def lab_image(lab_dir: Path, args) -> int:
+    state = _load(lab_dir)
+    if args.close:
+        images.close_image(state, args.vm)
+        _say(f"image {args.vm} closed")
+        return 0
+    z = state.zvms["protected"]
+    with ZvmClient(z["url"], timeout=30).login(z["username"], z["password"]) as c:
+        checkpoints = c.checkpoints(state.vpg["identifier"], tagged_only=bool(args.tag) or None)
+    if args.checkpoint:
+        chosen = next((cp for cp in checkpoints if cp["CheckpointIdentifier"] == args.checkpoint), None)
+    elif args.tag:
+        chosen = next((cp for cp in checkpoints if cp["Tag"] == args.tag), None)
+    else:
+        chosen = max((cp for cp in checkpoints if cp["IsConsistent"]), key=lambda cp: cp["TimeStamp"], default=None)
+    if chosen is None:
+        raise LabError("no such checkpoint of the lab's VPG: list them with 'zvm checkpoints "
+                       f"{state.vpg['name']}'")
+    opened = images.open_vm(state, args.vm, chosen["CheckpointIdentifier"])
+    if args.json:
+        print(json.dumps([img.__dict__ for img in opened], indent=1))
+        return 0
+    _say(f"checkpoint {chosen['CheckpointIdentifier']} ({chosen['TimeStamp']}"
+         + (f", tag {chosen['Tag']}" if chosen["Tag"] else "") + "), served read-only by the recovery VRA:")
+    for img in opened:
+        _say(f"  {img.vm} volume {img.volume}: {img.uri}")
+        _say(f"    qemu-img compare -f raw -F raw {img.source} '{img.uri}'")
+        _say(f"    close it with: zvm lab image --close {img.export}")
+    return 0
+
+
+def lab_env(lab_dir: Path, site: str) -> int:
+    z = _load(lab_dir).zvms[site]
+    print(f"export ZVM_URL={z['url']} ZVM_USER={z['username']} ZVM_PASSWORD={z['password']}")
     return 0
 
 
 def register(sub) -> None:
     lab = sub.add_parser("lab", help="run the two-site lab on this machine",
-                         description="The two-site lab: a protected and a recovery site on this machine, "
-                                     "against simulated vCenters (vcsim).")
+                         description="The two-site lab: a protected and a recovery site on this machine — "
+                                     "simulated vCenters (vcsim), a ZVM per site, a VRA and an IO filter per "
+                                     "host, a WAN emulator between the sites — with a VPG replicating a workload.")
     lab.add_argument("--lab-dir", type=Path, default=None,
-                     help="where the lab keeps its state and datastores (default: ./lab-data, or $ZVR_LAB_DIR)")
+                     help="where the lab keeps its state, data and logs (default: ./lab-data, or $ZVR_LAB_DIR)")
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
-    up = lab_sub.add_parser("up", help="start both sites and print what to connect to")
+    up = lab_sub.add_parser("up", help="start both sites, pair them, protect three VMs, and print what to use")
     up.add_argument("--hosts", type=positive, default=3, help="ESXi hosts in each site's cluster (default 3)")
     up.add_argument("--vms", type=positive, default=4, help="VMs in each site's cluster (default 4)")
-    up.add_argument("--disk-mb", type=positive, default=256, help="size of every VM disk in MiB (default 256)")
-    lab_sub.add_parser("status", help="show the lab's sites and what runs")
+    up.add_argument("--disk-mb", type=positive, default=128, help="size of every VM disk in MiB (default 128)")
+    up.add_argument("--rate", default="256k", help="the workload's write rate per VM, fio syntax (default 256k)")
+    up.add_argument("--latency-ms", type=float, default=5.0, help="WAN one-way latency (default 5)")
+    up.add_argument("--bandwidth-mbps", type=float, default=100.0, help="WAN bandwidth, Mbit/s (default 100)")
+    lab_sub.add_parser("status", help="sites, VRAs, VPGs with RPO and journal history, WAN, workload")
     lab_sub.add_parser("down", help="stop everything the lab started")
+    wan = lab_sub.add_parser("wan", help="cut, restore or shape the WAN between the sites")
+    wan_sub = wan.add_subparsers(dest="wan_command", metavar="OP", required=True)
+    cut = wan_sub.add_parser("cut", help="cut the link (reset: connections reset; freeze: bytes held)")
+    cut.add_argument("--mode", choices=("reset", "freeze"), default="reset")
+    wan_sub.add_parser("restore", help="bring the link back")
+    wan_set = wan_sub.add_parser("set", help="change latency and bandwidth")
+    wan_set.add_argument("--latency-ms", type=float)
+    wan_set.add_argument("--bandwidth-mbps", type=float)
+    wan_sub.add_parser("status", help="the links and their counters")
+    wan.add_argument("--json", action="store_true", help="print the emulator's status as JSON")
+    wl = lab_sub.add_parser("workload", help="pause or resume the workload")
+    wl.add_argument("workload_command", choices=("pause", "resume", "status"))
+    image = lab_sub.add_parser("image", help="serve a protected VM's disk as of a checkpoint over NBD")
+    image.add_argument("vm", help="a VM of the lab's VPG (name or identifier); with --close, an export name")
+    image.add_argument("--checkpoint", help="checkpoint identifier (default: the latest consistent one)")
+    image.add_argument("--tag", help="the checkpoint with this tag")
+    image.add_argument("--close", action="store_true", help="stop serving the export named instead of a VM")
+    image.add_argument("--json", action="store_true")
+    env = lab_sub.add_parser("env", help="print ZVM_URL, ZVM_USER, ZVM_PASSWORD for the zvm CLI")
+    env.add_argument("site", choices=SITES, nargs="?", default="protected")
 
     def dispatch(args) -> int:
         lab_dir = args.lab_dir or default_lab_dir()
-        if args.lab_command == "up":
-            return lab_up(lab_dir, args.hosts, args.vms, args.disk_mb)
-        if args.lab_command == "status":
+        command = args.lab_command
+        if command == "up":
+            return lab_up(lab_dir, UpOptions(hosts=args.hosts, vms=args.vms, disk_mb=args.disk_mb, rate=args.rate,
+                                             latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps))
+        if command == "status":
             return lab_status(lab_dir)
-        if args.lab_command == "down":
+        if command == "down":
             return lab_down(lab_dir)
+        if command == "wan":
+            return lab_wan(lab_dir, args)
+        if command == "workload":
+            return lab_workload(lab_dir, args)
+        if command == "image":
+            return lab_image(lab_dir, args)
+        if command == "env":
+            return lab_env(lab_dir, args.site)
         lab.print_help()
         return 2
 
     lab.set_defaults(func=dispatch)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(lab_status(default_lab_dir()))

@@ -1,0 +1,72 @@
+"""Point-in-time images of the lab's protected VMs, served by the recovery VRA over NBD.
+
+The recovery VRA serves a volume as of any checkpoint still in its journal (``OpenImage`` of its Control
+service), read-only, while replication goes on. The lab opens them for its users and tests the way a
+recovery operation would, so that ``qemu-img compare`` or ``nbdcopy`` can look at a replica as of a
+checkpoint. The lab reaches the VRA on the recovery site's own network (not through the WAN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from vra_appliance.auth import SECRET_KEY
+from vra_appliance.proto.v1 import control_pb2 as cpb
+from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from zvm.lab.processes import LabError
+from zvm.lab.state import LabState
+
+
+@dataclass
+class Image:
+    vm: str
+    volume: str
+    export: str
+    uri: str
+    size: int
+    source: str  # the protected disk's flat file
+
+
+def recovery_vra(state: LabState) -> dict:
+    host = state.vpg.get("recovery_host")
+    vra = next((v for v in state.vras.get("recovery", []) if v["host"] == host), None)
+    if vra is None:
+        raise LabError("the lab has no VPG with a recovery VRA: is the lab up ('zvm lab status')?")
+    return vra
+
+
+def _call(state: LabState, method: str, request):
+    vra = recovery_vra(state)
+    with grpc.insecure_channel(vra["listen"]) as channel:
+        try:
+            return getattr(cpb_grpc.ControlStub(channel), method)(
+                request, metadata=((SECRET_KEY, state.secret),), timeout=30)
+        except grpc.RpcError as exc:
+            raise LabError(f"the recovery VRA {vra['name']} refused {method}: {exc.details()}") from exc
+
+
+def vm_volumes(state: LabState, vm: str) -> list[dict]:
+    """The lab VPG's volumes of ``vm`` (its name or identifier)."""
+    for entry in state.vpg.get("vms", []):
+        if vm in (entry["name"], entry["identifier"]):
+            return [dict(v, vm=entry["name"]) for v in entry["volumes"]]
+    names = ", ".join(v["name"] for v in state.vpg.get("vms", []))
+    raise LabError(f"{vm!r} is not a VM of the lab's VPG; its VMs are: {names}")
+
+
+def open_image(state: LabState, volume: dict, checkpoint_id: str) -> Image:
+    reply = _call(state, "OpenImage", cpb.OpenImageRequest(vpg=state.vpg["identifier"], volume=volume["id"],
+                                                           checkpoint_id=checkpoint_id))
+    uri = f"nbd+unix:///{reply.export_name}?socket={reply.nbd_unix}"
+    return Image(vm=volume.get("vm", ""), volume=volume["id"], export=reply.export_name, uri=uri,
+                 size=reply.size, source=volume["path"])
+
+
+def close_image(state: LabState, export: str) -> None:
+    _call(state, "CloseImage", cpb.CloseImageRequest(export_name=export))
+
+
+def open_vm(state: LabState, vm: str, checkpoint_id: str) -> list[Image]:
+    return [open_image(state, v, checkpoint_id) for v in vm_volumes(state, vm)]

@@ -1,0 +1,105 @@
+"""The lab's workload: fio writing to the protected VMs' disks through their hosts' IO filters (NBD).
+
+One fio process, one job per VM of the lab's VPG (``ioengine=nbd`` against the filter's export of the
+VM's disk), random writes of 4 to 64 KiB at a modest rate per VM, half-compressible data, running until the
+lab stops it. ``pause`` stops fio (SIGSTOP) and waits until the filters have completed every write it had
+sent, so from then on the VMs' disks do not change; ``resume`` lets it go on.
+
+(The run is 7 days: fio 3.33 spins a CPU with ``runtime=30d``, an overflow in its time arithmetic.)
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from vra_appliance.iofilter.control import FilterControl
+from zvm.lab.processes import LabError, LabProcess, spawn, wait_ready
+from zvm.lab.state import LabState
+
+JOB_HEADER = """\
+# The lab's workload (written by zvm lab up): one job per protected VM, through the VM's IO filter.
+[global]
+ioengine=nbd
+rw=randwrite
+bsrange=4k-64k
+rate={rate}
+iodepth=4
+buffer_compress_percentage=50
+refill_buffers=1
+time_based=1
+runtime=7d
+thread=1
+"""
+
+
+def job_text(vms: list[dict], rate: str) -> str:
+    """``vms``: [{"name", "uri"}] -> an fio job file."""
+    jobs = [f"\n[{vm['name']}]\nuri={vm['uri']}\n" for vm in vms]
+    return JOB_HEADER.format(rate=rate) + "".join(jobs)
+
+
+def start(state: LabState, vms: list[dict], rate: str) -> LabProcess:
+    job = state.lab_dir / "workload" / "fio.job"
+    job.parent.mkdir(parents=True, exist_ok=True)
+    job.write_text(job_text(vms, rate))
+    proc = state.add(spawn("workload", "workload", ["fio", f"--output={state.logs / 'fio.out'}", str(job)],
+                           state.logs / "workload.log"))
+    state.workload = {"job": str(job), "rate": rate, "vms": [vm["name"] for vm in vms], "paused": False,
+                      "volumes": [vm["volume"] for vm in vms]}
+    state.save()
+    wait_ready(proc, lambda: all(n > 0 for n in volume_writes(state).values()),
+               "write through every VM's IO filter", timeout=60)
+    return proc
+
+
+def volume_writes(state: LabState) -> dict[str, int]:
+    """Writes each filter completed, per volume of the workload."""
+    wanted = set(state.workload.get("volumes", []))
+    out = {}
+    for f in state.filters:
+        if not wanted & set(f["volumes"]):
+            continue
+        with FilterControl(f["control"]) as ctl:
+            for vid, c in ctl.counters()["volumes"].items():
+                if vid in wanted:
+                    out[vid] = int(c.get("writes", 0))
+    return out
+
+
+def _process(state: LabState) -> LabProcess:
+    proc = state.process("workload")
+    if proc is None or not proc.alive():
+        raise LabError("the lab's workload (fio) is not running: 'zvm lab status' shows the lab; its log is "
+                       f"{state.logs / 'workload.log'}")
+    return proc
+
+
+def pause(state: LabState, settle_s: float = 0.5, timeout: float = 30.0) -> dict[str, int]:
+    """Stop fio and wait until no filter completes a write for ``settle_s``; returns the writes per volume."""
+    proc = _process(state)
+    proc.signal(signal.SIGSTOP)
+    state.workload["paused"] = True
+    state.save()
+    deadline = time.monotonic() + timeout
+    last = volume_writes(state)
+    while True:
+        time.sleep(settle_s)
+        now = volume_writes(state)
+        if now == last:
+            return now
+        if time.monotonic() > deadline:
+            raise LabError(f"the filters still completed writes {timeout:.0f} s after fio was stopped")
+        last = now
+
+
+def resume(state: LabState) -> None:
+    proc = _process(state)
+    proc.signal(signal.SIGCONT)
+    state.workload["paused"] = False
+    state.save()
+
+
+def job_path(state: LabState) -> Path:
+    return Path(state.workload["job"])
