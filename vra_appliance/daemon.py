@@ -32,8 +32,10 @@ from vra_appliance.protect.syncs import VpgSyncs
 from vra_appliance.protect.throttle import SiteThrottle, ThrottledTransport
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
 from vra_appliance.recovery import RecoverSide
+from vra_appliance.recovery_ops import RecoveryOpsServicer
 from vra_appliance.sync.grpc_peer import checksum_handler
 from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
 
@@ -118,6 +120,7 @@ class Daemon:
             self.vra_id, self.protect, self.recover, self.security,
             save_roles=lambda roles: roles.save(self.roles_path),
         )
+        self.recovery_ops = RecoveryOpsServicer(self.control, self.recover, self.nbd, self.state_dir, self.security)
         self.split: SplitListener | None = None
         self.server: grpc.Server | None = None
         self.port = 0
@@ -158,10 +161,12 @@ class Daemon:
             self.control.apply_recover(role)
         for role in roles.protect.values():
             self.control.apply_protect(role, restarted=True)
+        self.recovery_ops.resume()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
                                   options=SERVER_OPTIONS)
         pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self.recover.endpoint, self.security), self.server)
         cpb_grpc.add_ControlServicer_to_server(self.control, self.server)
+        rpb_grpc.add_RecoveryOpsServicer_to_server(self.recovery_ops, self.server)
         self.server.add_generic_rpc_handlers((checksum_handler(self.recover.checksums, self._authorize_sync),))
         creds = self.security.server_credentials()
         if creds is not None:
@@ -182,6 +187,7 @@ class Daemon:
         if self.server is not None:
             self.server.stop(grace=1.0).wait()
         self.control.stop()
+        self.recovery_ops.stop()
         if self.split is not None:
             self.split.stop()
         self.protect.stop()
