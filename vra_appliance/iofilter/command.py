@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--filter-id", help="this filter's id in the split stream (default: HOSTNAME:SOCKET)")
     parser.add_argument("--queue-mib", type=int, default=64,
                         help="bytes not yet acknowledged by the VRA, at most (default 64 MiB); past it, dirty map")
+    parser.add_argument("--no-ring", action="store_true",
+                        help="split over the unix socket only, without the shared-memory ring")
     parser.add_argument("--dirty-budget-kib", type=int, default=1024,
                         help="memory for dirty extents (16 B each; default 1024 KiB); past it, neighbours merge")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and VRA state changes")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         filt = IoFilter(volumes, unix_path=args.unix, tcp=args.tcp, vra=args.vra, control=args.control,
                         filter_id=args.filter_id, queue_bytes=args.queue_mib * 1024 * 1024,
-                        dirty_budget_bytes=args.dirty_budget_kib * 1024)
+                        dirty_budget_bytes=args.dirty_budget_kib * 1024, ring=not args.no_ring)
         filt.start()
     except (OSError, ValueError) as exc:
         print(f"vra iofilter: {exc}", file=sys.stderr)

@@ -109,7 +109,7 @@ class IoFilter:
     def __init__(self, volumes: dict[str, str | os.PathLike], unix_path: str | os.PathLike | None = None,
                  tcp: str | tuple[str, int] | None = None, vra: str | None = None,
                  control: str | os.PathLike | None = None, filter_id: str | None = None,
-                 queue_bytes: int = 64 * 1024 * 1024, dirty_budget_bytes: int = 1024 * 1024):
+                 queue_bytes: int = 64 * 1024 * 1024, dirty_budget_bytes: int = 1024 * 1024, ring: bool = True):
         if not volumes:
             raise ValueError("the IO filter needs at least one --volume ID=PATH")
         if dirty_budget_bytes < EXTENT_BYTES * len(volumes):
@@ -121,7 +121,8 @@ class IoFilter:
         self.control_path = control
         self.filter_id = filter_id or f"{socket.gethostname()}:{unix_path or tcp}"
         self.dirty = DirtyMap(dirty_budget_bytes)
-        self.splitter = Splitter(self.filter_id, list(volumes), vra, self.dirty, queue_bytes)
+        self.splitter = Splitter(self.filter_id, list(volumes), vra, self.dirty, queue_bytes, ring=ring,
+                                 on_lost=self._lost_track)
         self.gates = {vid: WriteGate() for vid in volumes}
         self.freezer = FreezeCoordinator(self.gates, self.splitter.mark, self.splitter.is_dirty)
         self.server: NbdServer | None = None
@@ -174,6 +175,11 @@ class IoFilter:
         if self.control is not None:
             self.control.stop()
         self._close_backends()
+
+    def _lost_track(self) -> None:
+        """The splitter cannot tell which writes the VRA missed: every volume needs a delta sync."""
+        for vid in self.unclean:
+            self.unclean[vid] = True
 
     def _close_backends(self) -> None:
         for backend in self._backends.values():

@@ -45,8 +45,14 @@ class WriteGate:
     def enter(self, before_wait: Callable[[], None] | None = None) -> None:
         """Enter for one write; ``before_wait`` runs first if the gate is holding (e.g. hand off writes the
         caller completed but has not yet released, so the freeze waiting for them need not time out)."""
-        if before_wait is not None and self.holding:
-            before_wait()
+        if before_wait is not None:
+            with self._cond:
+                hold = self._hold
+                if hold is None:  # the common case: one lock round trip
+                    self._inflight += 1
+                    return
+            if hold.holding(time.monotonic()):
+                before_wait()
         self.__enter__()
 
     def leave(self, count: int = 1) -> None:

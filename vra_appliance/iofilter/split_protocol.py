@@ -12,6 +12,12 @@ Every frame is a 20-byte big-endian header, then ``length`` bytes of payload::
     ZERO  3  filter -> VRA  payload volume id | u64 offset | u64 length   (WRITE_ZEROES or TRIM: reads as zero)
     MARK  4  filter -> VRA  payload JSON {"checkpoint_id": str, "volumes": [str]}
     ACK   5  VRA -> filter  no payload; filter_seq = every frame up to this one has been handled (cumulative)
+    ACCEPT 6 VRA -> filter  payload JSON {"ring": bool}; only in answer to a HELLO that offered a ring
+
+Over a unix socket the filter may offer a shared-memory ring in its HELLO (``"ring": {"bytes": N,
+"layout": 1}``, the memfd attached as SCM_RIGHTS). A VRA that maps it answers ACCEPT ring true and then
+reads every further frame from the ring (split_ring.py); the socket carries only doorbells (``\\0`` bytes,
+filter -> VRA) and ACKs. ACCEPT ring false, or no answer (an older VRA), keeps the frames on the socket.
 
 ``filter_seq`` numbers every completed write, zero and mark of one filter, in completion order, and goes on
 across reconnects. A gap means writes completed in between went to the filter's dirty map instead of the
@@ -27,6 +33,7 @@ listener itself never buffers more than one receive buffer per filter.
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import os
@@ -39,7 +46,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 MAGIC = 0x5A53504C
-HELLO, WRITE, ZERO, MARK, ACK = 1, 2, 3, 4, 5
+HELLO, WRITE, ZERO, MARK, ACK, ACCEPT = 1, 2, 3, 4, 5, 6
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct(">IBBHQI")
 OFFSET = struct.Struct(">Q")
@@ -49,6 +56,10 @@ _RECV_SIZE = MAX_FRAME_PAYLOAD + HEADER.size + 65536 + 1024 * 1024
 _ZERO_CHUNK = 4 * 1024 * 1024
 ACK_BYTES = 4 * 1024 * 1024  # acknowledge at least every 4 MiB of frames...
 ACK_DELAY_MS = 2  # ...or as soon as the filter pauses this long
+MAX_HELLO = 1024 * 1024
+RING_NAP_MS = 5  # a ring consumer that found the ring empty looks again this soon...
+RING_QUIET_NAPS = 20  # ...and after this many empty looks sleeps until a doorbell...
+RING_SLEEP_MS = 250  # ...or this long at most (a lost doorbell costs latency, never a hang)
 
 
 class SplitProtocolError(Exception):
@@ -65,8 +76,9 @@ class SplitHandler(Protocol):
 
     ``on_zero(filter_id, volume_id, offset, length, filter_seq)`` is optional: a handler without it gets
     a zeroed range as ``on_write`` calls of zero bytes (at most 4 MiB each, all with the same filter_seq).
-    A handler with ``accepts_views = True`` gets ``data`` as a memoryview into the receive buffer, valid only
-    during the call (saves a copy when the handler compresses or forwards the data at once).
+    A handler with ``accepts_views = True`` gets ``data`` as a read-only memoryview into the receive buffer
+    or the shared ring, valid only during the call (saves a copy when the handler compresses or forwards the
+    data at once).
     """
 
     def on_hello(self, filter_id: str, volumes: list[str]) -> None: ...
@@ -79,9 +91,17 @@ class SplitHandler(Protocol):
 
 
 # -- encoding (used by the filter's splitter and by tests) ------------------------------------------------
-def encode_hello(filter_id: str, volumes: list[str], first_seq: int) -> bytes:
-    body = json.dumps({"protocol": PROTOCOL_VERSION, "filter_id": filter_id, "volumes": volumes}).encode()
+def encode_hello(filter_id: str, volumes: list[str], first_seq: int, ring_bytes: int | None = None) -> bytes:
+    doc = {"protocol": PROTOCOL_VERSION, "filter_id": filter_id, "volumes": volumes}
+    if ring_bytes is not None:
+        doc["ring"] = {"bytes": ring_bytes, "layout": 1}
+    body = json.dumps(doc).encode()
     return HEADER.pack(MAGIC, HELLO, 0, 0, first_seq, len(body)) + body
+
+
+def encode_accept(ring: bool) -> bytes:
+    body = json.dumps({"ring": ring}).encode()
+    return HEADER.pack(MAGIC, ACCEPT, 0, 0, 0, len(body)) + body
 
 
 def write_prefix(volume: bytes, seq: int, offset: int, data_len: int) -> bytes:
@@ -121,8 +141,9 @@ class SplitListener:
     ``on_disconnect``). ``address`` is the bound address (a TCP port 0 is resolved after ``start()``).
     """
 
-    def __init__(self, address: str | tuple[str, int], handler: SplitHandler):
+    def __init__(self, address: str | tuple[str, int], handler: SplitHandler, accept_rings: bool = True):
         self.handler = handler
+        self.accept_rings = accept_rings
         self._family, self._sockaddr = parse_address(address)
         self.address: str | tuple[str, int] = address
         self._lsock: socket.socket | None = None
@@ -187,7 +208,7 @@ class SplitListener:
             t.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        reader = FrameReader(conn, self.handler)
+        reader = FrameReader(conn, self.handler, self.accept_rings)
         try:
             reader.run()
         except SplitProtocolError as exc:
@@ -208,13 +229,16 @@ class SplitListener:
 
 
 class FrameReader:
-    """Parses one filter connection's frames in place from a reused buffer and acknowledges them."""
+    """One filter connection: HELLO (and the ring offer), then frames from the socket or from the ring, each
+    handed to the handler and acknowledged."""
 
-    def __init__(self, conn: socket.socket, handler: SplitHandler):
+    def __init__(self, conn: socket.socket, handler: SplitHandler, accept_rings: bool = True):
         self.conn = conn
         self.handler = handler
+        self.accept_rings = accept_rings
         self.filter_id: str | None = None
-        self._buf = bytearray(_RECV_SIZE)
+        self.ring = None  # a split_ring.RingReader once the filter's ring was accepted
+        self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._volumes: dict[bytes, str] = {}
         self._on_zero = getattr(handler, "on_zero", None)
@@ -222,8 +246,89 @@ class FrameReader:
         self._poll = None
 
     def run(self) -> None:
+        try:
+            start, end = self._hello()
+            if self.ring is not None:
+                if start != end:
+                    raise SplitProtocolError("frames on the socket after a ring was accepted")
+                self._run_ring()
+            else:
+                self._run_socket(start, end)
+        finally:
+            if self.ring is not None:
+                self.ring.close()
+
+    # -- HELLO ------------------------------------------------------------------------------------------
+    def _hello(self) -> tuple[int, int]:
+        """Read up to the end of the HELLO frame (with any descriptor sent along) and answer a ring offer.
+        Returns what of the buffer is left after the HELLO (frames behind it, socket mode)."""
+        fds: list[int] = []
+        try:
+            end = 0
+            while True:
+                if end >= HEADER.size:
+                    magic, ftype, _flags, _vlen, _seq, length = HEADER.unpack_from(self._buf, 0)
+                    if magic != MAGIC:
+                        raise SplitProtocolError(f"bad frame magic {magic:#x}")
+                    if ftype != HELLO:
+                        raise SplitProtocolError(f"frame type {ftype} before HELLO")
+                    if length > MAX_HELLO:
+                        raise SplitProtocolError(f"HELLO of {length} bytes exceeds the limit")
+                    if end >= HEADER.size + length:
+                        break
+                    if len(self._buf) < HEADER.size + length:
+                        self._grow(HEADER.size + length)
+                n = self._recv_fds(self._view[end:], fds)
+                if n == 0:
+                    raise OSError("filter closed the connection before its HELLO")
+                end += n
+            doc = json.loads(bytes(self._view[HEADER.size:HEADER.size + length]))
+            if doc.get("protocol") != PROTOCOL_VERSION:
+                raise SplitProtocolError(f"filter speaks split protocol {doc.get('protocol')}, "
+                                         f"this VRA speaks {PROTOCOL_VERSION}: upgrade the older side")
+            self.filter_id = str(doc["filter_id"])
+            offer = doc.get("ring")
+            if offer is not None:
+                self.ring = self._map_ring(offer, fds)
+                self.conn.sendall(encode_accept(self.ring is not None))
+            self.handler.on_hello(self.filter_id, list(doc.get("volumes", [])))
+            return HEADER.size + length, end
+        finally:
+            for fd in fds:  # whatever was not taken over by the ring
+                os.close(fd)
+
+    def _recv_fds(self, into: memoryview, fds: list[int]) -> int:
+        anc_size = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+        n, ancdata, _flags, _addr = self.conn.recvmsg_into([into], anc_size)
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got = array.array("i")
+                got.frombytes(data[:len(data) - len(data) % got.itemsize])
+                fds.extend(got)
+        return n
+
+    def _map_ring(self, offer: dict, fds: list[int]):
+        from vra_appliance.iofilter import split_ring
+
+        if not (self.accept_rings and split_ring.supported()) or len(fds) != 1 or offer.get("layout") != 1:
+            return None
+        try:
+            return split_ring.RingReader(fds.pop(), int(offer.get("bytes", 0)))
+        except (OSError, ValueError, split_ring.RingCorrupt) as exc:
+            log.warning("filter %s offered a split ring that cannot be used (%s); frames stay on the socket",
+                        self.filter_id, exc)
+            return None
+
+    def _grow(self, size: int) -> None:
+        buf = bytearray(size)
+        buf[:len(self._buf)] = self._buf
+        self._view.release()
+        self._buf, self._view = buf, memoryview(buf)
+
+    # -- frames from the socket -------------------------------------------------------------------------
+    def _run_socket(self, start: int, end: int) -> None:
+        self._grow(_RECV_SIZE)
         buf, view, unpack = self._buf, self._view, HEADER.unpack_from
-        start = end = 0
         handled = acked = -1
         unacked_bytes = 0
         while True:
@@ -255,34 +360,113 @@ class FrameReader:
             body = start + HEADER.size
             start = body + length
             unacked_bytes += length
-            if self.filter_id is None and ftype != HELLO:
-                raise SplitProtocolError(f"frame type {ftype} before HELLO")
-            if (ftype == WRITE and length < vlen + 8) or (ftype == ZERO and length != vlen + 16):
-                raise SplitProtocolError(f"frame type {ftype} with volume id length {vlen} and payload {length}")
             if ftype == WRITE:
+                if length < vlen + 8:
+                    raise SplitProtocolError(f"WRITE frame with volume id length {vlen} and payload {length}")
                 volume = self._volume(bytes(view[body:body + vlen]))
                 (offset,) = OFFSET.unpack_from(buf, body + vlen)
                 data = view[body + vlen + 8:start]
-                self.handler.on_write(self.filter_id, volume, offset, data if self._views else bytes(data), seq)
-            elif ftype == ZERO:
-                volume = self._volume(bytes(view[body:body + vlen]))
-                offset, zlen = ZERO_BODY.unpack_from(buf, body + vlen)
-                self._zero(volume, offset, zlen, seq)
-            elif ftype == MARK:
-                doc = json.loads(bytes(view[body:start]))
-                self.handler.on_mark(self.filter_id, doc["checkpoint_id"], list(doc.get("volumes", [])))
-            elif ftype == HELLO:
-                doc = json.loads(bytes(view[body:start]))
-                if doc.get("protocol") != PROTOCOL_VERSION:
-                    raise SplitProtocolError(f"filter speaks split protocol {doc.get('protocol')}, "
-                                             f"this VRA speaks {PROTOCOL_VERSION}: upgrade the older side")
-                self.filter_id = str(doc["filter_id"])
-                self.handler.on_hello(self.filter_id, list(doc.get("volumes", [])))
-                continue  # HELLO carries the next seq, it is not itself a numbered frame
+                self.handler.on_write(self.filter_id, volume, offset, data.toreadonly() if self._views
+                                      else bytes(data), seq)
             else:
-                raise SplitProtocolError(f"unknown frame type {ftype}")
+                self._other(ftype, buf, body, start, vlen, seq)
             handled = seq
 
+    def _other(self, ftype: int, buf, body: int, end: int, vlen: int, seq: int) -> None:
+        """A ZERO or MARK frame whose payload is ``buf[body:end]``; anything else is a protocol error."""
+        if ftype == ZERO:
+            if end - body != vlen + 16:
+                raise SplitProtocolError(f"ZERO frame with volume id length {vlen} and payload {end - body}")
+            volume = self._volume(bytes(buf[body:body + vlen]))
+            offset, zlen = ZERO_BODY.unpack_from(buf, body + vlen)
+            self._zero(volume, offset, zlen, seq)
+        elif ftype == MARK:
+            doc = json.loads(bytes(buf[body:end]))
+            self.handler.on_mark(self.filter_id, doc["checkpoint_id"], list(doc.get("volumes", [])))
+        elif ftype == HELLO:
+            raise SplitProtocolError("a second HELLO on one connection")
+        else:
+            raise SplitProtocolError(f"unknown frame type {ftype}")
+
+    # -- frames from the ring -----------------------------------------------------------------------------
+    def _run_ring(self) -> None:
+        """Consume the ring in place: handle every published frame, publish the tail after each, and when
+        the ring is empty nap (1 ms) or, once quiet, sleep until a doorbell. ACK when 4 MiB were handled
+        since the last one, or after a nap that found nothing (the filter waits on ACKs only to drain)."""
+        from vra_appliance.iofilter import split_ring as sr
+
+        ring, conn = self.ring, self.conn
+        data, view, size = ring.data, ring.view, ring.size
+        unpack, align = HEADER.unpack_from, sr.ALIGN - 1
+        on_write, filter_id, views = self.handler.on_write, self.filter_id, self._views
+        fence = threading.Lock()
+        ack_bytes = max(ACK_BYTES, size // 4)  # the filter reads the tail for room; ACKs only report progress
+        tail = frames = handled = acked = unacked = quiet = 0
+        while True:
+            head, rewound_at, rewound_to = ring.head()
+            if tail == rewound_at and head >= rewound_to:  # the filter started over at 0 (the ring was empty)
+                tail = rewound_to
+                ring.consumed(tail, handled, frames)
+            if head == tail:
+                if handled > acked and (quiet or unacked >= ack_bytes):
+                    conn.sendall(encode_ack(handled))
+                    acked, unacked = handled, 0
+                mode = sr.SLEEP if quiet >= RING_QUIET_NAPS else sr.NAP
+                ring.set_state(mode)
+                with fence:  # a full fence between publishing the state and reading head (see split_ring)
+                    pass
+                if ring.head()[0] == tail and not self._doorbell(RING_SLEEP_MS if mode == sr.SLEEP else RING_NAP_MS):
+                    return
+                ring.set_state(sr.AWAKE)
+                quiet += 1
+                continue
+            if head < tail or head - tail > size or head & align:
+                raise SplitProtocolError(f"ring head {head} does not follow tail {tail}")
+            quiet = 0
+            while tail < head:
+                pos = tail % size
+                magic, ftype, _flags, vlen, seq, length = unpack(data, pos)
+                if magic != MAGIC:
+                    raise SplitProtocolError(f"bad frame magic {magic:#x} at ring position {pos}")
+                if ftype == sr.PAD:
+                    tail += size - pos
+                    continue
+                body = pos + HEADER.size
+                end = body + length
+                if end > size:
+                    raise SplitProtocolError(f"ring frame at {pos} of {length} bytes runs past the end")
+                if ftype == WRITE:
+                    if length < vlen + 8:
+                        raise SplitProtocolError(f"WRITE frame with volume id length {vlen} and payload {length}")
+                    volume = self._volumes.get(data[body:body + vlen]) or self._volume(data[body:body + vlen])
+                    (offset,) = OFFSET.unpack_from(data, body + vlen)
+                    chunk = view[body + vlen + 8:end]
+                    on_write(filter_id, volume, offset, chunk if views else bytes(chunk), seq)
+                else:
+                    self._other(ftype, data, body, end, vlen, seq)
+                tail += (end - pos + align) & ~align
+                frames += 1
+                handled = seq
+                unacked += length
+                if not frames & 15:  # the filter needs room only when the ring fills: publish now and then
+                    ring.consumed(tail, seq, frames)
+                    if unacked >= ack_bytes:
+                        conn.sendall(encode_ack(handled))
+                        acked, unacked = handled, 0
+            ring.consumed(tail, handled, frames)
+
+    def _doorbell(self, timeout_ms: int) -> bool:
+        """Wait for a doorbell (or ``timeout_ms``); False when the filter closed the connection."""
+        if not self._readable(timeout_ms):
+            return True
+        chunk = self.conn.recv(4096, socket.MSG_DONTWAIT)
+        if not chunk:
+            return False
+        if chunk.count(0) != len(chunk):
+            raise SplitProtocolError("frames on the socket after a ring was accepted")
+        return True
+
+    # -- helpers ------------------------------------------------------------------------------------------
     def _readable(self, timeout_ms: int) -> bool:
         if self._poll is None:
             self._poll = select.poll()

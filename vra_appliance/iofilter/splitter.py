@@ -1,4 +1,4 @@
-"""The filter side of the split: a bounded queue to the local VRA, its sender thread, and the dirty-map fallback.
+"""The filter side of the split: a bounded queue (or shared ring) to the local VRA, and the dirty-map fallback.
 
 The NBD connection thread calls `submit_write` after the local write succeeded. That call never blocks on
 the VRA: it takes one short lock, and either appends the write to the queue or, when no VRA is attached or
@@ -14,18 +14,32 @@ dirty map, a chunk at a time so a VM write never waits behind a long fold.
 Locking: one lock guards the queue, the counters and the dirty map; no socket call is made while it is held.
 One thread at a time has the right to write to the socket (``_sending``), which keeps frames in seq order:
 a connection thread sends inline only when nothing is queued and nobody is sending.
+
+With a unix socket the splitter offers the VRA a shared-memory ring (split_ring.py). Once the VRA accepts
+it, ``submit_writes`` copies each write once, from the NBD receive buffer into the ring, under the lock (so
+frames stay in seq order), publishes the batch and rings the VRA's doorbell only if it sleeps; the queue,
+the sender's sends and the inline sends are not used. The ring's size is the queue budget, the room in it is
+what the VRA has not consumed, and a write that does not fit goes to the dirty map. When the connection
+breaks, every frame the VRA had not consumed is folded into the dirty map. Until the VRA answers the
+offer, writes go to the ring; an older VRA that never answers (or one that declines) gets the socket
+stream and those writes go to the dirty map.
 """
 
 from __future__ import annotations
 
+import array
+import json
 import logging
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from vra_appliance.iofilter import split_protocol as sp
+from vra_appliance.iofilter import split_ring
 from vra_appliance.iofilter.dirty_map import DirtyMap
+from vra_appliance.iofilter.split_ring import RingCorrupt, RingWriter
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +84,10 @@ class Splitter:
 
     def __init__(self, filter_id: str, volumes: list[str], address: str | None, dirty: DirtyMap,
                  queue_bytes: int = 64 * 1024 * 1024, retry_s: tuple[float, float] = (0.05, 2.0),
-                 connect_timeout_s: float = 1.0):
+                 connect_timeout_s: float = 1.0, ring: bool = True, on_lost: Callable[[], None] | None = None):
+        """``ring``: offer a shared-memory ring over a unix socket. ``on_lost`` is called if the splitter can
+        no longer tell which writes the VRA missed (a VRA that corrupted the ring's counters): every volume
+        then needs a delta sync."""
         self.filter_id = filter_id
         self.volumes = list(volumes)
         self.address = address
@@ -95,6 +112,12 @@ class Splitter:
         self._stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._vol_bytes = {v: v.encode() for v in volumes}
+        self.use_ring = ring
+        self._on_lost = on_lost
+        self._ring: RingWriter | None = None  # the connection's ring (frames go there, not to the socket)
+        self._ring_live = False  # the VRA accepted the ring: it reads it and doorbells may be sent
+        self._bell_lock = threading.Lock()  # doorbell sends vs. closing the ring and the socket
+        self._rang = -1  # the VRA state word last rung for (one doorbell per sleep)
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "acked_seq": 0, "diverted_writes": 0,
                       "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0, "sends": 0, "acks": 0}
 
@@ -107,36 +130,48 @@ class Splitter:
         """Writes ``[(volume, offset, data), ...]`` completed locally, in completion order: send or queue them
         for the VRA, or mark them dirty. ``data`` may be a view that is valid only during this call.
 
-        When the stream is idle (nothing queued, no send in progress) the calling thread sends the frames
-        itself with one non-blocking ``sendmsg`` straight from the buffers: no copy, no thread handoff.
-        Otherwise, or for what the socket did not take, the bytes are copied into the queue for the sender.
+        With a ring, the calling thread copies the writes into it (one copy) and rings the doorbell only if
+        the VRA sleeps. On a socket stream that is idle (nothing queued, no send in progress) the calling
+        thread sends the frames itself with one non-blocking ``sendmsg`` straight from the buffers: no copy,
+        no thread handoff. Otherwise, or for what the socket did not take, the bytes are copied into the
+        queue for the sender.
         """
         stream = []
         with self._lock:
-            seq = self._seq
-            self._seq = seq + len(writes)
-            charged = 0
-            for volume, offset, data in writes:
-                n = len(data)
-                if not self._connected or self._charged + charged + n + _FRAME_COST > self.queue_bytes:
-                    self.stats["diverted_writes"] += 1
-                    self.stats["diverted_bytes"] += n
-                    self.dirty.add(volume, offset, n)
-                else:
-                    stream.append((sp.WRITE, seq, volume, offset, n, data))
-                    charged += n + _FRAME_COST
-                seq += 1
-            if not stream:
-                return
-            self._charged += charged
-            if self._sending or self._queue or self._head is not None:
-                self._queue.extend(f[:5] + (bytes(f[5]),) for f in stream)
-                if self._sender_waiting:
-                    self._cond.notify()
-                return
-            self._sending = True
-            self._inflight.append((stream[-1][1], charged, [f[:5] + (None,) for f in stream]))
-            sock, gen = self._sock, self._gen
+            ring = self._ring if self._connected else None
+            if ring is not None:
+                broken = self._ring_writes(ring, writes)
+            else:
+                seq = self._seq
+                self._seq = seq + len(writes)
+                charged = 0
+                for volume, offset, data in writes:
+                    n = len(data)
+                    if not self._connected or self._charged + charged + n + _FRAME_COST > self.queue_bytes:
+                        self.stats["diverted_writes"] += 1
+                        self.stats["diverted_bytes"] += n
+                        self.dirty.add(volume, offset, n)
+                    else:
+                        stream.append((sp.WRITE, seq, volume, offset, n, data))
+                        charged += n + _FRAME_COST
+                    seq += 1
+                if not stream:
+                    return
+                self._charged += charged
+                if self._sending or self._queue or self._head is not None:
+                    self._queue.extend(f[:5] + (bytes(f[5]),) for f in stream)
+                    if self._sender_waiting:
+                        self._cond.notify()
+                    return
+                self._sending = True
+                self._inflight.append((stream[-1][1], charged, [f[:5] + (None,) for f in stream]))
+                sock, gen = self._sock, self._gen
+        if ring is not None:
+            if broken:
+                self._ring_broken(ring)
+            else:
+                self._ring_bell(ring, False)
+            return
         parts = []
         vol_bytes, write_prefix = self._vol_bytes, sp.write_prefix
         for _kind, fseq, volume, offset, n, data in stream:
@@ -167,12 +202,99 @@ class Splitter:
             if (self._queue or self._head is not None) and self._sender_waiting:
                 self._cond.notify()
 
+    def _ring_writes(self, ring: RingWriter, writes: list) -> bool:
+        """Copy ``writes`` into the ring and publish them (lock held); True if the ring turned out corrupt."""
+        seq = self._seq
+        self._seq = seq + len(writes)
+        vol_bytes, stats, placed, nbytes = self._vol_bytes, self.stats, 0, 0
+        try:
+            ring.rewind()
+        except RingCorrupt:
+            for volume, offset, data in writes:
+                self.dirty.add(volume, offset, len(data))
+            return True
+        for i, (volume, offset, data) in enumerate(writes):
+            try:
+                ok = ring.put_write(vol_bytes.get(volume) or volume.encode(), seq + i, offset, data)
+            except RingCorrupt:
+                for volume, offset, data in writes[i:]:
+                    self.dirty.add(volume, offset, len(data))
+                return True
+            if ok:
+                placed += 1
+                nbytes += len(data)
+            else:
+                stats["diverted_writes"] += 1
+                stats["diverted_bytes"] += len(data)
+                self.dirty.add(volume, offset, len(data))
+        if placed:
+            ring.publish()
+            stats["frames_sent"] += placed
+            stats["bytes_sent"] += nbytes
+            stats["sends"] += 1
+        return False
+
+    def _ring_frame(self, frame_of_seq, urgent: bool) -> bool | None:
+        """Put one small frame (built by ``frame_of_seq(seq)``) into the ring. None: no ring in use;
+        False: no room (the seq is not used)."""
+        with self._lock:
+            ring = self._ring
+            if ring is None or not self._connected:
+                return None
+            seq = self._seq
+            try:
+                if not ring.put_frame(frame_of_seq(seq)):
+                    return False
+            except RingCorrupt:
+                broken = True
+            else:
+                broken = False
+                self._seq = seq + 1
+                ring.publish()
+                self.stats["frames_sent"] += 1
+                self.stats["sends"] += 1
+        if broken:
+            self._ring_broken(ring)
+            return False
+        self._ring_bell(ring, urgent)
+        return True
+
+    def _ring_bell(self, ring: RingWriter, urgent: bool) -> None:
+        """Ring the VRA's doorbell if it sleeps (or naps and ``urgent`` or the ring is filling). Called after
+        the publishing lock was released: that release is the fence between storing head and reading the
+        VRA's state."""
+        with self._bell_lock:
+            if self._ring is not ring or not self._ring_live:
+                return
+            word = ring.bell_word()
+            if word == self._rang or not ring.wants_bell(word, urgent):
+                return
+            self._rang = word
+            try:
+                self._sock.send(b"\0", socket.MSG_DONTWAIT)
+            except OSError:  # full: bells are pending anyway; broken: the ack thread sees it
+                pass
+
+    def _ring_broken(self, ring: RingWriter) -> None:
+        with self._lock:
+            gen = self._gen if self._ring is ring else -1
+        self._disconnected(gen, "the VRA corrupted the split ring's counters")
+
     def submit_zero(self, volume: str, offset: int, length: int) -> None:
         """A range now reads as zeroes (WRITE_ZEROES or TRIM): queue a ZERO frame or mark it dirty."""
+        vol = self._vol_bytes.get(volume) or volume.encode()
+        if not self._ring_frame(lambda seq: sp.encode_zero(vol, seq, offset, length), False):
+            self._queue_zero(volume, offset, length)  # no ring (socket stream), or no room in it (dirty map)
+
+    def _queue_zero(self, volume: str, offset: int, length: int) -> None:
         with self._lock:
+            if self._ring is not None and self._connected:  # the ring had no room (or was attached meanwhile)
+                put = False
+            else:
+                put = self._connected and self._charged + _FRAME_COST <= self.queue_bytes
             seq = self._seq
             self._seq = seq + 1
-            if self._connected and self._charged + _FRAME_COST <= self.queue_bytes:
+            if put:
                 self._queue.append((sp.ZERO, seq, volume, offset, length, None))
                 self._charged += _FRAME_COST
                 if self._sender_waiting:
@@ -189,8 +311,14 @@ class Splitter:
 
     def mark(self, checkpoint_id: str, volumes: list[str]) -> bool:
         """Queue a MARK behind every write submitted so far. False: no VRA attached, or the queue is full."""
+        in_ring = self._ring_frame(lambda seq: sp.encode_mark(checkpoint_id, volumes, seq), True)
+        if in_ring is not None:
+            if in_ring:
+                with self._lock:
+                    self.stats["marks"] += 1
+            return in_ring
         with self._lock:
-            if not self._connected or self._charged + _FRAME_COST > self.queue_bytes:
+            if not self._connected or self._ring is not None or self._charged + _FRAME_COST > self.queue_bytes:
                 return False
             seq = self._seq
             self._seq = seq + 1
@@ -224,9 +352,15 @@ class Splitter:
         """Counters and state, consistent with each other."""
         with self._lock:
             state = "connected" if self._connected else ("disconnected" if self.address else "none")
+            frames, nbytes = len(self._queue) + sum(len(b[2]) for b in self._inflight), self._charged
+            if self._ring is not None:
+                try:
+                    nbytes, frames = self._ring.refresh()
+                except RingCorrupt:
+                    pass
             return {**self.stats, "vra": state, "vra_address": self.address, "next_seq": self._seq,
-                    "queue_frames": len(self._queue) + sum(len(b[2]) for b in self._inflight),
-                    "queue_bytes": self._charged, "queue_budget": self.queue_bytes,
+                    "transport": "ring" if self._ring_live else ("socket" if self._connected else None),
+                    "queue_frames": frames, "queue_bytes": nbytes, "queue_budget": self.queue_bytes,
                     "dirty_bytes": self.dirty.covered_bytes(), "dirty_extents": self.dirty.extent_count,
                     "over_coverage": self.dirty.over_coverage, "dirty_memory_bytes": self.dirty.memory_bytes,
                     "folding": self._folding > 0}
@@ -257,12 +391,21 @@ class Splitter:
         """Wait until everything queued was acknowledged (or the VRA went away); True if drained."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._connected and (self._queue or self._inflight):
+            while self._connected and (self._queue or self._inflight or self._ring_pending()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(left)
-            return not (self._queue or self._inflight or self._folding)
+                self._cond.wait(min(left, 0.05) if self._ring is not None else left)  # the ring's tail: polled
+            return not (self._queue or self._inflight or self._folding or self._ring_pending())
+
+    def _ring_pending(self) -> bool:
+        """Frames in the ring the VRA has not consumed (lock held)."""
+        if self._ring is None:
+            return False
+        try:
+            return self._ring.refresh()[0] > 0
+        except RingCorrupt:
+            return True
 
     def stop(self, drain_timeout_s: float = 2.0) -> None:
         """Give the VRA ``drain_timeout_s`` to acknowledge what is queued, then disconnect; anything still
@@ -287,9 +430,12 @@ class Splitter:
                     return
                 backoff = min(backoff * 2, self._retry_s[1])
                 continue
-            sock, gen, acks = attached
+            sock, gen, acks, ringed = attached
             began = time.monotonic()
-            self._pump(sock, gen)
+            if ringed:
+                self._wait_ring(gen)
+            else:
+                self._pump(sock, gen)
             self._disconnected(gen, "sender stopped")
             acks.join()
             sock.close()  # only now: no thread of this connection can touch the descriptor any more
@@ -300,9 +446,10 @@ class Splitter:
                     return
                 backoff = min(backoff * 2, self._retry_s[1])
 
-    def _connect(self) -> tuple[socket.socket, int, threading.Thread] | None:
+    def _connect(self) -> tuple[socket.socket, int, threading.Thread, bool] | None:
         family, sockaddr = sp.parse_address(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
+        ring = None
         try:
             sock.settimeout(self._connect_timeout_s)
             sock.connect(sockaddr)
@@ -311,33 +458,106 @@ class Splitter:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            elif self.use_ring and split_ring.supported():
+                try:
+                    ring = RingWriter(split_ring.ring_bytes(self.queue_bytes))
+                except OSError as exc:
+                    log.warning("cannot create a split ring (%s); the split stream goes over the socket", exc)
             with self._cond:
                 if self._stopping:
                     sock.close()
+                    if ring is not None:
+                        ring.close()
                     return None
                 first_seq = self._seq
                 self._gen += 1
                 self._connected = True
                 self._sending = True  # HELLO goes out before any frame: writes meanwhile are queued
                 self._sock = sock
+                self._ring, self._ring_live, self._rang = ring, False, -1  # with a ring: writes go there
                 self.stats["connects"] += 1
                 gen = self._gen
             try:
-                sock.sendall(sp.encode_hello(self.filter_id, self.volumes, first_seq))
+                hello = sp.encode_hello(self.filter_id, self.volumes, first_seq,
+                                        ring.size if ring is not None else None)
+                if ring is not None:
+                    sent = sock.sendmsg([hello], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [ring.fd]))])
+                    sock.sendall(hello[sent:])
+                    ring.close_fd()
+                else:
+                    sock.sendall(hello)
             finally:
                 with self._cond:
                     self._sending = False
                     self._cond.notify_all()
+            if ring is not None:
+                if self._await_accept(sock):
+                    with self._cond:
+                        self._ring_live = self._ring is ring
+                else:
+                    self._decline_ring(ring)
+                    ring = None
         except OSError as exc:
             log.debug("VRA at %s not reachable: %s", self.address, exc)
             if self._sock is sock:
                 self._disconnected(self._gen, f"HELLO failed: {exc}")
+            elif ring is not None and self._ring is not ring:
+                ring.close()
             sock.close()
             return None
-        log.info("split stream to VRA %s connected (first seq %d)", self.address, first_seq)
+        log.info("split stream to VRA %s connected (first seq %d, %s)", self.address, first_seq,
+                 "shared ring" if ring is not None else "socket")
         acks = threading.Thread(target=self._ack_loop, args=(sock, gen), name="split-acks", daemon=True)
         acks.start()
-        return sock, gen, acks
+        return sock, gen, acks, ring is not None
+
+    def _await_accept(self, sock: socket.socket) -> bool:
+        """The VRA's answer to the ring offer: True if it reads the ring. An older VRA does not answer."""
+        sock.settimeout(self._connect_timeout_s)
+        try:
+            head = _recv_exact(sock, sp.HEADER.size)
+        except TimeoutError:
+            log.info("VRA %s did not answer the ring offer (an older VRA): split stream over the socket",
+                     self.address)
+            return False
+        finally:
+            sock.settimeout(None)
+        magic, ftype, _flags, _vlen, _seq, length = sp.HEADER.unpack(head)
+        if magic != sp.MAGIC or ftype != sp.ACCEPT or length > 4096:
+            raise ConnectionError(f"unexpected frame type {ftype} from the VRA in answer to HELLO")
+        sock.settimeout(self._connect_timeout_s)
+        try:
+            accepted = bool(json.loads(_recv_exact(sock, length)).get("ring"))
+        except ValueError as exc:
+            raise ConnectionError(f"the VRA's ACCEPT is not JSON: {exc}") from exc
+        finally:
+            sock.settimeout(None)
+        if not accepted:
+            log.info("VRA %s declined the ring: split stream over the socket", self.address)
+        return accepted
+
+    def _decline_ring(self, ring: RingWriter) -> None:
+        """The VRA will not read ``ring``: what went into it goes to the dirty map; the socket carries on."""
+        with self._cond:
+            if self._ring is not ring:
+                return  # disconnected meanwhile: already folded
+            self._ring = None
+            self._folding += 1
+        with self._bell_lock:
+            pass
+        try:
+            self._fold([f for f in ring.unconsumed() if f[0] != sp.MARK])
+        finally:
+            ring.close()
+            with self._cond:
+                self._folding -= 1
+                self._cond.notify_all()
+
+    def _wait_ring(self, gen: int) -> None:
+        """With a ring, the sender has nothing to send: it waits for the connection's end."""
+        with self._cond:
+            while self._gen == gen and self._connected and not self._stopping:
+                self._cond.wait()
 
     def _pump(self, sock: socket.socket, gen: int) -> None:
         vol_bytes = self._vol_bytes
@@ -414,6 +634,11 @@ class Splitter:
 
     def _acked(self, seq: int) -> None:
         with self._cond:
+            if self._ring is not None:
+                try:
+                    self._ring.refresh()
+                except RingCorrupt:
+                    pass  # the next write into the ring notices and drops the connection
             inflight = self._inflight
             while inflight and inflight[0][0] <= seq:
                 self._charged -= inflight.popleft()[1]
@@ -429,6 +654,7 @@ class Splitter:
                 return
             self._connected = False
             sock, self._sock = self._sock, None
+            ring, self._ring, self._ring_live = self._ring, None, False
             lost = [f for _, _, batch in self._inflight for f in batch]
             lost.extend(self._queue)
             self._inflight.clear()
@@ -438,21 +664,51 @@ class Splitter:
             self._folding += 1
             self.stats["disconnects"] += 1
             self._cond.notify_all()
-        log.log(logging.WARNING if lost or not self._stopping else logging.INFO,
-                "split stream to VRA %s closed (%s): %d unacknowledged frames go to the dirty map",
-                self.address, reason, len(lost))
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        lost_track = False
+        if ring is not None:
+            with self._bell_lock:  # no doorbell decision is still reading the ring
+                pass
+            try:
+                lost.extend(ring.unconsumed())
+            except RingCorrupt as exc:
+                lost_track = True
+                reason = f"{reason}; {exc}"
+            ring.close()
+        lost = [f for f in lost if f[0] != sp.MARK]
+        log.log(logging.WARNING if lost or not self._stopping else logging.INFO,
+                "split stream to VRA %s closed (%s): %d unacknowledged frames go to the dirty map",
+                self.address, reason, len(lost))
         try:
-            for i in range(0, len(lost), _FOLD_CHUNK):
-                with self._lock:
-                    for kind, _seq, volume, offset, length, _payload in lost[i:i + _FOLD_CHUNK]:
-                        if kind != sp.MARK:
-                            self.dirty.add(volume, offset, length)
+            self._fold(lost)
         finally:
             with self._cond:
                 self._folding -= 1
                 self._cond.notify_all()
+        if lost_track:
+            log.error("the VRA at %s corrupted the split ring: which writes it missed is unknown, every volume "
+                      "of this filter needs a delta sync", self.address)
+            if self._on_lost is not None:
+                self._on_lost()
+
+    def _fold(self, frames: list) -> None:
+        """Record WRITE and ZERO frames ``(kind, seq, volume, offset, length, ...)`` in the dirty map, a chunk
+        at a time so a VM write never waits behind a long fold."""
+        for i in range(0, len(frames), _FOLD_CHUNK):
+            with self._lock:
+                for frame in frames[i:i + _FOLD_CHUNK]:
+                    self.dirty.add(frame[2], frame[3], frame[4])
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the VRA closed the connection")
+        data += chunk
+    return data

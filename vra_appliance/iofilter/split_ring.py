@@ -1,0 +1,304 @@
+"""The shared-memory split ring: IO filter -> local VRA with one copy and no system call per batch.
+
+Over a unix socket, the filter offers a ring in its HELLO (the memfd travels with it as SCM_RIGHTS); a
+VRA that takes it answers ACCEPT ``{"ring": true}`` and from then on every frame of the split stream
+(split_protocol: the same 20-byte header and payload) is written by the filter into the ring and read by
+the VRA in place. The socket stays for what is not data: the VRA's ACKs, doorbells (single ``\\0`` bytes,
+filter -> VRA, only while the VRA sleeps), and the end of the connection.
+
+Layout of the memfd (sealed against shrinking and growing, so neither side can make the other fault)::
+
+    page 0, read-write for both (u64, native byte order; each field has a single writer):
+        0    magic "ZSPLRING", layout version, data size
+        64   head           filter: bytes published (every frame before it is complete)
+        72   frames_written filter
+        80   rewound_at     filter: the VRA's tail at its last rewind; a tail equal to it skips to the next
+                            multiple of ``size`` (no frame is read there)
+        128  tail           VRA: bytes consumed (its handler returned from every frame before it)
+        136  tail_seq       VRA: filter_seq of the last frame handled
+        144  frames_read    VRA
+        192  state          VRA: (epoch << 2) | AWAKE 0, NAP 1, SLEEP 2
+    from 4096: ``size`` bytes of frames; the VRA maps them read-only.
+
+Head and tail count bytes from the start (positions are ``counter % size``). Frames start on 64-byte
+boundaries and never wrap: a frame that does not fit before the end is preceded by a PAD frame up to the
+end and starts at 0. A frame bigger than the ring never fits; the filter records it in its dirty map.
+
+Doorbells: the VRA publishes its state before it waits on the socket. NAP is a short timed wait (it is
+busy: the filter rings only if the ring is a quarter full, or for a MARK); SLEEP is the idle wait after
+a quiet spell (the filter rings for any frame). One ring per sleep epoch is enough, so a burst of writes
+costs the filter at most one ``send`` and the VRA one wakeup, and a steady load costs neither.
+
+Memory ordering: x86-64 only (total store order). The producer stores the data, then head; the consumer
+loads head, then the data; TSO keeps both orders. The u64 fields are aligned and stored with one
+8-byte move (memoryview item assignment). The two "store mine, then load yours" steps that decide a
+doorbell (filter: head then state; VRA: state then head) each have a locked instruction in between (a
+``threading.Lock`` round trip is a full fence on x86-64), and the VRA's sleep has a timeout anyway, so
+a doorbell lost to a bug costs latency, never a hang. On other machines the filter does not offer a ring
+and the split stream stays on the socket.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import platform
+import struct
+
+from vra_appliance.iofilter import split_protocol as sp
+
+RING_MAGIC = int.from_bytes(b"ZSPLRING", "little")
+RING_LAYOUT = 1
+CONTROL_BYTES = 4096
+ALIGN = 64
+PAD = 7  # a frame type found only in rings: skip to the end of the ring
+REWIND_BYTES = 1024 * 1024  # an empty ring past this position starts over at 0 (see RingWriter.rewind)
+
+# u64 indexes into the control page
+_MAGIC, _LAYOUT, _SIZE = 0, 1, 2
+_HEAD, _FRAMES_WRITTEN, _REWOUND_AT = 8, 9, 10
+_NEVER = 1 << 63
+_TAIL, _TAIL_SEQ, _FRAMES_READ = 16, 17, 18
+_STATE = 24
+
+AWAKE, NAP, SLEEP = 0, 1, 2
+
+
+def supported() -> bool:
+    """True where the ring's memory ordering holds (x86-64) and memfds exist."""
+    return platform.machine().lower() in ("x86_64", "amd64") and hasattr(os, "memfd_create")
+
+
+def ring_bytes(queue_bytes: int) -> int:
+    """The data size of a ring for a queue budget: whole pages, at least 64 KiB."""
+    page = mmap.ALLOCATIONGRANULARITY
+    return max(64 * 1024, -(-queue_bytes // page) * page)
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+class RingCorrupt(Exception):
+    """The ring's consumer fields or frames are not what the layout allows (a broken peer)."""
+
+
+class RingWriter:
+    """The filter's side: creates the memfd, writes frames, publishes head, reads what the VRA consumed.
+
+    Not thread-safe: the splitter calls it under its lock (doorbell decisions excepted, see `bell_word`).
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        fd = os.memfd_create("zvr-split-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, CONTROL_BYTES + size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            self._cmap = mmap.mmap(fd, CONTROL_BYTES)
+            self._dmap = mmap.mmap(fd, size, offset=CONTROL_BYTES)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._ctl = memoryview(self._cmap).cast("Q")
+        self._data = memoryview(self._dmap)
+        self._ctl[_MAGIC], self._ctl[_LAYOUT], self._ctl[_SIZE] = RING_MAGIC, RING_LAYOUT, size
+        self._ctl[_REWOUND_AT] = _NEVER
+        self._head = 0  # private copy; the consumer never writes head
+        self._tail = 0  # the consumer's tail as last read (a tail at the rewind point counts as past it)
+        self._rewound_at = _NEVER
+        self._rewound_to = 0
+        self.frames = 0
+        self._prefixes: dict[bytes, struct.Struct] = {}
+
+    def close_fd(self) -> None:
+        """The VRA has its own copy of the descriptor (or will never get one)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def close(self) -> None:
+        self.close_fd()
+        self._ctl.release()
+        self._data.release()
+        for m in (self._cmap, self._dmap):
+            try:
+                m.close()
+            except BufferError:  # a view still exported (a frame being folded); the GC closes it later
+                pass
+
+    # -- writing frames ------------------------------------------------------------------------------
+    def _reserve(self, length: int) -> int:
+        """The position for a frame of ``length`` bytes (a PAD is written first if it must wrap); -1: no room."""
+        need = _aligned(length)
+        size, head = self.size, self._head
+        pos = head % size
+        pad = size - pos if size - pos < need else 0
+        if head + pad + need - self._tail > size:
+            self._tail = self.consumed()
+            if head + pad + need - self._tail > size:
+                return -1
+        if pad:
+            sp.HEADER.pack_into(self._dmap, pos, sp.MAGIC, PAD, 0, 0, 0, pad - sp.HEADER.size)
+            pos = 0
+        self._head = head + pad + need
+        self.frames += 1
+        return pos
+
+    def rewind(self) -> None:
+        """Start the next frame at 0 if the VRA has consumed everything and the ring is past REWIND_BYTES.
+
+        A consumer that keeps up leaves the ring empty between batches; without this, frames would still
+        walk through the whole ring (64 MiB by default), always into memory that has left the CPU caches:
+        a 64 KiB copy into a cold ring costs three times one into a warm one. The VRA learns of the jump
+        from ``rewound_at`` (published with head), so the whole ring is room at once."""
+        pos = self._head % self.size
+        if pos >= REWIND_BYTES and self.consumed() == self._head:
+            self._rewound_at = self._head
+            self._rewound_to = self._tail = self._head + self.size - pos
+            self._head = self._rewound_to
+            self._ctl[_REWOUND_AT] = self._rewound_at
+
+    def put_write(self, volume: bytes, seq: int, offset: int, data) -> bool:
+        """A WRITE frame; False (nothing written) when the ring has no room for it."""
+        n = len(data)
+        vlen = len(volume)
+        length = sp.HEADER.size + vlen + 8 + n
+        pos = self._reserve(length)
+        if pos < 0:
+            return False
+        prefix = self._prefixes.get(volume)
+        if prefix is None:
+            prefix = self._prefixes[volume] = struct.Struct(f">IBBHQI{vlen}sQ")
+        prefix.pack_into(self._dmap, pos, sp.MAGIC, sp.WRITE, 0, vlen, seq, vlen + 8 + n, volume, offset)
+        start = pos + length - n
+        self._data[start:start + n] = data
+        return True
+
+    def put_frame(self, frame: bytes) -> bool:
+        """A complete small frame (ZERO, MARK); False when the ring has no room for it."""
+        pos = self._reserve(len(frame))
+        if pos < 0:
+            return False
+        self._data[pos:pos + len(frame)] = frame
+        return True
+
+    def publish(self) -> None:
+        """Make every frame written so far visible to the VRA (data first, then head: TSO keeps the order)."""
+        self._ctl[_FRAMES_WRITTEN] = self.frames
+        self._ctl[_HEAD] = self._head
+
+    # -- what the VRA did ------------------------------------------------------------------------------
+    def consumed(self) -> int:
+        """The VRA's tail, checked: aligned, not behind what it said before, not past head."""
+        tail = self._ctl[_TAIL]
+        if tail == self._rewound_at:
+            tail = self._rewound_to
+        if tail % ALIGN or tail < self._tail or tail > self._head:
+            raise RingCorrupt(f"consumer tail {tail} outside [{self._tail}, {self._head}] or unaligned")
+        return tail
+
+    @property
+    def used(self) -> int:
+        """Bytes published and not yet consumed (as last read)."""
+        return self._head - self._tail
+
+    def refresh(self) -> tuple[int, int]:
+        """Re-read the VRA's progress: (bytes still in the ring, frames still in the ring)."""
+        self._tail = self.consumed()
+        return self._head - self._tail, max(0, self.frames - self._ctl[_FRAMES_READ])
+
+    @property
+    def tail_seq(self) -> int:
+        return self._ctl[_TAIL_SEQ]
+
+    def bell_word(self) -> int:
+        """The VRA's state word (read after publishing head, with a fence in between)."""
+        return self._ctl[_STATE]
+
+    def wants_bell(self, word: int, urgent: bool) -> bool:
+        """Whether the VRA, in state ``word``, needs a doorbell for what was just published."""
+        mode = word & 3
+        return mode == SLEEP or (mode == NAP and (urgent or self._head - self._tail > self.size // 4))
+
+    def unconsumed(self) -> list[tuple[int, int, str, int, int]]:
+        """Every frame the VRA has not consumed: (type, seq, volume, offset, length) for WRITE and ZERO,
+        (MARK, seq, "", 0, 0) for marks. The writer must be done writing (the connection is gone)."""
+        tail = self.consumed()
+        size, data, out = self.size, self._dmap, []
+        header, offset_s, zero_s = sp.HEADER, sp.OFFSET, sp.ZERO_BODY
+        while tail < self._head:
+            pos = tail % size
+            magic, ftype, _flags, vlen, seq, length = header.unpack_from(data, pos)
+            if magic != sp.MAGIC:
+                raise RingCorrupt(f"no frame at ring position {pos}")
+            if ftype == PAD:
+                tail += size - pos
+                continue
+            body = pos + header.size
+            volume = bytes(data[body:body + vlen]).decode()
+            if ftype == sp.WRITE:
+                out.append((ftype, seq, volume, offset_s.unpack_from(data, body + vlen)[0], length - vlen - 8))
+            elif ftype == sp.ZERO:
+                out.append((ftype, seq, volume, *zero_s.unpack_from(data, body + vlen)))
+            else:
+                out.append((ftype, seq, "", 0, 0))
+            tail += _aligned(header.size + length)
+        return out
+
+
+class RingReader:
+    """The VRA's side of a ring received as a descriptor; owns the descriptor from the call on."""
+
+    def __init__(self, fd: int, offered_size: int):
+        try:
+            total = os.fstat(fd).st_size
+            size = total - CONTROL_BYTES
+            if size != offered_size or size <= 0 or size % mmap.ALLOCATIONGRANULARITY:
+                raise RingCorrupt(f"ring of {total} bytes does not match the offered {offered_size} + control page")
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if not seals & fcntl.F_SEAL_SHRINK:
+                raise RingCorrupt("ring memfd is not sealed against shrinking")
+            self._cmap = mmap.mmap(fd, CONTROL_BYTES)
+            self._dmap = mmap.mmap(fd, size, offset=CONTROL_BYTES, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        self.ctl = memoryview(self._cmap).cast("Q")
+        if (self.ctl[_MAGIC], self.ctl[_LAYOUT], self.ctl[_SIZE]) != (RING_MAGIC, RING_LAYOUT, size):
+            self.close()
+            raise RingCorrupt("not a split ring of this layout")
+        self.size = size
+        self.data = self._dmap  # unpack_from reads it; views are made per frame
+        self.view = memoryview(self._dmap)
+        self.epoch = 0
+
+    def head(self) -> tuple[int, int, int]:
+        """(head, rewound_at, the tail a rewind skips to): read head first, the rest belongs to it."""
+        ctl = self.ctl
+        head = ctl[_HEAD]
+        rewound_at = ctl[_REWOUND_AT]
+        return head, rewound_at, rewound_at + self.size - rewound_at % self.size
+
+    def consumed(self, tail: int, seq: int, frames: int) -> None:
+        """Publish progress: the handler returned from every frame before ``tail``."""
+        ctl = self.ctl
+        ctl[_TAIL_SEQ] = seq
+        ctl[_FRAMES_READ] = frames
+        ctl[_TAIL] = tail
+
+    def set_state(self, mode: int) -> None:
+        if mode != AWAKE:
+            self.epoch += 1
+        self.ctl[_STATE] = (self.epoch << 2) | mode
+
+    def close(self) -> None:
+        self.ctl.release()
+        if hasattr(self, "view"):
+            self.view.release()
+        for m in (self._cmap, self._dmap):
+            try:
+                m.close()
+            except BufferError:  # a handler kept a view against the contract; the GC unmaps later
+                pass
