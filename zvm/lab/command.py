@@ -21,7 +21,7 @@ from zvm.lab import images, processes, workload
 from zvm.lab.links import LinksControl
 from zvm.lab.processes import LabError
 from zvm.lab.state import SITES, LabState, default_lab_dir
-from zvm.lab.steps import STEPS, Lab, UpOptions, run_steps
+from zvm.lab.steps import STEPS, VPG_VMS, Lab, UpOptions, run_steps
 
 # Stopped in this order: nothing is left writing to what the next tier stops (filters flush to their VRA).
 STOP_TIERS = (("workload",), ("iofilter",), ("vra",), ("zvm", "wan"), ("vcsim",))
@@ -31,6 +31,13 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def vm_count(text: str) -> int:
+    value = positive(text)
+    if value < VPG_VMS:
+        raise argparse.ArgumentTypeError(f"the lab's VPG protects {VPG_VMS} VMs: give at least {VPG_VMS}")
     return value
 
 
@@ -222,7 +229,7 @@ def lab_wan(lab_dir: Path, args) -> int:
             _say("WAN restored")
         elif args.wan_command == "set":
             ctl.set(args.latency_ms, args.bandwidth_mbps)
-        if args.json:
+        if getattr(args, "json", False):
             print(json.dumps(ctl.status(), indent=1))
         elif args.wan_command in ("status", "set"):
             _wan_status(state)
@@ -292,7 +299,7 @@ def register(sub) -> None:
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
     up = lab_sub.add_parser("up", help="start both sites, pair them, protect three VMs, and print what to use")
     up.add_argument("--hosts", type=positive, default=3, help="ESXi hosts in each site's cluster (default 3)")
-    up.add_argument("--vms", type=positive, default=4, help="VMs in each site's cluster (default 4)")
+    up.add_argument("--vms", type=vm_count, default=4, help="VMs in each site's cluster, 3 or more (default 4)")
     up.add_argument("--disk-mb", type=positive, default=128, help="size of every VM disk in MiB (default 128)")
     up.add_argument("--rate", default="256k", help="the workload's write rate per VM, fio syntax (default 256k)")
     up.add_argument("--latency-ms", type=float, default=5.0, help="WAN one-way latency (default 5)")
@@ -307,8 +314,8 @@ def register(sub) -> None:
     wan_set = wan_sub.add_parser("set", help="change latency and bandwidth")
     wan_set.add_argument("--latency-ms", type=float)
     wan_set.add_argument("--bandwidth-mbps", type=float)
-    wan_sub.add_parser("status", help="the links and their counters")
-    wan.add_argument("--json", action="store_true", help="print the emulator's status as JSON")
+    wan_status = wan_sub.add_parser("status", help="the links and their counters")
+    wan_status.add_argument("--json", action="store_true", help="print the emulator's status as JSON")
     wl = lab_sub.add_parser("workload", help="pause or resume the workload")
     wl.add_argument("workload_command", choices=("pause", "resume", "status"))
     image = lab_sub.add_parser("image", help="serve a protected VM's disk as of a checkpoint over NBD")

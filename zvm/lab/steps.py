@@ -240,8 +240,16 @@ def install_vras(lab: Lab) -> str:
             wait_ready(proc, lambda v=vra: Path(v["port_file"]).exists(), "serve gRPC", timeout=90)
     for client, task in tasks:
         client.wait_for_task(task, timeout=180)
+    for site in SITES:  # the ZVM's inventory has caught up with the appliances it deployed
+        client, site_id, names = lab.client(site), st.zvms[site]["site_identifier"], {v["name"] for v in st.vras[site]}
+        _wait(lambda c=client, s=site_id, n=names: _inventory_settled(c.vms(s), n),
+              f"the {site} ZVM's inventory to list its VRAs' VMs, every VM with its host", 60)
     names = [v["name"] for site in SITES for v in st.vras[site]]
     return f"{len(names)} VRAs installed and powered on in the vCenters ({', '.join(names[:2])}, ...), each served by a vra serve"
+
+
+def _inventory_settled(vms: list[dict], vra_names: set[str]) -> bool:
+    return vra_names <= {v["VmName"] for v in vms} and all(v.get("HostIdentifier") for v in vms)
 
 
 def _start_vra(lab: Lab, site: str, index: int, host: dict, vra: dict) -> dict:
@@ -277,6 +285,8 @@ def pick_vms(vms: list[dict], count: int) -> list[dict]:
     """``count`` VMs spread over as many hosts as possible (round robin over the hosts, by name)."""
     by_host: dict[str, list[dict]] = {}
     for vm in sorted(vms, key=lambda v: v["VmName"]):
+        if vm["VmName"].startswith("Z-VRA-"):  # the appliances are not protected
+            continue
         by_host.setdefault(vm.get("HostIdentifier") or "", []).append(vm)
     picked: list[dict] = []
     while len(picked) < count and any(by_host.values()):
@@ -297,7 +307,7 @@ def create_vpg(lab: Lab) -> str:
     a_id, b_id = st.zvms["protected"]["site_identifier"], st.zvms["recovery"]["site_identifier"]
     vms = pick_vms(a.vms(a_id), VPG_VMS)
     if len(vms) < VPG_VMS:
-        raise LabError(f"the protected site has {len(vms)} VMs; the lab's VPG needs {VPG_VMS}: use --vms {VPG_VMS} or more")
+        raise LabError(f"the protected site has {len(vms)} VMs; the lab's VPG needs {VPG_VMS}")
     hosts = sorted(a.hosts(b_id), key=lambda h: h["VirtualizationHostName"])
     datastore = _named(a.datastores(b_id), "DatastoreName", "DatastoreIdentifier", "LocalDS_0")
     networks = a.networks(b_id)
