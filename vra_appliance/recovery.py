@@ -189,7 +189,8 @@ class RecoverSide:
             if rec.checksums is None:
                 rvpg = rec.rvpg
                 rec.checksums = JournalTipChecksums({v.volume: v.size for v in rec.role.volumes},
-                                                    lambda volume: _open_tip(rvpg, volume))
+                                                    lambda volume: _open_tip(rvpg, volume),
+                                                    advance_tip=rvpg.advance_tip)
             return rec.checksums
 
     def protect_peers(self, vpg: str) -> frozenset[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,4 +14,5 @@ import pytest
 def short_tmp():
     d = Path(tempfile.mkdtemp(prefix="zf-", dir="/tmp"))
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("ZVR_KEEP_FAULT_DIRS"):  # set it to look at the processes' logs afterwards
+        shutil.rmtree(d, ignore_errors=True)

@@ -14,6 +14,7 @@ the point-in-time image at that checkpoint (copied out with nbdcopy).
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -39,8 +40,9 @@ class Fio:
         self.out = out
         argv = ["fio", "--name=steady", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=4k",
                 f"--size={SIZE}", "--time_based", "--runtime=600", f"--rate_iops={rate_iops}", "--iodepth=4",
-                "--refill_buffers", f"--randseed={seed}", "--output-format=json", f"--output={out}"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                "--refill_buffers", f"--randseed={seed}", "--thread", "--output-format=json", f"--output={out}"]
+        # Its own process group: a fio whose NBD server died may not stop on SIGINT; then the group is killed.
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -50,9 +52,9 @@ class Fio:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = self.proc.communicate(timeout=30)
+            _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             _, err = self.proc.communicate()
         text = self.out.read_text() if self.out.exists() else ""
         if "{" not in text:
@@ -113,6 +115,10 @@ class FaultSite:
 
     def wait_streaming(self, timeout: float = 90.0) -> cpb.VpgStatus:
         return self.p.control.wait_streaming(VPG, timeout)
+
+    def wait_drained(self, timeout: float = 60.0) -> None:
+        """Wait until the recovery VRA acknowledged everything the protect VRA holds."""
+        wait_for(lambda: self.status().counters["buffered_bytes"] == 0, timeout, "the stream to drain")
 
     def syncs(self, kind: str | None = None, completed: bool | None = None) -> list[cpb.SyncReport]:
         return [r for r in self.status().last_syncs

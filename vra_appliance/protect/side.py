@@ -335,7 +335,7 @@ class ProtectSide:
         unclean = [ctl for ctl, r, _ in replies if r is not None and volumes & ctl.unclean]
         if filter_dirty:
             engine.mark_needs_bitmap_sync(f"IO filter {filter_dirty[0].filter_id} has dirty extents")
-        dirty = bool(filter_dirty or unclean) or engine.needs_bitmap_sync
+        dirty = bool(filter_dirty or unclean) or engine.not_consistent
         with self._lock:
             self._frozen[(vpg, checkpoint_id)] = _Frozen(frozen, {c.filter_id for c in marked_ctls})
         log.debug("VPG %s: froze %d filters for %s in %.1f ms", vpg, len(frozen), checkpoint_id,

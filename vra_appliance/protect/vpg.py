@@ -200,6 +200,12 @@ class ProtectedVpg:
         with self._cv:
             self._syncing = syncing
 
+    @property
+    def not_consistent(self) -> bool:
+        """A checkpoint now would not be consistent: a sync is needed or running, or writes were let go."""
+        with self._cv:
+            return self.needs_bitmap_sync or self._syncing or bool(self.dropped)
+
     def take_bitmap_need(self) -> bool:
         """Whether writes went to a dirty map since the last call (buffer full, stream reset, a filter's gap).
         Taking it clears it and marks the VPG syncing in the same step, so no checkpoint in between is

@@ -75,6 +75,18 @@ class PointInTimeImage:
         self._lock = threading.Lock()
         self._closed = False
 
+    def extend(self, entries, upto_seq: int) -> None:
+        """Move a read-only image forward to ``upto_seq``: ``entries`` are the journal's records in
+        (checkpoint_seq, upto_seq], in seq order (``RecoveryVPG.advance_tip``; the caller holds the VPG's
+        lock, so no promotion step runs meanwhile, and reads no range of the image during the call)."""
+        if not self.read_only:
+            raise ValueError(f"image {self.name} has a scratch overlay: it cannot move forward")
+        with self._lock:
+            for entry in entries:
+                if entry.volume == self.volume:
+                    self.extents.add(entry.offset, entry.length, entry.loc)
+            self.checkpoint_seq = max(self.checkpoint_seq, upto_seq)
+
     # -- reads -----------------------------------------------------------------------------------------
 
     def _check(self, offset: int, length: int) -> None:

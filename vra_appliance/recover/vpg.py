@@ -173,6 +173,14 @@ class RecoveryVPG:
             self._images.append(image)
             return image
 
+    def advance_tip(self, image: PointInTimeImage) -> int:
+        """Move an image opened by ``tip_image`` to the journal's current last record; returns its seq."""
+        with self._lock:
+            last = self.journal.last_seq(self.vpg)
+            if last > image.checkpoint_seq:
+                image.extend(self.journal.entries(self.vpg, image.checkpoint_seq, last), last)
+            return image.checkpoint_seq
+
     def _image_closed(self, image: PointInTimeImage) -> None:
         with self._lock:
             self._images.remove(image)

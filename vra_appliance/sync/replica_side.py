@@ -3,9 +3,15 @@
 A delta sync compares the protected volume with what the recovery side will hold once everything already
 journaled is applied: the replica volume overlaid with every journaled write (a point-in-time image at the
 last record, ``RecoveryVPG.tip_image``). :class:`JournalTipChecksums` opens such an image when the protect
-side opens the volume's delta sync (``DeltaOpen``) and closes it with ``CloseRequest``. Writes journaled
-after the open are not in the image, which is what the delta sync needs: they were in the stream, and so
-they land after the blocks the sync sends (docs/SYNC.md, "Writes during a sync").
+side opens the volume's delta sync (``DeltaOpen``), moves it forward to the journal's newest record before
+it hashes each window (``advance_tip``), and closes it with ``CloseRequest``.
+
+Why that is right while the VMs write: the protect side asks for a window's digests before it hashes its
+own copy of that window, so the recovery side's state of a block is read before the protect side's. A
+write the protect side sees that the recovery side had not journaled yet differs, and is sent again (after
+the write in the stream: harmless); a write the recovery side has journaled, the protect side sees too.
+Moving the image forward per window keeps that first kind (writes streamed during the sync, resent for
+nothing) to those of about one window's time instead of the whole sync's.
 
 An open image pins the journal (the promoter stops at it), so an image whose sync went quiet (the protect
 VRA died mid-sync) is closed after ``idle_s``; the protect side's next call then finds no open sync and its
@@ -37,10 +43,12 @@ class JournalTipChecksums(ReplicaChecksums):
     """ChecksumPeer of one recovery VPG. ``sizes``: volume -> size (its volumes, for "unknown volume"
     answers); ``open_tip(volume)``: a reader of the volume at the journal's tip, with ``close()``."""
 
-    def __init__(self, sizes: Mapping[str, int], open_tip: Callable[[str], object], *, idle_s: float = 600.0,
+    def __init__(self, sizes: Mapping[str, int], open_tip: Callable[[str], object], *,
+                 advance_tip: Callable[[object], object] | None = None, idle_s: float = 600.0,
                  clock: Callable[[], float] = time.monotonic, keep_bytes: int = 64 * 1024 * 1024) -> None:
         super().__init__({v: _NotOpen(n) for v, n in sizes.items()}, keep_bytes=keep_bytes)
         self._open_tip = open_tip
+        self._advance_tip = advance_tip
         self._idle_s = idle_s
         self._clock = clock
         self._tips: dict[str, object] = {}
@@ -68,6 +76,11 @@ class JournalTipChecksums(ReplicaChecksums):
 
     def group_digests(self, volume: str, first_group: int, count: int) -> GroupDigests:
         self._touch(volume)
+        if self._advance_tip is not None:
+            with self._tips_lock:
+                tip = self._tips.get(volume)
+            if tip is not None:
+                self._advance_tip(tip)
         return super().group_digests(volume, first_group, count)
 
     def leaf_digests(self, request: LeafRequest) -> LeafDigests:

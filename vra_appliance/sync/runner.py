@@ -252,6 +252,10 @@ class VpgSyncRunner:
             with self._lock:
                 self.state[volume].complete()
             report.completed = True
+            log.info("VPG %s volume %s: %s done: %d bytes in %d ranges%s (%.1f s)", self.vpg, volume, kind.value,
+                     report.bytes, report.ranges,
+                     f", {delta.stats.wire_bytes} on the wire with checksums" if delta is not None else "",
+                     (time.time_ns() - report.started_ns) / 1e9)
         except DirtyMapLostError as exc:
             report.error = str(exc)
             with self._lock:
