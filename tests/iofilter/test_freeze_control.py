@@ -34,8 +34,9 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
     return True
 
 
-def test_mark_sits_between_earlier_and_held_writes(make_filter, vra, sockdir):
-    filt = make_filter(vra=str(sockdir / "vra.sock"), volumes=("vol-a", "vol-b"))
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_mark_sits_between_earlier_and_held_writes(make_filter, vra, sockdir, ring):
+    filt = make_filter(vra=str(sockdir / "vra.sock"), volumes=("vol-a", "vol-b"), ring=ring)
     assert filt.splitter.wait_connected(5)
     a, b = RawNbd(str(filt.unix_path)), RawNbd(str(filt.unix_path))
     a.connect_export("vol-a")

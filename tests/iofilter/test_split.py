@@ -102,8 +102,9 @@ def test_a_broken_filter_is_dropped_and_others_go_on(vra, sockdir, garbage):
     assert vra.wait_for(lambda ev: ("disconnect", "good") in ev and ("disconnect", "bad") in ev)
 
 
-def test_writes_through_the_filter_are_split_in_completion_order(make_filter, vra, sockdir):
-    filt = make_filter(vra=str(sockdir / "vra.sock"))
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_writes_through_the_filter_are_split_in_completion_order(make_filter, vra, sockdir, ring):
+    filt = make_filter(vra=str(sockdir / "vra.sock"), ring=ring)
     assert filt.splitter.wait_connected(5)
     c = RawNbd(str(filt.unix_path))
     c.connect_export("vol-a")
@@ -118,6 +119,7 @@ def test_writes_through_the_filter_are_split_in_completion_order(make_filter, vr
     assert writes[20][:4] == ("zero", "vol-a", 5 * MiB, 12345)
     assert [e[4] for e in writes] == list(range(1, 22))
     assert vra.events[0] == ("hello", "test-filter-0", ["vol-a"])
+    assert filt.splitter.snapshot()["transport"] == ("ring" if ring else "socket")
     assert not filt.dirty
 
 
@@ -148,7 +150,8 @@ def test_no_vra_means_dirty_map_then_a_vra_attaches(make_filter, sockdir):
         listener.stop()
 
 
-def test_a_stuck_vra_never_stalls_the_vm(make_filter, sockdir):
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_a_stuck_vra_never_stalls_the_vm(make_filter, sockdir, ring):
     """The VRA's handler blocks: the VM's writes still complete, the queue stays within its budget and the
     overflow is in the dirty map. Every write is either split or dirty."""
     gate = threading.Event()
@@ -156,7 +159,7 @@ def test_a_stuck_vra_never_stalls_the_vm(make_filter, sockdir):
     listener = SplitListener(str(sockdir / "slow.sock"), handler)
     listener.start()
     try:
-        filt = make_filter(vra=str(sockdir / "slow.sock"), queue_bytes=256 * 1024)
+        filt = make_filter(vra=str(sockdir / "slow.sock"), queue_bytes=256 * 1024, ring=ring)
         assert filt.splitter.wait_connected(5)
         c = RawNbd(str(filt.unix_path))
         c.connect_export("vol-a")
@@ -176,15 +179,18 @@ def test_a_stuck_vra_never_stalls_the_vm(make_filter, sockdir):
         listener.stop()
 
 
-def start_vra_process(address: str, replica) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.iofilter.vra_stub", address, str(replica)],
-                            stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+def start_vra_process(address: str, replica, stall_after: int | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "tests.iofilter.vra_stub", address, str(replica)]
+    if stall_after is not None:
+        argv.append(str(stall_after))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     assert proc.stdout.readline().strip() == "listening"
     return proc
 
 
-def test_killing_the_vra_under_fio_load_loses_nothing(make_filter, sockdir, tmp_path):
-    filt = make_filter(vra=str(sockdir / "vra-proc.sock"), size=16 * MiB)
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_killing_the_vra_under_fio_load_loses_nothing(make_filter, sockdir, tmp_path, ring):
+    filt = make_filter(vra=str(sockdir / "vra-proc.sock"), size=16 * MiB, ring=ring)
     source = filt.volume_paths["vol-a"]
     replica = tmp_path / "replica.img"
     shutil.copyfile(source, replica)  # the initial sync
@@ -228,10 +234,11 @@ def test_killing_the_vra_under_fio_load_loses_nothing(make_filter, sockdir, tmp_
     assert sha256(replica) == sha256(source)
 
 
-def test_the_filter_under_fio_verify_while_splitting(make_filter, vra, sockdir):
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_the_filter_under_fio_verify_while_splitting(make_filter, vra, sockdir, ring):
     from tests.iofilter.test_nbd_clients import fio_verify
 
-    filt = make_filter(vra=str(sockdir / "vra.sock"))
+    filt = make_filter(vra=str(sockdir / "vra.sock"), ring=ring)
     assert filt.splitter.wait_connected(5)
     job = fio_verify(nbd_uri(filt.unix_path, "vol-a"), "8M")
     assert job["read"]["total_ios"] == 2048
@@ -240,10 +247,11 @@ def test_the_filter_under_fio_verify_while_splitting(make_filter, vra, sockdir):
     assert not filt.dirty
 
 
-def test_replica_from_the_stream_equals_the_source(make_filter, vra, sockdir, tmp_path):
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "socket"])
+def test_replica_from_the_stream_equals_the_source(make_filter, vra, sockdir, tmp_path, ring):
     """qemu-img writes a whole image (data, zero runs) through the filter; replaying the split stream on a
     copy of the old content gives exactly the new content."""
-    filt = make_filter(vra=str(sockdir / "vra.sock"))
+    filt = make_filter(vra=str(sockdir / "vra.sock"), ring=ring)
     source = filt.volume_paths["vol-a"]
     replica = bytearray(source.read_bytes())
     new = make_volume(tmp_path / "new.img", 8 * MiB, 9)

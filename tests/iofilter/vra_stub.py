@@ -1,7 +1,9 @@
 """A VRA stand-in for tests: records what a `SplitListener` hands it, or applies it to a replica file.
 
-Run as a process (``python -m tests.iofilter.vra_stub ADDRESS REPLICA``) it applies every write and zero
-to REPLICA and prints one line per event, so a test can kill it with SIGKILL in the middle of a load.
+Run as a process (``python -m tests.iofilter.vra_stub ADDRESS REPLICA [STALL_AFTER]``) it applies every
+write and zero to REPLICA and prints one line per event, so a test can kill it with SIGKILL in the middle of
+a load; with STALL_AFTER it stops consuming (blocks in its handler) after that many writes and says
+"stalled", so frames pile up unconsumed in the filter's queue or ring.
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ class RecordingVra:
 class ReplicaVra:
     """Applies writes and zeroes to a replica file (a stand-in for the journal-and-replica of a real VRA)."""
 
-    def __init__(self, replica: str):
+    def __init__(self, replica: str, stall_after: int | None = None):
         self.fd = os.open(replica, os.O_RDWR)
         self.writes = 0
+        self.stall_after = stall_after
 
     def on_hello(self, filter_id, volumes):
         print("hello", filter_id, flush=True)
 
     def on_write(self, filter_id, volume_id, offset, data, filter_seq):
+        if self.writes == self.stall_after:
+            print("stalled", flush=True)
+            threading.Event().wait()  # until SIGKILL
         os.pwrite(self.fd, data, offset)
         self.writes += 1
         if self.writes == 1000:
@@ -81,8 +87,8 @@ class ReplicaVra:
 
 
 def main(argv: list[str]) -> int:
-    address, replica = argv
-    listener = SplitListener(address, ReplicaVra(replica))
+    address, replica, *stall = argv
+    listener = SplitListener(address, ReplicaVra(replica, int(stall[0]) if stall else None))
     listener.start()
     print("listening", flush=True)
     done = threading.Event()

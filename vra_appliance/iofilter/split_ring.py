@@ -155,7 +155,7 @@ class RingWriter:
         a 64 KiB copy into a cold ring costs three times one into a warm one. The VRA learns of the jump
         from ``rewound_at`` (published with head), so the whole ring is room at once."""
         pos = self._head % self.size
-        if pos >= REWIND_BYTES and self.consumed() == self._head:
+        if pos >= min(REWIND_BYTES, self.size // 4) and self.consumed() == self._head:
             self._rewound_at = self._head
             self._rewound_to = self._tail = self._head + self.size - pos
             self._head = self._rewound_to

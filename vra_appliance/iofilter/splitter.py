@@ -356,10 +356,11 @@ class Splitter:
             if self._ring is not None:
                 try:
                     nbytes, frames = self._ring.refresh()
-                except RingCorrupt:
+                except RingCorrupt:  # the next ACK or write drops the connection
                     pass
+            transport = None if not self._connected else "socket" if self._ring is None else "ring"
             return {**self.stats, "vra": state, "vra_address": self.address, "next_seq": self._seq,
-                    "transport": "ring" if self._ring_live else ("socket" if self._connected else None),
+                    "transport": transport,
                     "queue_frames": frames, "queue_bytes": nbytes, "queue_budget": self.queue_bytes,
                     "dirty_bytes": self.dirty.covered_bytes(), "dirty_extents": self.dirty.extent_count,
                     "over_coverage": self.dirty.over_coverage, "dirty_memory_bytes": self.dirty.memory_bytes,
@@ -378,9 +379,10 @@ class Splitter:
         t.start()
 
     def wait_connected(self, timeout: float) -> bool:
+        """Wait until a VRA is attached and, if a ring was offered, has taken or declined it."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._connected:
+            while not self._connected or (self._ring is not None and not self._ring_live):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -449,7 +451,7 @@ class Splitter:
     def _connect(self) -> tuple[socket.socket, int, threading.Thread, bool] | None:
         family, sockaddr = sp.parse_address(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
-        ring = None
+        ring, registered = None, False
         try:
             sock.settimeout(self._connect_timeout_s)
             sock.connect(sockaddr)
@@ -475,6 +477,7 @@ class Splitter:
                 self._sending = True  # HELLO goes out before any frame: writes meanwhile are queued
                 self._sock = sock
                 self._ring, self._ring_live, self._rang = ring, False, -1  # with a ring: writes go there
+                registered = True  # from now on the ring is closed by whoever takes it out of self._ring
                 self.stats["connects"] += 1
                 gen = self._gen
             try:
@@ -494,6 +497,7 @@ class Splitter:
                 if self._await_accept(sock):
                     with self._cond:
                         self._ring_live = self._ring is ring
+                        self._cond.notify_all()
                 else:
                     self._decline_ring(ring)
                     ring = None
@@ -501,7 +505,7 @@ class Splitter:
             log.debug("VRA at %s not reachable: %s", self.address, exc)
             if self._sock is sock:
                 self._disconnected(self._gen, f"HELLO failed: {exc}")
-            elif ring is not None and self._ring is not ring:
+            elif ring is not None and not registered:
                 ring.close()
             sock.close()
             return None
@@ -633,12 +637,13 @@ class Splitter:
         self._disconnected(gen, reason)
 
     def _acked(self, seq: int) -> None:
+        corrupt = None
         with self._cond:
             if self._ring is not None:
                 try:
                     self._ring.refresh()
                 except RingCorrupt:
-                    pass  # the next write into the ring notices and drops the connection
+                    corrupt = self._ring
             inflight = self._inflight
             while inflight and inflight[0][0] <= seq:
                 self._charged -= inflight.popleft()[1]
@@ -646,6 +651,8 @@ class Splitter:
             self.stats["acks"] += 1
             if not inflight and not self._queue:
                 self._cond.notify_all()
+        if corrupt is not None:
+            self._ring_broken(corrupt)
 
     def _disconnected(self, gen: int, reason: str) -> None:
         """Connection ``gen`` is gone: everything unacknowledged goes to the dirty map. Idempotent."""
