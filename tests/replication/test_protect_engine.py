@@ -8,6 +8,8 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vra_appliance.protect.side import ProtectSide
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
@@ -378,3 +380,21 @@ def test_held_extents_of_a_stopped_engine_are_everything_not_acknowledged(tmp_pa
         assert sorted(e.held_extents()) == [("vol-1", 0, 80 << 10), ("vol-1", 8192, 4096)]
     finally:
         r.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 3)), min_size=1, max_size=400),
+       st.integers(1, 64))
+def test_dropped_extents_cover_every_write_within_their_budget(writes, budget) -> None:
+    from vra_appliance.protect.dirty import ExtentMap
+
+    m = ExtentMap(budget)
+    for block, n in writes:
+        m.add("v", block * 4096, n * 4096)
+        assert m.extent_count() <= budget
+    extents = m.extents("v")
+    assert extents == sorted(extents) and all(a + n < b for (a, n), (b, _) in zip(extents, extents[1:], strict=False))
+    covered = {b for o, n in extents for b in range(o // 4096, (o + n) // 4096)}
+    written = {b for block, n in writes for b in range(block, block + n)}
+    assert written <= covered
+    assert (len(covered) - len(written)) * 4096 <= m.over_coverage  # an upper bound of what was not written

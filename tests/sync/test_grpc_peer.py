@@ -77,3 +77,12 @@ def test_a_cut_link_is_transient(recovery):
     with pytest.raises(TransientError, match="runs again"):
         peer.open(DeltaOpen("vpg-1", "vol-1", SIZE, DeltaParams()))
     wan.restore()
+
+
+def test_a_call_on_a_closed_channel_is_transient(recovery):
+    """What a sync sees when its VRA stops it by closing the channel under it: run again later."""
+    _, _, channel, _ = recovery
+    peer = GrpcChecksumPeer(channel, "vpg-1", timeout=2)
+    channel.close()
+    with pytest.raises(TransientError, match="closed"):
+        peer.open(DeltaOpen("vpg-1", "vol-1", SIZE, DeltaParams()))

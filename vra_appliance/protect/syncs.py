@@ -112,7 +112,9 @@ class VpgSyncs:
         self.runner.start()
 
     def stop(self) -> None:
+        # The channel first: a checksum call waiting on a dead link ends at once (the sync is interrupted,
+        # and resumes wherever the role is taken up again).
+        self.channel.close()
         self.runner.stop()
         self.volumes.close()
-        self.channel.close()
 

@@ -117,6 +117,8 @@ class GrpcChecksumPeer:
             return self._call(_envelope(self.vpg, msg), timeout=self.timeout, metadata=self.metadata or None)
         except grpc.RpcError as exc:
             raise _translate(exc) from exc
+        except ValueError as exc:  # the channel was closed (the VRA is stopping the sync)
+            raise E.TransientError(f"the channel to the recovery VRA is closed ({exc}); the sync runs again") from exc
 
     def open(self, request: DeltaOpen) -> None:
         self._do(request)

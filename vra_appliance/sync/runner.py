@@ -275,6 +275,14 @@ class VpgSyncRunner:
                     self._hold[volume] = time.monotonic() + self.permanent_backoff
             else:
                 log.warning("VPG %s volume %s: %s interrupted: %s", self.vpg, volume, kind.value, exc)
+        except Exception as exc:  # a bug, or a failure nobody translated: the sync must still end, and rerun
+            report.error = f"{type(exc).__name__}: {exc}"
+            if bitmap is not None:
+                self._give_back(volume, bitmap.pending())
+            with self._lock:
+                self.state[volume].interrupt()
+                self._hold[volume] = time.monotonic() + self.permanent_backoff
+            log.exception("VPG %s volume %s: %s failed", self.vpg, volume, kind.value)
         finally:
             report.percent = 100.0 if report.completed else round(self._progress(), 2)
             report.wire_bytes = delta.stats.wire_bytes if delta is not None else report.bytes
