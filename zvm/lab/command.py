@@ -57,6 +57,9 @@ def stop_lab(state: LabState, say=_say) -> list[str]:
     unknown = [p for p in state.processes if p.kind not in {k for t in STOP_TIERS for k in t}]
     killed += [p.name for p in processes.stop(unknown)]
     state.path.unlink(missing_ok=True)
+    for site, sim in state.vcenters.items():  # its log sits among its datastores: keep it with the others
+        if sim.log and Path(sim.log).exists() and state.logs.is_dir():
+            shutil.copyfile(sim.log, state.logs / f"vcsim-{site}.log")
     for name in (*SITES, "workload", "wan", "vra-pairing-secret"):
         target = state.lab_dir / name
         if target.is_dir():
@@ -248,7 +251,10 @@ def lab_workload(lab_dir: Path, args) -> int:
         workload.resume(state)
         _say("workload resumed")
     else:
-        _say(f"workload {'paused' if state.workload.get('paused') else 'running'}: {workload.volume_writes(state)}")
+        names = {v["id"]: vm["name"] for vm in state.vpg.get("vms", []) for v in vm["volumes"]}
+        writes = ", ".join(f"{names.get(vid, vid)} {n}" for vid, n in workload.volume_writes(state).items())
+        _say(f"workload {'paused' if state.workload.get('paused') else 'running'} at {state.workload['rate']}/s "
+             f"per VM; writes so far: {writes}")
     return 0
 
 
