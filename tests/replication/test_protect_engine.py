@@ -398,3 +398,50 @@ def test_dropped_extents_cover_every_write_within_their_budget(writes, budget) -
     written = {b for block, n in writes for b in range(block, block + n)}
     assert written <= covered
     assert (len(covered) - len(written)) * 4096 <= m.over_coverage  # an upper bound of what was not written
+
+
+def test_a_replaced_role_hands_what_was_not_acknowledged_to_the_new_engine_and_keeps_its_syncs(tmp_path) -> None:
+    from vra_appliance.config import PeerVra, ProtectRole
+
+    recovery = Recovery(tmp_path, start=False)  # the receiver's committer does not run: nothing is acknowledged
+    recovery.add_vpg(VPG)
+    engines: list[ProtectedVpg] = []
+
+    def make_engine(role):
+        engines.append(ProtectedVpg(role.vpg, "protect-a", InProcessTransport(recovery.endpoint, "protect-a"),
+                                    volumes=set(role.volumes)))
+        return engines[-1]
+
+    made: list = []
+
+    class Syncs:
+        def __init__(self, role, engine, controls, previous) -> None:
+            self.previous, self.needs = previous, []
+            made.append(self)
+
+        def need(self, reason, volumes=None) -> None:
+            self.needs.append((reason, volumes))
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+        def status(self) -> dict:
+            return {"substatus": ""}
+
+    side = ProtectSide("protect-a", make_engine, make_syncs=Syncs)
+    try:
+        role = ProtectRole(VPG, ("vol-1",), (), PeerVra("r", "127.0.0.1:1"))
+        side.configure(role)
+        side.on_hello("f1", ["vol-1"])
+        side.on_write("f1", "vol-1", 4096, b"x" * 4096, 1)
+        side.configure(role)  # e.g. a new checkpoint interval: the engine is replaced
+        assert engines[1].dropped.extents("vol-1") == [(4096, 4096)] and engines[1].needs_bitmap_sync
+        assert made[1].previous is made[0]  # the syncs' state carries over
+        assert side.need(VPG, "forced-sync", ["vol-1"]) and made[1].needs == [("forced-sync", ["vol-1"])]
+        assert side.status()[0]["sync"] == {"substatus": ""}
+    finally:
+        side.stop()
+        recovery.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -127,3 +128,22 @@ def test_a_new_volume_or_a_bitmap_need_before_any_sync_is_an_initial_sync(reason
     s = VolumeSyncState("v")
     s.need(reason)
     assert s.begin() is SyncKind.INITIAL
+
+
+def test_a_replaced_role_keeps_the_sync_state_of_its_volumes() -> None:
+    from vra_appliance.auth import Security
+    from vra_appliance.config import PeerVra, ProtectRole
+    from vra_appliance.protect.syncs import VpgSyncs
+
+    engine = SimpleNamespace(set_syncing=lambda syncing: None)  # all the runner calls here
+    old = VpgSyncs(ProtectRole(VPG, ("v1", "v2"), (), PeerVra("r", "127.0.0.1:1")), engine, [], Security())
+    old.runner.state.volumes["v1"] = VolumeSyncState("v1", Phase.STREAMING)
+    old.need(Reason.NEW_VOLUME, ["v2"])
+    new = VpgSyncs(ProtectRole(VPG, ("v1", "v2", "v3"), (), PeerVra("r", "127.0.0.1:1")), engine, [], Security(),
+                   previous=old)
+    try:
+        phases = {v: s.phase for v, s in new.runner.state.volumes.items()}
+        assert phases == {"v1": Phase.STREAMING, "v2": Phase.INITIAL_SYNC, "v3": Phase.NONE}
+    finally:
+        old.stop()
+        new.stop()
