@@ -1,4 +1,6 @@
-"""The administrator's commands, thin over zvm.client: status, sites, vras, vpgs, checkpoints, tasks, alerts.
+"""The administrator's commands, thin over zvm.client: status, sites, vras, vpgs, checkpoints, tasks, alerts;
+and the recovery operations: failover-test, failover-test-stop, failover, failover-commit, failover-rollback,
+move, move-commit, move-rollback, recovery-reports.
 
 Each command logs in to the ZVM given by ``--url`` (or ZVM_URL), as ``--user`` (ZVM_USER, default admin)
 with the password from ZVM_PASSWORD (or asked for), prints a table (or ``--json``), and logs out.
@@ -12,7 +14,7 @@ import json
 import os
 import sys
 
-from zvm.client import ZvmClient
+from zvm.client import TaskFailedError, ZvmClient
 from zvm.errors import ConfigError
 
 
@@ -51,6 +53,85 @@ def register(subparsers) -> None:
         if name == "alerts":
             p.add_argument("--all", action="store_true", help="also alerts no longer active")
         p.set_defaults(func=_runner(fn))
+    _register_recovery(subparsers)
+
+
+def _register_recovery(subparsers) -> None:
+    def vpg_command(name: str, text: str, fn):
+        p = subparsers.add_parser(name, help=text, description=text + " Ordered on the ZVM of the site the VPG "
+                                  "recovers to; prints the task (with --wait, waits for it to end).")
+        _common(p)
+        p.add_argument("vpg", help="VPG name or identifier")
+        p.add_argument("--wait", action="store_true", help="wait for the task to end and show how it ended")
+        p.set_defaults(func=_runner(_order(fn)))
+        return p
+
+    p = vpg_command("failover-test", "Start a failover test of a VPG.",
+                    lambda z, v, a: z.failover_test(v, checkpoint=a.checkpoint, scratch_limit_mb=a.scratch_limit_mb))
+    p.add_argument("--checkpoint", help="checkpoint identifier (default: the newest)")
+    p.add_argument("--scratch-limit-mb", type=int, help="what the test VMs may write in all (0: no limit)")
+    p = vpg_command("failover-test-stop", "Stop the failover test of a VPG and record its result.",
+                    lambda z, v, a: z.failover_test_stop(v, success=not a.failed, summary=a.summary))
+    p.add_argument("--failed", action="store_true", help="record the test as failed")
+    p.add_argument("--summary", help="notes kept with the result")
+    p = vpg_command("failover", "Fail a VPG over to its recovery site.", lambda z, v, a: z.failover(
+        v, checkpoint=a.checkpoint, shutdown_policy=a.shutdown_policy, shutdown_timeout=a.shutdown_timeout,
+        commit_policy=a.commit_policy, commit_timeout=a.commit_timeout, reverse_protection=a.reverse_protection))
+    p.add_argument("--checkpoint", help="checkpoint identifier (default: the newest)")
+    p.add_argument("--shutdown-policy", choices=["None", "Shutdown", "ForceShutdown"])
+    p.add_argument("--shutdown-timeout", type=int, metavar="SECONDS")
+    p.add_argument("--commit-policy", choices=["Commit", "Rollback", "None"])
+    p.add_argument("--commit-timeout", type=int, metavar="SECONDS")
+    p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
+    for name, verb in (("failover-commit", "failover_commit"), ("move-commit", "move_commit")):
+        p = vpg_command(name, f"Commit the {name.split('-')[0]} of a VPG.", lambda z, v, a, verb=verb: getattr(z, verb)(
+            v, reverse_protection=a.reverse_protection, keep_source_vms=a.keep_source_vms or None))
+        p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--keep-source-vms", action="store_true")
+    vpg_command("failover-rollback", "Roll the failover of a VPG back.", lambda z, v, a: z.failover_rollback(v))
+    vpg_command("move-rollback", "Roll the move of a VPG back.", lambda z, v, a: z.move_rollback(v))
+    p = vpg_command("move", "Move a VPG to its recovery site (planned, no data loss).", lambda z, v, a: z.move(
+        v, commit_policy=a.commit_policy, commit_timeout=a.commit_timeout, shutdown_timeout=a.shutdown_timeout,
+        reverse_protection=a.reverse_protection, keep_source_vms=a.keep_source_vms or None))
+    p.add_argument("--commit-policy", choices=["Commit", "Rollback", "None"])
+    p.add_argument("--commit-timeout", type=int, metavar="SECONDS")
+    p.add_argument("--shutdown-timeout", type=int, metavar="SECONDS")
+    p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--keep-source-vms", action="store_true")
+    p = subparsers.add_parser("recovery-reports", help="failover tests, failovers and moves: results and RTO",
+                              description="Show the recovery operations, newest first.")
+    _common(p)
+    p.add_argument("--vpg", help="only this VPG (name or identifier)")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_runner(_reports))
+
+
+def _order(fn):
+    def run(zvm: ZvmClient, args):
+        vpg = _find_vpg(zvm, args.vpg)
+        task = fn(zvm, vpg["VpgIdentifier"], args)
+        if args.wait:
+            try:
+                done = zvm.wait_for_task(task)
+            except TaskFailedError as exc:
+                done = exc.task
+        else:
+            done = zvm.task(task)
+        row = {"VPG": vpg["VpgName"], "Task": task, "Type": done["Type"], "State": done["Status"]["State"],
+               "Progress": f"{done['Status']['Progress']}%", "Step": done["Step"]}
+        return done, [row], ["VPG", "Type", "State", "Progress", "Step", "Task"]
+
+    return run
+
+
+def _reports(zvm: ZvmClient, args):
+    vpg = _find_vpg(zvm, args.vpg)["VpgIdentifier"] if args.vpg else None
+    reports = zvm.recovery_reports(vpg=vpg, limit=args.limit)
+    rows = [{"VPG": r["VpgName"], "Type": r["Type"], "State": r["State"], "Result": r["Result"],
+             "Checkpoint": r["CheckpointTime"], "RTO(s)": r["RtoInSeconds"], "Duration(s)": r["DurationInSeconds"],
+             "Started": r["StartedAt"], "Identifier": r["OperationIdentifier"]} for r in reports]
+    return reports, rows, ["VPG", "Type", "State", "Result", "Checkpoint", "RTO(s)", "Duration(s)", "Started",
+                           "Identifier"]
 
 
 def _password(user: str) -> str:

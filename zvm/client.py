@@ -333,6 +333,70 @@ class ZvmClient:
     def protected_vm(self, vm_identifier: str) -> dict:
         return self.request("GET", f"/vms/{vm_identifier}")
 
+    # --- recovery operations (ordered on the ZVM of the site the VPG recovers to) -----------------------
+
+    @staticmethod
+    def _body(**fields) -> dict | None:
+        body = {k: v for k, v in fields.items() if v is not None}
+        return body or None
+
+    def _action(self, vpg_identifier: str, action: str, body: dict | None = None) -> str:
+        return self.request("POST", f"/vpgs/{vpg_identifier}/{action}", json=body)["TaskIdentifier"]
+
+    def failover_test(self, vpg_identifier: str, *, checkpoint: str | None = None,
+                      scratch_limit_mb: int | None = None) -> str:
+        """Start a failover test at the checkpoint (the newest when None); returns the task."""
+        return self._action(vpg_identifier, "failoverTest", self._body(
+            CheckpointIdentifier=checkpoint, ScratchLimitInMB=scratch_limit_mb))
+
+    def failover_test_stop(self, vpg_identifier: str, *, success: bool | None = None,
+                           summary: str | None = None) -> str:
+        return self._action(vpg_identifier, "failoverTestStop", self._body(
+            FailoverTestSuccess=success, FailoverTestSummary=summary))
+
+    def failover(self, vpg_identifier: str, *, checkpoint: str | None = None, shutdown_policy: str | None = None,
+                 shutdown_timeout: int | None = None, commit_policy: str | None = None,
+                 commit_timeout: int | None = None, reverse_protection: bool | None = None) -> str:
+        """Fail over (``shutdown_policy``: None, Shutdown, ForceShutdown; ``commit_policy``: Commit, Rollback,
+        None); returns the task, which ends when the VMs are up (before commit)."""
+        return self._action(vpg_identifier, "Failover", self._body(
+            CheckpointIdentifier=checkpoint, ShutdownPolicy=shutdown_policy, ShutdownTimeoutInSeconds=shutdown_timeout,
+            CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout,
+            ReverseProtection=reverse_protection))
+
+    def failover_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None,
+                        keep_source_vms: bool | None = None) -> str:
+        return self._action(vpg_identifier, "FailoverCommit", self._body(
+            ReverseProtection=reverse_protection, KeepSourceVms=keep_source_vms))
+
+    def failover_rollback(self, vpg_identifier: str) -> str:
+        return self._action(vpg_identifier, "FailoverRollback")
+
+    def move(self, vpg_identifier: str, *, commit_policy: str | None = None, commit_timeout: int | None = None,
+             force_shutdown: bool | None = None, shutdown_timeout: int | None = None,
+             reverse_protection: bool | None = None, keep_source_vms: bool | None = None) -> str:
+        """Move the VPG (shut down, final checkpoint, recover, commit, reverse protection by default)."""
+        return self._action(vpg_identifier, "move", self._body(
+            CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout, ForceShutdown=force_shutdown,
+            ShutdownTimeoutInSeconds=shutdown_timeout, ReverseProtection=reverse_protection,
+            KeepSourceVms=keep_source_vms))
+
+    def move_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None,
+                    keep_source_vms: bool | None = None) -> str:
+        return self._action(vpg_identifier, "moveCommit", self._body(
+            ReverseProtection=reverse_protection, KeepSourceVms=keep_source_vms))
+
+    def move_rollback(self, vpg_identifier: str) -> str:
+        return self._action(vpg_identifier, "moveRollback")
+
+    def recovery_reports(self, *, vpg: str | None = None, type: str | None = None, state: str | None = None,
+                         limit: int | None = None) -> list[dict]:
+        return self.request("GET", "/reports/recovery", params=_params(vpgIdentifier=vpg, type=type, state=state,
+                                                                       limit=limit))
+
+    def recovery_report(self, operation_identifier: str) -> dict:
+        return self.request("GET", f"/reports/recovery/{operation_identifier}")
+
     # --- tasks, alerts, events --------------------------------------------------------------------------
 
     def tasks(self, *, state: str | None = None, type: str | None = None, vpg: str | None = None,

@@ -45,7 +45,9 @@ def install_revision_triggers(db: peewee.Database, all_models: Sequence[type[pee
     if models.Revision._meta.table_name not in db.get_tables():
         return
     models.Revision.insert(id=1, value=0).on_conflict_ignore().execute()
-    tables = [m._meta.table_name for m in all_models if m._meta.table_name not in UNTRACKED]
+    existing = set(db.get_tables())  # a migration may run before a later one creates its tables
+    tables = [m._meta.table_name for m in all_models
+              if m._meta.table_name not in UNTRACKED and m._meta.table_name in existing]
     if is_postgres(db):
         db.execute_sql(
             "CREATE OR REPLACE FUNCTION zvm_bump_revision() RETURNS trigger AS $$ BEGIN "
@@ -66,8 +68,35 @@ def _add_revision(db: peewee.Database, migrator: SchemaMigrator) -> None:
     install_revision_triggers(db, models.ALL_MODELS)
 
 
+def _recovery_operations(db: peewee.Database, migrator: SchemaMigrator) -> None:
+    """Recovery operations: their table; the recovery VRA of a VPG, re-IP settings of its VMs and where each
+    volume's replica is; VM moids unique per VPG instead of everywhere (a recovery site keeps the VMs of the
+    VPGs it recovers, whose moids are the other vCenter's)."""
+    from playhouse.migrate import migrate as run
+
+    def missing(table: str, column: str) -> bool:
+        return column not in {c.name for c in db.get_columns(table)}
+
+    ops = []
+    if missing("vpg", "recovery_vra"):
+        ops.append(migrator.add_column("vpg", "recovery_vra", models.Vpg.recovery_vra))
+    if missing("vpg_vm", "nics"):
+        ops.append(migrator.add_column("vpg_vm", "nics", models.VpgVm.nics))
+    if missing("vpg_volume", "recovery_path"):
+        ops.append(migrator.add_column("vpg_volume", "recovery_path", models.VpgVolume.recovery_path))
+    indexes = {i.name: i for i in db.get_indexes("vpg_vm")}
+    if "vpg_vm_vm_moid" in indexes and indexes["vpg_vm_vm_moid"].unique:
+        ops.append(migrator.drop_index("vpg_vm", "vpg_vm_vm_moid"))
+    if "vpg_vm_vpg_id_vm_moid" not in indexes:
+        ops.append(migrator.add_index("vpg_vm", ("vpg_id", "vm_moid"), True))
+    run(*ops)
+    db.create_tables([models.RecoveryOperation])
+    install_revision_triggers(db, models.ALL_MODELS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(2, "revision counter bumped by triggers (API response cache)", _add_revision),
+    Migration(3, "recovery operations; VM moids unique per VPG", _recovery_operations),
 ]
 
 

@@ -7,6 +7,7 @@
     Site ──< Vra                      one replication appliance per ESXi host
     Vpg ──< VpgVm ──< VpgVolume       protection groups, their VMs and the VMs' disks
     Vpg ──< Checkpoint
+    RecoveryOperation                 a failover test, failover or move of a VPG (its recovery site's ZVM runs it)
     VpgSettings                       a draft of a VPG's settings (vpgSettings create-edit-commit)
     Task, Alert, Event                long operations, raised conditions, the audit trail
     User ──< Session                  API users (scrypt password hashes) and their sessions (token hashes)
@@ -283,6 +284,7 @@ class Vpg(BaseModel):
     test_network = CharField(null=True, max_length=255)
     boot_groups = JSONField(default=list)  # [{"Name": ..., "BootDelayInSeconds": ...}]
     paused = BooleanField(default=False)
+    recovery_vra = CharField(null=True, max_length=255)  # the recovery site's VRA holding the recover role
     # monitoring figures, updated from the VRAs' reports
     actual_rpo_seconds = IntegerField(null=True)
     throughput_mb = DoubleField(default=0.0)
@@ -302,10 +304,13 @@ class VpgVm(BaseModel):
     boot_group = CharField(default="", max_length=255)
     recovery_host = CharField(null=True, max_length=255)
     recovery_datastore = CharField(null=True, max_length=255)
+    # [{"NicIdentifier", "FailoverIp": {...} | None, "FailoverTestIp": {...} | None}]: re-IP on recovery
+    nics = JSONField(default=list)
 
     class Meta:
-        # a VM is protected by one VPG at most
-        indexes = ((("vm_moid",), True),)
+        # moids are per vCenter: the recovery site's ZVM also keeps the VMs of the VPGs it recovers (from the
+        # other vCenter); "protected by one VPG at most" is checked per protected site (zvm.vpg_settings)
+        indexes = ((("vpg", "vm_moid"), True),)
 
 
 class VpgVolume(BaseModel):
@@ -315,6 +320,9 @@ class VpgVolume(BaseModel):
     file_name = CharField(max_length=1024)
     capacity = peewee.BigIntegerField(default=0)
     recovery_datastore = CharField(null=True, max_length=255)
+    # the replica volume on the recovery site as a datastore path ("[ds] zvr/<vpg>/<volume>.img"): the
+    # recovered VM's disk after a commit
+    recovery_path = CharField(null=True, max_length=1024)
 
 
 class Checkpoint(BaseModel):
@@ -323,6 +331,43 @@ class Checkpoint(BaseModel):
     timestamp = DoubleField(default=now, index=True)
     tag = CharField(null=True, max_length=255)
     consistent = BooleanField(default=True)
+
+
+class RecoveryOperation(BaseModel):
+    """A failover test, failover or move of a VPG, run by the ZVM of the site the VMs recover to. Its
+    tasks (zvm.orchestration.recovery) keep what they did here, step by step, so that a restarted ZVM
+    resumes them from it (or rolls them back).
+
+    ``state``: Starting, Running (test VMs up), BeforeCommit (failover or move VMs up), Stopping,
+    Committing, RollingBack; then Stopped (test ended), Committed, RolledBack or Failed.
+    """
+
+    identifier = CharField(unique=True, default=new_id, max_length=255)
+    vpg = CharField(max_length=255, index=True)  # the VPG's identifier (an operation outlives its VPG)
+    vpg_name = CharField(default="", max_length=255)
+    kind = CharField(max_length=32)  # FailoverTest, Failover, Move
+    state = CharField(default="Starting", max_length=32)
+    session = CharField(default=new_id, max_length=255)  # the recovery VRA's session (point-in-time images)
+    recovery_vra = CharField(null=True, max_length=255)
+    protected_site = CharField(default="", max_length=255)  # site identifiers
+    recovery_site = CharField(default="", max_length=255)
+    checkpoint = CharField(null=True, max_length=255)  # asked for (None: the newest), then the one used
+    checkpoint_time = DoubleField(null=True)
+    checkpoint_consistent = BooleanField(default=True)
+    params = JSONField(default=dict)  # the order's options (policies, timeouts, scratch limit, ...)
+    vms = JSONField(default=list)  # per VM: source, name, boot group, recovery VM moid, disks and exports, power
+    sources = JSONField(default=dict)  # source VM moid -> power state before the operation shut it down
+    nbd = JSONField(default=dict)  # where the recovery VRA serves the session: {"unix": ..., "tcp": ...}
+    phases = JSONField(default=dict)  # seconds per phase of the order, and the boot schedule
+    commit_deadline = DoubleField(null=True)  # when the commit policy acts (BeforeCommit)
+    peer_pending = CharField(default="", max_length=32)  # a step the protected site still has to do
+    result = CharField(default="", max_length=64)  # Succeeded, Failed, Committed, RolledBack, ...
+    summary = TextField(default="")
+    task = CharField(null=True, max_length=255)  # the task working on it now
+    initiated_by = CharField(default="", max_length=128)
+    started_at = DoubleField(default=now, index=True)
+    ready_at = DoubleField(null=True)  # every VM powered on with its disks reachable
+    ended_at = DoubleField(null=True)
 
 
 class VpgSettings(BaseModel):
@@ -384,5 +429,5 @@ class Event(BaseModel):
 
 ALL_MODELS = [
     SchemaVersion, Revision, User, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra, Vpg, VpgVm,
-    VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event,
+    VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event, RecoveryOperation,
 ]

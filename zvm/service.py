@@ -80,6 +80,10 @@ class Zvm:
         self.vra_control = GrpcVraControl(config.vra_pairing_secret or None)
         self.monitor = Monitor(self, peer_probe=lambda peer: probe_peer(self, peer))
         self.add_loop(self.monitor)
+        from zvm.orchestration.watch import RecoveryWatch
+
+        self.recovery_watch = RecoveryWatch(self)
+        self.add_loop(self.recovery_watch)
         self._pki = None
 
     # --- state ------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def settings_of(vpg: m.Vpg) -> dict:
         "Networks": {"FailoverNetworkIdentifier": vpg.failover_network,
                      "FailoverTestNetworkIdentifier": vpg.test_network},
         "BootGroups": copy.deepcopy(vpg.boot_groups or []),
-        "Vms": [{"VmIdentifier": v.vm_moid, "BootGroupName": v.boot_group or None}
+        "Vms": [{"VmIdentifier": v.vm_moid, "BootGroupName": v.boot_group or None, "Nics": v.nics or []}
                 for v in vpg.vms.order_by(m.VpgVm.id)],
     }
 
@@ -121,12 +121,16 @@ def check(doc: dict, local_site: m.Site, editing: m.Vpg | None) -> tuple[m.Site,
         if row is None:
             _refuse(f"Vms[{i}].VmIdentifier", f"{moid!r} is not a VM of this site "
                     "(GET /v1/virtualizationsites/{siteIdentifier}/vms)")
-        other = (m.VpgVm.select(m.VpgVm, m.Vpg).join(m.Vpg).where(m.VpgVm.vm_moid == moid).first())
+        other = (m.VpgVm.select(m.VpgVm, m.Vpg).join(m.Vpg)
+                 .where(m.VpgVm.vm_moid == moid, m.Vpg.protected_site == local_site).first())
         if other is not None and (editing is None or other.vpg_id != editing.id):
             _refuse(f"Vms[{i}].VmIdentifier", f"VM {row.name} is protected by VPG {other.vpg.name} already: "
                     "remove it there first")
         if vm.get("BootGroupName") and vm["BootGroupName"] not in groups:
             _refuse(f"Vms[{i}].BootGroupName", f"no boot group {vm['BootGroupName']!r}: add it to BootGroups")
+        names = [n["NicIdentifier"] for n in vm.get("Nics") or []]
+        if len(set(names)) != len(names):
+            _refuse(f"Vms[{i}].Nics", "NicIdentifier must be unique per VM")
         rows.append(row)
     return rsite, rows
 
@@ -135,6 +139,10 @@ def commit(doc: dict, local_site: m.Site, editing: m.Vpg | None) -> tuple[m.Vpg,
     """Create or update the VPG from a checked-in-place draft; returns (vpg, created)."""
     if editing is not None and editing.status == "Deleting":
         raise ConflictError(f"VPG {editing.name} is being deleted: its settings cannot change")
+    if editing is not None and editing.protected_site_id != local_site.id:
+        raise ConflictError(f"VPG {editing.name} is protected by site {editing.protected_site.name}: edit it there")
+    if editing is not None and editing.status in ("FailingOver", "Moving", "Recovered"):
+        raise ConflictError(f"VPG {editing.name} is {editing.status}: its settings cannot change now")
     rsite, inv_vms = check(doc, local_site, editing)
     basic, journal, recovery, networks = doc["Basic"], doc["Journal"], doc["Recovery"], doc["Networks"]
     vpg = editing or m.Vpg(protected_site=local_site, recovery_site=rsite, status="Initializing",
@@ -167,7 +175,8 @@ def commit(doc: dict, local_site: m.Site, editing: m.Vpg | None) -> tuple[m.Vpg,
         spec = wanted[row.moid]
         vm = current.get(row.moid)
         if vm is None:
-            vm = m.VpgVm.create(vpg=vpg, vm_moid=row.moid, name=row.name, boot_group=spec.get("BootGroupName") or "")
+            vm = m.VpgVm.create(vpg=vpg, vm_moid=row.moid, name=row.name, boot_group=spec.get("BootGroupName") or "",
+                                nics=spec.get("Nics") or [])
             for disk in row.disks or []:
                 m.VpgVolume.create(vm=vm, disk_key=int(disk.get("key", 0)), file_name=disk.get("file_name", ""),
                                    capacity=int(disk.get("capacity", 0)),
@@ -175,5 +184,6 @@ def commit(doc: dict, local_site: m.Site, editing: m.Vpg | None) -> tuple[m.Vpg,
         else:
             vm.name = row.name
             vm.boot_group = spec.get("BootGroupName") or ""
+            vm.nics = spec.get("Nics") or []
             vm.save()
     return vpg, editing is None

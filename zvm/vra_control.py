@@ -36,6 +36,7 @@ class ProtectPlan:
     priority: int = 2
     compression: bool = True
     filter_controls: list[str] = field(default_factory=list)
+    preseeded_volumes: list[str] = field(default_factory=list)  # first sync: a delta sync, not a full copy
 
 
 @dataclass
@@ -57,6 +58,42 @@ class CheckpointEntry:
     consistent: bool
 
 
+@dataclass
+class SessionExport:
+    volume: str
+    export_name: str
+    size: int
+    scratch_bytes: int
+    replica_path: str
+
+
+@dataclass
+class SessionInfo:
+    """A recovery session on a recovery VRA (vra_appliance/recovery_ops.py); ``ok`` False with ``code`` and
+    ``message`` when the VRA refused."""
+
+    ok: bool
+    code: str
+    message: str
+    session: str
+    state: str  # open, committing, committed, closed
+    checkpoint_id: str
+    checkpoint_time: float
+    checkpoint_consistent: bool
+    exports: list[SessionExport]
+    nbd_unix: str
+    nbd_tcp: str
+    scratch_bytes: int
+    scratch_limit_bytes: int
+    scratch_exceeded: bool
+
+    def uri(self, export_name: str) -> str:
+        """The NBD URI a recovery VM's disk uses."""
+        if self.nbd_unix:
+            return f"nbd+unix:///{export_name}?socket={self.nbd_unix}"
+        return f"nbd://{self.nbd_tcp}/{export_name}"
+
+
 class VraControl(Protocol):
     def configure_protect(self, vra: VraRef, plan: ProtectPlan) -> str: ...
     def configure_recover(self, vra: VraRef, plan: RecoverPlan) -> str: ...
@@ -64,6 +101,11 @@ class VraControl(Protocol):
     def checkpoint(self, vra: VraRef, vpg: str, tag: str, wait_durable: bool = True) -> CheckpointEntry: ...
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]: ...
     def status(self, vra: VraRef) -> dict: ...
+    def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
+                     consistent_only: bool = False) -> SessionInfo: ...
+    def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
+    def close_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
+    def commit_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
 
 
 class GrpcVraControl:
@@ -71,14 +113,14 @@ class GrpcVraControl:
         self.metadata = ((SECRET_KEY, pairing_secret),) if pairing_secret else ()
         self.timeout = timeout
 
-    def _call(self, vra: VraRef, method: str, request, timeout: float | None = None):
+    def _call(self, vra: VraRef, method: str, request, timeout: float | None = None, stub=None):
         from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 
         if not vra.address:
             raise TransientError(f"the address of VRA {vra.name or vra.vra_id} is not known yet")
         with grpc.insecure_channel(vra.address) as channel:
             try:
-                return getattr(cpb_grpc.ControlStub(channel), method)(
+                return getattr((stub or cpb_grpc.ControlStub)(channel), method)(
                     request, metadata=self.metadata, timeout=timeout or self.timeout)
             except grpc.RpcError as exc:
                 code = exc.code()
@@ -100,7 +142,8 @@ class GrpcVraControl:
             vpg=plan.vpg, volumes=plan.volumes, filter_controls=plan.filter_controls,
             recover_peer=cpb.PeerVra(vra_id=plan.recover_peer.vra_id, address=plan.recover_peer.address),
             priority=plan.priority, compression=plan.compression, coordinator=plan.coordinator,
-            protect_peers=[cpb.PeerVra(vra_id=p.vra_id, address=p.address) for p in plan.protect_peers])
+            protect_peers=[cpb.PeerVra(vra_id=p.vra_id, address=p.address) for p in plan.protect_peers],
+            preseeded_volumes=plan.preseeded_volumes)
         return self._ok(vra, "the protect role", self._call(vra, "ConfigureProtect", request))
 
     def configure_recover(self, vra: VraRef, plan: RecoverPlan) -> str:
@@ -146,3 +189,40 @@ class GrpcVraControl:
                                                     "needs_bitmap_sync": st.needs_bitmap_sync,
                                                     "counters": dict(st.counters)}
         return out
+
+    # --- recovery sessions (RecoveryOps service) ---------------------------------------------------------
+
+    def _session(self, vra: VraRef, method: str, request, timeout: float | None = None) -> SessionInfo:
+        from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
+
+        r = self._call(vra, method, request, timeout=timeout, stub=rpb_grpc.RecoveryOpsStub)
+        return SessionInfo(
+            ok=r.ok, code=r.code, message=r.message, session=r.session, state=r.state,
+            checkpoint_id=r.checkpoint_id, checkpoint_time=r.checkpoint_timestamp_ns / 1e9,
+            checkpoint_consistent=r.checkpoint_consistent,
+            exports=[SessionExport(e.volume, e.export_name, e.size, e.scratch_bytes, e.replica_path) for e in r.exports],
+            nbd_unix=r.nbd_unix, nbd_tcp=r.nbd_tcp, scratch_bytes=r.scratch_bytes,
+            scratch_limit_bytes=r.scratch_limit_bytes, scratch_exceeded=r.scratch_exceeded)
+
+    def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
+                     consistent_only: bool = False) -> SessionInfo:
+        from vra_appliance.proto.v1 import recovery_pb2 as rpb
+
+        return self._session(vra, "OpenSession", rpb.OpenSessionRequest(
+            vpg=vpg, session=session, checkpoint_id=checkpoint_id, scratch_limit_bytes=scratch_limit,
+            consistent_only=consistent_only), timeout=120)
+
+    def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
+        from vra_appliance.proto.v1 import recovery_pb2 as rpb
+
+        return self._session(vra, "GetSession", rpb.SessionRequest(vpg=vpg, session=session))
+
+    def close_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
+        from vra_appliance.proto.v1 import recovery_pb2 as rpb
+
+        return self._session(vra, "CloseSession", rpb.SessionRequest(vpg=vpg, session=session), timeout=60)
+
+    def commit_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
+        from vra_appliance.proto.v1 import recovery_pb2 as rpb
+
+        return self._session(vra, "CommitSession", rpb.SessionRequest(vpg=vpg, session=session), timeout=600)

@@ -284,7 +284,7 @@ def test_put_whole_settings_and_discard_a_draft(api):
     body = {k: doc[k] for k in ("Basic", "Journal", "Recovery", "Networks", "BootGroups", "Vms")}
     body["BootGroups"] = [{"Name": "first", "BootDelayInSeconds": 0}]
     body["Vms"][0]["BootGroupName"] = "first"
-    assert api.put(f"/vpgSettings/{sid}", body).json["Vms"] == [{"VmIdentifier": "vm-0", "BootGroupName": "first"}]
+    assert api.put(f"/vpgSettings/{sid}", body).json["Vms"] == [{"VmIdentifier": "vm-0", "BootGroupName": "first", "Nics": []}]
     assert api.put(f"/vpgSettings/{sid}", {**body, "Extra": 1}).json["Field"] == "Extra"
     assert len(api.get("/vpgSettings").json) == 1
     assert api.delete(f"/vpgSettings/{sid}").status == 204

@@ -28,12 +28,12 @@ def test_a_version_1_database_is_upgraded(db_url):
     db = zdb.bind(zdb.open_database(db_url))
     zdb.connect(db)
     try:
-        v1_models = [mod for mod in m.ALL_MODELS if mod is not m.Revision]
+        v1_models = [mod for mod in m.ALL_MODELS if mod not in (m.Revision, m.RecoveryOperation)]
         db.create_tables(v1_models)
         m.SchemaVersion.create(version=1, description="baseline")
         site = m.Site.create(name="from v1", is_local=True)
-        assert migrate(db) == latest_version() == 2
-        assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2]
+        assert migrate(db) == latest_version() == 3
+        assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2, 3]
         before = m.Revision.get_by_id(1).value
         m.Vpg.create(name="after upgrade", protected_site=site, recovery_site=site)
         assert m.Revision.get_by_id(1).value > before
@@ -41,6 +41,32 @@ def test_a_version_1_database_is_upgraded(db_url):
         db.close()
         if hasattr(db, "close_all"):
             db.close_all()
+
+
+def test_a_version_2_database_gets_recovery_operations_and_vm_moids_unique_per_vpg(database):
+    from playhouse.migrate import SchemaMigrator
+
+    # back to what version 2 had: no operations table, no new columns, VM moids unique everywhere
+    migrator = SchemaMigrator.from_database(database)
+    database.drop_tables([m.RecoveryOperation])
+    run_ops(migrator.drop_index("vpg_vm", "vpg_vm_vpg_id_vm_moid"),
+            migrator.drop_column("vpg", "recovery_vra"), migrator.drop_column("vpg_vm", "nics"),
+            migrator.drop_column("vpg_volume", "recovery_path"),
+            migrator.add_index("vpg_vm", ("vm_moid",), True))
+    m.SchemaVersion.delete().execute()
+    m.SchemaVersion.create(version=2, description="v2")
+    site = m.Site.create(name="local", is_local=True)
+    peer = m.Site.create(name="peer")
+    a = m.Vpg.create(name="a", protected_site=site, recovery_site=peer)
+    database.execute_sql(f"INSERT INTO vpg_vm (vpg_id, vm_moid, name, boot_group) VALUES ({a.id}, 'vm-1', 'x', '')")
+    assert migrate(database) == 3
+    assert {"recovery_vra"} <= {c.name for c in database.get_columns("vpg")}
+    b = m.Vpg.create(name="b", protected_site=peer, recovery_site=site)
+    m.VpgVm.create(vpg=b, vm_moid="vm-1", name="the peer's vm-1")  # the same moid in the other vCenter
+    with pytest.raises(ConflictError):
+        with zdb.transaction():
+            m.VpgVm.create(vpg=b, vm_moid="vm-1", name="twice in one VPG")
+    m.RecoveryOperation.create(vpg=b.identifier, kind="FailoverTest")
 
 
 def test_every_change_to_shown_state_bumps_the_revision_and_sessions_do_not(database):
@@ -76,14 +102,15 @@ def test_migrations_apply_in_order_and_each_is_recorded(database):
         applied.append(4)
         db.execute_sql("UPDATE vpg SET note = 'migrated'")
 
-    # given out of order on purpose; the database is at 2 (the latest real one)
-    steps = [Migration(4, "fill note", fill_note), Migration(3, "add note", add_note),
-             Migration(2, "already applied", lambda db, mig: applied.append("never"))]
-    assert migrate(database, steps) == 4
+    # given out of order on purpose; the database is at the latest real version
+    top = latest_version()
+    steps = [Migration(top + 2, "fill note", fill_note), Migration(top + 1, "add note", add_note),
+             Migration(top, "already applied", lambda db, mig: applied.append("never"))]
+    assert migrate(database, steps) == top + 2
     assert applied == [3, 4]
-    assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [2, 3, 4]
+    assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [top, top + 1, top + 2]
     assert "note" in [c.name for c in database.get_columns("vpg")]
-    assert migrate(database, steps) == 4 and applied == [3, 4]
+    assert migrate(database, steps) == top + 2 and applied == [3, 4]
 
 
 def test_a_failing_migration_leaves_the_previous_version_and_schema(database):
@@ -92,7 +119,7 @@ def test_a_failing_migration_leaves_the_previous_version_and_schema(database):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        migrate(database, [Migration(3, "breaks half-way", half_done)])
+        migrate(database, [Migration(latest_version() + 1, "breaks half-way", half_done)])
     assert current_version(database) == latest_version()
     assert "half" not in [c.name for c in database.get_columns("vpg")]
 
@@ -133,14 +160,15 @@ def test_passwords_are_stored_as_scrypt_hashes(database):
     assert other != stored.password_hash and m.verify_password("s3cret-Pass", other)
 
 
-def test_a_vm_belongs_to_one_vpg_at_most(database):
+def test_a_vm_is_in_a_vpg_once(database):
+    # moids are per vCenter: the database keeps them unique per VPG; that a VM of this site is protected by
+    # one VPG at most is checked when settings are committed (tests/zvm/test_api.py)
     site = m.Site.create(name="local", is_local=True)
     a = m.Vpg.create(name="a", protected_site=site, recovery_site=site)
-    b = m.Vpg.create(name="b", protected_site=site, recovery_site=site)
     m.VpgVm.create(vpg=a, vm_moid="vm-1", name="web")
     with pytest.raises(ConflictError):
         with zdb.transaction(database):
-            m.VpgVm.create(vpg=b, vm_moid="vm-1", name="web")
+            m.VpgVm.create(vpg=a, vm_moid="vm-1", name="web")
     assert m.VpgVm.select().count() == 1
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 
 def blueprints() -> list:
-    from zvm.api import monitoring, openapi, session, sites, vms, vpgs, vpgsettings, vras
+    from zvm.api import monitoring, openapi, recovery, session, sites, vms, vpgs, vpgsettings, vras
 
     return [session.bp, sites.localsite, sites.peersites, sites.vsites, vras.bp, vpgsettings.bp, vpgs.bp,
-            vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, openapi.bp]
+            recovery.bp, vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, recovery.reports,
+            openapi.bp]
 
 
 def create_app(*args, **kwargs):

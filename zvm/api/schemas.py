@@ -63,18 +63,36 @@ def date_time(description: str = "", *, nullable: bool = False) -> dict:
 
 
 IDENT = string(minLength=1, maxLength=255)
+
+
+def ip_settings(description: str) -> dict:
+    """A static IP set through a vSphere guest customization spec when the VM recovers (null: DHCP)."""
+    return obj({
+        "IpAddress": string(minLength=1, maxLength=64),
+        "SubnetMask": string(minLength=1, maxLength=64),
+        "Gateway": string(maxLength=64, nullable=True),
+        "DnsServers": {"type": "array", "items": string(minLength=1, maxLength=64), "maxItems": 4},
+    }, required=["IpAddress", "SubnetMask"], closed=True, description=description, nullable=True)
 PRIORITIES = ["Low", "Medium", "High"]
 VPG_STATUSES = ["Initializing", "MeetingSLA", "NotMeetingSLA", "RpoNotMeetingSLA", "HistoryNotMeetingSLA",
                 "FailingOver", "Moving", "Deleting", "Recovered", "Paused", "Error"]
 VPG_SUBSTATUSES = ["None", "InitialSync", "BitmapSync", "DeltaSync", "ReplicationPausedUserInitiated",
-                   "WaitingForVras", "ConfiguringVras", "Deleting", "Error"]
+                   "WaitingForVras", "ConfiguringVras", "Deleting", "Error", "Testing", "StoppingTest",
+                   "FailingOver", "FailingOverBeforeCommit", "FailingOverCommitting", "FailingOverRollingBack",
+                   "Moving", "MovingBeforeCommit", "MovingCommitting", "MovingRollingBack", "WaitingForPeer",
+                   "NeedsConfiguration"]
+RECOVERY_TYPES = ["FailoverTest", "Failover", "Move"]
+RECOVERY_STATES = ["Starting", "Running", "BeforeCommit", "Stopping", "Committing", "RollingBack", "Stopped",
+                   "Committed", "RolledBack", "Failed"]
+COMMIT_POLICIES = ["Commit", "Rollback", "None"]
+SHUTDOWN_POLICIES = ["None", "Shutdown", "ForceShutdown"]
 TASK_STATES = ["Pending", "InProgress", "Completed", "Failed"]
 VRA_STATES = ["Installing", "Installed", "Uninstalling", "Error"]
 ERROR_CODES = ["InvalidRequest", "UnsupportedMediaType", "SessionRequired", "AuthenticationFailed",
                "NotFound", "VpgNotFound", "VraNotFound", "SiteNotFound", "TaskNotFound", "AlertNotFound",
                "EventNotFound", "VmNotFound", "VpgSettingsNotFound", "Conflict", "MethodNotAllowed",
                "Unavailable", "InvalidConfiguration", "Refused", "Corruption", "InternalError",
-               "PayloadTooLarge", "NotImplemented", "Interrupted"]
+               "PayloadTooLarge", "NotImplemented", "Interrupted", "PeerUnreachable", "OperationNotFound"]
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({
@@ -213,9 +231,17 @@ COMPONENTS: dict[str, dict] = {
         "Name": string(minLength=1, maxLength=255),
         "BootDelayInSeconds": integer(minimum=0, maximum=3600),
     }, closed=True),
+    "VpgSettingsNic": obj({
+        "NicIdentifier": string("The NIC, e.g. 'Network adapter 1' (its order on the recovered VM).",
+                                minLength=1, maxLength=255),
+        "FailoverIp": ip_settings("Failover and move; null: DHCP."),
+        "FailoverTestIp": ip_settings("Failover test; null: DHCP."),
+    }, required=["NicIdentifier"], closed=True),
     "VpgSettingsVm": obj({
         "VmIdentifier": IDENT,
         "BootGroupName": string(nullable=True, maxLength=255),
+        "Nics": {"type": "array", "items": ref("VpgSettingsNic"), "maxItems": 10,
+                 "description": "Re-IP of the recovered VM's NICs, in order."},
     }, required=["VmIdentifier"], closed=True),
     "VpgSettingsInput": obj({
         "Basic": ref("VpgSettingsBasic"),
@@ -293,6 +319,75 @@ COMPONENTS: dict[str, dict] = {
         "BootGroupName": string(),
         "ProvisionedStorageInMB": integer(),
         "Volumes": array_of("VpgVolume"),
+    }),
+    # --- recovery operations
+    "FailoverTestInput": obj({
+        "CheckpointIdentifier": string("The checkpoint to test; leave out for the newest.", nullable=True,
+                                       minLength=1, maxLength=255),
+        "ScratchLimitInMB": integer("What the test VMs may write in all (scratch); past it the test is stopped "
+                                    "with an alert. 0: no limit. Default: the journal's hard limit.",
+                                    minimum=0, maximum=2**40),
+    }, required=[], closed=True),
+    "FailoverTestStopInput": obj({
+        "FailoverTestSuccess": boolean("The test's result as you judged it (default true)."),
+        "FailoverTestSummary": string("Notes kept with the test's result.", maxLength=4000),
+    }, required=[], closed=True),
+    "FailoverInput": obj({
+        "CheckpointIdentifier": string("The checkpoint to recover to; leave out for the newest.", nullable=True,
+                                       minLength=1, maxLength=255),
+        "ShutdownPolicy": string("The source VMs, when their site answers: None (left as they are), Shutdown "
+                                 "(graceful; the failover fails if one is not off in time), ForceShutdown "
+                                 "(graceful, then powered off after the timeout).", enum=SHUTDOWN_POLICIES),
+        "ShutdownTimeoutInSeconds": integer(minimum=1, maximum=86400),
+        "CommitPolicy": string("After the VMs are up: Commit or Rollback once the timeout passed, or None "
+                               "(wait for FailoverCommit or FailoverRollback).", enum=COMMIT_POLICIES),
+        "CommitPolicyTimeoutInSeconds": integer(minimum=0, maximum=86400),
+        "ReverseProtection": boolean("On commit, protect the recovered VMs back to the original site."),
+    }, required=[], closed=True),
+    "FailoverCommitInput": obj({
+        "ReverseProtection": boolean("Protect the recovered VMs back to the original site (default: as ordered)."),
+        "KeepSourceVms": boolean("With reverse protection, leave the source VMs in their vCenter (powered off)."),
+    }, required=[], closed=True),
+    "MoveInput": obj({
+        "CommitPolicy": string("After the VMs are up: Commit (default) or Rollback once the timeout passed, or "
+                               "None.", enum=COMMIT_POLICIES),
+        "CommitPolicyTimeoutInSeconds": integer(minimum=0, maximum=86400),
+        "ForceShutdown": boolean("Power the source VMs off when a graceful shutdown takes longer than the "
+                                 "timeout (default true)."),
+        "ShutdownTimeoutInSeconds": integer(minimum=1, maximum=86400),
+        "ReverseProtection": boolean("On commit, protect the moved VMs back to the original site (default true)."),
+        "KeepSourceVms": boolean("With reverse protection, leave the source VMs in their vCenter (powered off)."),
+    }, required=[], closed=True),
+    "RecoveryDisk": obj({"VolumeIdentifier": string(), "Export": string(nullable=True),
+                         "Uri": string("The NBD URI the recovered VM's disk is served at (before commit).",
+                                       nullable=True),
+                         "File": string("The replica volume: the VM's disk after a commit.", nullable=True)}),
+    "RecoveryVm": obj({"SourceVmIdentifier": string(), "VmName": string(),
+                       "RecoveryVmIdentifier": string(nullable=True), "BootGroupName": string(),
+                       "PoweredOn": boolean(), "Disks": array_of("RecoveryDisk")}),
+    "RecoveryReport": obj({
+        "OperationIdentifier": string(),
+        "VpgIdentifier": string(),
+        "VpgName": string(),
+        "Type": string(enum=RECOVERY_TYPES),
+        "State": string(enum=RECOVERY_STATES),
+        "Result": string("Succeeded, Failed, ScratchLimit (test); Committed, RolledBack, Failed (failover, move)."),
+        "Summary": string(),
+        "CheckpointIdentifier": string(nullable=True),
+        "CheckpointTime": date_time(nullable=True),
+        "InitiatedBy": string(),
+        "StartedAt": date_time(),
+        "ReadyAt": date_time("Every VM powered on with its disks served.", nullable=True),
+        "EndedAt": date_time(nullable=True),
+        "RtoInSeconds": number("From the order to every VM up.", nullable=True),
+        "DurationInSeconds": number(nullable=True),
+        "PhasesInSeconds": {"type": "object", "additionalProperties": {"type": "number"}},
+        "CommitDeadline": date_time(nullable=True),
+        "WaitingForPeer": string("The protected site's part still to do (it did not answer), or empty."),
+        "ProtectedSiteIdentifier": string(),
+        "RecoverySiteIdentifier": string(),
+        "TaskIdentifier": string(nullable=True),
+        "Vms": array_of("RecoveryVm"),
     }),
     # --- tasks, alerts, events
     "Task": obj({

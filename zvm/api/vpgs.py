@@ -98,6 +98,14 @@ def delete_vpg(vpgIdentifier, body):
     vpg = get_vpg(vpgIdentifier)
     if vpg.status == "Deleting":
         raise ConflictError(f"VPG {vpg.name} is being deleted already: follow its task")
+    from zvm.api.context import service
+    from zvm.orchestration.recovery import active_operation
+
+    if vpg.protected_site_id != service().local_site_id():
+        raise ConflictError(f"VPG {vpg.name} is protected by site {vpg.protected_site.name}: delete it there")
+    running = active_operation(vpg.identifier)
+    if running is not None:
+        raise ConflictError(f"VPG {vpg.name} has a {running.kind} in progress: end it before deleting the VPG")
     vpg.status, vpg.substatus = "Deleting", "Deleting"
     vpg.save()
     body = body or {}
@@ -107,8 +115,13 @@ def delete_vpg(vpgIdentifier, body):
 
 
 def _actionable(vpg: m.Vpg, action: str) -> None:
-    if vpg.status in ("Deleting", "FailingOver", "Moving"):
+    from zvm.api.context import service
+
+    if vpg.status in ("Deleting", "FailingOver", "Moving", "Recovered"):
         raise ConflictError(f"VPG {vpg.name} is {vpg.status}: it cannot {action} now")
+    if vpg.protected_site_id != service().local_site_id():
+        raise ConflictError(f"VPG {vpg.name} is protected by site {vpg.protected_site.name}: it cannot {action} "
+                            "from here; use that site's ZVM")
 
 
 @bp.operation("POST", "/vpgs/{vpgIdentifier}/pause", summary="Pause replication", status=202,

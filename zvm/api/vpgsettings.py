@@ -144,7 +144,8 @@ def add_vpg_settings_vm(vpgSettingsIdentifier, body):
         raise ConflictError(f"VM {body['VmIdentifier']!r} is in the draft already")
     if len(vms) >= 1024:
         raise ConflictError("a VPG holds at most 1024 VMs: split them over several VPGs")
-    vms.append({"VmIdentifier": body["VmIdentifier"], "BootGroupName": body.get("BootGroupName")})
+    vms.append({"VmIdentifier": body["VmIdentifier"], "BootGroupName": body.get("BootGroupName"),
+                "Nics": body.get("Nics") or []})
     _save(draft, {**draft.body, "Vms": vms})
     return vms
 

@@ -24,6 +24,11 @@ from zvm.monitoring.rules import AlertSpec, VpgFigures, unreachable_alert, vpg_a
 
 log = logging.getLogger("zvm.monitoring")
 
+# Substatuses a recovery operation sets and clears itself (zvm.orchestration.recovery)
+OPERATION_SUBSTATUSES = {"Testing", "StoppingTest", "FailingOver", "FailingOverBeforeCommit", "FailingOverCommitting",
+                         "FailingOverRollingBack", "Moving", "MovingBeforeCommit", "MovingCommitting",
+                         "MovingRollingBack", "WaitingForPeer", "NeedsConfiguration"}
+
 
 def figures(vpg: m.Vpg, now: float) -> VpgFigures:
     return VpgFigures(
@@ -100,6 +105,9 @@ class Monitor:
                 spec = unreachable_alert("Site", peer.site.identifier, peer.site.name, peer.last_seen,
                                          peer.paired_at, now)
                 wanted += [spec] if spec else []
+            from zvm.orchestration.watch import recovery_alerts
+
+            wanted += recovery_alerts()
             return reconcile_alerts(wanted, now)
 
     # --- probes -----------------------------------------------------------------------------------------
@@ -132,10 +140,12 @@ class Monitor:
                 m.Vra.update(reachable=True, last_seen=now).where(m.Vra.id == vra.id).execute()
             for vpg_id, roles in status.items():
                 reports.setdefault(vpg_id, {})[vra.identifier] = roles
+        local = self.zvm.local_site_id()
         for vpg in m.Vpg.select(m.Vpg, m.Site).join(m.Site, on=(m.Vpg.recovery_site == m.Site.id)):
             by_vra = reports.get(vpg.identifier, {})
-            protect = [r["protect"] for r in by_vra.values() if "protect" in r]
-            if vpg.recovery_site_id == vpg.protected_site_id:
+            # this site's protect roles only count for a VPG it protects (not for the mirror of a peer's)
+            protect = [r["protect"] for r in by_vra.values() if "protect" in r] if vpg.protected_site_id == local else []
+            if vpg.recovery_site_id == local:
                 recover_at = next((v for v, roles in by_vra.items() if "recover" in roles), None)
                 recover = by_vra[recover_at]["recover"] if recover_at else None
                 listed = self._local_checkpoints(control, vpg, recover_at)
@@ -185,11 +195,14 @@ class Monitor:
             fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
             fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
         checkpoints = self._store_checkpoints(vpg, listed) if listed is not None else []
-        healthy = (bool(protect) and recover is not None and all(p["state"] == "ok" for p in protect)
-                   and recover["state"] == "ok")
-        if any(p.get("needs_bitmap_sync") for p in protect):
+        mirror = vpg.protected_site_id != self.zvm.local_site_id()  # a peer's VPG that this site recovers
+        healthy = ((mirror or (bool(protect) and all(p["state"] == "ok" for p in protect)))
+                   and recover is not None and recover["state"] == "ok")
+        if vpg.substatus in OPERATION_SUBSTATUSES:
+            pass  # a recovery operation owns the status until it ends
+        elif any(p.get("needs_bitmap_sync") for p in protect):
             fields["substatus"] = "BitmapSync"
-        elif vpg.status == "Initializing" and vpg.substatus == "InitialSync":
+        elif vpg.status == "Initializing" and vpg.substatus in ("InitialSync", "DeltaSync"):
             if healthy and any(c.consistent for c in checkpoints):
                 fields.update(status="MeetingSLA", substatus="None")
         elif vpg.substatus == "BitmapSync" and healthy:

@@ -17,8 +17,8 @@ from zvm.peer.client import PeerClient
 from zvm.peer.service import site_info
 
 
-def client_for(zvm, peer: m.PeerSite) -> PeerClient:
-    return PeerClient(peer.host_name, peer.port, zvm.peer_pki(), peer.certificate_pem)
+def client_for(zvm, peer: m.PeerSite, timeout: float = 10.0) -> PeerClient:
+    return PeerClient(peer.host_name, peer.port, zvm.peer_pki(), peer.certificate_pem, timeout=timeout)
 
 
 def refresh_inventory(zvm, peer: m.PeerSite, client: PeerClient | None = None) -> int:

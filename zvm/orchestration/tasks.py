@@ -26,13 +26,18 @@ from zvm.errors import ZvmError
 log = logging.getLogger("zvm.tasks")
 
 HANDLERS: dict[str, Callable[[TaskContext], dict | None]] = {}
+# Kinds whose handler picks up where it was (its steps are recorded as they are done, and each can be done
+# again): a task of these kinds that a restart interrupted is run again rather than failed.
+RESUMABLE: set[str] = set()
 
 
-def handler(kind: str):
-    """Register the function that runs tasks of ``kind``."""
+def handler(kind: str, *, resumable: bool = False):
+    """Register the function that runs tasks of ``kind``; ``resumable``: see RESUMABLE."""
 
     def register(fn):
         HANDLERS[kind] = fn
+        if resumable:
+            RESUMABLE.add(kind)
         return fn
 
     return register
@@ -76,6 +81,14 @@ class TaskContext:
         self.task.progress, self.task.step = percent, step[:512]
         with zdb.transaction():
             m.Task.update(progress=percent, step=step[:512]).where(m.Task.id == self.task.id).execute()
+        hook = getattr(getattr(self.zvm, "tasks", None), "on_progress", None)
+        if hook is not None:
+            hook(self.task, percent, step)
+
+    @property
+    def resumed(self) -> bool:
+        """The task runs again after a restart of the ZVM interrupted it."""
+        return bool((self.task.params or {}).get("_resumed"))
 
 
 class TaskRunner:
@@ -88,6 +101,9 @@ class TaskRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Called after every progress report with (task, percent, step): tests inject faults here (a crash
+        # at a chosen step).
+        self.on_progress: Callable | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,10 +121,16 @@ class TaskRunner:
                 ran += 1
 
     def fail_interrupted(self) -> int:
-        """Fail the tasks a previous runner left in progress (it died); call when taking over."""
+        """Deal with the tasks a previous runner left in progress (it died); call when taking over: resumable
+        kinds are queued again (their handler picks up where they were), the others fail."""
         zdb.connect(self.zvm.db)
         with zdb.transaction():
             stale = [t for t in m.Task.select().where(m.Task.state == "InProgress")]
+            for task in [t for t in stale if t.kind in RESUMABLE]:
+                params = {**(task.params or {}), "_resumed": int((task.params or {}).get("_resumed", 0)) + 1}
+                m.Task.update(state="Pending", params=params, step="Resuming after a restart of the ZVM").where(
+                    m.Task.id == task.id).execute()
+        stale = [t for t in stale if t.kind not in RESUMABLE]
         for task in stale:
             self._finish(task, "Failed", step="Interrupted by a ZVM restart: run the operation again",
                          code="Interrupted", message="the ZVM restarted while the task ran")

@@ -17,7 +17,7 @@ calls for them yet).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from zvm import db as zdb
@@ -43,6 +43,11 @@ class RecoverRequest:
     history_s: int
     hard_limit_bytes: int = 0
     warning_bytes: int = 0
+    # volume -> datastore path of an existing file to be its replica (reverse protection: the original
+    # VM's disk); the others get "zvr/<vpg>/<volume>.img" on their datastore
+    replica_paths: dict = field(default_factory=dict)
+    # the VPG as the recovery site keeps it (zvm.orchestration.mirror.vpg_doc); None from an older ZVM
+    vpg_doc: dict | None = None
 
     def to_json(self) -> dict:
         return {k: (list(map(list, v)) if k == "volumes" else v) for k, v in self.__dict__.items()}
@@ -128,20 +133,46 @@ def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -
     protect = [(vra_ref(vras[h]), volumes_by_host[h],
                 filter_control_template.format(vra_id=vras[h].identifier, host=h, host_name=host_names.get(h, h)))
                for h in hosts]
+    from zvm.orchestration.mirror import vpg_doc
+
     recover = RecoverRequest(
         vpg=vpg.identifier, name=vpg.name, recovery_host=vpg.recovery_host, recovery_cluster=vpg.recovery_cluster,
         datastore=vpg.recovery_datastore, journal_datastore=vpg.journal_datastore, volumes=replicas,
         protect_peers=[vra.vra_id for vra, _, _ in protect], history_s=vpg.journal_history_hours * 3600,
-        hard_limit_bytes=vpg.journal_hard_limit_mb << 20, warning_bytes=vpg.journal_warning_mb << 20)
+        hard_limit_bytes=vpg.journal_hard_limit_mb << 20, warning_bytes=vpg.journal_warning_mb << 20,
+        replica_paths={v.volume_id: v.recovery_path for vm in vms for v in vm.volumes if v.recovery_path},
+        vpg_doc=vpg_doc(vpg))
     return VpgPlan(protect=protect, recover=recover,
                    priority={"Low": 1, "Medium": 2, "High": 3}.get(vpg.priority, 2),
                    compression=bool(vpg.wan_compression))
 
 
-def recover_locally(site: m.Site, req: RecoverRequest, control) -> VraRef:
+def local_path(site: m.Site, datastore_path: str) -> str:
+    """Where a VRA of the site finds a file given as "[datastore] dir/file": the datastore's directory, and
+    for a VMDK descriptor its flat extent ("x.vmdk" -> "x-flat.vmdk"), which holds the bytes."""
+    from zvm.vcenter.inventory import split_datastore_path
+
+    name, rel = split_datastore_path(datastore_path)
+    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == site, m.InvDatastore.name == (name or ""))
+    if ds is None:
+        raise NotFoundError(f"{datastore_path!r}: site {site.name} has no datastore {name!r}")
+    if rel.endswith(".vmdk") and not rel.endswith("-flat.vmdk"):
+        rel = rel[: -len(".vmdk")] + "-flat.vmdk"
+    return f"{datastore_dir(site, ds.moid)}/{rel}"
+
+
+def datastore_name(site: m.Site, moid: str | None) -> str:
+    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == site, m.InvDatastore.moid == moid)
+    if ds is None:
+        raise NotFoundError(f"datastore {moid!r} is not in the inventory of site {site.name}")
+    return ds.name
+
+
+def recover_locally(site: m.Site, req: RecoverRequest, control) -> tuple[VraRef, dict[str, str]]:
     """Set up the recover role on this site's VRA of the recovery host (or of a host of the recovery
-    cluster): journal and replica volumes under zvr/<vpg>/ on the datastores. Used for a VPG to this site,
-    and by the peer service for a paired site's VPG."""
+    cluster): journal and replica volumes under zvr/<vpg>/ on the datastores (or the files the request
+    names). Used for a VPG to this site, and by the peer service for a paired site's VPG. Returns the VRA
+    and each replica volume as a datastore path (the recovered VM's disk after a commit)."""
     vras = _usable_vras(site)
     host = req.recovery_host
     if host is None and req.recovery_cluster:
@@ -151,23 +182,30 @@ def recover_locally(site: m.Site, req: RecoverRequest, control) -> VraRef:
     if host not in vras:
         raise _waiting(site, {host})
     base = f"zvr/{req.vpg}"
-    replicas = [(volume, f"{datastore_dir(site, ds or req.datastore)}/{base}/{volume}.img", size)
-                for volume, ds, size in req.volumes]
+    replicas, paths = [], {}
+    for volume, ds, size in req.volumes:
+        given = req.replica_paths.get(volume)
+        if given:
+            replicas.append((volume, local_path(site, given), size))
+            paths[volume] = given
+        else:
+            replicas.append((volume, f"{datastore_dir(site, ds or req.datastore)}/{base}/{volume}.img", size))
+            paths[volume] = f"[{datastore_name(site, ds or req.datastore)}] {base}/{volume}.img"
     journal_dir = f"{datastore_dir(site, req.journal_datastore or req.datastore)}/{base}/journal"
     vra = vra_ref(vras[host])
     control.configure_recover(vra, RecoverPlan(
         vpg=req.vpg, journal_dir=journal_dir, volumes=replicas, protect_peers=req.protect_peers,
         history_s=req.history_s, hard_limit_bytes=req.hard_limit_bytes, warning_bytes=req.warning_bytes))
-    return vra
+    return vra, paths
 
 
-def peer_client(zvm, site: m.Site):
+def peer_client(zvm, site: m.Site, timeout: float = 10.0):
     from zvm.orchestration.peers import client_for
 
     peer = m.PeerSite.get_or_none(m.PeerSite.site == site)
     if peer is None:
         raise NotFoundError(f"site {site.name} is no longer paired", code="SiteNotFound")
-    return client_for(zvm, peer)
+    return client_for(zvm, peer, timeout=timeout)
 
 
 def _set(vpg: m.Vpg, **fields) -> None:
@@ -190,11 +228,16 @@ def configure_vpg(ctx: TaskContext) -> dict:
         plan = plan_vpg(vpg, ctx.zvm.config.filter_control_template)
         if local:
             ctx.progress(30, "Configuring the recovery VRA: journal and replica volumes")
-            recover_vra = recover_locally(vpg.recovery_site, plan.recover, control)
+            recover_vra, paths = recover_locally(vpg.recovery_site, plan.recover, control)
         else:
             ctx.progress(30, f"Asking site {vpg.recovery_site.name} to configure its recovery VRA")
             reply = peer_client(ctx.zvm, vpg.recovery_site).recover_vpg(plan.recover.to_json())
             recover_vra = VraRef(reply["VraIdentifier"], reply["Address"], reply.get("Name", ""))
+            paths = reply.get("ReplicaPaths") or {}
+        with zdb.transaction():
+            m.Vpg.update(recovery_vra=recover_vra.vra_id).where(m.Vpg.id == vpg.id).execute()
+            for volume, path in paths.items():
+                m.VpgVolume.update(recovery_path=path).where(m.VpgVolume.volume_id == volume).execute()
         protects = plan.protect_plans(recover_vra)
         for i, (vra, protect) in enumerate(protects):
             ctx.progress(50 + 40 * i // len(protects), f"Configuring the protect role on {vra.name}")

@@ -103,3 +103,8 @@ class PeerClient:
 
     def vpg_status(self, vpg: str) -> dict:
         return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/status", {"Vpg": vpg})
+
+    def vpg_recovery(self, vpg: str, action: str, body: dict | None = None) -> dict:
+        """A recovery operation's step on the peer, the VPG's protected site (zvm.orchestration.protected_side)."""
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/recovery",
+                              {**(body or {}), "Vpg": vpg, "Action": action})

@@ -8,6 +8,8 @@ at the TLS layer and required by every call but pairing.
     POST /peer/v1/vpgs/recover   set up a VPG's recover role on this site's VRA -> that VRA  (paired cert)
     POST /peer/v1/vpgs/remove    remove a VPG from this site's VRAs                           (paired cert)
     POST /peer/v1/vpgs/status    a VPG's recover role and journal checkpoints here           (paired cert)
+    POST /peer/v1/vpgs/recovery  a recovery operation's step on this, the protected, site    (paired cert)
+                                 (zvm.orchestration.protected_side: begin, shutdown, rollback, commit, end)
 
 TLS asks every client for a certificate and verifies one that is given against the CAs of the paired
 sites (the trust store is rebuilt on each handshake, so pairing and unpairing take effect at once); the
@@ -114,6 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, service.remove_vpg(self._caller(), self._body()))
             elif route == ("POST", "/peer/v1/vpgs/status"):
                 self._reply(200, service.vpg_status(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/vpgs/recovery"):
+                self._reply(200, service.vpg_recovery(self._caller(), self._body()))
             else:
                 self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
         except ZvmError as exc:
@@ -143,15 +147,19 @@ class PeerVpgs:
 
     def recover_vpg(self, caller: m.PeerSite, body: dict) -> dict:
         from zvm.orchestration import vpgs
+        from zvm.orchestration.mirror import upsert_mirror
 
         req = vpgs.RecoverRequest.from_json(body)
-        vra = vpgs.recover_locally(self.zvm.local_site(), req, self.zvm.vra_control)
+        local = self.zvm.local_site()
+        vra, paths = vpgs.recover_locally(local, req, self.zvm.vra_control)
         now = time.time()
         with zdb.transaction():
+            if req.vpg_doc is not None:
+                upsert_mirror(req.vpg, req.vpg_doc, caller.site, local, vra.vra_id, paths)
             m.Event.create(kind="ConfigureRecovery", category="Vpg", user="peer:" + caller.site.name,
                            description=f"Recovery of VPG {req.name} from site {caller.site.name} set up on {vra.name}",
                            entity_id=req.vpg, result="Succeeded", started_at=now, completed_at=now)
-        return {"VraIdentifier": vra.vra_id, "Address": vra.address, "Name": vra.name}
+        return {"VraIdentifier": vra.vra_id, "Address": vra.address, "Name": vra.name, "ReplicaPaths": paths}
 
     def remove_vpg(self, caller: m.PeerSite, body: dict) -> dict:
         from zvm.orchestration import vpgs
@@ -163,7 +171,14 @@ class PeerVpgs:
                 self.zvm.vra_control.remove_vpg(vpgs.vra_ref(vra), vpg)
             except ZvmError:
                 unreached.append(vra.name)
+        with zdb.transaction():  # the mirror of the caller's VPG goes with it
+            m.Vpg.delete().where(m.Vpg.identifier == vpg, m.Vpg.protected_site == caller.site).execute()
         return {"Unreached": unreached}
+
+    def vpg_recovery(self, caller: m.PeerSite, body: dict) -> dict:
+        from zvm.orchestration import protected_side
+
+        return protected_side.handle(self.zvm, caller.site, _vpg_id(body), body)
 
     def vpg_status(self, caller: m.PeerSite, body: dict) -> dict:
         from zvm.orchestration import vpgs

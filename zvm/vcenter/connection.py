@@ -164,8 +164,26 @@ class VCenter:
 
         return find_vm(self, name)
 
+    def recovery(self):
+        """Recovery VMs and source VMs of recovery operations: the functions of zvm.vcenter.recovery."""
+        from zvm.vcenter import recovery
+
+        return _Bound(self, recovery)
+
     def watch(self):
         """An InventoryWatcher: the inventory, then its changes as vCenter reports them."""
         from zvm.vcenter.watch import InventoryWatcher
 
         return InventoryWatcher(self)
+
+
+class _Bound:
+    """A module's functions with this session as their first argument (``vc.recovery().power_on(moid)``)."""
+
+    def __init__(self, vc: VCenter, module) -> None:
+        self._vc = vc
+        self._module = module
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._module, name)
+        return lambda *args, **kw: fn(self._vc, *args, **kw)
