@@ -530,12 +530,15 @@ class Recovery:
 # --- task handlers ------------------------------------------------------------------------------------------
 
 def _run(ctx: TaskContext, work) -> dict:
+    from zvm.orchestration.watch import refresh_alerts
+
     op = _op(ctx)
     rec = Recovery(ctx, op)
     try:
         return work(rec)
     finally:
         rec.close()
+        refresh_alerts()
 
 
 @handler("FailoverTest", resumable=True)

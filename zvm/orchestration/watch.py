@@ -54,6 +54,14 @@ def recovery_alerts() -> list[AlertSpec]:
     return out
 
 
+def refresh_alerts(now: float | None = None) -> None:
+    """Raise and clear the recovery alerts now (a task that changed an operation calls it)."""
+    from zvm.monitoring.monitor import reconcile_alerts
+
+    with zdb.transaction():
+        reconcile_alerts(recovery_alerts(), now or time.time(), scope=ALERT_CODES)
+
+
 class _Context:
     """What a Recovery needs of a task context, for the watch's own work (no task)."""
 
@@ -77,8 +85,6 @@ class RecoveryWatch:
         self._thread: threading.Thread | None = None
 
     def run_once(self, now: float | None = None) -> dict[str, int]:
-        from zvm.monitoring.monitor import reconcile_alerts
-
         zdb.connect(self.zvm.db)
         now = now or time.time()
         done = {"stopped": 0, "committed": 0, "rolled_back": 0, "peer": 0}
@@ -90,8 +96,7 @@ class RecoveryWatch:
             self._commit_policy(op, local, done)
         for op in m.RecoveryOperation.select().where(m.RecoveryOperation.peer_pending != ""):
             self._retry_peer(op, done)
-        with zdb.transaction():
-            reconcile_alerts(recovery_alerts(), now, scope=ALERT_CODES)
+        refresh_alerts(now)
         return done
 
     def _order(self, op: m.RecoveryOperation, local: m.Site, kind: str, params: dict, by: str) -> bool:
