@@ -150,6 +150,7 @@ class World:
     vm_of_volume: dict = field(default_factory=dict)
     nbd_of_volume: dict = field(default_factory=dict)  # volume -> (socket, export) through A's filter
     source_vms: list = field(default_factory=list)  # [{VmIdentifier, VmName, HostIdentifier}]
+    b_recovery_host: str = ""
     workload: Workload | None = None
 
     # --- the in-process ZVM of site B --------------------------------------------------------------------
@@ -231,6 +232,19 @@ class World:
                     return vra_id
         raise AssertionError(f"no VRA of site {site} recovers VPG {self.vpg}")
 
+    def wait_streaming(self, vra_id: str, timeout: float = 90.0) -> None:
+        """The VPG's protect role on the VRA has no sync needed or running, and its stream is up."""
+        def streaming():
+            with self.control(vra_id) as ctl:
+                return any(s.role == "protect" and s.substatus == "" and s.state == "ok"
+                           for s in ctl.Status(cpb.StatusRequest(vpg=self.vpg)).vpgs)
+
+        wait_for(streaming, timeout, f"VPG {self.vpg} to stream from {vra_id}")
+
+    def nbdcopy(self, uri: str, out: Path) -> str:
+        run(["nbdcopy", uri, str(out)])
+        return sha256(out)
+
     def nbdcopy_hash(self, uri: str) -> str:
         out = self.root / f"copy-{hashlib.sha1(uri.encode()).hexdigest()[:8]}.img"
         run(["nbdcopy", uri, str(out)])
@@ -300,6 +314,7 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
         vms = [v for v in world.a.vms(world.site_a) if not v["VmName"].startswith("Z-VRA-")][:3]
         world.source_vms = vms
         b_host = world.b.hosts(world.site_b)[0]
+        world.b_recovery_host = b_host["HostIdentifier"]
         nets = {n["VirtualizationNetworkName"]: n["NetworkIdentifier"] for n in world.b.networks(world.site_b)}
         sid = world.a.create_vpg_settings()
         doc = world.a.vpg_settings(sid)

@@ -21,6 +21,7 @@ the recovery site repeats it after a restart of either ZVM.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from zvm import db as zdb
 from zvm import models as m
@@ -114,9 +115,9 @@ def _shutdown(zvm, vpg: m.Vpg, body: dict) -> dict:
 def _final_checkpoint(zvm, vpg: m.Vpg, timeout: float) -> dict:
     """A checkpoint after the VMs stopped, journaled at the recovery site; consistent (a sync that was
     running has finished), so that nothing written before the shutdown is missing from it."""
-    from zvm.orchestration.vpgs import plan_vpg
+    from zvm.orchestration.vpgs import coordinator as find_coordinator
 
-    coordinator = plan_vpg(vpg, zvm.config.filter_control_template).protect[0][0]
+    coordinator = find_coordinator(zvm, vpg)
     deadline = time.monotonic() + timeout
     last = ""
     while True:
@@ -179,6 +180,7 @@ def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
     vc = _vcenter(zvm)
     try:
         rv = vc.recovery()
+        placed = {moid: rv.vm_placement(moid) for moid in sources}  # read before they leave the inventory
         for moid in sources:  # never two running copies of a VM
             rv.power_off(moid)
         for vra in _installed_vras(local):
@@ -194,7 +196,8 @@ def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
                "here are removed (no reverse protection)")
         return {}
     # the recovered VMs come back here: their source VMs' disks are the replicas; host, folder, network theirs
-    inventory = {v.moid: v for v in m.InvVm.select().where(m.InvVm.site == local, m.InvVm.moid.in_(list(sources)))}
+    inventory = {moid: SimpleNamespace(host=p["host"], folder=p["folder"], networks=p["networks"])
+                 for moid, p in placed.items() if p}
     datastores = {d.name: d.moid for d in m.InvDatastore.select().where(m.InvDatastore.site == local)}
     source_path = {v.volume_id: v.file_name for vm in sources.values() for v in vm.volumes}
 

@@ -291,12 +291,34 @@ def delete_vpg(ctx: TaskContext) -> dict:
     return {"VpgIdentifier": vpg.identifier}
 
 
+def coordinator(zvm, vpg: m.Vpg) -> VraRef:
+    """The protect VRA that coordinates the VPG's checkpoints: of the VRAs of its VMs' hosts, the first by
+    identifier (as plan_vpg orders them). The hosts come from the inventory, or from vCenter for VMs the
+    inventory has not seen yet (just recovered here)."""
+    try:
+        return plan_vpg(vpg, zvm.config.filter_control_template).protect[0][0]
+    except ZvmError as exc:
+        if exc.code != "WaitingForVras":
+            raise
+    local = vpg.protected_site
+    vras = _usable_vras(local)
+    vc = zvm.vcenter_factory(local)
+    try:
+        rv = vc.recovery()
+        hosts = {(rv.vm_placement(vm.vm_moid) or {}).get("host") for vm in m.VpgVm.select().where(m.VpgVm.vpg == vpg)}
+    finally:
+        vc.close()
+    if not hosts or hosts - set(vras):
+        raise _waiting(local, hosts - set(vras) or {None})
+    return vra_ref(min((vras[h] for h in hosts), key=lambda v: v.identifier))
+
+
 @handler("CheckpointVpg")
 def checkpoint_vpg(ctx: TaskContext) -> dict:
     vpg = _vpg(ctx)
-    coordinator = plan_vpg(vpg, ctx.zvm.config.filter_control_template).protect[0][0]
-    ctx.progress(30, f"Taking checkpoint {ctx.param('Tag')!r} through {coordinator.name}")
-    cp = ctx.zvm.vra_control.checkpoint(coordinator, vpg.identifier, ctx.param("Tag") or "", wait_durable=True)
+    coordinator_vra = coordinator(ctx.zvm, vpg)
+    ctx.progress(30, f"Taking checkpoint {ctx.param('Tag')!r} through {coordinator_vra.name}")
+    cp = ctx.zvm.vra_control.checkpoint(coordinator_vra, vpg.identifier, ctx.param("Tag") or "", wait_durable=True)
     with zdb.transaction():
         m.Checkpoint.insert(identifier=cp.checkpoint_id, vpg=vpg, timestamp=cp.timestamp_s, tag=cp.tag,
                             consistent=cp.consistent).on_conflict_ignore().execute()

@@ -275,6 +275,17 @@ def unregister_vm(vc, moid: str) -> bool:
     return True
 
 
+def vm_placement(vc, moid: str) -> dict | None:
+    """Where a VM is: {"host", "folder", "networks", "power"} (moids), None when it does not exist."""
+    vm = vim.VirtualMachine(moid, vc.si._stub)
+    try:
+        return {"host": vm.runtime.host._moId if vm.runtime.host else None,
+                "folder": vm.parent._moId if vm.parent else None,
+                "networks": [n._moId for n in vm.network or []], "power": str(vm.runtime.powerState)}
+    except vmodl.fault.ManagedObjectNotFound:
+        return None
+
+
 def vm_guest_ip(vc, moid: str) -> str | None:
     vm = _ref(vc, vim.VirtualMachine, moid, "VM")
     return vm.guest.ipAddress if vm.guest else None
