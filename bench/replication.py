@@ -88,6 +88,7 @@ class Setup:
             protect_peers=[cpb.PeerVra(vra_id="protect", address=self.p.address)],
             buffer_bytes=buffer_mib << 20))
         assert reply.ok, reply.message
+        self.p.control.wait_streaming(VPG)  # the initial sync of the (empty) volume is over before measuring
 
     def protect_counters(self) -> dict:
         return dict(self.p.control.vpg_status(VPG, "protect").counters)

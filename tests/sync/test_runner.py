@@ -131,3 +131,26 @@ def test_start_runs_the_syncs_in_the_background_and_stop_ends_it():
         runner.stop()
     assert runner.reports and runner.reports[0].completed
     assert replica.digest() == source.digest()
+
+
+def test_status_shows_the_running_sync_with_its_progress_then_its_report():
+    source = MemVolume(os.urandom(SIZE))
+    seen: list[dict] = []
+
+    class Watching(Sink):
+        def push(self, volume, offset, length, read, timeout) -> bool:
+            seen.append(runner.status())
+            return super().push(volume, offset, length, read, timeout)
+
+    link = Link()
+    runner = VpgSyncRunner("vpg", link, Watching(MemVolume(bytes(SIZE))), {"v": source}, max_io=64 * 1024)
+    runner.need(Reason.NEW_VOLUME)
+    (report,) = runner.sync_once()
+    assert [s["substatus"] for s in seen] == ["InitialSync"] * len(seen) and len(seen) == SIZE // (64 * 1024)
+    percents = [s["current"]["percent"] for s in seen]
+    assert percents == sorted(percents) and 0 < percents[-1] <= 100  # the scan runs ahead of the pushes
+    assert all(s["current"]["kind"] == "InitialSync" and not s["current"]["completed"] for s in seen)
+    st = runner.status()
+    assert st["substatus"] == "" and st["current"] is None and st["consistent"]
+    assert st["reports"][-1]["completed"] and st["reports"][-1]["bytes"] == SIZE
+    assert st["streaming_since_ns"] >= report.finished_ns and link.syncing[-1] is False
