@@ -1,16 +1,22 @@
-"""Issue 8's end-to-end test: `zvm lab up` as a user runs it, the workload replicating through the WAN, a
-cut of the WAN and its restore, a tagged checkpoint taken through the REST API, the point-in-time images of
-all three VMs at that checkpoint read over NBD (nbdcopy) from the recovery VRA and compared with the
-sources as they were then, byte for byte; then `zvm lab down` leaves no process behind. On the way: `up`
-again says the lab is up, and `status` shows the sites, VRAs and the VPG with its RPO and journal history.
+"""Issue 8's end-to-end test: the whole product as `zvm lab up` runs it on this machine.
 
-"The sources as they were then": the lab's workload is paused (fio stopped, every write it sent completed
-by the filters), the VPG is streaming again (no sync pending, so the checkpoint is consistent), the tagged
-checkpoint is taken, the source disks are hashed, and the workload resumes; the images are read while it
-writes again, so they must come from the journal as of the checkpoint, not from the disks.
-
-Not here yet: a failover test through the REST API (`failoverTest` / `failoverTestStop`), which does not
-exist before issue 7's recovery operations.
+1. `zvm lab up` as a user runs it; `up` again says the lab is up; `status` shows both sites, their VRAs and
+   the VPG with its RPO and journal history.
+2. The workload replicates through the WAN; the WAN is cut (the VMs go on writing, nothing reaches the
+   journal) and restored (replication resumes).
+3. A tagged checkpoint through the REST API, and the point-in-time images of all three VMs at it, read
+   over NBD (nbdcopy) from the recovery VRA while the workload writes again, equal the sources as they were
+   at the checkpoint, byte for byte. "As they were": the workload is paused (fio stopped, every write it
+   sent completed by the filters) and the VPG streaming (no sync pending) when the checkpoint is taken and
+   the sources hashed; then it resumes.
+4. A failover test at that checkpoint through the recovery site's REST API: the test VMs appear in the
+   recovery vCenter, their disks (NBD) equal the same hashes; stopping it removes them.
+5. A move to the recovery site and back (reverse protection both ways, `zvm lab attach` after each, as a
+   hypervisor would attach the filters and the VMs would write where they run): after each move the VMs'
+   disks where they run now equal the sources before it (a move loses nothing), and the workload's writes
+   on the recovery site are replicated back.
+6. `zvm lab down` leaves no process behind: every recorded pid is gone, and no process has the lab's
+   directory (or its socket directory) on its command line.
 """
 
 from __future__ import annotations
@@ -27,54 +33,97 @@ from tests.lab.helpers import (
     zvm_lab,
 )
 from zvm.client import ZvmClient
+from zvm.lab.images import recovery_vra
 from zvm.lab.state import LabState
+
+TEST_SUFFIX = " - testing recovery"
+
+
+def ok(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
 
 
 def protect_counters(state: LabState, vpg: str) -> dict[str, dict]:
     out = {}
-    for vra in state.vras["protected"]:
-        for st in vra_status(vra["listen"], state.secret):
-            if st.vpg == vpg and st.role == "protect":
-                out[vra["name"]] = {"state": st.state, "substatus": st.substatus, **dict(st.counters)}
+    for site in ("protected", "recovery"):
+        for vra in state.vras[site]:
+            for st in vra_status(vra["listen"], state.secret):
+                if st.vpg == vpg and st.role == "protect":
+                    out[vra["name"] + site] = {"state": st.state, "substatus": st.substatus, **dict(st.counters)}
     return out
 
 
 def journal_seq(state: LabState, vpg: str) -> int:
-    recovery = next(v for v in state.vras["recovery"] if v["host"] == state.vpg["recovery_host"])
-    return next(int(st.counters["last_seq"]) for st in vra_status(recovery["listen"], state.secret)
+    vra = recovery_vra(state)
+    return next(int(st.counters["last_seq"]) for st in vra_status(vra["listen"], state.secret)
                 if st.vpg == vpg and st.role == "recover")
 
 
-def test_lab_up_cut_restore_checkpoint_images_equal_sources_then_down(tmp_path):
+def streaming(state: LabState, vpg: str) -> bool:
+    counters = protect_counters(state, vpg)
+    return bool(counters) and all(c["state"] == "ok" and c["substatus"] == "" for c in counters.values())
+
+
+def nbd_hash(uri: str, tmp_path) -> str:
+    copy = tmp_path / "copy.img"
+    subprocess.run(["nbdcopy", uri, str(copy)], check=True, timeout=120)
+    digest = sha256_file(copy)
+    copy.unlink()
+    return digest
+
+
+def vpg_disks(lab_dir) -> dict[str, str]:
+    """Volume -> the file of the VPG's VM disk where the VM runs now (as `zvm lab attach` located it)."""
+    return {v["id"]: v["path"] for vm in LabState.load(lab_dir).vpg["vms"] for v in vm["volumes"]}
+
+
+def client(state: LabState, site: str) -> ZvmClient:
+    z = state.zvms[site]
+    return ZvmClient(z["url"]).login(z["username"], z["password"])
+
+
+def move(lab_dir, api: ZvmClient, vpg: str, to: str, pids: set[int]) -> None:
+    """Move the VPG with the workload paused; after it the disks where the VMs run equal the sources before."""
+    ok(zvm_lab(lab_dir, "workload", "pause"))
+    before = {vid: sha256_file(path) for vid, path in vpg_disks(lab_dir).items()}
+    result = api.wait_for_task(api.move(vpg), timeout=180)["Result"]
+    commit = api.wait_for_task(result["NextTaskIdentifier"], timeout=180)
+    assert "committed" in commit["Step"], commit
+    attached = ok(zvm_lab(lab_dir, "attach"))
+    assert f"on the {to} site" in attached, attached
+    state = LabState.load(lab_dir)
+    assert {vm["site"] for vm in state.vpg["vms"]} == {to}
+    assert {vid: sha256_file(path) for vid, path in vpg_disks(lab_dir).items()} == before
+    ok(zvm_lab(lab_dir, "workload", "resume"))
+    pids.update(p.pid for p in LabState.load(lab_dir).processes)
+
+
+def test_the_lab_end_to_end(tmp_path):
     lab_dir = tmp_path / "lab"
     up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--rate", "1m", timeout=300)
     state = LabState.load(lab_dir)
+    pids = {p.pid for p in state.processes} if state else set()  # every process the lab ever recorded
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert "The lab is up" in up.stdout and "[11/11]" in up.stdout
-        again = zvm_lab(lab_dir, "up")
-        assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
+        # 1. up, up again, status
+        assert "The lab is up" in ok(up) and "[11/11]" in up.stdout
+        assert "already up" in ok(zvm_lab(lab_dir, "up"))
         assert [p.pid for p in LabState.load(lab_dir).processes] == [p.pid for p in state.processes]
-        status = zvm_lab(lab_dir, "status")
-        assert status.returncode == 0, status.stdout + status.stderr
+        status = ok(zvm_lab(lab_dir, "status"))
         count = len(state.processes)
-        assert f"processes: {count} of {count} running" in status.stdout
-        assert status.stdout.count("(Paired)") == 2 and status.stdout.count("VRA Z-VRA-") == 6
-        assert "VPG lab-vpg: MeetingSLA" in status.stdout and "journal history" in status.stdout
-        assert "RPO " in status.stdout and "WAN: up" in status.stdout
+        assert f"processes: {count} of {count} running" in status
+        assert status.count("(Paired)") == 2 and status.count("VRA Z-VRA-") == 6
+        assert "VPG lab-vpg: MeetingSLA" in status and "journal history" in status
+        assert "RPO " in status and "WAN: up" in status
         vpg = state.vpg["identifier"]
         volumes = [v for vm in state.vpg["vms"] for v in vm["volumes"]]
         assert len(state.vpg["vms"]) == 3 and len(volumes) == 3
-        zvm_a = state.zvms["protected"]
-        api = ZvmClient(zvm_a["url"]).login(zvm_a["username"], zvm_a["password"])
+        a, b = client(state, "protected"), client(state, "recovery")
 
-        # The workload replicates: the journal grows.
+        # 2. the workload replicates; the WAN is cut, then restored
         start = journal_seq(state, vpg)
         wait_for(lambda: journal_seq(state, vpg) > start + 200, 60, "the workload's writes in the journal")
-
-        # Cut the WAN: the VMs go on writing (their filters complete writes), nothing reaches the journal.
-        cut = zvm_lab(lab_dir, "wan", "cut", "--mode", "reset")
-        assert cut.returncode == 0, cut.stdout + cut.stderr
+        ok(zvm_lab(lab_dir, "wan", "cut", "--mode", "reset"))
         before = {n: c["writes"] for n, c in protect_counters(state, vpg).items()}
         wait_for(lambda: all(c["writes"] > before[n] + 50 for n, c in protect_counters(state, vpg).items()), 60,
                  "the VMs to write during the cut")
@@ -82,47 +131,64 @@ def test_lab_up_cut_restore_checkpoint_images_equal_sources_then_down(tmp_path):
         wait_for(lambda: all(c["writes"] > before[n] + 100 for n, c in protect_counters(state, vpg).items()), 60,
                  "more writes during the cut")
         assert journal_seq(state, vpg) == seq_during_cut
-        status = json.loads(zvm_lab(lab_dir, "wan", "status", "--json").stdout)
-        assert status["vra-recovery-0"]["state"] == "cut:reset" and status["vra-recovery-0"]["counters"]["reset"] >= 1
+        wan = json.loads(ok(zvm_lab(lab_dir, "wan", "status", "--json")))
+        assert wan["vra-recovery-0"]["state"] == "cut:reset" and wan["vra-recovery-0"]["counters"]["reset"] >= 1
+        ok(zvm_lab(lab_dir, "wan", "restore"))
+        wait_for(lambda: journal_seq(state, vpg) > seq_during_cut, 120, "replication to resume after the restore")
 
-        restore = zvm_lab(lab_dir, "wan", "restore")
-        assert restore.returncode == 0, restore.stdout + restore.stderr
-        wait_for(lambda: journal_seq(state, vpg) > seq_during_cut, 60, "replication to resume after the restore")
-
-        # The sources as they are at a tagged checkpoint.
-        pause = zvm_lab(lab_dir, "workload", "pause")
-        assert pause.returncode == 0, pause.stdout + pause.stderr
-        wait_for(lambda: all(c["state"] == "ok" and c["substatus"] == ""
-                             for c in protect_counters(state, vpg).values()), 120,
-                 "every protect VRA of the VPG to be streaming (no sync pending)")
-        task = api.wait_for_task(api.take_checkpoint(vpg, "after-the-cut"), timeout=120)
+        # 3. a tagged checkpoint; the sources as they are at it; its images over NBD equal them
+        ok(zvm_lab(lab_dir, "workload", "pause"))
+        wait_for(lambda: streaming(state, vpg), 120, "every protect VRA of the VPG to be streaming")
+        task = a.wait_for_task(a.take_checkpoint(vpg, "after-the-cut"), timeout=120)
         checkpoint = task["Result"]["CheckpointIdentifier"]
         assert task["Result"]["IsConsistent"] is True, task
         sources = {v["id"]: sha256_file(v["path"]) for v in volumes}
-        resume = zvm_lab(lab_dir, "workload", "resume")
-        assert resume.returncode == 0, resume.stdout + resume.stderr
-        tagged = api.checkpoints(vpg, tagged_only=True)
+        ok(zvm_lab(lab_dir, "workload", "resume"))
+        tagged = a.checkpoints(vpg, tagged_only=True)
         assert [c["CheckpointIdentifier"] for c in tagged if c["Tag"] == "after-the-cut"] == [checkpoint]
-
-        # The point-in-time images at that checkpoint, over NBD from the recovery VRA, while writes go on.
         for vm in state.vpg["vms"]:
-            opened = zvm_lab(lab_dir, "image", vm["name"], "--checkpoint", checkpoint, "--json")
-            assert opened.returncode == 0, opened.stdout + opened.stderr
-            for image in json.loads(opened.stdout):
-                copy = tmp_path / f"{image['volume']}.img"
-                subprocess.run(["nbdcopy", image["uri"], str(copy)], check=True, timeout=120)
-                assert sha256_file(copy) == sources[image["volume"]], f"{vm['name']}: image differs from source"
-                copy.unlink()
-                assert zvm_lab(lab_dir, "image", "--close", image["export"]).returncode == 0
-        # and the disks have moved on since (the images did not just read the current disks)
-        assert any(sha256_file(v["path"]) != sources[v["id"]] for v in volumes)
-        api.logout()
+            for image in json.loads(ok(zvm_lab(lab_dir, "image", vm["name"], "--checkpoint", checkpoint, "--json"))):
+                assert nbd_hash(image["uri"], tmp_path) == sources[image["volume"]], f"{vm['name']}: image differs"
+                ok(zvm_lab(lab_dir, "image", "--close", image["export"]))
+        assert any(sha256_file(v["path"]) != sources[v["id"]] for v in volumes)  # the disks moved on since
+
+        # 4. a failover test at the checkpoint, on the recovery site's ZVM; then its stop
+        wait_for(lambda: any(c["CheckpointIdentifier"] == checkpoint for c in b.checkpoints(vpg)), 60,
+                 "the recovery site to list the checkpoint")
+        test = b.wait_for_task(b.failover_test(vpg, checkpoint=checkpoint), timeout=180)["Result"]
+        assert test["CheckpointIdentifier"] == checkpoint and len(test["Vms"]) == 3
+        for vm in test["Vms"]:
+            for disk in vm["Disks"]:
+                assert nbd_hash(disk["Uri"], tmp_path) == sources[disk["Volume"]], f"{vm['Name']}: test disk differs"
+        b_site = state.zvms["recovery"]["site_identifier"]
+        names = {f"{vm['name']}{TEST_SUFFIX}" for vm in state.vpg["vms"]}
+        wait_for(lambda: names <= {v["VmName"] for v in b.vms(b_site)}, 60, "the test VMs in the recovery vCenter")
+        stop = b.wait_for_task(b.failover_test_stop(vpg, success=True, summary="lab e2e"), timeout=180)
+        assert "stopped" in stop["Step"], stop
+        wait_for(lambda: not names & {v["VmName"] for v in b.vms(b_site)}, 60, "the test VMs to be gone")
+        report = b.recovery_reports(vpg=vpg, type="FailoverTest")[0]
+        assert (report["State"], report["Result"]) == ("Stopped", "Succeeded")
+
+        # 5. a move to the recovery site, writes there replicated back, and a move back
+        move(lab_dir, b, vpg, to="recovery", pids=pids)
+        state = LabState.load(lab_dir)
+        assert recovery_vra(state) in state.vras["protected"]  # the journal is on the original site now
+        wait_for(lambda: streaming(state, vpg), 120, "the reversed VPG to be streaming")
+        start = journal_seq(state, vpg)
+        wait_for(lambda: journal_seq(state, vpg) > start + 100, 60, "writes on the recovery site replicated back")
+        move(lab_dir, a, vpg, to="protected", pids=pids)
+        state = LabState.load(lab_dir)
+        assert recovery_vra(state) in state.vras["recovery"]
+        assert a.vpg(vpg)["ProtectedSite"]["SiteName"] == "Protected site"
+        a.logout()
+        b.logout()
     finally:
         down = zvm_lab(lab_dir, "down", timeout=120)
+
+    # 6. nothing left
     assert down.returncode == 0, down.stdout + down.stderr
-    recorded = [p.pid for p in state.processes]
-    assert len(recorded) >= 2 + 1 + 2 + 6 + 3 + 1  # vcsims, WAN, ZVMs, VRAs, filters, workload
-    assert [pid for pid in recorded if pid_alive(pid)] == []
+    assert len(pids) >= 2 + 1 + 2 + 6 + 3 + 1  # vcsims, WAN, ZVMs, VRAs, filters, workload
+    assert [pid for pid in pids if pid_alive(pid)] == []
     assert processes_mentioning(str(lab_dir)) == []
     assert processes_mentioning(state.run_dir) == []
     assert not (lab_dir / "lab.json").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from zvm.client import ZvmClient
 from zvm.errors import ZvmError
-from zvm.lab import images, processes, workload
+from zvm.lab import attach, images, processes, workload
 from zvm.lab.links import LinksControl
 from zvm.lab.processes import LabError
 from zvm.lab.state import SITES, LabState, default_lab_dir
@@ -289,6 +289,16 @@ def lab_image(lab_dir: Path, args) -> int:
     return 0
 
 
+def lab_attach(lab_dir: Path) -> int:
+    state = _load(lab_dir)
+    said = attach.attach(state)
+    for line in said or ["nothing to change: the filters and the workload follow the VMs already"]:
+        _say(line)
+    where = ", ".join(f"{vm['name']} ({vm['site']})" for vm in state.vpg["vms"])
+    _say(f"VPG {state.vpg['name']}: {where}")
+    return 0
+
+
 def lab_env(lab_dir: Path, site: str) -> int:
     z = _load(lab_dir).zvms[site]
     print(f"export ZVM_URL={z['url']} ZVM_USER={z['username']} ZVM_PASSWORD={z['password']}")
@@ -330,6 +340,10 @@ def register(sub) -> None:
     image.add_argument("--tag", help="the checkpoint with this tag")
     image.add_argument("--close", action="store_true", help="stop serving the export named instead of a VM")
     image.add_argument("--json", action="store_true")
+    lab_sub.add_parser("attach", help="after a failover or a move: filters and workload follow the VMs",
+                       description="Give each host's IO filter the disks of the VMs that run there now (under "
+                                   "the volume ids their ZVM protects them with) and point the workload at the "
+                                   "VPG's VMs where they run: what a hypervisor and the VMs do by themselves.")
     env = lab_sub.add_parser("env", help="print ZVM_URL, ZVM_USER, ZVM_PASSWORD for the zvm CLI")
     env.add_argument("site", choices=SITES, nargs="?", default="protected")
 
@@ -349,6 +363,8 @@ def register(sub) -> None:
             return lab_workload(lab_dir, args)
         if command == "image":
             return lab_image(lab_dir, args)
+        if command == "attach":
+            return lab_attach(lab_dir)
         if command == "env":
             return lab_env(lab_dir, args.site)
         lab.print_help()

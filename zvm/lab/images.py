@@ -16,7 +16,7 @@ from vra_appliance.auth import SECRET_KEY
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from zvm.lab.processes import LabError
-from zvm.lab.state import LabState
+from zvm.lab.state import SITES, LabState
 
 
 @dataclass
@@ -29,12 +29,23 @@ class Image:
     source: str  # the protected disk's flat file
 
 
+def _status(state: LabState, vra: dict) -> list:
+    with grpc.insecure_channel(vra["listen"]) as channel:
+        return list(cpb_grpc.ControlStub(channel).Status(
+            cpb.StatusRequest(vpg=state.vpg["identifier"]), metadata=((SECRET_KEY, state.secret),), timeout=15).vpgs)
+
+
 def recovery_vra(state: LabState) -> dict:
-    host = state.vpg.get("recovery_host")
-    vra = next((v for v in state.vras.get("recovery", []) if v["host"] == host), None)
-    if vra is None:
-        raise LabError("the lab has no VPG with a recovery VRA: is the lab up ('zvm lab status')?")
-    return vra
+    """The VRA that holds the lab VPG's journal now (on the recovery site, or on the protected site once a
+    failover or move reversed the VPG)."""
+    for site in reversed(SITES):
+        for vra in state.vras.get(site, []):
+            try:
+                if any(st.role == "recover" for st in _status(state, vra)):
+                    return vra
+            except grpc.RpcError:
+                continue
+    raise LabError("no VRA of the lab holds the journal of its VPG: is the lab up ('zvm lab status')?")
 
 
 def _call(state: LabState, method: str, request):
@@ -44,7 +55,7 @@ def _call(state: LabState, method: str, request):
             return getattr(cpb_grpc.ControlStub(channel), method)(
                 request, metadata=((SECRET_KEY, state.secret),), timeout=30)
         except grpc.RpcError as exc:
-            raise LabError(f"the recovery VRA {vra['name']} refused {method}: {exc.details()}") from exc
+            raise LabError(f"the VRA {vra['name']} refused {method}: {exc.details()}") from exc
 
 
 def vm_volumes(state: LabState, vm: str) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from zvm.client import ZvmClient
 from zvm.errors import ZvmError
-from zvm.lab import processes, workload
+from zvm.lab import attach, processes, workload
 from zvm.lab.links import LinksControl
 from zvm.lab.network import VRA_PORT, ZVM_API_PORT, ZVM_PEER_PORT, pick_network
 from zvm.lab.processes import LabError, spawn, wait_ready
@@ -320,9 +320,8 @@ def create_vpg(lab: Lab) -> str:
                         journal_hard_limit_mb=JOURNAL_LIMIT_MB, journal_warning_mb=JOURNAL_WARNING_MB)
     done = a.wait_for_task(task, timeout=180)
     vpg_id = done["Result"].get("VpgIdentifier") or a.vpg_by_name(VPG_NAME)["VpgIdentifier"]
-    st.vpg = {"identifier": vpg_id, "name": VPG_NAME, "recovery_host": hosts[0]["HostIdentifier"],
-              "vms": [{"identifier": v["VmIdentifier"], "name": v["VmName"], "host": v.get("HostIdentifier"),
-                       "volumes": []} for v in vms]}
+    st.vpg = {"identifier": vpg_id, "name": VPG_NAME,
+              "vms": [{"identifier": v["VmIdentifier"], "name": v["VmName"], "volumes": []} for v in vms]}
     st.save()
     placed = ", ".join(f"{v['VmName']} on {v.get('HostIdentifier')}" for v in vms)
     return (f"VPG {VPG_NAME} ({vpg_id}): {placed}; recovery to {hosts[0]['VirtualizationHostName']} of the "
@@ -332,75 +331,18 @@ def create_vpg(lab: Lab) -> str:
 # --- 9. IO filters ----------------------------------------------------------------------------------------
 
 def start_filters(lab: Lab) -> str:
-    from zvm.vcenter import VCenter, VCenterConfig
-
     st = lab.state
-    protected = {vm["VmIdentifier"]: vm for vm in lab.client("protected").protected_vms(vpg=st.vpg["identifier"])}
-    started = []
-    for site in SITES:
-        sim = st.vcenters[site]
-        with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
-            inventory = vc.inventory()
-        mine = protected if site == "protected" else {}  # the sites' simulators reuse the same VM ids
-        for vra in st.vras[site]:
-            volumes = {}
-            for vm in sorted(inventory.vms.values(), key=lambda v: v.name):
-                if vm.host != vra["host"] or vm.name.startswith("Z-VRA-"):  # not the appliances' own disks
-                    continue
-                ids = {v["DiskKey"]: v["VolumeIdentifier"] for v in mine.get(vm.moid, {}).get("Volumes", [])}
-                for disk in vm.disks:
-                    if disk.flat_path is None:
-                        continue
-                    vid = ids.get(disk.key, f"{vm.moid}-disk{disk.key}")  # unprotected disks: a lab name
-                    volumes[vid] = disk.flat_path
-                    if disk.key in ids:
-                        _record_volume(st, vm.moid, vid, disk.flat_path, disk.capacity)
-            if not volumes:
-                continue
-            started.append(_start_filter(lab, site, vra, volumes))
-    for proc, control in started:
-        wait_ready(proc, lambda c=control: _filter_connected(c), "reach its VRA", timeout=60)
-    st.save()
+    attach.locate_vpg_vms(st)
+    attach.attach_filters(st)
     count = sum(len(f["volumes"]) for f in st.filters)
-    return f"{len(started)} filters (one per host with VMs) exporting {count} VM disks over NBD"
-
-
-def _record_volume(st: LabState, vm: str, volume: str, path: str, size: int) -> None:
-    for entry in st.vpg["vms"]:
-        if entry["identifier"] == vm:
-            entry["volumes"].append({"id": volume, "path": path, "size": size})
-
-
-def _filter_connected(control: str) -> bool:
-    from vra_appliance.iofilter.control import FilterControl
-
-    with FilterControl(control) as ctl:
-        return ctl.counters()["vra"] == "connected"
-
-
-def _start_filter(lab: Lab, site: str, vra: dict, volumes: dict[str, str]):
-    st = lab.state
-    name = f"iofilter-{site}-{vra['host_name']}"
-    Path(vra["filter_control"]).unlink(missing_ok=True)
-    argv = python("vra_appliance.cli", "iofilter", "--unix", vra["nbd"], "--vra", vra["split"],
-                  "--control", vra["filter_control"], "--filter-id", f"{site}-{vra['host_name']}", "-v")
-    for vid, path in volumes.items():
-        argv += ["--volume", f"{vid}={path}"]
-    proc = st.add(spawn(name, "iofilter", argv, st.logs / f"{name}.log", site=site))
-    st.filters.append({"name": name, "site": site, "host": vra["host"], "host_name": vra["host_name"],
-                       "control": vra["filter_control"], "nbd": vra["nbd"], "volumes": volumes})
-    st.save()
-    return proc, vra["filter_control"]
+    return f"{len(st.filters)} filters (one per host with VMs) exporting {count} VM disks over NBD"
 
 
 # --- 10. workload -----------------------------------------------------------------------------------------
 
 def start_workload(lab: Lab) -> str:
-    st = lab.state
-    nbd_of = {vid: f["nbd"] for f in st.filters for vid in f["volumes"]}
-    jobs = [{"name": vm["name"], "volume": v["id"], "uri": f"nbd+unix:///{v['id']}?socket={nbd_of[v['id']]}"}
-            for vm in st.vpg["vms"] for v in vm["volumes"]]
-    workload.start(st, jobs, lab.opts.rate)
+    jobs = attach.workload_jobs(lab.state)
+    workload.start(lab.state, jobs, lab.opts.rate)
     return f"fio: random writes of 4-64 KiB at {lab.opts.rate}/s into each of {len(jobs)} disks, through the filters"
 
 

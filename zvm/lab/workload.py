@@ -40,15 +40,24 @@ def job_text(vms: list[dict], rate: str) -> str:
     return JOB_HEADER.format(rate=rate) + "".join(jobs)
 
 
-def start(state: LabState, vms: list[dict], rate: str) -> LabProcess:
+def start(state: LabState, jobs: list[dict], rate: str, paused: bool = False) -> LabProcess | None:
+    """Write the job file for ``jobs`` ([{"name", "volume", "uri"}]) and start fio, unless ``paused``
+    (then ``resume`` starts it)."""
     job = state.lab_dir / "workload" / "fio.job"
     job.parent.mkdir(parents=True, exist_ok=True)
-    job.write_text(job_text(vms, rate))
-    proc = state.add(spawn("workload", "workload", ["fio", f"--output={state.logs / 'fio.out'}", str(job)],
-                           state.logs / "workload.log"))
-    state.workload = {"job": str(job), "rate": rate, "vms": [vm["name"] for vm in vms], "paused": False,
-                      "volumes": [vm["volume"] for vm in vms]}
+    job.write_text(job_text(jobs, rate))
+    state.workload = {"job": str(job), "rate": rate, "jobs": jobs, "paused": paused,
+                      "volumes": [j["volume"] for j in jobs]}
     state.save()
+    return None if paused else _spawn(state)
+
+
+def _spawn(state: LabState) -> LabProcess:
+    old = state.process("workload")
+    if old is not None:
+        state.processes.remove(old)
+    proc = state.add(spawn("workload", "workload", ["fio", f"--output={state.logs / 'fio.out'}",
+                                                    state.workload["job"]], state.logs / "workload.log"))
     wait_ready(proc, lambda: all(n > 0 for n in volume_writes(state).values()),
                "write through every VM's IO filter", timeout=60)
     return proc
@@ -68,18 +77,21 @@ def volume_writes(state: LabState) -> dict[str, int]:
     return out
 
 
-def _process(state: LabState) -> LabProcess:
+def _process(state: LabState) -> LabProcess | None:
     proc = state.process("workload")
-    if proc is None or not proc.alive():
-        raise LabError("the lab's workload (fio) is not running: 'zvm lab status' shows the lab; its log is "
-                       f"{state.logs / 'workload.log'}")
-    return proc
+    if proc is not None and proc.alive():
+        return proc
+    if state.workload.get("paused"):
+        return None  # stopped while paused (the VMs moved): resume starts it again
+    raise LabError("the lab's workload (fio) is not running: 'zvm lab status' shows the lab; its log is "
+                   f"{state.logs / 'workload.log'}")
 
 
 def pause(state: LabState, settle_s: float = 0.5, timeout: float = 30.0) -> dict[str, int]:
     """Stop fio and wait until no filter completes a write for ``settle_s``; returns the writes per volume."""
     proc = _process(state)
-    proc.signal(signal.SIGSTOP)
+    if proc is not None:
+        proc.signal(signal.SIGSTOP)
     state.workload["paused"] = True
     state.save()
     deadline = time.monotonic() + timeout
@@ -96,9 +108,12 @@ def pause(state: LabState, settle_s: float = 0.5, timeout: float = 30.0) -> dict
 
 def resume(state: LabState) -> None:
     proc = _process(state)
-    proc.signal(signal.SIGCONT)
     state.workload["paused"] = False
     state.save()
+    if proc is None:
+        _spawn(state)
+    else:
+        proc.signal(signal.SIGCONT)
 
 
 def job_path(state: LabState) -> Path:
