@@ -269,13 +269,15 @@ def _datastore(client, site: str) -> str:
     return client.datastores(site)[0]["DatastoreIdentifier"]
 
 
-def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int = 0) -> World:
+def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int = 0, spec: VcsimSpec = SPEC,
+          vm_count: int = 3, boot_delay: int = 1, workload: bool = True) -> World:
+    """``start_vcsim(name, spec)`` starts a simulator (the tests' fixture, or the benchmark's own)."""
     from zvm.api import create_app
 
     root = Path(tempfile.mkdtemp(prefix=f"ro{prefix}-", dir="/tmp"))  # unix socket paths must stay short
     lab = Lab(root)
-    prot = start_vcsim(f"{name}-a", SPEC)
-    rec = start_vcsim(f"{name}-b", SPEC)
+    prot = start_vcsim(f"{name}-a", spec)
+    rec = start_vcsim(f"{name}-b", spec)
     template = str(root / "{vra_id}-filter" / "control.sock")
     server = start_serve(tmp / "site-a", "--admin-password", ADMIN_PASSWORD, "--site-name", f"{name} A",
                          "--public-address", "127.0.0.1", "--peer-port", str(free_port()),
@@ -311,7 +313,7 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
                 world.vra_address[vra["VraIdentifier"]] = vra["ControlAddress"]
 
         # the VPG: three VMs of A, boot groups, test and failover networks, a static IP on failover for one
-        vms = [v for v in world.a.vms(world.site_a) if not v["VmName"].startswith("Z-VRA-")][:3]
+        vms = [v for v in world.a.vms(world.site_a) if not v["VmName"].startswith("Z-VRA-")][:vm_count]
         world.source_vms = vms
         b_host = world.b.hosts(world.site_b)[0]
         world.b_recovery_host = b_host["HostIdentifier"]
@@ -324,14 +326,15 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
                                DefaultDatastoreIdentifier=_datastore(world.b, world.site_b))
         doc["Networks"].update(FailoverNetworkIdentifier=nets["DC0_DVPG0"],
                                FailoverTestNetworkIdentifier=nets["DC0_DVPG1"])
-        doc["BootGroups"] = [{"Name": "db", "BootDelayInSeconds": 0}, {"Name": "app", "BootDelayInSeconds": 1}]
+        doc["BootGroups"] = [{"Name": "db", "BootDelayInSeconds": 0},
+                             {"Name": "app", "BootDelayInSeconds": boot_delay}]
         doc["Vms"] = [{"VmIdentifier": vms[0]["VmIdentifier"], "BootGroupName": "db",
                        "Nics": [{"NicIdentifier": "Network adapter 1",
                                  "FailoverIp": {"IpAddress": "10.20.0.11", "SubnetMask": "255.255.255.0",
                                                 "Gateway": "10.20.0.1", "DnsServers": ["10.20.0.2"]},
                                  "FailoverTestIp": {"IpAddress": "10.99.0.11", "SubnetMask": "255.255.255.0"}}]},
-                      {"VmIdentifier": vms[1]["VmIdentifier"], "BootGroupName": "app"},
-                      {"VmIdentifier": vms[2]["VmIdentifier"], "BootGroupName": None}]
+                      *({"VmIdentifier": vm["VmIdentifier"], "BootGroupName": "app" if i % 2 == 0 else None}
+                        for i, vm in enumerate(vms[1:]))]
         world.a.put_vpg_settings(sid, doc)
         task = world.a.commit_vpg_settings(sid)
         world.vpg = world.a.vpg_by_name(name)["VpgIdentifier"]
@@ -352,9 +355,10 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
             world.filters[vra_id] = filt
             for v in volumes:
                 world.nbd_of_volume[v] = (filt.nbd, v)
-        world.a.wait_for_task(task, timeout=120)
-        world.workload = Workload(world.nbd_of_volume)
-        world.workload.resume()
+        world.a.wait_for_task(task, timeout=300)
+        if workload:
+            world.workload = Workload(world.nbd_of_volume)
+            world.workload.resume()
         for round_ in range(30):  # replication until a consistent checkpoint is journaled at B
             cp, _ = world.checkpoint(f"warm-{round_}")
             world.zvm_b.monitor.run_once()
