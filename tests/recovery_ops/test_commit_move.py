@@ -4,11 +4,14 @@ nothing: RPO zero)."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 from tests.recovery_ops.world import sha256
 from tests.replication.lab import NbdClient, run
+from tests.zvm.conftest import ADMIN_PASSWORD
+from zvm import cli
 from zvm.vcenter import VCenter, VCenterConfig
 from zvm.vcenter.inventory import split_datastore_path
 
@@ -21,10 +24,14 @@ def _local(sim, datastore_path: str) -> Path:
     return Path(sim.datastores[name]) / rel
 
 
-def test_failover_commit_reverse_protection_and_move_back(world, tmp_path):
+class Crash(BaseException):
+    """A ZVM dying at a chosen step."""
+
+
+def test_failover_commit_reverse_protection_and_move_back(world, tmp_path, monkeypatch, capsys):
     w = world
     older, at_older = w.checkpoint("older")
-    for volume, (sock, export) in w.nbd_of_volume.items():  # written after "older": a failover to it loses this
+    for sock, export in w.nbd_of_volume.values():  # written after "older": a failover to it loses this
         run(["qemu-io", "-f", "raw", "-c", "write -P 0x42 5M 64k", f"nbd+unix:///{export}?socket={sock}"])
     newer, at_newer = w.checkpoint("newer")
     assert all(at_older[v] != at_newer[v] for v in at_older)
@@ -46,7 +53,20 @@ def test_failover_commit_reverse_protection_and_move_back(world, tmp_path):
             run(["qemu-io", "-f", "raw", "-c", "write -P 0x7e 3M 192k", d["Uri"]])
             expected[d["Volume"]] = w.nbdcopy(d["Uri"], tmp_path / f"{d['Volume']}.expected")
 
+    # the commit, with site B's ZVM dying after the VRA committed and before site A heard of it
+    def crash(task, percent, step):
+        if task.kind == "FailoverCommit" and step.startswith("Telling the protected site"):
+            raise Crash(step)
+
+    w.zvm_b.tasks.on_progress = crash
     commit = w.b.failover_commit(w.vpg)
+    try:
+        w.run_b()
+        raise AssertionError("the crash was not injected")
+    except Crash:
+        pass
+    assert w.a.vpg(w.vpg)["Status"] == "FailingOver"  # A has not been told yet
+    w.restart_b()
     w.run_b()
     assert w.b.wait_for_task(commit)["Result"]["ReverseProtection"] is True
     report = w.b.recovery_report(result["OperationIdentifier"])
@@ -86,12 +106,20 @@ def test_failover_commit_reverse_protection_and_move_back(world, tmp_path):
     w.zvm_b.monitor.run_once()
     assert w.b.vpg(w.vpg)["Status"] == "MeetingSLA", w.b.vpg(w.vpg)
 
-    # a move back, ordered on the site the VMs move to (A)
-    move = w.a.move(w.vpg)
-    moved = w.a.wait_for_task(move, timeout=300)["Result"]
-    w.a.wait_for_task(moved["NextTaskIdentifier"], timeout=300)
-    final = w.a.recovery_report(moved["OperationIdentifier"])
-    assert (final["Type"], final["State"], final["Result"]) == ("Move", "Committed", "Committed")
+    # a move back, ordered on the site the VMs move to (A, a `zvm serve`), with the administrator's CLI
+    monkeypatch.setenv("ZVM_URL", w.server.url)
+    monkeypatch.setenv("ZVM_PASSWORD", ADMIN_PASSWORD)
+    capsys.readouterr()
+    assert cli.main(["move", WORLD, "--wait", "--json"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["Status"]["State"] == "Completed", moved
+    w.a.wait_for_task(moved["Result"]["NextTaskIdentifier"], timeout=300)  # the commit (policy: at once)
+    assert cli.main(["recovery-reports", "--vpg", WORLD]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["VPG", "Type", "State", "Result"] and table[1].split()[1:4] == [
+        "Move", "Committed", "Committed"]
+    final = w.a.recovery_report(moved["Result"]["OperationIdentifier"])
+    assert final["CheckpointIdentifier"] and final["RtoInSeconds"] > 0
 
     # the original site's volumes equal the recovered ones, byte for byte: nothing written on B was lost
     for volume, source in w.volumes.items():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.recovery_ops.world import sha256
 from tests.replication.lab import run
+from zvm import models as m
 from zvm.vcenter.inventory import split_datastore_path
 
 WORLD = "rotest"
@@ -51,6 +52,11 @@ def test_failover_test_at_a_checkpoint_while_the_workload_runs(world):
     first = next(v for v in result["Vms"] if v["SourceVm"] == w.source_vms[0]["VmIdentifier"])
     extra = w.extra_config(w.rec, first["RecoveryVm"])
     assert extra["zvr.disk0.nbd"] == first["Disks"][0]["Uri"] and extra["zvr.operation"] == result["OperationIdentifier"]
+    test_network = m.Vpg.get(m.Vpg.identifier == w.vpg).test_network
+    details = {v["SourceVm"]: w.vm_details(w.rec, v["RecoveryVm"]) for v in result["Vms"]}
+    assert all(d["networks"] == [test_network] for d in details.values())
+    boot = [details[v["VmIdentifier"]]["boot"] for v in w.source_vms]  # in groups db, app, none
+    assert boot[2] <= boot[0] and (boot[1] - boot[0]).total_seconds() >= 1  # db's delay before app
 
     # their disks are the sources at the checkpoint, although the workload kept writing
     for vm in result["Vms"]:

@@ -11,7 +11,13 @@ import random
 
 import pytest
 
-from vra_appliance.recovery_exports import SCRATCH_BLOCK, ScratchBudget, SessionVolume, apply_scratch, data_ranges
+from vra_appliance.recovery_exports import (
+    SCRATCH_BLOCK,
+    ScratchBudget,
+    SessionVolume,
+    apply_scratch,
+    data_ranges,
+)
 
 SIZE = 2 << 20
 

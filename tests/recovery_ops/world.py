@@ -29,12 +29,12 @@ from pathlib import Path
 from pyVmomi import vim
 
 from tests.replication.lab import SECRET, Lab, NbdClient, run, sha256_file, wait_for
-from vra_appliance.proto.v1 import control_pb2 as cpb
 from tests.zvm.conftest import ADMIN_PASSWORD
 from tests.zvm.fakes import wsgi_client
 from tests.zvm.pg import free_port
 from tests.zvm.procs import start_serve
 from tests.zvm.test_two_sites import install_everywhere
+from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm.client import ZvmClient
 from zvm.lab.vcsim import VcsimSpec
 from zvm.vcenter import VCenter, VCenterConfig
@@ -189,6 +189,14 @@ class World:
             finally:
                 view.Destroy()
 
+    def vm_details(self, sim, moid: str) -> dict:
+        """A VM's networks (moids), boot time and disk files, as vCenter says."""
+        with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
+            vm = vim.VirtualMachine(moid, vc.si._stub)
+            return {"networks": [n._moId for n in vm.network], "boot": vm.summary.runtime.bootTime,
+                    "disks": [d.backing.fileName for d in vm.config.hardware.device
+                              if isinstance(d, vim.vm.device.VirtualDisk)]}
+
     def extra_config(self, sim, moid: str) -> dict[str, str]:
         with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
             vm = vim.VirtualMachine(moid, vc.si._stub)
@@ -326,8 +334,9 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
                                DefaultDatastoreIdentifier=_datastore(world.b, world.site_b))
         doc["Networks"].update(FailoverNetworkIdentifier=nets["DC0_DVPG0"],
                                FailoverTestNetworkIdentifier=nets["DC0_DVPG1"])
-        doc["BootGroups"] = [{"Name": "db", "BootDelayInSeconds": 0},
-                             {"Name": "app", "BootDelayInSeconds": boot_delay}]
+        # VMs without a group boot first, then "db", then "app" once "db"'s delay has passed
+        doc["BootGroups"] = [{"Name": "db", "BootDelayInSeconds": boot_delay},
+                             {"Name": "app", "BootDelayInSeconds": 0}]
         doc["Vms"] = [{"VmIdentifier": vms[0]["VmIdentifier"], "BootGroupName": "db",
                        "Nics": [{"NicIdentifier": "Network adapter 1",
                                  "FailoverIp": {"IpAddress": "10.20.0.11", "SubnetMask": "255.255.255.0",
