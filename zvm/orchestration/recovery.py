@@ -48,6 +48,7 @@ ACTIVE = ("Starting", "Running", "BeforeCommit", "Stopping", "Committing", "Roll
 COMMIT_POLICIES = ("Commit", "Rollback", "None")
 SHUTDOWN_POLICIES = ("None", "Shutdown", "ForceShutdown")
 TEST_SUFFIX = " - testing recovery"
+PING_TIMEOUT = 5.0
 OPERATION_KEY = "zvr.operation"
 SUBSTATUS = {  # (starting, up) per kind
     "FailoverTest": ("Testing", "Testing"),
@@ -256,6 +257,8 @@ class Recovery:
             raise NotFoundError(f"the protected site of VPG {self.op.vpg_name} is no longer known")
         if site.is_local:
             return protected_side.handle(self.zvm, None, self.op.vpg, body)
+        # a site that does not answer is found out in seconds, not after the long call's timeout
+        peer_client(self.zvm, site, timeout=PING_TIMEOUT).ping()
         return peer_client(self.zvm, site, timeout=timeout).vpg_recovery(self.op.vpg, action, body)
 
     # -- start ----------------------------------------------------------------------------------------
