@@ -11,12 +11,10 @@
    the sources hashed; then it resumes.
 4. A failover test at that checkpoint through the recovery site's REST API: the test VMs appear in the
    recovery vCenter, their disks (NBD) equal the same hashes; stopping it removes them.
-5. A move to the recovery site and back (reverse protection both ways, `zvm lab attach` after each, as a
-   hypervisor would attach the filters and the VMs would write where they run): after each move the VMs'
-   disks where they run now equal the sources before it (a move loses nothing), and the workload's writes
-   on the recovery site are replicated back.
-6. `zvm lab down` leaves no process behind: every recorded pid is gone, and no process has the lab's
+5. `zvm lab down` leaves no process behind: every recorded pid is gone, and no process has the lab's
    directory (or its socket directory) on its command line.
+
+A second lab moves the VPG to the recovery site and back (the tour's section 7).
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from tests.lab.helpers import (
 from zvm.client import ZvmClient
 from zvm.lab.images import recovery_vra
 from zvm.lab.state import LabState
+from zvm.vcenter import VCenter, VCenterConfig
 
 TEST_SUFFIX = " - testing recovery"
 
@@ -78,6 +77,13 @@ def vpg_disks(lab_dir) -> dict[str, str]:
     return {v["id"]: v["path"] for vm in LabState.load(lab_dir).vpg["vms"] for v in vm["volumes"]}
 
 
+def vcenter_vms(state: LabState, site: str) -> set[str]:
+    """Names of the VMs in a site's vCenter (asked of vCenter itself, not of the ZVM's copy)."""
+    sim = state.vcenters[site]
+    with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
+        return {vm.name for vm in vc.inventory().vms.values()}
+
+
 def client(state: LabState, site: str) -> ZvmClient:
     z = state.zvms[site]
     return ZvmClient(z["url"]).login(z["username"], z["password"])
@@ -100,6 +106,7 @@ def move(lab_dir, api: ZvmClient, vpg: str, to: str, pids: set[int]) -> None:
 
 
 def test_the_lab_end_to_end(tmp_path):
+    """Up, status, WAN cut and restore, tagged checkpoint and its images, failover test, down."""
     lab_dir = tmp_path / "lab"
     up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--rate", "1m", timeout=300)
     state = LabState.load(lab_dir)
@@ -160,16 +167,42 @@ def test_the_lab_end_to_end(tmp_path):
         for vm in test["Vms"]:
             for disk in vm["Disks"]:
                 assert nbd_hash(disk["Uri"], tmp_path) == sources[disk["Volume"]], f"{vm['Name']}: test disk differs"
-        b_site = state.zvms["recovery"]["site_identifier"]
         names = {f"{vm['name']}{TEST_SUFFIX}" for vm in state.vpg["vms"]}
-        wait_for(lambda: names <= {v["VmName"] for v in b.vms(b_site)}, 60, "the test VMs in the recovery vCenter")
+        assert names <= vcenter_vms(state, "recovery")
         stop = b.wait_for_task(b.failover_test_stop(vpg, success=True, summary="lab e2e"), timeout=180)
         assert "stopped" in stop["Step"], stop
-        wait_for(lambda: not names & {v["VmName"] for v in b.vms(b_site)}, 60, "the test VMs to be gone")
+        assert not names & vcenter_vms(state, "recovery")
         report = b.recovery_reports(vpg=vpg, type="FailoverTest")[0]
         assert (report["State"], report["Result"]) == ("Stopped", "Succeeded")
 
-        # 5. a move to the recovery site, writes there replicated back, and a move back
+        a.logout()
+        b.logout()
+    finally:
+        down = zvm_lab(lab_dir, "down", timeout=120)
+
+    # 5. nothing left
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert len(pids) >= 2 + 1 + 2 + 6 + 3 + 1  # vcsims, WAN, ZVMs, VRAs, filters, workload
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert processes_mentioning(str(lab_dir)) == []
+    assert processes_mentioning(state.run_dir) == []
+    assert not (lab_dir / "lab.json").exists()
+
+
+def test_a_move_to_the_recovery_site_and_back(tmp_path):
+    """A move to the recovery site and back (reverse protection both ways, `zvm lab attach` after each, as a
+    hypervisor would attach the filters and the VMs would write where they run): after each move the VMs'
+    disks where they run now equal the sources before it (a move loses nothing), the workload's writes on
+    the recovery site are replicated back; then down leaves nothing."""
+    lab_dir = tmp_path / "lab"
+    up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--rate", "1m", timeout=300)
+    state = LabState.load(lab_dir)
+    pids = {p.pid for p in state.processes} if state else set()
+    try:
+        ok(up)
+        vpg = state.vpg["identifier"]
+        a, b = client(state, "protected"), client(state, "recovery")
+        wait_for(lambda: streaming(state, vpg), 120, "the VPG to be streaming")
         move(lab_dir, b, vpg, to="recovery", pids=pids)
         state = LabState.load(lab_dir)
         assert recovery_vra(state) in state.vras["protected"]  # the journal is on the original site now
@@ -184,11 +217,6 @@ def test_the_lab_end_to_end(tmp_path):
         b.logout()
     finally:
         down = zvm_lab(lab_dir, "down", timeout=120)
-
-    # 6. nothing left
     assert down.returncode == 0, down.stdout + down.stderr
-    assert len(pids) >= 2 + 1 + 2 + 6 + 3 + 1  # vcsims, WAN, ZVMs, VRAs, filters, workload
     assert [pid for pid in pids if pid_alive(pid)] == []
     assert processes_mentioning(str(lab_dir)) == []
-    assert processes_mentioning(state.run_dir) == []
-    assert not (lab_dir / "lab.json").exists()

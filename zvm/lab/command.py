@@ -154,6 +154,12 @@ def lab_status(lab_dir: Path) -> int:
     for site in SITES:
         if site in state.zvms:
             _site_status(state, site)
+    if state.vpg.get("vms"):
+        _say(f"\nthe lab's VPG {state.vpg['name']}: its VMs and their disks where they run (zvm lab attach "
+             "follows them after a failover or a move)")
+        for vm in state.vpg["vms"]:
+            for v in vm["volumes"]:
+                _say(f"  {vm['name']:<16} {vm.get('site', 'protected'):<10} {v['id']}  {v['path']}")
     if state.wan:
         _wan_status(state)
     if state.workload:
