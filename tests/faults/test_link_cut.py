@@ -5,6 +5,7 @@ after the sync is, and the image at the latest consistent checkpoint equals the 
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -71,5 +72,42 @@ def test_link_cut_then_bitmap_sync_catches_up(short_tmp, mode) -> None:
         after = [c for c in cps if c.timestamp_ns > streaming_since]
         assert after and after[0].consistent, "the first checkpoint after the sync must be consistent"
         assert last.checkpoint_id in {c.checkpoint_id for c in after}
+    finally:
+        site.close()
+
+
+def test_a_stalled_vra_leads_to_a_bitmap_sync_from_the_filters_dirty_map(short_tmp) -> None:
+    """The protect VRA stops reading (SIGSTOP) under fio: the filter never waits, its 1 MiB queue fills and
+    its writes go to its dirty map, whose 1 KiB budget (64 extents) makes neighbours merge. When the VRA
+    reads again, the gap in the filter's sequence makes the VPG need a bitmap sync, which takes the filter's
+    extents over its control socket (``dirty`` with ``clear``) and sends them."""
+    site = FaultSite(short_tmp, filter_extra=["--queue-mib", "1", "--dirty-budget-kib", "1"])
+    try:
+        site.protect()
+        site.wait_streaming()
+        fio = site.start_workload(rate_iops=600)
+        site.wait_writes(100)
+        site.p.proc.popen.send_signal(signal.SIGSTOP)
+        try:
+            samples = []
+
+            def merged() -> bool:
+                c = site.filter.counters()
+                samples.append(c)
+                return c["over_coverage"] > 0 and c["dirty_extents"] > 32
+
+            wait_for(merged, 60, "the filter's dirty map to reach its budget")
+        finally:
+            site.p.proc.popen.send_signal(signal.SIGCONT)
+        assert all(c["dirty_memory_bytes"] <= 1024 and c["dirty_extents"] <= 64 for c in samples)
+        assert fio.alive()  # the VM never waited
+        dirty_seen = samples[-1]["dirty_bytes"]
+        wait_for(lambda: site.syncs("BitmapSync", completed=True), 60, "the bitmap sync")
+        site.wait_streaming()
+        assert site.filter.counters()["volumes"]["vol-1"]["dirty_bytes"] < dirty_seen  # taken by the sync
+        bitmaps = site.syncs("BitmapSync", completed=True)
+        assert sum(r.dirty_bytes for r in bitmaps) >= dirty_seen  # at least what the map held when looked at
+        assert not site.syncs("DeltaSync") and len(site.syncs("InitialSync")) == 1
+        site.final_equality()
     finally:
         site.close()
