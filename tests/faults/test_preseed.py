@@ -1,12 +1,14 @@
 """A pre-seeded recovery volume (restored from a backup, older than the source): protecting the VPG runs a
 delta sync that sends only the blocks that changed since the backup, not the volume, measured both by the
-sync's report and by the bytes that crossed the WAN emulator."""
+sync's report and by the bytes that crossed the WAN emulator. Then a forced sync of the equal volume
+(``Control.ForceSync``) sends no data."""
 
 from __future__ import annotations
 
-from tests.replication.lab import NbdClient
+from tests.replication.lab import NbdClient, wait_for
+from vra_appliance.proto.v1 import control_pb2 as cpb
 
-from .site import DATA, SIZE, VOL, FaultSite
+from .site import DATA, SIZE, VOL, VPG, FaultSite
 
 
 def test_a_preseeded_volume_sends_only_the_differences(short_tmp) -> None:
@@ -37,6 +39,15 @@ def test_a_preseeded_volume_sends_only_the_differences(short_tmp) -> None:
         # about the changed bytes (random data does not compress), far from the volume's data.
         assert changed <= up < changed + 256 * 1024, up
         assert up < DATA // 8
+        site.final_equality()
+
+        # A forced sync (the ZVM's forcesync, or reverse protection) of a volume already equal: a delta sync
+        # that hashes both sides and sends nothing.
+        reply = site.p.control.ForceSync(cpb.ForceSyncRequest(vpg=VPG, reason=cpb.SYNC_REASON_REVERSE_PROTECTION))
+        assert reply.ok, reply.message
+        wait_for(lambda: len(site.syncs("DeltaSync", completed=True)) == 2, 60, "the forced delta sync")
+        forced = site.syncs("DeltaSync", completed=True)[-1]
+        assert forced.bytes == 0 and 0 < forced.wire_bytes < 64 * 1024
         site.final_equality()
     finally:
         site.close()
