@@ -104,7 +104,7 @@ class Workload:
                 offset = rng.randrange(VOLUME // BLOCK) * BLOCK
                 client.write(offset, rng.randbytes(BLOCK))
                 self.writes += 1
-                time.sleep(0.01)
+                time.sleep(0.03)
         except Exception as exc:  # noqa: BLE001 - reported by the test
             self.errors.append(f"{volume}: {exc!r}")
         finally:
@@ -369,6 +369,9 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
             world.workload = Workload(world.nbd_of_volume)
             world.workload.resume()
         for round_ in range(30):  # replication until a consistent checkpoint is journaled at B
+            if not workload and round_ == 0:
+                for sock, export in world.nbd_of_volume.values():
+                    run(["qemu-io", "-f", "raw", "-c", "write -P 0x21 0 1M", f"nbd+unix:///{export}?socket={sock}"])
             cp, _ = world.checkpoint(f"warm-{round_}")
             world.zvm_b.monitor.run_once()
             if any(c["IsConsistent"] for c in world.b.checkpoints(world.vpg)):

@@ -549,6 +549,8 @@ def _run(ctx: TaskContext, work) -> dict:
 @handler("Move", resumable=True)
 def start(ctx: TaskContext) -> dict:
     def work(rec: Recovery) -> dict:
+        if rec.op.state in ("Running", "BeforeCommit") and ctx.resumed:  # done just before the restart
+            return rec.result(RtoSeconds=round(rec.op.ready_at - rec.op.started_at, 3))
         if rec.op.state != "Starting":
             raise ConflictError(f"the {rec.op.kind} of VPG {rec.op.vpg_name} is {rec.op.state} already")
         try:
@@ -574,6 +576,9 @@ def start(ctx: TaskContext) -> dict:
 def stop_test(ctx: TaskContext) -> dict:
     def work(rec: Recovery) -> dict:
         op = rec.op
+        if op.state == "Stopped":  # done just before a restart
+            return rec.result(Result=op.result, Summary=op.summary,
+                              DurationInSeconds=round(op.ended_at - op.started_at, 3))
         rec.progress(10, f"Stopping the failover test of VPG {op.vpg_name}: powering off and deleting its VMs")
         removed = rec.remove_vms()
         rec.progress(70, "Discarding the scratch")
@@ -605,6 +610,8 @@ def stop_test(ctx: TaskContext) -> dict:
 @handler("MoveRollback", resumable=True)
 def rollback(ctx: TaskContext) -> dict:
     def work(rec: Recovery) -> dict:
+        if rec.op.state == "RolledBack":  # done just before a restart
+            return rec.result(Result="RolledBack", Summary=rec.op.summary)
         rec.progress(10, f"Rolling back the {rec.op.kind.lower()} of VPG {rec.op.vpg_name}")
         out = rec.roll_back("rolled back" + (f" ({rec.op.params['OrderedBy']})" if rec.op.params.get("OrderedBy") else ""))
         rec.progress(100, f"{rec.op.kind} of VPG {rec.op.vpg_name} rolled back: recovery VMs deleted, scratch "
