@@ -85,19 +85,17 @@ def _register_recovery(subparsers) -> None:
     p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
     for name, verb in (("failover-commit", "failover_commit"), ("move-commit", "move_commit")):
         p = vpg_command(name, f"Commit the {name.split('-')[0]} of a VPG.", lambda z, v, a, verb=verb: getattr(z, verb)(
-            v, reverse_protection=a.reverse_protection, keep_source_vms=a.keep_source_vms or None))
+            v, reverse_protection=a.reverse_protection))
         p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
-        p.add_argument("--keep-source-vms", action="store_true")
     vpg_command("failover-rollback", "Roll the failover of a VPG back.", lambda z, v, a: z.failover_rollback(v))
     vpg_command("move-rollback", "Roll the move of a VPG back.", lambda z, v, a: z.move_rollback(v))
     p = vpg_command("move", "Move a VPG to its recovery site (planned, no data loss).", lambda z, v, a: z.move(
         v, commit_policy=a.commit_policy, commit_timeout=a.commit_timeout, shutdown_timeout=a.shutdown_timeout,
-        reverse_protection=a.reverse_protection, keep_source_vms=a.keep_source_vms or None))
+        reverse_protection=a.reverse_protection))
     p.add_argument("--commit-policy", choices=["Commit", "Rollback", "None"])
     p.add_argument("--commit-timeout", type=int, metavar="SECONDS")
     p.add_argument("--shutdown-timeout", type=int, metavar="SECONDS")
     p.add_argument("--reverse-protection", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--keep-source-vms", action="store_true")
     p = subparsers.add_parser("recovery-reports", help="failover tests, failovers and moves: results and RTO",
                               description="Show the recovery operations, newest first.")
     _common(p)

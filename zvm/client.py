@@ -364,27 +364,22 @@ class ZvmClient:
             CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout,
             ReverseProtection=reverse_protection))
 
-    def failover_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None,
-                        keep_source_vms: bool | None = None) -> str:
-        return self._action(vpg_identifier, "FailoverCommit", self._body(
-            ReverseProtection=reverse_protection, KeepSourceVms=keep_source_vms))
+    def failover_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None) -> str:
+        return self._action(vpg_identifier, "FailoverCommit", self._body(ReverseProtection=reverse_protection))
 
     def failover_rollback(self, vpg_identifier: str) -> str:
         return self._action(vpg_identifier, "FailoverRollback")
 
     def move(self, vpg_identifier: str, *, commit_policy: str | None = None, commit_timeout: int | None = None,
              force_shutdown: bool | None = None, shutdown_timeout: int | None = None,
-             reverse_protection: bool | None = None, keep_source_vms: bool | None = None) -> str:
+             reverse_protection: bool | None = None) -> str:
         """Move the VPG (shut down, final checkpoint, recover, commit, reverse protection by default)."""
         return self._action(vpg_identifier, "move", self._body(
             CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout, ForceShutdown=force_shutdown,
-            ShutdownTimeoutInSeconds=shutdown_timeout, ReverseProtection=reverse_protection,
-            KeepSourceVms=keep_source_vms))
+            ShutdownTimeoutInSeconds=shutdown_timeout, ReverseProtection=reverse_protection))
 
-    def move_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None,
-                    keep_source_vms: bool | None = None) -> str:
-        return self._action(vpg_identifier, "moveCommit", self._body(
-            ReverseProtection=reverse_protection, KeepSourceVms=keep_source_vms))
+    def move_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None) -> str:
+        return self._action(vpg_identifier, "moveCommit", self._body(ReverseProtection=reverse_protection))
 
     def move_rollback(self, vpg_identifier: str) -> str:
         return self._action(vpg_identifier, "moveRollback")

@@ -345,8 +345,9 @@ COMPONENTS: dict[str, dict] = {
         "ReverseProtection": boolean("On commit, protect the recovered VMs back to the original site."),
     }, required=[], closed=True),
     "FailoverCommitInput": obj({
-        "ReverseProtection": boolean("Protect the recovered VMs back to the original site (default: as ordered)."),
-        "KeepSourceVms": boolean("With reverse protection, leave the source VMs in their vCenter (powered off)."),
+        "ReverseProtection": boolean("Protect the recovered VMs back to the original site (default: as ordered). "
+                                     "Their source VMs then leave the original vCenter's inventory (their disks "
+                                     "become the replicas); without it they stay there, powered off."),
     }, required=[], closed=True),
     "MoveInput": obj({
         "CommitPolicy": string("After the VMs are up: Commit (default) or Rollback once the timeout passed, or "
@@ -356,7 +357,6 @@ COMPONENTS: dict[str, dict] = {
                                  "timeout (default true)."),
         "ShutdownTimeoutInSeconds": integer(minimum=1, maximum=86400),
         "ReverseProtection": boolean("On commit, protect the moved VMs back to the original site (default true)."),
-        "KeepSourceVms": boolean("With reverse protection, leave the source VMs in their vCenter (powered off)."),
     }, required=[], closed=True),
     "RecoveryDisk": obj({"VolumeIdentifier": string(), "Export": string(nullable=True),
                          "Uri": string("The NBD URI the recovered VM's disk is served at (before commit).",

@@ -185,7 +185,7 @@ def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
             rv.power_off(moid)
         for vra in _installed_vras(local):
             zvm.vra_control.remove_vpg(vra_ref(vra), vpg.identifier)
-        if reverse and not body.get("KeepSourceVms"):
+        if reverse:  # their disks are about to be the replicas: nothing may start them again
             for moid in sources:
                 rv.unregister_vm(moid)
     finally:

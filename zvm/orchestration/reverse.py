@@ -23,13 +23,11 @@ from zvm import models as m
 from zvm.errors import PermanentError, TransientError, ZvmError
 
 
-def _reverse(rec, ctx=None) -> tuple[bool, bool]:
+def _reverse(rec) -> bool:
+    """Reverse protection: as the commit order says, else as the operation was ordered (a move: yes)."""
     params = rec.op.params
-    default = rec.op.kind == "Move"
     key = "MoveCommit" if rec.op.kind == "Move" else "FailoverCommit"
-    reverse = params.get(f"{key}.ReverseProtection", params.get("ReverseProtection", default))
-    keep = params.get(f"{key}.KeepSourceVms", params.get("KeepSourceVms", False))
-    return bool(reverse), bool(keep)
+    return bool(params.get(f"{key}.ReverseProtection", params.get("ReverseProtection", rec.op.kind == "Move")))
 
 
 def _layout(rec) -> dict[str, list[str]]:
@@ -68,7 +66,7 @@ def _doc(rec) -> dict:
 
 def commit_operation(rec, ctx) -> dict:
     op = rec.op
-    reverse, keep = _reverse(rec)
+    reverse = _reverse(rec)
     if op.state == "Committed" and not op.peer_pending:
         return rec.result(Result="Committed", Summary=op.summary)
     started = time.time()
@@ -86,18 +84,18 @@ def commit_operation(rec, ctx) -> dict:
         _protect_vras(rec)  # refuse before the protected site changes anything when a host has no VRA
     rec.progress(60, "Telling the protected site" + (" and turning the VPG around (reverse protection)"
                                                     if reverse else ""))
-    note = finish_with_protected_site(rec, reverse, keep)
+    note = finish_with_protected_site(rec, reverse)
     summary = "committed" + (f"; {note}" if note else "")
     rec.save(state="Committed", result="Committed", summary=summary, ended_at=time.time(), commit_deadline=None)
     rec.progress(100, f"{op.kind} of VPG {op.vpg_name} committed; {note or 'done'}")
     return rec.result(Result="Committed", Summary=summary, ReverseProtection=reverse)
 
 
-def finish_with_protected_site(rec, reverse: bool, keep: bool) -> str:
+def finish_with_protected_site(rec, reverse: bool) -> str:
     """The protected site's part of the commit, then reverse protection here; or, when it does not answer,
     ``peer_pending`` for the watch to do it later. Returns a note on what happened."""
     op = rec.op
-    body: dict = {"ReverseProtection": reverse, "KeepSourceVms": keep}
+    body: dict = {"ReverseProtection": reverse}
     if reverse:
         vras = _protect_vras(rec)
         body.update(Doc=_doc(rec), ProtectVras=sorted({v.identifier for v in vras.values()}),
@@ -172,8 +170,7 @@ def retry_peer(rec) -> bool:
     op = rec.op
     try:
         if op.peer_pending == "commit":
-            reverse, keep = _reverse(rec)
-            note = finish_with_protected_site(rec, reverse, keep)
+            note = finish_with_protected_site(rec, _reverse(rec))
             if rec.op.peer_pending:
                 return False
             rec.save(summary=f"committed; {note}")
