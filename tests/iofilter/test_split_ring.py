@@ -1,6 +1,7 @@
 """The shared-memory split ring: frames wrap around a small ring byte-exact, a full ring overflows into the
-dirty map, a VRA killed with frames still in the ring loses nothing, MARKs keep their place, a sleeping VRA
-is woken by a doorbell, older or declining VRAs get the socket stream, and a VRA that corrupts the ring's
+dirty map, writes received into slabs reach the VRA in place and a slab is not reused before the VRA read
+it, a VRA killed with frames still in the ring loses nothing, MARKs keep their place, a sleeping VRA is
+woken by a doorbell, older or declining VRAs get the socket stream, and a VRA that corrupts the ring's
 counters makes the filter report its volumes unclean."""
 
 from __future__ import annotations
@@ -123,6 +124,72 @@ def test_a_full_ring_overflows_into_the_dirty_map(make_filter, sockdir):
         listener.stop()
 
 
+def block(i: int, size: int = 65536) -> bytes:
+    return random.Random(i).randbytes(size)
+
+
+def test_slabs_stay_pinned_until_the_vra_read_them(make_filter, sockdir):
+    """64 KiB writes received into slabs while the VRA does not consume: the slabs are pinned, then the
+    connection falls back to private memory (its writes copied into the ring), then the ring is full and
+    the rest is dirty; the VM never waits. Every write that reaches the VRA has its own bytes: no slab was
+    refilled before the VRA read it."""
+    gate = threading.Event()
+    handler = RecordingVra(gate=gate)
+    listener = SplitListener(str(sockdir / "slow.sock"), handler)
+    listener.start()
+    try:
+        filt = make_filter(vra=str(sockdir / "slow.sock"), size=48 * MiB)
+        assert filt.splitter.wait_connected(5)
+        c = RawNbd(str(filt.unix_path))
+        c.connect_export("vol-a")
+        for i in range(700):  # 43.75 MiB: more than the slabs (~47 MiB, 1 MiB used of each) and the ring hold
+            assert c.write(i * 65536, block(i)) == 0
+        snap = filt.splitter.snapshot()
+        assert snap["frames_in_place"] > 0 and snap["frames_sent"] > snap["frames_in_place"]
+        assert snap["diverted_writes"] > 0
+        gate.set()
+        assert filt.splitter.wait_drained(30)
+        for i in range(700, 720):  # slabs are free again: in place once more
+            assert c.write(i * 65536, block(i)) == 0
+        assert filt.splitter.wait_drained(30)
+        assert filt.splitter.snapshot()["frames_in_place"] > snap["frames_in_place"]
+        c.disconnect()
+    finally:
+        gate.set()
+        listener.stop()
+    got = {e[2] // 65536: e[3] for e in writes_of(handler.events)}
+    for i in range(720):
+        if i in got:
+            assert got[i] == block(i), f"write {i} reached the VRA with other bytes"
+        else:
+            assert filt.dirty.covers("vol-a", i * 65536, 65536)
+
+
+def test_two_connections_receive_into_slabs_concurrently(make_filter, vra, sockdir):
+    filt = make_filter(vra=str(sockdir / "vra.sock"), size=16 * MiB)
+    assert filt.splitter.wait_connected(5)
+    errors = []
+
+    def writer(first: int) -> None:
+        c = RawNbd(str(filt.unix_path))
+        c.connect_export("vol-a")
+        for i in range(first, first + 100):
+            if c.write(i * 65536, block(i)) != 0:
+                errors.append(i)
+        c.disconnect()
+
+    threads = [threading.Thread(target=writer, args=(first,)) for first in (0, 100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and filt.splitter.wait_drained(10)
+    got = writes_of(vra.events)
+    assert [e[4] for e in got] == list(range(1, 201)) and not filt.dirty
+    assert all(e[3] == block(e[2] // 65536) for e in got)
+    assert filt.splitter.snapshot()["frames_in_place"] == 200
+
+
 def test_a_vra_killed_with_frames_in_the_ring_loses_nothing(make_filter, sockdir, tmp_path):
     """The VRA stops consuming after 50 writes, 150 more wait in the ring, then it is killed: no IO error,
     the unconsumed frames are in the dirty map, and replica + dirty extents resent = source."""
@@ -153,6 +220,17 @@ def test_a_vra_killed_with_frames_in_the_ring_loses_nothing(make_filter, sockdir
                 threading.Event().wait(0.01)
             extents = ctl.dirty("vol-a", clear=True)["extents"]
         assert counters["errors"] == 0 and counters["disconnects"] >= 1 and extents
+        # a new VRA: the connection still receives into a slab of the dead ring; its writes are copied
+        second = start_vra_process(str(sockdir / "vra-proc.sock"), replica)
+        try:
+            assert filt.splitter.wait_connected(10)
+            for i in range(20):
+                assert c.write(MiB + i * 4096, b"%02d" % i * 2048) == 0
+            assert filt.splitter.wait_drained(10)
+        finally:
+            second.terminate()
+            second.wait()
+            second.stdout.close()
         c.disconnect()
     finally:
         if proc.poll() is None:
@@ -321,7 +399,7 @@ def test_a_vra_that_corrupts_the_ring_makes_every_volume_unclean(make_filter, so
         buf = bytearray(4096)
         n, anc, _flags, _addr = conn.recvmsg_into([buf], socket.CMSG_SPACE(4))
         hello = json.loads(bytes(buf[sp.HEADER.size:n]))
-        ring = RingReader(int.from_bytes(anc[0][2][:4], "little"), hello["ring"]["bytes"])
+        ring = RingReader(int.from_bytes(anc[0][2][:4], "little"), hello["ring"]["bytes"], hello["ring"]["data_bytes"])
         conn.sendall(sp.encode_accept(True))
         assert filt.splitter.wait_connected(5)
         c = RawNbd(str(filt.unix_path))

@@ -29,6 +29,9 @@ class SplittingBackend:
     """A volume's backend as the VM sees it: writes wait at the gate during a freeze, go to the volume, and
     are then handed to the splitter. A write that fails part way marks its range dirty (it may have landed).
 
+    With a split ring, the NBD connection receives into the ring's slabs (`renew_recv_buffer`), so a write's
+    data reaches the VRA where the kernel put it (`pwrite_from`).
+
     Completed writes are staged per connection thread and handed to the splitter together in `batch_done`,
     which the NBD server calls before it sends the replies of a batch of requests: the split still happens
     before the VM hears of the write, with one send to the VRA per batch instead of one per write. A staged
@@ -68,6 +71,14 @@ class SplittingBackend:
         return self.inner.pread(offset, length)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
+        self._write(offset, data, fua, (self.name, offset, data))
+
+    def pwrite_from(self, offset: int, data, fua: bool, buf, start: int) -> None:
+        """`pwrite` of ``data``, which is ``buf.view[start:start + len(data)]`` of a receive buffer from
+        `renew_recv_buffer`: the splitter can then refer to the data where it is instead of copying it."""
+        self._write(offset, data, fua, (self.name, offset, data, buf, start))
+
+    def _write(self, offset: int, data, fua: bool, staged: tuple) -> None:
         self._gate.enter(self.batch_done)
         try:
             self.inner.pwrite(offset, data, fua)
@@ -75,9 +86,16 @@ class SplittingBackend:
             self._splitter.mark_dirty(self.name, offset, len(data))
             self._gate.leave()
             raise
-        self._staged().append((self.name, offset, data))
+        self._staged().append(staged)
         if fua:
             self.batch_done()
+
+    def renew_recv_buffer(self, old):
+        """An NBD receive buffer in the split ring's shared memory (or None: use private memory)."""
+        return self._splitter.renew_slab(old)
+
+    def release_recv_buffer(self, buf) -> None:
+        self._splitter.give_back_slab(buf)
 
     def trim(self, offset: int, length: int) -> None:
         self._zeroing(self.inner.trim, offset, length)

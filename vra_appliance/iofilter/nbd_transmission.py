@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _HDR = p.REQUEST.size
 _RECV_SIZE = p.MAX_PAYLOAD + 256 * 1024  # one maximal write plus room to batch small requests behind it
+_SHARED_RESET = 1024 * 1024  # a backend's receive buffer is renewed once this much of it was parsed
 _SEND_SIZE = p.MAX_PAYLOAD + 256 * 1024
 
 
@@ -56,14 +57,54 @@ class Transmission:
         self.backend = backend
         self.structured = structured
         self.stats = stats or ConnectionStats()
-        self._rbuf = bytearray(_RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
+        self._renew = getattr(backend, "renew_recv_buffer", None)
+        self._release = getattr(backend, "release_recv_buffer", None)
+        self._pwrite_from = getattr(backend, "pwrite_from", None)
+        if self._renew is None or self._release is None or self._pwrite_from is None:
+            self._renew = None
+        self._private: memoryview | None = None
+        self._shared = None  # the backend's receive buffer we are using, if any
+        self._reset_at = _RECV_SIZE // 2 if self._renew is None else _SHARED_RESET
+        self._rbuf = self._rview = self._use(self._renew(None) if self._renew is not None else None)
         self._sbuf = bytearray(_SEND_SIZE)
         self._sview = memoryview(self._sbuf)
         self._spos = 0
         self._pread_into = getattr(backend, "pread_into", None)
         self._batch_done = getattr(backend, "batch_done", None)
         self._views_ok = bool(getattr(backend, "accepts_views", False))
+
+    # -- receive buffers -------------------------------------------------------------------------------
+    def _use(self, shared) -> memoryview:
+        """Receive into ``shared`` (a buffer from the backend's `renew_recv_buffer`) or our own memory."""
+        if shared is not None and len(shared.view) < _RECV_SIZE:
+            self._release(shared)
+            shared = None
+        self._shared = shared
+        if shared is not None:
+            return shared.view
+        if self._private is None:
+            self._private = memoryview(bytearray(_RECV_SIZE))
+        return self._private
+
+    def _renew_buffer(self, start: int, end: int) -> None:
+        """Go on receiving at the start of a buffer, with the unparsed ``[start, end)`` moved there. Replies
+        were flushed, so nothing in the old buffer is referred to by us any more."""
+        old, view = self._shared, self._rview
+        new = self._renew(old) if self._renew is not None else None
+        if new is not None and new is old or new is None and old is None:
+            view[:end - start] = view[start:end]  # the same buffer: move the rest to its start
+            return
+        target = self._use(new)
+        target[:end - start] = view[start:end]
+        if old is not None:
+            self._release(old)  # only now: the rest is out of it
+        self._rbuf = self._rview = target
+
+    def release_buffers(self) -> None:
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            self._rbuf = self._rview = self._use(None)
+            self._release(shared)
 
     # -- output ---------------------------------------------------------------------------------------
     def _flush_replies(self) -> None:
@@ -109,9 +150,10 @@ class Transmission:
         finally:
             if self._batch_done is not None:
                 self._batch_done()  # writes that reached the backend are completed even if no reply can go out
+            self.release_buffers()
 
     def _serve(self) -> None:
-        buf, view = self._rbuf, self._rview
+        buf = view = self._rview
         unpack_from = p.REQUEST.unpack_from
         start = end = 0
         while True:
@@ -120,6 +162,7 @@ class Transmission:
                 start, end = self._refill(start, end, _HDR)
                 if end < 0:
                     return
+                buf = view = self._rview  # the refill may have moved on to another buffer
                 continue
             magic, flags, cmd, handle, offset, length = unpack_from(buf, start)
             if magic != p.REQUEST_MAGIC:
@@ -134,10 +177,11 @@ class Transmission:
                     start, end = self._refill(start, end, need)
                     if end < 0:
                         return  # the client dropped mid-write: nothing of the partial payload is written
+                    buf = view = self._rview
                     continue
                 data_start = start + _HDR
                 start += need
-                self._write(handle, flags, offset, length, view[data_start:start])
+                self._write(handle, flags, offset, length, view[data_start:start], data_start)
                 continue
             start += _HDR
             if cmd == p.CMD_READ:
@@ -155,15 +199,17 @@ class Transmission:
         now (a non-blocking recv finds the socket empty), or before parsed bytes in the buffer are reused:
         write payloads handed to the backend as views stay valid until its ``batch_done``.
         """
-        view, sock = self._rview, self.sock
+        sock = self.sock
         while end - start < need:
-            if start == end and end > _RECV_SIZE // 2:
+            if start == end and end > self._reset_at:
                 self._flush_replies()
+                self._renew_buffer(start, end)
                 start = end = 0
             elif start + need > _RECV_SIZE:
                 self._flush_replies()
-                view[:end - start] = view[start:end]
+                self._renew_buffer(start, end)
                 start, end = 0, end - start
+            view = self._rview
             try:
                 n = sock.recv_into(view[end:], 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -202,14 +248,17 @@ class Transmission:
             return False
         return True
 
-    def _write(self, handle: int, flags: int, offset: int, length: int, data: memoryview) -> None:
+    def _write(self, handle: int, flags: int, offset: int, length: int, data: memoryview, start: int) -> None:
         if not self._check(handle, flags, offset, length, True):
             return
         fua = bool(flags & p.CMD_FLAG_FUA)
         if fua:
             self._flush_replies()  # a synchronous write is slow: do not hold earlier replies behind it
         try:
-            self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
+            if self._shared is not None:
+                self._pwrite_from(offset, data, fua, self._shared, start)
+            else:
+                self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
         except OSError as exc:
             self._error(handle, p.nbd_error(exc.errno))
             return

@@ -91,10 +91,12 @@ class SplitHandler(Protocol):
 
 
 # -- encoding (used by the filter's splitter and by tests) ------------------------------------------------
-def encode_hello(filter_id: str, volumes: list[str], first_seq: int, ring_bytes: int | None = None) -> bytes:
+def encode_hello(filter_id: str, volumes: list[str], first_seq: int, ring_bytes: int | None = None,
+                 data_bytes: int | None = None) -> bytes:
+    """HELLO; with ``ring_bytes`` it offers a ring (``data_bytes``: ring and slabs, see split_ring)."""
     doc = {"protocol": PROTOCOL_VERSION, "filter_id": filter_id, "volumes": volumes}
     if ring_bytes is not None:
-        doc["ring"] = {"bytes": ring_bytes, "layout": 1}
+        doc["ring"] = {"bytes": ring_bytes, "data_bytes": data_bytes or ring_bytes, "layout": 1}
     body = json.dumps(doc).encode()
     return HEADER.pack(MAGIC, HELLO, 0, 0, first_seq, len(body)) + body
 
@@ -313,7 +315,7 @@ class FrameReader:
         if not (self.accept_rings and split_ring.supported()) or len(fds) != 1 or offer.get("layout") != 1:
             return None
         try:
-            return split_ring.RingReader(fds.pop(), int(offer.get("bytes", 0)))
+            return split_ring.RingReader(fds.pop(), int(offer.get("bytes", 0)), int(offer.get("data_bytes", 0)))
         except (OSError, ValueError, split_ring.RingCorrupt) as exc:
             log.warning("filter %s offered a split ring that cannot be used (%s); frames stay on the socket",
                         self.filter_id, exc)
@@ -396,8 +398,8 @@ class FrameReader:
         from vra_appliance.iofilter import split_ring as sr
 
         ring, conn = self.ring, self.conn
-        data, view, size = ring.data, ring.view, ring.size
-        unpack, align = HEADER.unpack_from, sr.ALIGN - 1
+        data, view, size, data_size = ring.data, ring.view, ring.size, ring.data_size
+        unpack, align, ref_body = HEADER.unpack_from, sr.ALIGN - 1, sr.REF_BODY
         on_write, filter_id, views = self.handler.on_write, self.filter_id, self._views
         fence = threading.Lock()
         ack_bytes = max(ACK_BYTES, size // 4)  # the filter reads the tail for room; ACKs only report progress
@@ -435,7 +437,16 @@ class FrameReader:
                 end = body + length
                 if end > size:
                     raise SplitProtocolError(f"ring frame at {pos} of {length} bytes runs past the end")
-                if ftype == WRITE:
+                if ftype == sr.REF:  # the data is where the filter received it, in a slab
+                    if length != vlen + ref_body.size:
+                        raise SplitProtocolError(f"REF frame with volume id length {vlen} and payload {length}")
+                    volume = self._volumes.get(data[body:body + vlen]) or self._volume(data[body:body + vlen])
+                    offset, dpos, n = ref_body.unpack_from(data, body + vlen)
+                    if dpos < size or dpos + n > data_size:
+                        raise SplitProtocolError(f"REF frame to {dpos}+{n} outside the slabs")
+                    chunk = view[dpos:dpos + n]
+                    on_write(filter_id, volume, offset, chunk if views else bytes(chunk), seq)
+                elif ftype == WRITE:
                     if length < vlen + 8:
                         raise SplitProtocolError(f"WRITE frame with volume id length {vlen} and payload {length}")
                     volume = self._volumes.get(data[body:body + vlen]) or self._volume(data[body:body + vlen])

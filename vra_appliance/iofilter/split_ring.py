@@ -9,7 +9,7 @@ filter -> VRA, only while the VRA sleeps), and the end of the connection.
 Layout of the memfd (sealed against shrinking and growing, so neither side can make the other fault)::
 
     page 0, read-write for both (u64, native byte order; each field has a single writer):
-        0    magic "ZSPLRING", layout version, data size
+        0    magic "ZSPLRING", layout version, ring size, data size (ring + slabs)
         64   head           filter: bytes published (every frame before it is complete)
         72   frames_written filter
         80   rewound_at     filter: the VRA's tail at its last rewind; a tail equal to it skips to the next
@@ -18,7 +18,13 @@ Layout of the memfd (sealed against shrinking and growing, so neither side can m
         136  tail_seq       VRA: filter_seq of the last frame handled
         144  frames_read    VRA
         192  state          VRA: (epoch << 2) | AWAKE 0, NAP 1, SLEEP 2
-    from 4096: ``size`` bytes of frames; the VRA maps them read-only.
+    from 4096: ``size`` bytes of frames, then the slabs; the VRA maps all of it read-only.
+
+Slabs: the NBD connections' receive buffers can live in the same memory (``slabs`` of SLAB_BYTES each).
+A write received into a slab goes to the VRA as a REF frame (type 8: volume id, u64 offset, u64 data
+position, u64 length), its data read in place where the kernel put it: the split then copies nothing. A
+slab a connection has left stays pinned until the VRA's tail_seq passes the last REF into it. With no
+free slab, a connection receives into private memory and its writes are copied into the ring (WRITE).
 
 Head and tail count bytes from the start (positions are ``counter % size``). Frames start on 64-byte
 boundaries and never wrap: a frame that does not fit before the end is preceded by a PAD frame up to the
@@ -53,10 +59,13 @@ RING_LAYOUT = 1
 CONTROL_BYTES = 4096
 ALIGN = 64
 PAD = 7  # a frame type found only in rings: skip to the end of the ring
+REF = 8  # a frame type found only in rings: a write whose data is in a slab
+REF_BODY = struct.Struct(">QQQ")  # offset on the volume, data position in the mapping, data length
+SLAB_BYTES = 4 * 1024 * 1024 + 256 * 1024  # an NBD receive buffer: one maximal write and requests behind it
 REWIND_BYTES = 1024 * 1024  # an empty ring past this position starts over at 0 (see RingWriter.rewind)
 
 # u64 indexes into the control page
-_MAGIC, _LAYOUT, _SIZE = 0, 1, 2
+_MAGIC, _LAYOUT, _SIZE, _DATA_SIZE = 0, 1, 2, 3
 _HEAD, _FRAMES_WRITTEN, _REWOUND_AT = 8, 9, 10
 _NEVER = 1 << 63
 _TAIL, _TAIL_SEQ, _FRAMES_READ = 16, 17, 18
@@ -84,27 +93,42 @@ class RingCorrupt(Exception):
     """The ring's consumer fields or frames are not what the layout allows (a broken peer)."""
 
 
+class Slab:
+    """One receive buffer in the shared memory (see the module docstring)."""
+
+    __slots__ = ("ring", "index", "pos", "view", "last_seq")
+
+    def __init__(self, ring: RingWriter, index: int, pos: int, view: memoryview):
+        self.ring = ring
+        self.index = index
+        self.pos = pos  # of its first byte in the data mapping
+        self.view = view
+        self.last_seq = 0  # filter_seq of the last REF frame into it
+
+
 class RingWriter:
     """The filter's side: creates the memfd, writes frames, publishes head, reads what the VRA consumed.
 
     Not thread-safe: the splitter calls it under its lock (doorbell decisions excepted, see `bell_word`).
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, slabs: int = 0, slab_bytes: int = SLAB_BYTES):
         self.size = size
+        self.data_size = size + slabs * slab_bytes
         fd = os.memfd_create("zvr-split-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            os.ftruncate(fd, CONTROL_BYTES + size)
+            os.ftruncate(fd, CONTROL_BYTES + self.data_size)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
             self._cmap = mmap.mmap(fd, CONTROL_BYTES)
-            self._dmap = mmap.mmap(fd, size, offset=CONTROL_BYTES)
+            self._dmap = mmap.mmap(fd, self.data_size, offset=CONTROL_BYTES)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
         self._ctl = memoryview(self._cmap).cast("Q")
         self._data = memoryview(self._dmap)
-        self._ctl[_MAGIC], self._ctl[_LAYOUT], self._ctl[_SIZE] = RING_MAGIC, RING_LAYOUT, size
+        ctl = self._ctl
+        ctl[_MAGIC], ctl[_LAYOUT], ctl[_SIZE], ctl[_DATA_SIZE] = RING_MAGIC, RING_LAYOUT, size, self.data_size
         self._ctl[_REWOUND_AT] = _NEVER
         self._head = 0  # private copy; the consumer never writes head
         self._tail = 0  # the consumer's tail as last read (a tail at the rewind point counts as past it)
@@ -112,6 +136,12 @@ class RingWriter:
         self._rewound_to = 0
         self.frames = 0
         self._prefixes: dict[bytes, struct.Struct] = {}
+        self._ref_prefixes: dict[bytes, struct.Struct] = {}
+        self._free = [Slab(self, i, size + i * slab_bytes, self._data[size + i * slab_bytes:size + (i + 1) * slab_bytes])
+                      for i in reversed(range(slabs))]  # pop() takes the lowest: few slabs stay in the caches
+        self._pinned: list[Slab] = []
+        self._out = 0  # slabs held by connections
+        self._closing = False
 
     def close_fd(self) -> None:
         """The VRA has its own copy of the descriptor (or will never get one)."""
@@ -120,7 +150,16 @@ class RingWriter:
             self.fd = -1
 
     def close(self) -> None:
+        """Unmap, once no connection holds a slab any more (until then the last `give_back` does it)."""
         self.close_fd()
+        self._closing = True
+        if self._out == 0:
+            self._unmap()
+
+    def _unmap(self) -> None:
+        for slab in self._free + self._pinned:
+            slab.view.release()
+        self._free, self._pinned = [], []
         self._ctl.release()
         self._data.release()
         for m in (self._cmap, self._dmap):
@@ -128,6 +167,37 @@ class RingWriter:
                 m.close()
             except BufferError:  # a view still exported (a frame being folded); the GC closes it later
                 pass
+
+    # -- slabs ------------------------------------------------------------------------------------------
+    def take_slab(self) -> Slab | None:
+        """A free slab (the lowest, so the same few stay warm), or None: all are held or still pinned."""
+        if self._closing:
+            return None
+        if self._pinned:
+            done = self._ctl[_TAIL_SEQ]
+            freed = [s for s in self._pinned if s.last_seq <= done]
+            if freed:
+                self._pinned = [s for s in self._pinned if s.last_seq > done]
+                self._free.extend(freed)
+                self._free.sort(key=lambda s: -s.index)
+        if not self._free:
+            return None
+        self._out += 1
+        return self._free.pop()
+
+    def consumed_through(self, slab: Slab) -> bool:
+        """True if the VRA has consumed every REF into ``slab`` (it may be filled again)."""
+        return slab.last_seq <= self._ctl[_TAIL_SEQ]
+
+    def give_back(self, slab: Slab) -> None:
+        """A connection left ``slab``: free once the VRA consumed the REFs into it."""
+        self._out -= 1
+        if self._closing:
+            if self._out == 0:
+                self._unmap()
+            return
+        (self._pinned if slab.last_seq > self._ctl[_TAIL_SEQ] else self._free).append(slab)
+        self._free.sort(key=lambda s: -s.index)
 
     # -- writing frames ------------------------------------------------------------------------------
     def _reserve(self, length: int) -> int:
@@ -175,6 +245,20 @@ class RingWriter:
         prefix.pack_into(self._dmap, pos, sp.MAGIC, sp.WRITE, 0, vlen, seq, vlen + 8 + n, volume, offset)
         start = pos + length - n
         self._data[start:start + n] = data
+        return True
+
+    def put_ref(self, volume: bytes, seq: int, offset: int, slab: Slab, start: int, n: int) -> bool:
+        """A REF frame for the ``n`` bytes at ``start`` in ``slab``; False when the ring has no room."""
+        vlen = len(volume)
+        pos = self._reserve(sp.HEADER.size + vlen + REF_BODY.size)
+        if pos < 0:
+            return False
+        prefix = self._ref_prefixes.get(volume)
+        if prefix is None:
+            prefix = self._ref_prefixes[volume] = struct.Struct(f">IBBHQI{vlen}sQQQ")
+        prefix.pack_into(self._dmap, pos, sp.MAGIC, REF, 0, vlen, seq, vlen + REF_BODY.size, volume, offset,
+                         slab.pos + start, n)
+        slab.last_seq = seq
         return True
 
     def put_frame(self, frame: bytes) -> bool:
@@ -241,6 +325,9 @@ class RingWriter:
             volume = bytes(data[body:body + vlen]).decode()
             if ftype == sp.WRITE:
                 out.append((ftype, seq, volume, offset_s.unpack_from(data, body + vlen)[0], length - vlen - 8))
+            elif ftype == REF:
+                offset, _pos, n = REF_BODY.unpack_from(data, body + vlen)
+                out.append((sp.WRITE, seq, volume, offset, n))
             elif ftype == sp.ZERO:
                 out.append((ftype, seq, volume, *zero_s.unpack_from(data, body + vlen)))
             else:
@@ -252,24 +339,28 @@ class RingWriter:
 class RingReader:
     """The VRA's side of a ring received as a descriptor; owns the descriptor from the call on."""
 
-    def __init__(self, fd: int, offered_size: int):
+    def __init__(self, fd: int, offered_size: int, offered_data: int | None = None):
+        offered_data = offered_size if offered_data is None else offered_data
         try:
-            total = os.fstat(fd).st_size
-            size = total - CONTROL_BYTES
-            if size != offered_size or size <= 0 or size % mmap.ALLOCATIONGRANULARITY:
-                raise RingCorrupt(f"ring of {total} bytes does not match the offered {offered_size} + control page")
+            total = os.fstat(fd).st_size - CONTROL_BYTES
+            page = mmap.ALLOCATIONGRANULARITY
+            if total != offered_data or not 0 < offered_size <= total or offered_size % page or total % page:
+                raise RingCorrupt(f"ring memfd of {total} data bytes does not match the offered {offered_size} "
+                                  f"(+ slabs: {offered_data}) and a control page")
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
             if not seals & fcntl.F_SEAL_SHRINK:
                 raise RingCorrupt("ring memfd is not sealed against shrinking")
             self._cmap = mmap.mmap(fd, CONTROL_BYTES)
-            self._dmap = mmap.mmap(fd, size, offset=CONTROL_BYTES, access=mmap.ACCESS_READ)
+            self._dmap = mmap.mmap(fd, total, offset=CONTROL_BYTES, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
         self.ctl = memoryview(self._cmap).cast("Q")
-        if (self.ctl[_MAGIC], self.ctl[_LAYOUT], self.ctl[_SIZE]) != (RING_MAGIC, RING_LAYOUT, size):
+        ctl = self.ctl
+        if (ctl[_MAGIC], ctl[_LAYOUT], ctl[_SIZE], ctl[_DATA_SIZE]) != (RING_MAGIC, RING_LAYOUT, offered_size, total):
             self.close()
             raise RingCorrupt("not a split ring of this layout")
-        self.size = size
+        self.size = offered_size
+        self.data_size = total
         self.data = self._dmap  # unpack_from reads it; views are made per frame
         self.view = memoryview(self._dmap)
         self.epoch = 0

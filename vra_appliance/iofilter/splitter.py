@@ -119,7 +119,8 @@ class Splitter:
         self._bell_lock = threading.Lock()  # doorbell sends vs. closing the ring and the socket
         self._rang = -1  # the VRA state word last rung for (one doorbell per sleep)
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "acked_seq": 0, "diverted_writes": 0,
-                      "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0, "sends": 0, "acks": 0}
+                      "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0, "sends": 0, "acks": 0,
+                      "frames_in_place": 0}
 
     # -- the IO path (NBD connection threads) -----------------------------------------------------------
     def submit_write(self, volume: str, offset: int, data) -> None:
@@ -145,7 +146,7 @@ class Splitter:
                 seq = self._seq
                 self._seq = seq + len(writes)
                 charged = 0
-                for volume, offset, data in writes:
+                for volume, offset, data, *_slab in writes:
                     n = len(data)
                     if not self._connected or self._charged + charged + n + _FRAME_COST > self.queue_bytes:
                         self.stats["diverted_writes"] += 1
@@ -203,36 +204,57 @@ class Splitter:
                 self._cond.notify()
 
     def _ring_writes(self, ring: RingWriter, writes: list) -> bool:
-        """Copy ``writes`` into the ring and publish them (lock held); True if the ring turned out corrupt."""
+        """Put ``writes`` into the ring and publish them (lock held); True if the ring turned out corrupt.
+        A write received into one of this ring's slabs (``(volume, offset, data, slab, start)``) becomes a
+        REF frame; any other write is copied into the ring."""
         seq = self._seq
         self._seq = seq + len(writes)
-        vol_bytes, stats, placed, nbytes = self._vol_bytes, self.stats, 0, 0
+        vol_bytes, stats, placed, nbytes, i = self._vol_bytes, self.stats, 0, 0, 0
         try:
             ring.rewind()
-        except RingCorrupt:
-            for volume, offset, data in writes:
-                self.dirty.add(volume, offset, len(data))
-            return True
-        for i, (volume, offset, data) in enumerate(writes):
-            try:
-                ok = ring.put_write(vol_bytes.get(volume) or volume.encode(), seq + i, offset, data)
-            except RingCorrupt:
-                for volume, offset, data in writes[i:]:
+            for i, write in enumerate(writes):  # noqa: B007 (i also tells the except clause where it stopped)
+                volume, offset, data = write[0], write[1], write[2]
+                vol = vol_bytes.get(volume) or volume.encode()
+                if len(write) > 3 and write[3].ring is ring:
+                    ok = ring.put_ref(vol, seq + i, offset, write[3], write[4], len(data))
+                    stats["frames_in_place"] += ok
+                else:
+                    ok = ring.put_write(vol, seq + i, offset, data)
+                if ok:
+                    placed += 1
+                    nbytes += len(data)
+                else:
+                    stats["diverted_writes"] += 1
+                    stats["diverted_bytes"] += len(data)
                     self.dirty.add(volume, offset, len(data))
-                return True
-            if ok:
-                placed += 1
-                nbytes += len(data)
-            else:
-                stats["diverted_writes"] += 1
-                stats["diverted_bytes"] += len(data)
-                self.dirty.add(volume, offset, len(data))
+        except RingCorrupt:
+            for write in writes[i:]:
+                self.dirty.add(write[0], write[1], len(write[2]))
+            return True
         if placed:
             ring.publish()
             stats["frames_sent"] += placed
             stats["bytes_sent"] += nbytes
             stats["sends"] += 1
         return False
+
+    # -- receive buffers in the ring's slabs (NBD connection threads) --------------------------------------
+    def renew_slab(self, old):
+        """A receive buffer for an NBD connection that is leaving ``old`` (a slab or None): ``old`` itself if
+        the VRA has consumed every write in it, else a free slab of the live ring, else None (the
+        connection uses private memory; its writes are copied into the ring). Never waits."""
+        with self._lock:
+            ring = self._ring if self._ring_live else None
+            if ring is None:
+                return None
+            if old is not None and old.ring is ring and ring.consumed_through(old):
+                return old
+            return ring.take_slab()
+
+    def give_back_slab(self, slab) -> None:
+        """A connection no longer receives into ``slab`` (its writes were handed over)."""
+        with self._lock:
+            slab.ring.give_back(slab)
 
     def _ring_frame(self, frame_of_seq, urgent: bool) -> bool | None:
         """Put one small frame (built by ``frame_of_seq(seq)``) into the ring. None: no ring in use;
@@ -462,7 +484,7 @@ class Splitter:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             elif self.use_ring and split_ring.supported():
                 try:
-                    ring = RingWriter(split_ring.ring_bytes(self.queue_bytes))
+                    ring = RingWriter(*_ring_shape(self.queue_bytes))
                 except OSError as exc:
                     log.warning("cannot create a split ring (%s); the split stream goes over the socket", exc)
             with self._cond:
@@ -482,7 +504,7 @@ class Splitter:
                 gen = self._gen
             try:
                 hello = sp.encode_hello(self.filter_id, self.volumes, first_seq,
-                                        ring.size if ring is not None else None)
+                                        *((ring.size, ring.data_size) if ring is not None else ()))
                 if ring is not None:
                     sent = sock.sendmsg([hello], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [ring.fd]))])
                     sock.sendall(hello[sent:])
@@ -552,8 +574,8 @@ class Splitter:
         try:
             self._fold([f for f in ring.unconsumed() if f[0] != sp.MARK])
         finally:
-            ring.close()
             with self._cond:
+                ring.close()
                 self._folding -= 1
                 self._cond.notify_all()
 
@@ -685,7 +707,8 @@ class Splitter:
             except RingCorrupt as exc:
                 lost_track = True
                 reason = f"{reason}; {exc}"
-            ring.close()
+            with self._lock:  # against give_back_slab: the ring unmaps when its last slab comes back
+                ring.close()
         lost = [f for f in lost if f[0] != sp.MARK]
         log.log(logging.WARNING if lost or not self._stopping else logging.INFO,
                 "split stream to VRA %s closed (%s): %d unacknowledged frames go to the dirty map",
@@ -709,6 +732,15 @@ class Splitter:
             with self._lock:
                 for frame in frames[i:i + _FOLD_CHUNK]:
                     self.dirty.add(frame[2], frame[3], frame[4])
+
+
+def _ring_shape(queue_bytes: int) -> tuple[int, int]:
+    """(ring bytes, slabs) for a queue budget: three quarters in slabs if that makes at least two, else
+    all of it ring (small budgets: every write is copied into the ring)."""
+    slabs = queue_bytes * 3 // 4 // split_ring.SLAB_BYTES
+    if slabs < 2:
+        return split_ring.ring_bytes(queue_bytes), 0
+    return split_ring.ring_bytes(queue_bytes - slabs * split_ring.SLAB_BYTES), slabs
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
