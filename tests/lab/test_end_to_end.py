@@ -203,6 +203,11 @@ def test_a_move_to_the_recovery_site_and_back(tmp_path):
         vpg = state.vpg["identifier"]
         a, b = client(state, "protected"), client(state, "recovery")
         wait_for(lambda: streaming(state, vpg), 120, "the VPG to be streaming")
+        # an image opened twice holds the journal until closed twice: --close-all does (else no commit)
+        vm = state.vpg["vms"][0]["name"]
+        ok(zvm_lab(lab_dir, "image", vm))
+        ok(zvm_lab(lab_dir, "image", vm))
+        assert "closed 1 image(s)" in ok(zvm_lab(lab_dir, "image", "--close-all"))
         move(lab_dir, b, vpg, to="recovery", pids=pids)
         state = LabState.load(lab_dir)
         assert recovery_vra(state) in state.vras["protected"]  # the journal is on the original site now

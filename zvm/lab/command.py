@@ -160,6 +160,9 @@ def lab_status(lab_dir: Path) -> int:
         for vm in state.vpg["vms"]:
             for v in vm["volumes"]:
                 _say(f"  {vm['name']:<16} {vm.get('site', 'protected'):<10} {v['id']}  {v['path']}")
+    for image in state.images:
+        _say(f"  open image of {image['vm']} at checkpoint {image['checkpoint']}: {image['uri']} "
+             "(it holds the journal: zvm lab image --close-all)")
     if state.wan:
         _wan_status(state)
     if state.workload:
@@ -266,6 +269,12 @@ def lab_workload(lab_dir: Path, args) -> int:
 
 def lab_image(lab_dir: Path, args) -> int:
     state = _load(lab_dir)
+    if args.close_all:
+        closed = images.close_all(state)
+        _say(f"closed {len(closed)} image(s)" + (f": {', '.join(closed)}" if closed else ""))
+        return 0
+    if args.vm is None:
+        raise LabError("name a VM of the lab's VPG (or --close EXPORT, --close-all)")
     if args.close:
         images.close_image(state, args.vm)
         _say(f"image {args.vm} closed")
@@ -292,6 +301,8 @@ def lab_image(lab_dir: Path, args) -> int:
         _say(f"  {img.vm} volume {img.volume}: {img.uri}")
         _say(f"    qemu-img compare -f raw -F raw {img.source} '{img.uri}'")
         _say(f"    close it with: zvm lab image --close {img.export}")
+    _say("An open image holds the journal at its checkpoint (a failover or move cannot commit past it): close "
+         "it when done ('zvm lab image --close-all' closes every image the lab opened).")
     return 0
 
 
@@ -341,10 +352,11 @@ def register(sub) -> None:
     wl = lab_sub.add_parser("workload", help="pause or resume the workload")
     wl.add_argument("workload_command", choices=("pause", "resume", "status"))
     image = lab_sub.add_parser("image", help="serve a protected VM's disk as of a checkpoint over NBD")
-    image.add_argument("vm", help="a VM of the lab's VPG (name or identifier); with --close, an export name")
+    image.add_argument("vm", nargs="?", help="a VM of the lab's VPG (name or identifier); with --close, an export name")
     image.add_argument("--checkpoint", help="checkpoint identifier (default: the latest consistent one)")
     image.add_argument("--tag", help="the checkpoint with this tag")
     image.add_argument("--close", action="store_true", help="stop serving the export named instead of a VM")
+    image.add_argument("--close-all", action="store_true", help="stop serving every image the lab opened")
     image.add_argument("--json", action="store_true")
     lab_sub.add_parser("attach", help="after a failover or a move: filters and workload follow the VMs",
                        description="Give each host's IO filter the disks of the VMs that run there now (under "

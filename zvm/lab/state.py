@@ -53,6 +53,7 @@ class LabState:
     wan: dict = field(default_factory=dict)
     vpg: dict = field(default_factory=dict)
     workload: dict = field(default_factory=dict)
+    images: list[dict] = field(default_factory=list)  # point-in-time images the lab opened (zvm lab image)
 
     @property
     def path(self) -> Path:
@@ -84,7 +85,7 @@ class LabState:
             "complete": self.complete, "net": self.net, "run_dir": self.run_dir, "secret": self.secret,
             "options": self.options, "vcenters": {k: v.to_dict() for k, v in self.vcenters.items()},
             "processes": [p.to_dict() for p in self.processes], "zvms": self.zvms, "vras": self.vras,
-            "filters": self.filters, "wan": self.wan, "vpg": self.vpg, "workload": self.workload,
+            "filters": self.filters, "wan": self.wan, "vpg": self.vpg, "workload": self.workload, "images": self.images,
         }
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the lab's passwords
@@ -108,4 +109,5 @@ class LabState:
                    net=data.get("net", 0), run_dir=data.get("run_dir", ""), secret=data.get("secret", ""),
                    options=data.get("options", {}), vcenters=vcenters, processes=processes,
                    zvms=data.get("zvms", {}), vras=data.get("vras", {}), filters=data.get("filters", []),
-                   wan=data.get("wan", {}), vpg=data.get("vpg", {}), workload=data.get("workload", {}))
+                   wan=data.get("wan", {}), vpg=data.get("vpg", {}), workload=data.get("workload", {}),
+                   images=data.get("images", []))
