@@ -114,6 +114,11 @@ def test_the_lab_end_to_end(tmp_path):
     try:
         # 1. up, up again, status
         assert "The lab is up" in ok(up) and "[11/11]" in up.stdout
+        for site in ("protected", "recovery"):  # what to connect to, and the appliances the ZVMs deployed
+            zvm = state.zvms[site]
+            assert f"{zvm['url']}/v1" in up.stdout and f"user admin   password {zvm['password']}" in up.stdout
+            assert {v["name"] for v in state.vras[site]} <= vcenter_vms(state, site)
+            assert len(state.vras[site]) == 3
         assert "already up" in ok(zvm_lab(lab_dir, "up"))
         assert [p.pid for p in LabState.load(lab_dir).processes] == [p.pid for p in state.processes]
         status = ok(zvm_lab(lab_dir, "status"))
