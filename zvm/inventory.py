@@ -46,7 +46,8 @@ def snapshot_rows(inv) -> dict[type, list[dict]]:
 
 
 def vm_row(v: dict) -> dict:
-    return {"moid": v["moid"], "name": v["name"], "uuid": v.get("uuid") or "",
+    # a VM seen half-created (by an OVF import, say) may have no name yet; the next update brings it
+    return {"moid": v["moid"], "name": v.get("name") or "", "uuid": v.get("uuid") or "",
             "instance_uuid": v.get("instance_uuid") or "", "host": v.get("host"),
             "power_state": v.get("power_state", ""), "folder": v.get("folder"),
             "networks": list(v.get("networks", [])),
@@ -95,6 +96,7 @@ class InventorySync:
         self._vc = None
         self._watcher = None
         self._rows: dict | None = None
+        self._unapplied = False  # the watch moved on but its view is not in the database yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,7 +112,8 @@ class InventorySync:
                 self._watcher = watch() if watch else None
             if self._watcher is not None:
                 first = self._rows is None
-                if not self._watcher.poll(0 if first else max_wait) and not first:
+                again = first or self._unapplied
+                if not self._watcher.poll(0 if again else max_wait) and not again:
                     return False
                 inv = self._watcher.inventory()
             else:
@@ -119,6 +122,7 @@ class InventorySync:
             self.reset()
             raise
         rows = snapshot_rows(inv)
+        self._unapplied = True
         with zdb.transaction():
             if self._rows is None:
                 apply_snapshot(site, rows)
@@ -134,6 +138,7 @@ class InventorySync:
             log.info("inventory of %s loaded: %s", site.vcenter_url,
                      {model.__name__[3:]: len(items) for model, items in rows.items()})
         self._rows = rows
+        self._unapplied = False
         if self._watcher is None:
             self._vc.close()
             self._vc = None
@@ -147,6 +152,7 @@ class InventorySync:
             self._vc.close()
         self._vc = self._watcher = None
         self._rows = None
+        self._unapplied = False
 
     # --- the loop -------------------------------------------------------------------------------------
 
