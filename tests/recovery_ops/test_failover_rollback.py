@@ -144,3 +144,32 @@ def test_a_move_while_the_protected_site_does_not_answer_is_refused_and_changes_
         thaw(pids)
     w.zvm_b.monitor.run_once()
     assert w.b.peer_sites()[0]["PairingStatus"] == "Paired"
+
+
+def test_a_commit_the_vra_refuses_leaves_the_failover_ready_to_commit_again_or_roll_back(world, monkeypatch):
+    # A refused commit used to leave the operation "Committing" for good: neither commit nor rollback
+    # could be ordered again.
+    from types import SimpleNamespace
+
+    from zvm.client import TaskFailedError
+
+    w = world
+    task = w.b.failover(w.vpg, commit_policy="None")
+    w.run_b()
+    op = w.b.wait_for_task(task)["Result"]["OperationIdentifier"]
+    control = w.zvm_b.vra_control
+    monkeypatch.setattr(control, "commit_session", lambda *a, **k: SimpleNamespace(
+        ok=False, message="replica at seq 7, not at checkpoint cp-1 (an image is open at an older one)"))
+    commit = w.b.failover_commit(w.vpg)
+    w.run_b()
+    with pytest.raises(TaskFailedError, match="not at checkpoint"):
+        w.b.wait_for_task(commit)
+    assert w.b.recovery_report(op)["State"] == "BeforeCommit"
+    assert w.b.vpg(w.vpg)["SubStatus"] == "FailingOverBeforeCommit"
+
+    monkeypatch.undo()
+    rollback = w.b.failover_rollback(w.vpg)
+    w.run_b()
+    w.b.wait_for_task(rollback)
+    report = w.b.recovery_report(op)
+    assert (report["State"], report["Result"]) == ("RolledBack", "RolledBack")

@@ -74,7 +74,13 @@ def commit_operation(rec, ctx) -> dict:
                      f"{op.checkpoint}, with what the VMs wrote since, become their disks")
     info = rec.zvm.vra_control.commit_session(rec.vra(), op.vpg, op.session)
     if not info.ok:
-        raise PermanentError(f"the recovery VRA did not commit: {info.message}")
+        from zvm.orchestration.recovery import SUBSTATUS  # recovery imports this module
+
+        # nothing is committed yet: the operation goes back to waiting for a commit or a rollback
+        rec.save(state="BeforeCommit")
+        rec.set_vpg(substatus=SUBSTATUS[op.kind][1])
+        raise PermanentError(f"the recovery VRA did not commit: {info.message}; the {op.kind.lower()} is "
+                             "still before commit: commit again once that is resolved, or roll back")
     rec.timed("Commit", started)
     rec.progress(50, "The recovery VMs' disks are their replica volumes now")
     for vm in op.vms:
