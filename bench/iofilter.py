@@ -6,11 +6,13 @@ fio (``ioengine=nbd``) over a unix socket, on one preallocated file, for each se
 - ``nbdkit``: ``nbdkit file`` (the baseline),
 - ``filter``: ``vra iofilter`` with no VRA attached (every write also goes to the dirty map),
 - ``filter+split``: ``vra iofilter`` splitting to a VRA process that drains its stream (a `SplitListener`
-  whose handler drops the data),
+  whose handler drops the data), through the shared-memory ring (the default over a unix socket),
+- ``filter+split-socket``: the same with ``--no-ring``: the split stream over the unix socket, as before the
+  ring (leave it out with ``--servers``),
 
 and two loads: 4 KiB random writes at iodepth 16, 64 KiB sequential writes at iodepth 8. Each row has
-IOPS, MiB/s, the ratio to nbdkit, the server's CPU seconds per 1000 IOs, and for the split run how many
-writes reached the VRA rather than the dirty map. Targets: filter+split >= 0.5 of nbdkit on both loads;
+IOPS, MiB/s, the ratio to nbdkit, the server's CPU milliseconds per 1000 IOs, and for the split runs how
+many writes reached the VRA rather than the dirty map and the draining VRA's CPU per 1000 IOs. Targets: filter+split >= 0.5 of nbdkit on both loads;
 splitting costs <= 15 % against the filter alone.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from bench.report import emit
 
+SERVERS = ("nbdkit", "filter", "filter+split", "filter+split-socket")
 LOADS = {
     "4k-randwrite-qd16": ["--rw=randwrite", "--bs=4k", "--iodepth=16"],
     "64k-seqwrite-qd8": ["--rw=write", "--bs=64k", "--iodepth=8"],
@@ -93,13 +96,15 @@ class Nbdkit:
 
 
 class Filter:
-    def __init__(self, work: Path, volume: Path, vra: str | None):
-        self.name = "filter+split" if vra else "filter"
+    def __init__(self, work: Path, volume: Path, vra: str | None, ring: bool = True):
+        self.name = ("filter+split" if ring else "filter+split-socket") if vra else "filter"
         self.sock, self.ctl = work / "filter.sock", work / "filter.ctl"
         cmd = [sys.executable, "-m", "vra_appliance.cli", "iofilter", "--volume", f"bench={volume}",
                "--unix", str(self.sock), "--control", str(self.ctl)]
         if vra:
             cmd += ["--vra", vra]
+        if not ring:
+            cmd.append("--no-ring")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.proc.stdout.readline()
         from vra_appliance.iofilter.control import FilterControl
@@ -118,7 +123,7 @@ class Filter:
         self._last = now
         writes = now["writes"] - last["writes"]
         out = {}
-        if self.name == "filter+split":
+        if self.name.startswith("filter+split"):
             out["split_fraction"] = round((now["frames_sent"] - last["frames_sent"]) / writes, 4) if writes else 0.0
         return out
 
@@ -157,6 +162,9 @@ def main(argv: list[str]) -> int:
                              "figures are medians over rounds: this machine is shared and noisy")
     parser.add_argument("--size-mib", type=int, default=512, help="volume file size (default 512 MiB)")
     parser.add_argument("--loads", default=",".join(LOADS), help=f"comma-separated subset of {','.join(LOADS)}")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated subset of {','.join(SERVERS)} (nbdkit and filter are always run: "
+                             "the ratios need them)")
     args = parser.parse_args(argv)
     for tool in ("fio", "nbdkit"):
         if shutil.which(tool) is None:
@@ -169,8 +177,8 @@ def main(argv: list[str]) -> int:
         chunk = os.urandom(1 << 20)
         for _ in range(args.size_mib):
             fh.write(chunk)
-    # the same file (same inode) under three names: each filter keeps its own dirty map sidecar
-    for name in ("filter-a.img", "filter-b.img"):
+    # the same file (same inode) under several names: each filter keeps its own dirty map sidecar
+    for name in ("filter-a.img", "filter-b.img", "filter-c.img"):
         os.link(volume, work / name)
     vra_addr = str(work / "vra.sock")
     vra = subprocess.Popen([sys.executable, "-c", DRAIN_VRA, vra_addr], stdout=subprocess.PIPE, text=True)
@@ -178,16 +186,21 @@ def main(argv: list[str]) -> int:
     runs: dict[tuple[str, str], list[dict]] = {}
     try:
         assert vra.stdout.readline().strip() == "ready"
-        (work / "a").mkdir()
-        (work / "b").mkdir()
-        servers = [Nbdkit(work, volume), Filter(work / "a", work / "filter-a.img", None),
-                   Filter(work / "b", work / "filter-b.img", vra_addr)]
+        wanted = set(args.servers.split(",")) | {"nbdkit", "filter"}
+        for sub in ("a", "b", "c"):
+            (work / sub).mkdir()
+        servers = [Nbdkit(work, volume), Filter(work / "a", work / "filter-a.img", None)]
+        if "filter+split" in wanted:
+            servers.append(Filter(work / "b", work / "filter-b.img", vra_addr))
+        if "filter+split-socket" in wanted:
+            servers.append(Filter(work / "c", work / "filter-c.img", vra_addr, ring=False))
         for _round in range(args.rounds):
             for load in loads:
                 for server in servers:
-                    cpu0 = _cpu_seconds(server.pid())
+                    cpu0, vra0 = _cpu_seconds(server.pid()), _cpu_seconds(vra.pid)
                     res = run_fio(server.uri, LOADS[load], args.runtime, args.size_mib)
                     res["cpu_ms_per_1k_io"] = (_cpu_seconds(server.pid()) - cpu0) / res["ios"] * 1e6
+                    res["vra_cpu_ms_per_1k_io"] = (_cpu_seconds(vra.pid) - vra0) / res["ios"] * 1e6
                     res.update(server.extra())
                     runs.setdefault((server.name, load), []).append(res)
     finally:
@@ -205,9 +218,10 @@ def main(argv: list[str]) -> int:
                "vs_nbdkit": round(_median([r["iops"] / b["iops"] for r, b in zip(results, base, strict=True)]), 3),
                "clat_p99_us": round(_median([r["clat_p99_us"] for r in results]), 1),
                "cpu_ms_per_1k_io": round(_median([r["cpu_ms_per_1k_io"] for r in results]), 1)}
-        if name == "filter+split":
+        if name.startswith("filter+split"):
             row["split_cost"] = round(_median([1 - r["iops"] / a["iops"] for r, a in zip(results, alone, strict=True)]), 3)
             row["split_fraction"] = min(r["split_fraction"] for r in results)
+            row["vra_cpu_ms_per_1k_io"] = round(_median([r["vra_cpu_ms_per_1k_io"] for r in results]), 1)
         rows.append(row)
     split_rows = [r for r in rows if r["server"] == "filter+split"]
     emit("iofilter", rows, {

@@ -138,18 +138,18 @@ def test_slabs_stay_pinned_until_the_vra_read_them(make_filter, sockdir):
     listener = SplitListener(str(sockdir / "slow.sock"), handler)
     listener.start()
     try:
-        filt = make_filter(vra=str(sockdir / "slow.sock"), size=48 * MiB)
+        filt = make_filter(vra=str(sockdir / "slow.sock"), size=72 * MiB)
         assert filt.splitter.wait_connected(5)
         c = RawNbd(str(filt.unix_path))
         c.connect_export("vol-a")
-        for i in range(700):  # 43.75 MiB: more than the slabs (~47 MiB, 1 MiB used of each) and the ring hold
+        for i in range(1100):  # 68.75 MiB: more than the slabs (38, 1 MiB used of each) and the ring hold
             assert c.write(i * 65536, block(i)) == 0
         snap = filt.splitter.snapshot()
         assert snap["frames_in_place"] > 0 and snap["frames_sent"] > snap["frames_in_place"]
         assert snap["diverted_writes"] > 0
         gate.set()
         assert filt.splitter.wait_drained(30)
-        for i in range(700, 720):  # slabs are free again: in place once more
+        for i in range(1100, 1120):  # slabs are free again: in place once more
             assert c.write(i * 65536, block(i)) == 0
         assert filt.splitter.wait_drained(30)
         assert filt.splitter.snapshot()["frames_in_place"] > snap["frames_in_place"]
@@ -158,7 +158,7 @@ def test_slabs_stay_pinned_until_the_vra_read_them(make_filter, sockdir):
         gate.set()
         listener.stop()
     got = {e[2] // 65536: e[3] for e in writes_of(handler.events)}
-    for i in range(720):
+    for i in range(1120):
         if i in got:
             assert got[i] == block(i), f"write {i} reached the VRA with other bytes"
         else:
@@ -188,6 +188,24 @@ def test_two_connections_receive_into_slabs_concurrently(make_filter, vra, sockd
     assert [e[4] for e in got] == list(range(1, 201)) and not filt.dirty
     assert all(e[3] == block(e[2] // 65536) for e in got)
     assert filt.splitter.snapshot()["frames_in_place"] == 200
+
+
+def test_writes_larger_than_a_slab_are_received_privately_and_copied(make_filter, vra, sockdir):
+    filt = make_filter(vra=str(sockdir / "vra.sock"), size=16 * MiB)
+    assert filt.splitter.wait_connected(5)
+    c = RawNbd(str(filt.unix_path))
+    c.connect_export("vol-a")
+    sizes = [65536, 3 * MiB, 4 * MiB, 65536, 2 * MiB + 17, 4096]
+    offset = 0
+    for i, n in enumerate(sizes):
+        assert c.write(offset, block(i, n)) == 0
+        offset += n
+    c.disconnect()
+    assert filt.splitter.wait_drained(10)
+    got = writes_of(vra.events)
+    assert [len(e[3]) for e in got] == sizes and not filt.dirty
+    assert all(e[3] == block(i, n) for i, (e, n) in enumerate(zip(got, sizes, strict=True)))
+    assert 0 < filt.splitter.snapshot()["frames_in_place"] < len(sizes)
 
 
 def test_a_vra_killed_with_frames_in_the_ring_loses_nothing(make_filter, sockdir, tmp_path):

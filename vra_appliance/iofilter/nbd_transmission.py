@@ -76,9 +76,6 @@ class Transmission:
     # -- receive buffers -------------------------------------------------------------------------------
     def _use(self, shared) -> memoryview:
         """Receive into ``shared`` (a buffer from the backend's `renew_recv_buffer`) or our own memory."""
-        if shared is not None and len(shared.view) < _RECV_SIZE:
-            self._release(shared)
-            shared = None
         self._shared = shared
         if shared is not None:
             return shared.view
@@ -86,11 +83,16 @@ class Transmission:
             self._private = memoryview(bytearray(_RECV_SIZE))
         return self._private
 
-    def _renew_buffer(self, start: int, end: int) -> None:
-        """Go on receiving at the start of a buffer, with the unparsed ``[start, end)`` moved there. Replies
-        were flushed, so nothing in the old buffer is referred to by us any more."""
+    def _renew_buffer(self, start: int, end: int, need: int) -> None:
+        """Go on receiving at the start of a buffer that holds ``need`` bytes, with the unparsed ``[start,
+        end)`` moved there. Replies were flushed, so nothing in the old buffer is referred to by us any more.
+        A backend's buffer too small for ``need`` (a large write) is left for our own memory."""
         old, view = self._shared, self._rview
         new = self._renew(old) if self._renew is not None else None
+        if new is not None and len(new.view) < need:
+            if new is not old:
+                self._release(new)
+            new = None
         if new is not None and new is old or new is None and old is None:
             view[:end - start] = view[start:end]  # the same buffer: move the rest to its start
             return
@@ -203,11 +205,11 @@ class Transmission:
         while end - start < need:
             if start == end and end > self._reset_at:
                 self._flush_replies()
-                self._renew_buffer(start, end)
+                self._renew_buffer(start, end, need)
                 start = end = 0
-            elif start + need > _RECV_SIZE:
+            elif start + need > len(self._rview):
                 self._flush_replies()
-                self._renew_buffer(start, end)
+                self._renew_buffer(start, end, need)
                 start, end = 0, end - start
             view = self._rview
             try:
@@ -226,7 +228,7 @@ class Transmission:
         length -= have
         start += have
         while length:
-            n = self.sock.recv_into(self._rview[:min(length, _RECV_SIZE)])
+            n = self.sock.recv_into(self._rview[:min(length, len(self._rview))])
             if n == 0:
                 raise ConnectionError("client closed the connection inside an oversized write")
             if n > length:  # the next request(s) arrived behind the payload

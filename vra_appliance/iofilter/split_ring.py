@@ -61,7 +61,7 @@ ALIGN = 64
 PAD = 7  # a frame type found only in rings: skip to the end of the ring
 REF = 8  # a frame type found only in rings: a write whose data is in a slab
 REF_BODY = struct.Struct(">QQQ")  # offset on the volume, data position in the mapping, data length
-SLAB_BYTES = 4 * 1024 * 1024 + 256 * 1024  # an NBD receive buffer: one maximal write and requests behind it
+SLAB_BYTES = 1024 * 1024 + 256 * 1024  # an NBD receive buffer (renewed after 1 MiB; larger writes: private)
 REWIND_BYTES = 1024 * 1024  # an empty ring past this position starts over at 0 (see RingWriter.rewind)
 
 # u64 indexes into the control page
@@ -184,6 +184,11 @@ class RingWriter:
             return None
         self._out += 1
         return self._free.pop()
+
+    @property
+    def slabs_low(self) -> bool:
+        """Fewer than a quarter of the slabs are free (the VRA should catch up soon)."""
+        return len(self._free) * 4 < len(self._free) + len(self._pinned) + self._out
 
     def consumed_through(self, slab: Slab) -> bool:
         """True if the VRA has consumed every REF into ``slab`` (it may be filled again)."""

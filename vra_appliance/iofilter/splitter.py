@@ -249,7 +249,11 @@ class Splitter:
                 return None
             if old is not None and old.ring is ring and ring.consumed_through(old):
                 return old
-            return ring.take_slab()
+            slab = ring.take_slab()
+            low = ring.slabs_low
+        if low:  # wake a napping VRA before the connections run out of slabs and fall back to copying
+            self._ring_bell(ring, True)
+        return slab
 
     def give_back_slab(self, slab) -> None:
         """A connection no longer receives into ``slab`` (its writes were handed over)."""
