@@ -101,6 +101,7 @@ class VraControl(Protocol):
     def checkpoint(self, vra: VraRef, vpg: str, tag: str, wait_durable: bool = True) -> CheckpointEntry: ...
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]: ...
     def status(self, vra: VraRef) -> dict: ...
+    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str: ...
     def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
                      consistent_only: bool = False) -> SessionInfo: ...
     def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
@@ -179,7 +180,10 @@ class GrpcVraControl:
                 for c in reply.checkpoints]
 
     def status(self, vra: VraRef) -> dict:
-        """{vpg: {role: {"state", "error", "needs_bitmap_sync", "counters"}}}"""
+        """{vpg: {role: {"state", "error", "needs_bitmap_sync", "counters", "substatus", "syncs"}}}: the protect
+        role's ``substatus`` is "InitialSync", "DeltaSync" or "BitmapSync" while a volume needs or runs one, ""
+        when streaming; ``syncs`` the last syncs that ended and the running one (``{"volume", "kind",
+        "completed", "running", "bytes", "wire_bytes"}``)."""
         from vra_appliance.proto.v1 import control_pb2 as cpb
 
         reply = self._call(vra, "Status", cpb.StatusRequest())
@@ -187,8 +191,19 @@ class GrpcVraControl:
         for st in reply.vpgs:
             out.setdefault(st.vpg, {})[st.role] = {"state": st.state, "error": st.error,
                                                     "needs_bitmap_sync": st.needs_bitmap_sync,
-                                                    "counters": dict(st.counters)}
+                                                    "counters": dict(st.counters), "substatus": st.substatus,
+                                                    "syncs": [_sync(r, False) for r in st.last_syncs]
+                                                    + ([_sync(st.current_sync, True)]
+                                                       if st.HasField("current_sync") else [])}
         return out
+
+    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str:
+        """The ZVM's forcesync on a protect VRA: a delta sync of the VPG's volumes there (all of them by
+        default). Returns once the VRA has recorded the need; its Status shows the sync (DeltaSync)."""
+        from vra_appliance.proto.v1 import control_pb2 as cpb
+
+        request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=cpb.SYNC_REASON_FORCED)
+        return self._ok(vra, "the forced sync", self._call(vra, "ForceSync", request))
 
     # --- recovery sessions (RecoveryOps service) ---------------------------------------------------------
 
@@ -226,3 +241,8 @@ class GrpcVraControl:
         from vra_appliance.proto.v1 import recovery_pb2 as rpb
 
         return self._session(vra, "CommitSession", rpb.SessionRequest(vpg=vpg, session=session), timeout=600)
+
+
+def _sync(r, running: bool) -> dict:
+    return {"volume": r.volume, "kind": r.kind, "completed": r.completed, "running": running, "bytes": r.bytes,
+            "wire_bytes": r.wire_bytes, "error": r.error}

@@ -133,6 +133,20 @@ def test_pause_is_refused_by_the_task_and_undone(api, control):
     assert api.get(f"/vpgs/{vid}").json["IsPaused"] is False
 
 
+def test_forcesync_asks_every_protect_vra_for_a_delta_sync_and_monitoring_ends_it(api, control):
+    install(api, "host-0", "host-1", "host-2")
+    vid = create_vpg(api, "web", ["vm-0", "vm-1"])
+    api.run_tasks()
+    protect_vras = {c[1] for c in control.calls if c[0] == "protect"}
+    m.Vpg.update(status="MeetingSLA", substatus="None").where(m.Vpg.identifier == vid).execute()
+    api.post(f"/vpgs/{vid}/forcesync")
+    api.run_tasks()
+    t = task_of(api, "ForceSyncVpg")
+    assert t["Status"]["State"] == "Completed", t
+    assert {c[1] for c in control.calls if c[0] == "forcesync"} == protect_vras and protect_vras
+    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "DeltaSync"
+
+
 def test_a_paired_recovery_site_that_cannot_be_reached_fails_the_task_clearly(api, control):
     install(api, "host-0", "host-1")
     peer = m.Site.create(name="Site B")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,29 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
         tags = [c["Tag"] for c in api.get(f"/vpgs/{vid}/checkpoints", query_string={"taggedOnly": "true"}).json]
         assert "round-0" in tags and got["LastCheckpointAt"] is not None
         assert all(v["Reachable"] for v in api.get("/vras").json)
+
+        # forcesync: a delta sync on the protect VRA, DeltaSync while it runs, (almost) nothing sent for an
+        # equal volume, then MeetingSLA again
+        protect_ref = VraRef(protect_vra, appliances["host-0"].address)
+        api.post(f"/vpgs/{vid}/forcesync")
+        assert api.run_tasks() == 1
+        task = api.get("/tasks", query_string={"type": "ForceSyncVpg"}).json[0]
+        assert task["Status"]["State"] == "Completed", task
+        assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "DeltaSync"
+        deadline = time.monotonic() + 20
+        while True:
+            st = zvm.vra_control.status(protect_ref)[vid]["protect"]
+            done = [s for s in st["syncs"] if s["kind"] == "DeltaSync" and s["completed"] and not s["running"]]
+            if done and not st["substatus"]:
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.2)
+        assert done[-1]["bytes"] < 64 << 10, done  # the volumes were equal: nothing (or next to nothing) resent
+        monitor.run_once()
+        got = api.get(f"/vpgs/{vid}").json
+        assert (got["Status"], got["SubStatus"]) == ("MeetingSLA", "None"), got
+        events = api.get("/events", query_string={"limit": 20}).json
+        assert any(e["EventType"] == "ForceSyncVpg" for e in events), events
 
         api.delete(f"/vpgs/{vid}")
         api.run_tasks()

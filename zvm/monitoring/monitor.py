@@ -205,7 +205,9 @@ class Monitor:
         elif vpg.status == "Initializing" and vpg.substatus in ("InitialSync", "DeltaSync"):
             if healthy and any(c.consistent for c in checkpoints):
                 fields.update(status="MeetingSLA", substatus="None")
-        elif vpg.substatus == "BitmapSync" and healthy:
+        elif any(p.get("substatus") == "DeltaSync" for p in protect):
+            fields["substatus"] = "DeltaSync"  # a forced sync (or a restarted VRA's) runs
+        elif vpg.substatus in ("BitmapSync", "DeltaSync") and healthy and not any(p.get("substatus") for p in protect):
             fields["substatus"] = "None"
         with zdb.transaction():
             m.Vpg.update(**fields).where(m.Vpg.id == vpg.id).execute()

@@ -10,8 +10,11 @@ journal; then it is MeetingSLA.
 A paired recovery site's VRAs belong to its own ZVM: the protect side sends it a ``RecoverRequest`` over
 the peer service, which sets the role up there (``recover_locally``) and answers with the VRA to stream to.
 
-Not done here yet, and said so by the tasks: pause, resume and forced sync (the VRA Control service has no
-calls for them yet).
+A forced sync (``ForceSyncVpg``) asks every protect VRA of the VPG for a delta sync (ForceSync, reason
+forced); the VPG shows substatus DeltaSync until monitoring sees every protect VRA streaming again.
+
+Not done here yet, and said so by the tasks: pause and resume (the VRA Control service has no calls for
+them yet).
 """
 
 from __future__ import annotations
@@ -339,4 +342,25 @@ def _not_yet(what: str, revert: dict):
 handler("PauseVpg")(_not_yet("pausing replication", lambda v: {"paused": False, "substatus": "None"}))
 handler("ResumeVpg")(_not_yet("resuming replication", lambda v: {"paused": True,
                                                                  "substatus": "ReplicationPausedUserInitiated"}))
-handler("ForceSyncVpg")(_not_yet("a forced sync", lambda v: {"substatus": "None"}))
+
+
+@handler("ForceSyncVpg")
+def force_sync_vpg(ctx: TaskContext) -> dict:
+    """A delta sync of every volume of the VPG, on each of its protect VRAs: each compares its volumes with
+    the recovery side by checksums and sends what differs. Monitoring keeps the VPG in DeltaSync until the
+    VRAs report streaming again."""
+    vpg = _vpg(ctx)
+    control = ctx.zvm.vra_control
+    try:
+        protects = plan_vpg(vpg, ctx.zvm.config.filter_control_template).protect
+        for i, (vra, volumes, _) in enumerate(protects):
+            ctx.progress(10 + 80 * i // len(protects), f"Starting a delta sync of {len(volumes)} volume(s) on "
+                         f"{vra.name or vra.vra_id}")
+            control.force_sync(vra, vpg.identifier)
+    except ZvmError:
+        _set(vpg, substatus="None")
+        raise
+    _set(vpg, substatus="DeltaSync")
+    ctx.progress(100, f"Delta sync started on {len(protects)} protect VRA(s); the VPG shows DeltaSync until "
+                 "it ends")
+    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _, _ in protects]}
