@@ -105,7 +105,7 @@ class Transmission:
     def release_buffers(self) -> None:
         if self._shared is not None:
             shared, self._shared = self._shared, None
-            self._rbuf = self._rview = self._use(None)
+            self._rbuf = self._rview = memoryview(b"")  # the connection is over: nothing receives any more
             self._release(shared)
 
     # -- output ---------------------------------------------------------------------------------------

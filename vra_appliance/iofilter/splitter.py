@@ -296,8 +296,11 @@ class Splitter:
             if word == self._rang or not ring.wants_bell(word, urgent):
                 return
             self._rang = word
+            sock = self._sock  # None once the connection broke (set under the other lock)
+            if sock is None:
+                return
             try:
-                self._sock.send(b"\0", socket.MSG_DONTWAIT)
+                sock.send(b"\0", socket.MSG_DONTWAIT)
             except OSError:  # full: bells are pending anyway; broken: the ack thread sees it
                 pass
 
