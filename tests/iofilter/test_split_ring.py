@@ -332,6 +332,27 @@ def test_a_sleeping_vra_is_woken_by_the_doorbell(sockdir, monkeypatch):
         listener.stop()
 
 
+def test_a_doorbell_racing_a_disconnect_fails_nothing(sockdir, vra):
+    """The connection breaks (socket cleared under the splitter lock) while a connection thread decides to
+    ring: the doorbell is skipped, the VM's batch does not fail."""
+    splitter = ring_splitter(sockdir / "vra.sock")
+    try:
+        ring = splitter._ring
+        for _ in range(2000):  # the VRA naps or sleeps: a doorbell is due
+            if ring.bell_word() & 3:
+                break
+            threading.Event().wait(0.005)
+        assert ring.wants_bell(ring.bell_word(), True)
+        splitter._rang = -1
+        sock, splitter._sock = splitter._sock, None  # the window between the two locks
+        try:
+            splitter._ring_bell(ring, True)
+        finally:
+            splitter._sock = sock
+    finally:
+        splitter.stop(1)
+
+
 def test_a_handler_that_accepts_views_reads_the_ring_in_place(sockdir):
     class Viewer(RecordingVra):
         accepts_views = True
