@@ -41,6 +41,8 @@ class ProtectRole:
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     freeze_timeout_ms: int = DEFAULT_FREEZE_TIMEOUT_MS
     preseeded_volumes: tuple[str, ...] = ()
+    # Replication paused by the user (PauseVpg): kept here so that it survives a restart of the VRA.
+    paused: bool = False
 
     def validate(self) -> None:
         if not self.vpg:

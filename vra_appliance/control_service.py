@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 
@@ -28,6 +29,8 @@ from vra_appliance.sync.state import Reason
 from vra_appliance.transport_grpc import CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
+
+PAUSED_SUBSTATUS = "ReplicationPausedUserInitiated"  # Status of a protect role the user paused (Zerto's name)
 
 _FORCE_REASONS = {
     cpb.SYNC_REASON_FORCED: Reason.FORCED,
@@ -104,8 +107,12 @@ class ControlServicer(cpb_grpc.ControlServicer):
         need a delta sync; otherwise only the volumes new to the role need their initial sync."""
         with self._lock:
             previous = self.roles.protect.get(role.vpg)
+            if previous is not None and not restarted and previous.paused != role.paused:
+                role = replace(role, paused=previous.paused)  # a new configuration keeps the user's pause
             self._stop_coordinator(role.vpg)
-            self.protect.configure(role)
+            engine = self.protect.configure(role)
+            if role.paused:
+                engine.set_paused(True)
             if restarted:
                 self.protect.need(role.vpg, Reason.NEW_VRA)
             else:
@@ -249,6 +256,9 @@ class ControlServicer(cpb_grpc.ControlServicer):
                 if sync["current"] is not None:
                     entry.current_sync.CopyFrom(_sync_report(sync["current"]))
                 entry.last_syncs.extend(_sync_report(r) for r in sync["reports"])
+            if st.get("paused"):
+                entry.paused = True
+                entry.substatus = PAUSED_SUBSTATUS
         return reply
 
     def ForceSync(self, request, context):  # noqa: N802
@@ -268,6 +278,29 @@ class ControlServicer(cpb_grpc.ControlServicer):
         log.info("VPG %s: delta sync of %s (%s)", request.vpg, ", ".join(volumes), reason.value)
         return cpb.ConfigureReply(ok=True, message=f"VPG {request.vpg}: delta sync of {len(volumes)} volumes "
                                                    f"({reason.value})")
+
+    def _set_paused(self, vpg: str, paused: bool):
+        with self._lock:
+            role = self.roles.protect.get(vpg)
+            engine = self.protect.engines.get(vpg)
+            if role is None or engine is None:
+                return cpb.ConfigureReply(ok=False, message=f"this VRA has no protect role for VPG {vpg}")
+            engine.set_paused(paused)
+            self.roles.protect[vpg] = replace(role, paused=paused)
+            if vpg in self.protect.roles:
+                self.protect.roles[vpg] = self.roles.protect[vpg]
+            self.save_roles(self.roles)
+        what = "paused" if paused else "resumed"
+        log.info("VPG %s: replication %s by the user", vpg, what)
+        return cpb.ConfigureReply(ok=True, message=f"VPG {vpg}: replication {what}")
+
+    def PauseVpg(self, request, context):  # noqa: N802
+        self._auth(context)
+        return self._set_paused(request.vpg, True)
+
+    def ResumeVpg(self, request, context):  # noqa: N802
+        self._auth(context)
+        return self._set_paused(request.vpg, False)
 
     def Freeze(self, request, context):  # noqa: N802
         self._auth(context)

@@ -102,6 +102,7 @@ class VraControl(Protocol):
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]: ...
     def status(self, vra: VraRef) -> dict: ...
     def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str: ...
+    def pause(self, vra: VraRef, vpg: str, paused: bool) -> str: ...
     def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
                      consistent_only: bool = False) -> SessionInfo: ...
     def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
@@ -192,6 +193,7 @@ class GrpcVraControl:
             out.setdefault(st.vpg, {})[st.role] = {"state": st.state, "error": st.error,
                                                     "needs_bitmap_sync": st.needs_bitmap_sync,
                                                     "counters": dict(st.counters), "substatus": st.substatus,
+                                                    "paused": st.paused,
                                                     "syncs": [_sync(r, False) for r in st.last_syncs]
                                                     + ([_sync(st.current_sync, True)]
                                                        if st.HasField("current_sync") else [])}
@@ -204,6 +206,13 @@ class GrpcVraControl:
 
         request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=cpb.SYNC_REASON_FORCED)
         return self._ok(vra, "the forced sync", self._call(vra, "ForceSync", request))
+
+    def pause(self, vra: VraRef, vpg: str, paused: bool) -> str:
+        """Pause (or resume) the VPG's replication on a protect VRA; persisted there with the role."""
+        from vra_appliance.proto.v1 import control_pb2 as cpb
+
+        method = "PauseVpg" if paused else "ResumeVpg"
+        return self._ok(vra, "pausing" if paused else "resuming", self._call(vra, method, cpb.PauseVpgRequest(vpg=vpg)))
 
     # --- recovery sessions (RecoveryOps service) ---------------------------------------------------------
 

@@ -205,6 +205,10 @@ class FakeVraControl:
     def list_checkpoints(self, vra, vpg):
         return list(self.checkpoints.get(vpg, []))
 
+    def pause(self, vra, vpg, paused):
+        self.calls.append(("pause" if paused else "resume", vra.vra_id, vpg))
+        return "ok"
+
     def force_sync(self, vra, vpg, volumes=None):
         self.calls.append(("forcesync", vra.vra_id, vpg))
         return "ok"

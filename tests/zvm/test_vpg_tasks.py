@@ -123,13 +123,43 @@ def test_delete_with_an_unreachable_vra_needs_force(api, control):
     assert t["Status"]["State"] == "Completed" and "not reached" in t["Step"]
 
 
-def test_pause_is_refused_by_the_task_and_undone(api, control):
-    install(api, "host-0", "host-1")
-    vid = create_vpg(api, "web", ["vm-0"])
+def test_pause_and_resume_reach_every_protect_vra_and_show_in_the_substatus(api, control):
+    install(api, "host-0", "host-1", "host-2")
+    vid = create_vpg(api, "web", ["vm-0", "vm-1"])
+    api.run_tasks()
+    protect_vras = {c[1] for c in control.calls if c[0] == "protect"}
+    m.Vpg.update(status="MeetingSLA", substatus="None").where(m.Vpg.identifier == vid).execute()
     api.post(f"/vpgs/{vid}/pause")
     api.run_tasks()
     t = task_of(api, "PauseVpg")
-    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "NotImplemented"
+    assert t["Status"]["State"] == "Completed", t
+    assert {c[1] for c in control.calls if c[0] == "pause"} == protect_vras and protect_vras
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (True, "MeetingSLA", "ReplicationPausedUserInitiated")
+    api.post(f"/vpgs/{vid}/resume")
+    api.run_tasks()
+    t = task_of(api, "ResumeVpg")
+    assert t["Status"]["State"] == "Completed", t
+    assert {c[1] for c in control.calls if c[0] == "resume"} == protect_vras
+    got = api.get(f"/vpgs/{vid}").json
+    assert (got["IsPaused"], got["SubStatus"]) == (False, "BitmapSync")
+
+
+def test_a_pause_a_vra_refuses_is_undone(api, control):
+    from zvm.errors import PermanentError
+
+    install(api, "host-0", "host-1")
+    vid = create_vpg(api, "web", ["vm-0"])
+    api.run_tasks()
+
+    def refuse(vra, vpg, paused):
+        raise PermanentError(f"VRA {vra.vra_id} refused pausing: no role")
+
+    control.pause = refuse
+    api.post(f"/vpgs/{vid}/pause")
+    api.run_tasks()
+    t = task_of(api, "PauseVpg")
+    assert t["Status"]["State"] == "Failed" and "refused pausing" in t["Error"]["Message"], t
     assert api.get(f"/vpgs/{vid}").json["IsPaused"] is False
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.replication.lab import SECRET, Lab, run
+from tests.replication.lab import SECRET, Lab, run, sha256_file, wait_for
 from tests.zvm.fakes import ApiClient, FakeVCenter, fake_inventory
 from tests.zvm.test_api import create_vpg
+from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm import models as m
 from zvm.vra_control import VraRef
 
@@ -102,6 +103,106 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
         for host, vra in appliances.items():
             ref = VraRef(m.Vra.get(m.Vra.host_moid == host).identifier, vra.address)
             assert vid not in zvm.vra_control.status(ref)
+    finally:
+        lab.close()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_pause_keeps_writes_back_and_resume_sends_them_with_real_vras(make_app, tmp_path):
+    """Pause: writes through the filter do not reach the recovery journal, the VPG shows
+    ReplicationPausedUserInitiated; resume: they arrive, and a consistent checkpoint taken after it holds the
+    source's image."""
+    short = Path(tempfile.mkdtemp(prefix="zl-", dir="/tmp"))
+    lab = Lab(short)
+    datastore = tmp_path / "recovery-ds"
+    datastore.mkdir()
+    inv = fake_inventory(hosts=2, vms=2)
+    inv.vms["vm-0"].disks[0].capacity = VOLUME_SIZE
+    inv.datastores["datastore-2"].url = f"ds://{datastore}/"
+    app = make_app(vcenter=FakeVCenter(inv), vcenter_url="http://fake/sdk", vcenter_username="u",
+                   vra_pairing_secret=SECRET,
+                   filter_control_template=str(lab.tmp / "{vra_id}-filter" / "control.sock"))
+    zvm = app.extensions["zvm"]
+    zvm.inventory.sync_once()
+    api = ApiClient.login(app)
+    try:
+        appliances = {}
+        for host, split in (("host-0", True), ("host-1", False)):
+            api.post("/vras", {"HostIdentifier": host, "DatastoreIdentifier": "datastore-1",
+                               "NetworkIdentifier": "network-1"})
+            vra = m.Vra.get(m.Vra.host_moid == host)
+            appliances[host] = lab.vra(vra.identifier, split=split, nbd=not split)
+            vra.state, vra.control_address = "Installed", appliances[host].address
+            vra.save()
+        m.Task.delete().where(m.Task.kind == "InstallVra").execute()
+
+        vid = create_vpg(api, "web", ["vm-0"])
+        volume = m.VpgVolume.get().volume_id
+        protect_ref = VraRef(m.Vra.get(m.Vra.host_moid == "host-0").identifier, appliances["host-0"].address)
+        recover_ref = VraRef(m.Vra.get(m.Vra.host_moid == "host-1").identifier, appliances["host-1"].address)
+        source = lab.volume(volume, VOLUME_SIZE)
+        nbd = lab.filter(f"{protect_ref.vra_id}-filter", {volume: source}, appliances["host-0"])
+        assert api.run_tasks() == 1
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", nbd.uri(volume)])
+        for round_ in range(10):
+            api.post(f"/vpgs/{vid}/checkpoints", {"CheckpointName": f"round-{round_}"})
+            api.run_tasks()
+            zvm.monitor.run_once()
+            if api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA":
+                break
+        assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
+
+        def protect_status() -> dict:
+            return zvm.vra_control.status(protect_ref)[vid]["protect"]
+
+        def last_seq() -> float:
+            return zvm.vra_control.status(recover_ref)[vid]["recover"]["counters"]["last_seq"]
+
+        # pause: nothing more reaches the journal
+        api.post(f"/vpgs/{vid}/pause")
+        assert api.run_tasks() == 1
+        task = api.get("/tasks", query_string={"type": "PauseVpg"}).json[0]
+        assert task["Status"]["State"] == "Completed", task
+        wait_for(lambda: protect_status()["state"] == "paused", 10, "the protect role to pause")
+        st = protect_status()
+        assert st["paused"] and st["substatus"] == "ReplicationPausedUserInitiated", st
+        paused_at = last_seq()
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x33 2M 512k", "-c", "write -P 0x44 6M 64k", nbd.uri(volume)])
+        time.sleep(1.5)  # streaming, the writes would be journaled within a few ms
+        assert last_seq() == paused_at
+        appliances["host-0"].kill()  # the pause is kept with the role across a restart of the VRA
+        appliances["host-0"].restart()
+        protect_ref = VraRef(protect_ref.vra_id, appliances["host-0"].address)  # a new port
+        m.Vra.update(control_address=protect_ref.address).where(m.Vra.identifier == protect_ref.vra_id).execute()
+        wait_for(lambda: protect_status()["paused"], 20, "the restarted VRA to report its role")
+        assert protect_status()["substatus"] == "ReplicationPausedUserInitiated"
+        time.sleep(1.0)
+        assert last_seq() == paused_at
+        zvm.monitor.run_once()
+        got = api.get(f"/vpgs/{vid}").json
+        assert (got["IsPaused"], got["SubStatus"]) == (True, "ReplicationPausedUserInitiated"), got
+
+        # resume: the kept writes arrive, then a consistent checkpoint holds the source's image
+        api.post(f"/vpgs/{vid}/resume")
+        assert api.run_tasks() == 1
+        task = api.get("/tasks", query_string={"type": "ResumeVpg"}).json[0]
+        assert task["Status"]["State"] == "Completed", task
+        wait_for(lambda: last_seq() > paused_at, 20, "the kept writes to reach the journal")
+        wait_for(lambda: protect_status()["state"] == "ok" and not protect_status()["substatus"], 20,
+                 "the protect role to stream again")
+        cp = zvm.vra_control.checkpoint(protect_ref, vid, "after-resume", wait_durable=True)
+        assert cp.consistent
+        export = appliances["host-1"].control.OpenImage(
+            cpb.OpenImageRequest(vpg=vid, volume=volume, checkpoint_id=cp.checkpoint_id)).export_name
+        try:
+            out = tmp_path / "image.img"
+            run(["nbdcopy", f"nbd+unix:///{export}?socket={appliances['host-1'].nbd}", str(out)])
+            assert sha256_file(out) == sha256_file(source)
+        finally:
+            appliances["host-1"].control.CloseImage(cpb.CloseImageRequest(export_name=export))
+        zvm.monitor.run_once()
+        got = api.get(f"/vpgs/{vid}").json
+        assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (False, "MeetingSLA", "None"), got
     finally:
         lab.close()
         shutil.rmtree(short, ignore_errors=True)

@@ -140,6 +140,7 @@ class ProtectedVpg:
         self._backoff = self.settings.backoff_min
         self.dropped = ExtentMap(self.settings.dropped_max_extents)
         self.needs_bitmap_sync = False
+        self.paused = False  # the user's pause: behave as if the link were down
         self._syncing = False
         self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
         self._marker_seqs: dict[str, int] = {}
@@ -202,9 +203,27 @@ class ProtectedVpg:
 
     @property
     def not_consistent(self) -> bool:
-        """A checkpoint now would not be consistent: a sync is needed or running, or writes were let go."""
+        """A checkpoint now would not be consistent: a sync is needed or running, writes were let go, or
+        replication is paused."""
         with self._cv:
-            return self.needs_bitmap_sync or self._syncing or bool(self.dropped)
+            return self.needs_bitmap_sync or self._syncing or bool(self.dropped) or self.paused
+
+    def set_paused(self, paused: bool) -> None:
+        """The user's pause: the sender closes the stream and sends nothing until resumed; writes are kept
+        as during a link cut (the buffer, then the dirty map when it is full). Resume reconnects at once;
+        what was kept is resent, the dirty extents by a bitmap sync."""
+        with self._cv:
+            if paused == self.paused:
+                return
+            self.paused = paused
+            if paused:
+                self.state, self.error = "paused", ""
+            else:
+                self.state, self.error = "connecting", ""
+                self._retry_at = 0.0
+                self._backoff = self.settings.backoff_min
+            self._kick()
+        log.info("VPG %s: replication %s", self.vpg, "paused" if paused else "resumed")
 
     def take_bitmap_need(self) -> bool:
         """Whether writes went to a dirty map since the last call (buffer full, stream reset, a filter's gap).
@@ -344,6 +363,13 @@ class ProtectedVpg:
     # -- the sender ----------------------------------------------------------------------------------------------
     def sync_once(self) -> int:
         """One round of the sender: reconnect if due, collect acks, seal and send. Returns batches sent."""
+        if self.paused:
+            if self.connected:
+                self._disconnect(TransientError("replication paused by the user"))
+            with self._cv:
+                if self.paused:
+                    self.state, self.error = "paused", ""
+            return 0
         self._collect()
         if not self.connected:
             if self._clock() < self._retry_at:
@@ -595,7 +621,7 @@ class ProtectedVpg:
     def _next_wakeup(self) -> float:
         now = self._clock()
         waits = [1.0]
-        if not self.connected:
+        if not self.connected and not self.paused:
             waits.append(max(0.0, self._retry_at - now))
         # A batch falls due after batch_delay; while disconnected or with a full window, a reconnect or an
         # ack wakes the sender instead (no polling).
@@ -645,6 +671,7 @@ class ProtectedVpg:
                 "error": self.error,
                 "needs_bitmap_sync": self.needs_bitmap_sync or bool(self.dropped),
                 "syncing": self._syncing,
+                "paused": self.paused,
                 "counters": {
                     "writes": c.writes,
                     "bytes": c.bytes,

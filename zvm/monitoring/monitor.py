@@ -200,6 +200,8 @@ class Monitor:
                    and recover is not None and recover["state"] == "ok")
         if vpg.substatus in OPERATION_SUBSTATUSES:
             pass  # a recovery operation owns the status until it ends
+        elif vpg.paused:
+            pass  # ReplicationPausedUserInitiated until resumed
         elif any(p.get("needs_bitmap_sync") for p in protect):
             fields["substatus"] = "BitmapSync"
         elif vpg.status == "Initializing" and vpg.substatus in ("InitialSync", "DeltaSync"):

@@ -11,10 +11,10 @@ A paired recovery site's VRAs belong to its own ZVM: the protect side sends it a
 the peer service, which sets the role up there (``recover_locally``) and answers with the VRA to stream to.
 
 A forced sync (``ForceSyncVpg``) asks every protect VRA of the VPG for a delta sync (ForceSync, reason
-forced); the VPG shows substatus DeltaSync until monitoring sees every protect VRA streaming again.
-
-Not done here yet, and said so by the tasks: pause and resume (the VRA Control service has no calls for
-them yet).
+forced); the VPG shows substatus DeltaSync until monitoring sees every protect VRA streaming again. Pause and resume (``PauseVpg``, ``ResumeVpg``) call PauseVpg / ResumeVpg
+on every protect VRA: a paused VRA sends nothing and keeps the VMs' writes as during a link cut; the VPG
+shows substatus ReplicationPausedUserInitiated (its status is left as it was); resume sends what was kept
+(bitmap sync) and monitoring clears the substatus once the VRAs stream again.
 """
 
 from __future__ import annotations
@@ -329,19 +329,39 @@ def checkpoint_vpg(ctx: TaskContext) -> dict:
     return {"CheckpointIdentifier": cp.checkpoint_id, "IsConsistent": cp.consistent}
 
 
-def _not_yet(what: str, revert: dict):
-    def run(ctx: TaskContext) -> dict:
-        vpg = _vpg(ctx)
-        _set(vpg, **revert(vpg))
-        raise ZvmError(f"{what} is not available yet: the VRA Control service has no call for it; the VPG is "
-                       "left as it was", code="NotImplemented")
+def _pause_all(ctx: TaskContext, paused: bool) -> dict:
+    vpg = _vpg(ctx)
+    control = ctx.zvm.vra_control
+    verb = "Pausing" if paused else "Resuming"
+    done = []
+    try:
+        protects = plan_vpg(vpg, ctx.zvm.config.filter_control_template).protect
+        for i, (vra, _, _) in enumerate(protects):
+            ctx.progress(10 + 80 * i // len(protects), f"{verb} replication on {vra.name or vra.vra_id}")
+            control.pause(vra, vpg.identifier, paused)
+            done.append(vra)
+    except ZvmError:
+        for vra in done:  # put back the VRAs already changed, best effort
+            try:
+                control.pause(vra, vpg.identifier, not paused)
+            except ZvmError:
+                pass
+        _set(vpg, paused=not paused, substatus="ReplicationPausedUserInitiated" if not paused else "None")
+        raise
+    _set(vpg, paused=paused, substatus="ReplicationPausedUserInitiated" if paused else "BitmapSync")
+    ctx.progress(100, f"Replication {'paused' if paused else 'resumed'} on {len(protects)} protect VRA(s)"
+                 + ("; writes are kept and sent on resume" if paused else "; what was kept is sent now"))
+    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _, _ in protects]}
 
-    return run
+
+@handler("PauseVpg")
+def pause_vpg(ctx: TaskContext) -> dict:
+    return _pause_all(ctx, True)
 
 
-handler("PauseVpg")(_not_yet("pausing replication", lambda v: {"paused": False, "substatus": "None"}))
-handler("ResumeVpg")(_not_yet("resuming replication", lambda v: {"paused": True,
-                                                                 "substatus": "ReplicationPausedUserInitiated"}))
+@handler("ResumeVpg")
+def resume_vpg(ctx: TaskContext) -> dict:
+    return _pause_all(ctx, False)
 
 
 @handler("ForceSyncVpg")

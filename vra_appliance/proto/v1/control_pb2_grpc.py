@@ -89,6 +89,16 @@ class ControlStub:
                 request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.SerializeToString,
                 response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
                 _registered_method=True)
+        self.PauseVpg = channel.unary_unary(
+                '/zvr.vra.v1.Control/PauseVpg',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+                _registered_method=True)
+        self.ResumeVpg = channel.unary_unary(
+                '/zvr.vra.v1.Control/ResumeVpg',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -171,6 +181,22 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseVpg(self, request, context):
+        """Protect VRA: pause the VPG's replication (the user's pause): nothing more is sent to the recovery VRA;
+        the VMs' writes are kept as during a link cut (buffer, then dirty map) and checkpoints taken meanwhile
+        are not consistent. Persisted with the role; Status shows substatus "ReplicationPausedUserInitiated".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeVpg(self, request, context):
+        """Protect VRA: resume a paused VPG: reconnect, send what was kept (bitmap sync), back to streaming.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +253,16 @@ def add_ControlServicer_to_server(servicer, server):
             'ForceSync': grpc.unary_unary_rpc_method_handler(
                     servicer.ForceSync,
                     request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
+            ),
+            'PauseVpg': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseVpg,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
+            ),
+            'ResumeVpg': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeVpg,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.FromString,
                     response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
             ),
     }
@@ -526,6 +562,60 @@ class Control:
             target,
             '/zvr.vra.v1.Control/ForceSync',
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ForceSyncRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseVpg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/PauseVpg',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeVpg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/ResumeVpg',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
             options,
             channel_credentials,
