@@ -445,3 +445,30 @@ def test_a_replaced_role_hands_what_was_not_acknowledged_to_the_new_engine_and_k
     finally:
         side.stop()
         recovery.close()
+
+
+def test_a_paused_engine_sends_nothing_keeps_writes_and_resumes(tmp_path) -> None:
+    r = Rig(tmp_path, buffer_bytes=1 << 20)
+    try:
+        r.engine.on_write("f", "vol-1", 0, data(0, 65536))
+        r.step()
+        assert len(r.journal()) == 1
+        r.engine.set_paused(True)
+        r.step()
+        st = r.engine.status()
+        assert st["paused"] and st["state"] == "paused" and r.engine.not_consistent
+        for i in range(1, 33):  # 2 MiB into a 1 MiB buffer: half of it goes to the dirty map, as in a link cut
+            r.engine.on_write("f", "vol-1", i * 65536, data(i, 65536))
+        r.step()
+        assert len(r.journal()) == 1  # nothing sent while paused
+        st = r.engine.status()
+        assert st["needs_bitmap_sync"] and st["counters"]["dropped_bytes"] == 1 << 20
+        r.engine.set_paused(False)
+        r.step()
+        got = r.journal()
+        assert [x.data for x in got[1:]] == [data(i, 65536) for i in range(1, 17)]  # the buffered half
+        st = r.engine.status()
+        assert st["state"] == "bitmap-sync-needed" and not st["paused"]  # streaming again, the bitmap sync due
+        assert r.engine.take_dropped("vol-1") == [(17 * 65536, 16 * 65536)]  # the rest: for the bitmap sync
+    finally:
+        r.close()
