@@ -392,17 +392,21 @@ class FrameReader:
 
     # -- frames from the ring -----------------------------------------------------------------------------
     def _run_ring(self) -> None:
-        """Consume the ring in place: handle every published frame, publish the tail after each, and when
-        the ring is empty nap (1 ms) or, once quiet, sleep until a doorbell. ACK when 4 MiB were handled
-        since the last one, or after a nap that found nothing (the filter waits on ACKs only to drain)."""
+        """Consume the ring in place: handle every published frame (REF data read in its slab), publish the
+        tail every 16 frames and at the end of each batch, and when the ring is empty nap (RING_NAP_MS) or,
+        once quiet, sleep until a doorbell. ACK when the whole shared memory's worth of data was handled since
+        the last ACK, or after a nap that found nothing (the filter needs ACKs only to see it drained: it
+        reads the tail for room, and an ACK wakes one of its threads)."""
         from vra_appliance.iofilter import split_ring as sr
 
         ring, conn = self.ring, self.conn
         data, view, size, data_size = ring.data, ring.view, ring.size, ring.data_size
-        unpack, align, ref_body = HEADER.unpack_from, sr.ALIGN - 1, sr.REF_BODY
-        on_write, filter_id, views = self.handler.on_write, self.filter_id, self._views
+        unpack, hsize, align = HEADER.unpack_from, HEADER.size, sr.ALIGN - 1
+        ref_unpack, ref_size, offset_unpack = sr.REF_BODY.unpack_from, sr.REF_BODY.size, OFFSET.unpack_from
+        magic_ok, pad, ref, write = MAGIC, sr.PAD, sr.REF, WRITE
+        on_write, filter_id, views, volumes = self.handler.on_write, self.filter_id, self._views, self._volumes
         fence = threading.Lock()
-        ack_bytes = max(ACK_BYTES, size // 4)  # the filter reads the tail for room; ACKs only report progress
+        ack_bytes = max(ACK_BYTES, data_size)  # the filter reads the tail for room; ACKs only report progress
         tail = frames = handled = acked = unacked = quiet = 0
         while True:
             head, rewound_at, rewound_to = ring.head()
@@ -428,37 +432,40 @@ class FrameReader:
             while tail < head:
                 pos = tail % size
                 magic, ftype, _flags, vlen, seq, length = unpack(data, pos)
-                if magic != MAGIC:
+                if magic != magic_ok:
                     raise SplitProtocolError(f"bad frame magic {magic:#x} at ring position {pos}")
-                if ftype == sr.PAD:
+                if ftype == pad:
                     tail += size - pos
                     continue
-                body = pos + HEADER.size
+                body = pos + hsize
                 end = body + length
                 if end > size:
                     raise SplitProtocolError(f"ring frame at {pos} of {length} bytes runs past the end")
-                if ftype == sr.REF:  # the data is where the filter received it, in a slab
-                    if length != vlen + ref_body.size:
+                if ftype == ref:  # the data is where the filter received it, in a slab
+                    if length != vlen + ref_size:
                         raise SplitProtocolError(f"REF frame with volume id length {vlen} and payload {length}")
-                    volume = self._volumes.get(data[body:body + vlen]) or self._volume(data[body:body + vlen])
-                    offset, dpos, n = ref_body.unpack_from(data, body + vlen)
+                    raw = data[body:body + vlen]
+                    volume = volumes.get(raw) or self._volume(raw)
+                    offset, dpos, n = ref_unpack(data, body + vlen)
                     if dpos < size or dpos + n > data_size:
                         raise SplitProtocolError(f"REF frame to {dpos}+{n} outside the slabs")
                     chunk = view[dpos:dpos + n]
                     on_write(filter_id, volume, offset, chunk if views else bytes(chunk), seq)
-                elif ftype == WRITE:
+                    unacked += n
+                elif ftype == write:
                     if length < vlen + 8:
                         raise SplitProtocolError(f"WRITE frame with volume id length {vlen} and payload {length}")
-                    volume = self._volumes.get(data[body:body + vlen]) or self._volume(data[body:body + vlen])
-                    (offset,) = OFFSET.unpack_from(data, body + vlen)
+                    raw = data[body:body + vlen]
+                    volume = volumes.get(raw) or self._volume(raw)
+                    (offset,) = offset_unpack(data, body + vlen)
                     chunk = view[body + vlen + 8:end]
                     on_write(filter_id, volume, offset, chunk if views else bytes(chunk), seq)
+                    unacked += length
                 else:
                     self._other(ftype, data, body, end, vlen, seq)
                 tail += (end - pos + align) & ~align
                 frames += 1
                 handled = seq
-                unacked += length
                 if not frames & 15:  # the filter needs room only when the ring fills: publish now and then
                     ring.consumed(tail, seq, frames)
                     if unacked >= ack_bytes:
