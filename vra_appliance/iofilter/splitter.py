@@ -15,14 +15,15 @@ Locking: one lock guards the queue, the counters and the dirty map; no socket ca
 One thread at a time has the right to write to the socket (``_sending``), which keeps frames in seq order:
 a connection thread sends inline only when nothing is queued and nobody is sending.
 
-With a unix socket the splitter offers the VRA a shared-memory ring (split_ring.py). Once the VRA accepts
-it, ``submit_writes`` copies each write once, from the NBD receive buffer into the ring, under the lock (so
-frames stay in seq order), publishes the batch and rings the VRA's doorbell only if it sleeps; the queue,
-the sender's sends and the inline sends are not used. The ring's size is the queue budget, the room in it is
-what the VRA has not consumed, and a write that does not fit goes to the dirty map. When the connection
-breaks, every frame the VRA had not consumed is folded into the dirty map. Until the VRA answers the
-offer, writes go to the ring; an older VRA that never answers (or one that declines) gets the socket
-stream and those writes go to the dirty map.
+With a unix socket the splitter offers the VRA a shared-memory ring (split_ring.py): the queue budget
+split into a ring of frames and slabs, which the NBD connections receive into (`renew_slab`). Once the
+VRA accepts it, ``submit_writes`` puts each write into the ring under the lock (so frames stay in seq
+order): a REF frame when its data is in a slab of this ring (nothing copied), else a WRITE frame with the
+data copied; then it publishes the batch and rings the VRA's doorbell only if it sleeps. The queue, the
+sender's sends and the inline sends are not used. The room is what the VRA has not consumed; a write that
+does not fit goes to the dirty map. When the connection breaks, every frame the VRA had not consumed is
+folded into the dirty map. Until the VRA answers the offer, writes go to the ring; an older VRA that never
+answers (or one that declines) gets the socket stream and those writes go to the dirty map.
 """
 
 from __future__ import annotations
