@@ -6,6 +6,7 @@ sync's report and by the bytes that crossed the WAN emulator. Then a forced sync
 from __future__ import annotations
 
 from tests.replication.lab import NbdClient, wait_for
+from vra_appliance.iofilter.control import FilterControl
 from vra_appliance.proto.v1 import control_pb2 as cpb
 
 from .site import DATA, SIZE, VOL, VPG, FaultSite
@@ -23,6 +24,13 @@ def test_a_preseeded_volume_sends_only_the_differences(short_tmp) -> None:
         finally:
             client.close()
         changed = len(blocks) * 4096
+        # The VRA has no role for the volume yet: let it take every write off the split stream first, so
+        # none is still queued when protection starts (it would then be streamed, not delta-synced).
+        control = FilterControl(site.filter.control_path)
+        try:
+            wait_for(lambda: control.counters()["queue_bytes"] == 0, 30, "the split stream to drain")
+        finally:
+            control.close()
         before = site.wan.status()["directions"]["up"]["bytes"]
         site.protect()  # preseeded_volumes=[vol-1]
         site.wait_streaming()
