@@ -20,6 +20,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from zvm.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from zvm.vcenter.refs import datacenter_of, managed_object
 
 PC = vmodl.query.PropertyCollector
 
@@ -58,24 +59,6 @@ def _task(task, what: str) -> None:
         raise PermanentError(f"{what} failed in vCenter: {exc.msg}") from exc
 
 
-def _obj(vc, vimtype, moid: str, what: str):
-    obj = vimtype(moid, vc.si._stub)
-    try:
-        obj.name  # noqa: B018 - a round trip that fails for a wrong moid
-    except vmodl.fault.ManagedObjectNotFound as exc:
-        raise NotFoundError(f"vCenter has no {what} {moid!r}") from exc
-    return obj
-
-
-def _datacenter(entity) -> vim.Datacenter:
-    node = entity
-    while node is not None and not isinstance(node, vim.Datacenter):
-        node = node.parent
-    if node is None:
-        raise NotFoundError(f"{entity} is not in a datacenter")
-    return node
-
-
 def deploy_ovf(vc, ovf_path: str | os.PathLike, *, name: str, host: str, datastore: str, network: str,
                properties: dict[str, str] | None = None, power_on: bool = True,
                progress: Callable[[int, str], None] | None = None, timeout: float = 600) -> str:
@@ -84,7 +67,7 @@ def deploy_ovf(vc, ovf_path: str | os.PathLike, *, name: str, host: str, datasto
     ovf_path = Path(ovf_path)
     descriptor = ovf_path.read_text()
     content = vc.content
-    host_obj = _obj(vc, vim.HostSystem, host, "host")
+    host_obj = managed_object(vc, vim.HostSystem, host, "host")
     # From the host's own lists: they carry the right managed object types (a port group is no Network).
     ds_obj = next((d for d in host_obj.datastore if d._moId == datastore), None)
     net_obj = next((n for n in host_obj.network if n._moId == network), None)
@@ -92,7 +75,7 @@ def deploy_ovf(vc, ovf_path: str | os.PathLike, *, name: str, host: str, datasto
         raise NotFoundError(f"host {host_obj.name} has no {'datastore' if ds_obj is None else 'network'} "
                             f"{datastore if ds_obj is None else network!r}: choose one the host is connected to")
     pool = host_obj.parent.resourcePool
-    folder = _datacenter(host_obj).vmFolder
+    folder = datacenter_of(host_obj).vmFolder
     try:
         parsed = content.ovfManager.ParseDescriptor(descriptor, vim.OvfManager.ParseDescriptorParams())
         ovf_networks = [n.name for n in (parsed.network or [])]

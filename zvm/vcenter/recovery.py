@@ -23,6 +23,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from zvm.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from zvm.vcenter.refs import datacenter_of, managed_object
 
 OPERATION_KEY = "zvr.operation"
 
@@ -68,24 +69,6 @@ def _wait(task, what: str) -> None:
         raise PermanentError(f"{what} failed in vCenter: {exc.msg}") from exc
 
 
-def _ref(vc, vimtype, moid: str, what: str):
-    obj = vimtype(moid, vc.si._stub)
-    try:
-        obj.name  # noqa: B018 - a round trip that fails for a wrong moid
-    except vmodl.fault.ManagedObjectNotFound as exc:
-        raise NotFoundError(f"vCenter has no {what} {moid!r}") from exc
-    return obj
-
-
-def _datacenter(entity) -> vim.Datacenter:
-    node = entity
-    while node is not None and not isinstance(node, vim.Datacenter):
-        node = node.parent
-    if node is None:
-        raise NotFoundError(f"{entity} is not in a datacenter")
-    return node
-
-
 def _nic(network, key: int):
     if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
         backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
@@ -101,12 +84,12 @@ def _nic(network, key: int):
 
 def create_vm(vc, spec: RecoveryVmSpec) -> str:
     """Create a recovery VM (powered off); returns its moid."""
-    host = _ref(vc, vim.HostSystem, spec.host, "host")
+    host = managed_object(vc, vim.HostSystem, spec.host, "host")
     datastore = next((d for d in host.datastore if d._moId == spec.datastore), None)
     if datastore is None:
         raise NotFoundError(f"host {host.name} has no datastore {spec.datastore!r}: choose one it is connected to")
     networks = {n._moId: n for n in host.network}
-    folder = (_ref(vc, vim.Folder, spec.folder, "folder") if spec.folder else _datacenter(host).vmFolder)
+    folder = (managed_object(vc, vim.Folder, spec.folder, "folder") if spec.folder else datacenter_of(host).vmFolder)
     pool = host.parent.resourcePool
     devices = [vim.vm.device.VirtualDeviceSpec(
         operation="add", device=vim.vm.device.ParaVirtualSCSIController(key=-100, busNumber=0,
@@ -158,7 +141,7 @@ def vm_state(vc, moid: str) -> str | None:
 
 def power_on(vc, moid: str) -> bool:
     """Power the VM on; False if it was on already."""
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     if vm.runtime.powerState == "poweredOn":
         return False
     _wait(vm.PowerOnVM_Task(), f"powering on {vm.name}")
@@ -182,7 +165,7 @@ def shut_down(vc, moid: str, timeout: float, force: bool) -> str:
     """Shut the guest down and wait up to ``timeout`` s for the VM to be off; then power it off when
     ``force``. Returns how it ended: "off" (was off), "shutdown", "forced"; raises ConflictError when a
     graceful shutdown did not finish in time."""
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     if vm.runtime.powerState == "poweredOff":
         return "off"
     try:
@@ -208,7 +191,7 @@ def shut_down(vc, moid: str, timeout: float, force: bool) -> str:
 def customize_ip(vc, moid: str, nics: list[IpSettings | None], hostname: str) -> None:
     """Re-IP through a guest customization spec (applied by vCenter at the next power on): a static IP for
     the NICs that have one, DHCP for the others."""
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     adapters = []
     for nic in nics:
         if nic is None:
@@ -226,14 +209,14 @@ def customize_ip(vc, moid: str, nics: list[IpSettings | None], hostname: str) ->
 
 
 def set_extra_config(vc, moid: str, values: dict[str, str]) -> None:
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in values.items()])
     _wait(vm.ReconfigVM_Task(spec=spec), f"reconfiguring {vm.name}")
 
 
 def extra_config(vc, moid: str) -> dict[str, str]:
     """The VM's extraConfig (a key set twice: its last value)."""
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     return {o.key: o.value for o in vm.config.extraConfig or []}
 
 
@@ -287,7 +270,7 @@ def vm_placement(vc, moid: str) -> dict | None:
 
 
 def vm_guest_ip(vc, moid: str) -> str | None:
-    vm = _ref(vc, vim.VirtualMachine, moid, "VM")
+    vm = managed_object(vc, vim.VirtualMachine, moid, "VM")
     return vm.guest.ipAddress if vm.guest else None
 
 
