@@ -197,6 +197,9 @@ def test_full_journal_pushes_back_and_loses_nothing_acknowledged(tmp_path: Path)
             recover_peer=cpb.PeerVra(vra_id="recover-r", address=r.address),
             protect_peers=[cpb.PeerVra(vra_id="host-a", address=p.address)], freeze_timeout_ms=1000))
         assert reply.ok, reply.message
+        # The initial sync of the (empty) volume first: one started late would read the writes below
+        # and send them again after the drain, filling the journal past "after-full".
+        p.control.wait_streaming(VPG)
 
         def checkpoint(tag: str) -> str:
             rep = p.control.Checkpoint(cpb.CheckpointRequest(vpg=VPG, tag=tag, wait_durable=True, timeout_ms=60_000))
