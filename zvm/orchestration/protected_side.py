@@ -16,6 +16,11 @@ the recovery site repeats it after a restart of either ZVM.
   they become the replica volumes), a VRA of this site takes the recover role with them as replicas, and
   this site's row of the VPG becomes the mirror of the recovery site's (which now owns the VPG). Without
   it, the VPG is Recovered and needs configuring (NeedsConfiguration).
+
+One action goes the other way, from the protected site to the recovery site (the peer service's only
+channel for it): ``release``, the recovery site's part of deleting the VPG (zvm.orchestration.vpgs
+``release_recovery``: refused while a recovery operation of the VPG runs; the replica volumes kept at the
+newest checkpoint or deleted with the journal, by ``KeepRecoveryVolumes``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError, ZvmError
 
-ACTIONS = ("begin", "shutdown", "rollback", "end", "commit")
+ACTIONS = ("begin", "shutdown", "rollback", "end", "commit", "release")
 SHUTDOWN_POLICIES = ("None", "Shutdown", "ForceShutdown")
 
 
@@ -40,6 +45,13 @@ def handle(zvm, caller: m.Site | None, vpg_id: str, body: dict) -> dict:
     vpg = m.Vpg.get_or_none(m.Vpg.identifier == vpg_id)
     if vpg is None:
         raise NotFoundError(f"this site has no VPG {vpg_id}", code="VpgNotFound")
+    if action == "release":
+        from zvm.orchestration.vpgs import release_recovery
+
+        if vpg.recovery_site_id != local.id or (caller is not None and vpg.protected_site_id != caller.id):
+            raise ConflictError(f"VPG {vpg.name} is not protected by site {caller.name if caller else local.name} "
+                                "to this site: only its protected site deletes it")
+        return release_recovery(zvm, vpg, bool(body.get("KeepRecoveryVolumes", False)))
     if caller is not None and vpg.recovery_site_id != caller.id and not (action == "commit" and vpg.protected_site_id == caller.id):
         raise ConflictError(f"VPG {vpg.name} does not recover to site {caller.name}")
     if vpg.protected_site_id != local.id and not (action == "commit" and caller is not None

@@ -19,6 +19,7 @@ shows substatus ReplicationPausedUserInitiated (its status is left as it was); r
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, PermanentError, ZvmError
 from zvm.orchestration.tasks import TaskContext, handler
 from zvm.vra_control import ProtectPlan, RecoverPlan, VraRef
+
+log = logging.getLogger("zvm.vpgs")
 
 
 @dataclass
@@ -261,37 +264,180 @@ def configure_vpg(ctx: TaskContext) -> dict:
             "RecoveryVra": recover_vra.vra_id}
 
 
+def recovery_files(vpg: m.Vpg) -> tuple[list[str], list[str], str | None]:
+    """What the VPG holds on its recovery site, as datastore paths: the replica volumes made for it
+    (``"[ds] zvr/<vpg>/<volume>.img"``), the other replica files (reverse protection: the original VMs' disks,
+    which are not the VPG's to delete), and its journal directory (None when no datastore is known)."""
+    own, others = [], []
+    for vol in m.VpgVolume.select().join(m.VpgVm).where(m.VpgVm.vpg == vpg).order_by(m.VpgVolume.id):
+        if not vol.recovery_path:
+            continue
+        _, rel = _split(vol.recovery_path)
+        (own if rel.startswith(f"zvr/{vpg.identifier}/") else others).append(vol.recovery_path)
+    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == vpg.recovery_site,
+                                    m.InvDatastore.moid == (vpg.journal_datastore or vpg.recovery_datastore))
+    name = ds.name if ds is not None else (_split(own[0])[0] if own else None)
+    return own, others, f"[{name}] zvr/{vpg.identifier}/journal" if name else None
+
+
+def _split(path: str) -> tuple[str | None, str]:
+    from zvm.vcenter.inventory import split_datastore_path
+
+    return split_datastore_path(path)
+
+
+def _keep_at_checkpoint(zvm, vra: VraRef, vpg: m.Vpg) -> dict:
+    """The recovery VRA brings the replica volumes to the journal's newest consistent checkpoint (or its
+    newest one, when none is consistent): a recovery session opened there with nothing written to it, then
+    committed (the promoter applies the journal up to the checkpoint, then the VRA drops the VPG's recover
+    role and discards its journal). Returns the checkpoint, or Checkpoint None when the journal holds none
+    (the replicas stay as they are: not an image of any point in time)."""
+    from zvm.models import new_id
+
+    control = zvm.vra_control
+    session = new_id()
+    info = control.open_session(vra, vpg.identifier, session, consistent_only=True)
+    if not info.ok and info.code == "UNKNOWN_CHECKPOINT":
+        info = control.open_session(vra, vpg.identifier, session)
+    if not info.ok and info.code == "UNKNOWN_CHECKPOINT":
+        return {"Checkpoint": None, "CheckpointConsistent": False}
+    if not info.ok:
+        raise PermanentError(f"the recovery VRA {vra.name} cannot open the replica volumes of VPG {vpg.name} at a "
+                             f"checkpoint: {info.message}")
+    done = control.commit_session(vra, vpg.identifier, session)
+    if not done.ok:
+        control.close_session(vra, vpg.identifier, session)
+        raise PermanentError(f"the recovery VRA {vra.name} did not bring the replica volumes of VPG {vpg.name} to "
+                             f"checkpoint {info.checkpoint_id}: {done.message}")
+    return {"Checkpoint": info.checkpoint_id, "CheckpointTime": info.checkpoint_time,
+            "CheckpointConsistent": info.checkpoint_consistent}
+
+
+def release_recovery(zvm, vpg: m.Vpg, keep: bool) -> dict:
+    """The recovery site's part of deleting a VPG, done by the ZVM that owns the recovery VRA and vCenter
+    (this one: the VPG recovers to this site). Refused while a failover test, failover or move of the VPG
+    runs. With ``keep`` the replica volumes stay, brought to the newest checkpoint (``_keep_at_checkpoint``);
+    without, they go with the VPG's ``zvr/<vpg>`` directories. The journal directory goes either way. The
+    recovery VRA drops the VPG first (it must not write into files being deleted); a VRA that does not answer
+    raises (the delete fails, or with Force leaves the files, reported). A file vCenter does not delete is
+    returned in ``LeftOver``, never dropped silently."""
+    from zvm.orchestration.recovery import active_operation
+
+    running = active_operation(vpg.identifier)
+    if running is not None:
+        raise ConflictError(f"VPG {vpg.name} has a {running.kind} in progress ({running.state}, operation "
+                            f"{running.identifier}): stop, commit or roll it back, then delete the VPG",
+                            code="RecoveryOperationInProgress")
+    own, others, journal = recovery_files(vpg)
+    out: dict = {"Deleted": [], "Kept": [], "LeftOver": [], "Checkpoint": None}
+    vra = m.Vra.get_or_none(m.Vra.identifier == vpg.recovery_vra) if vpg.recovery_vra else None
+    if vra is not None and vra.control_address:
+        if keep:
+            out.update(_keep_at_checkpoint(zvm, vra_ref(vra), vpg))
+        zvm.vra_control.remove_vpg(vra_ref(vra), vpg.identifier)
+    if keep:
+        out["Kept"] = own + others
+        doomed = [journal] if journal else []
+    else:
+        out["Kept"] = others  # the original VMs' disks (reverse protection): not the VPG's files
+        doomed = sorted({f"[{_split(p)[0]}] zvr/{vpg.identifier}" for p in own + ([journal] if journal else [])})
+    if doomed:
+        vc = None
+        try:
+            vc = zvm.vcenter_factory(zvm.local_site())
+            rv = vc.recovery()
+            for path in doomed:
+                rv.delete_datastore_file(path)
+                out["Deleted"].append(path)
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the files left are reported, not lost
+            log.warning("VPG %s: deleting its recovery files failed: %s", vpg.name, exc)
+            out["LeftOver"] = [p for p in doomed if p not in out["Deleted"]]
+            out["LeftOverReason"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ZvmError) else str(exc)
+        finally:
+            if vc is not None:
+                vc.close()
+    return out
+
+
+def _unreleased(vpg: m.Vpg, keep: bool, why: str) -> dict:
+    """What the recovery site still holds when its part of the delete was not done (as this site knows it)."""
+    own, others, journal = recovery_files(vpg)
+    return {"Deleted": [], "Kept": others + (own if keep else []),
+            "LeftOver": ([] if keep else own) + ([journal] if journal else []), "LeftOverReason": why}
+
+
+def _restore_status(vpg: m.Vpg) -> None:
+    """A delete that failed leaves the VPG deletable again (monitoring sets its real status on its pass)."""
+    _set(vpg, status="NotMeetingSLA" if vpg.status == "Deleting" else vpg.status, substatus="Error")
+
+
+def _recorded_leftover(vpg: m.Vpg, site: m.Site, files: list[str], why: str) -> None:
+    now = time.time()
+    with zdb.transaction():
+        m.Event.create(kind="RecoveryVolumesLeftOver", category="Vpg", user="system", entity_id=vpg.identifier,
+                       description=f"VPG {vpg.name} deleted; on site {site.name} these files are left to delete by "
+                                   f"hand: {', '.join(files)}", result="Failed", detail=why[:4000],
+                       started_at=now, completed_at=now)
+
+
 @handler("DeleteVpg")
 def delete_vpg(ctx: TaskContext) -> dict:
+    """Delete a VPG: the recovery site's part first (``release_recovery``: refused while a recovery operation
+    of the VPG runs, which changes nothing), then the protect roles of this site's VRAs, then the rows. With
+    Force, a recovery site or VRA that does not answer does not stop it: what it holds is reported as left
+    over (the task's result, an event, and alert VpgRecoveryFilesLeftOver naming the files)."""
     vpg = _vpg(ctx)
     control = ctx.zvm.vra_control
     force = bool(ctx.param("Force", False))
-    unreached = []
-    if vpg.recovery_site_id != vpg.protected_site_id:
-        ctx.progress(5, f"Asking site {vpg.recovery_site.name} to remove the VPG from its VRAs")
-        try:
-            unreached += peer_client(ctx.zvm, vpg.recovery_site).remove_vpg(vpg.identifier).get("Unreached", [])
-        except ZvmError as exc:
-            if not force:
-                _set(vpg, substatus="Error")
-                raise ZvmError(f"{exc}; delete with Force to remove the VPG anyway", code=exc.code) from exc
-            unreached.append(f"site {vpg.recovery_site.name}")
-    vras = _installed_vras(vpg.protected_site)
+    keep = bool(ctx.param("KeepRecoveryVolumes", False))
+    unreached: list[str] = []
+    released: dict = {}
+    remote = vpg.recovery_site_id != vpg.protected_site_id
+    site = vpg.recovery_site
+    verb = "keeping its replica volumes at the newest checkpoint" if keep else "deleting its replica volumes and journal"
+    ctx.progress(5, f"Removing VPG {vpg.name} from its recovery site {site.name}, {verb}")
+    try:
+        if remote:
+            peer = peer_client(ctx.zvm, site, timeout=600)
+            try:
+                released = peer.vpg_recovery(vpg.identifier, "release", {"KeepRecoveryVolumes": keep})
+            except NotFoundError as exc:  # no copy of the VPG there (never configured): its VRAs are still told
+                released = _unreleased(vpg, keep, str(exc))
+            unreached += peer.remove_vpg(vpg.identifier).get("Unreached", [])
+        else:
+            released = release_recovery(ctx.zvm, vpg, keep)
+    except ZvmError as exc:
+        if exc.code == "RecoveryOperationInProgress" or not force:
+            _restore_status(vpg)
+            hint = "" if exc.code == "RecoveryOperationInProgress" else "; delete with Force to remove the VPG anyway"
+            raise type(exc)(f"{exc}{hint}", code=exc.code) from exc
+        unreached.append(f"site {site.name}" if remote else f"the recovery VRA of VPG {vpg.name}")
+        released = _unreleased(vpg, keep, str(exc))
+    vras = [v for v in _installed_vras(vpg.protected_site) if remote or v.identifier != vpg.recovery_vra]
     for i, vra in enumerate(vras):
-        ctx.progress(10 + 70 * i // max(1, len(vras)), f"Removing VPG {vpg.name} from {vra.name}")
+        ctx.progress(40 + 50 * i // max(1, len(vras)), f"Removing VPG {vpg.name} from {vra.name}")
         try:
             control.remove_vpg(vra_ref(vra), vpg.identifier)
         except ZvmError as exc:
             if not force:
-                _set(vpg, substatus="Error")
+                _restore_status(vpg)
                 raise ZvmError(f"{exc}; delete with Force to remove the VPG anyway", code=exc.code) from exc
             unreached.append(vra.name)
+    leftover = list(released.get("LeftOver") or [])
+    if leftover:
+        _recorded_leftover(vpg, site, leftover, released.get("LeftOverReason", ""))
     with zdb.transaction():
         vpg.delete_instance()
     note = f" ({', '.join(unreached)} not reached: remove it there by hand)" if unreached else ""
-    kept = "; replica volumes kept" if ctx.param("KeepRecoveryVolumes", False) else ""
-    ctx.progress(100, f"VPG {vpg.name} deleted{kept}{note}")
-    return {"VpgIdentifier": vpg.identifier}
+    kept = f"; replica volumes kept: {', '.join(released.get('Kept') or [])}" if keep else ""
+    left = f"; left to delete by hand on site {site.name}: {', '.join(leftover)}" if leftover else ""
+    ctx.progress(100, f"VPG {vpg.name} deleted{kept}{note}{left}"[:512])
+    from zvm.orchestration.watch import refresh_alerts
+
+    refresh_alerts()
+    return {"VpgIdentifier": vpg.identifier, "RecoverySite": site.identifier,
+            "KeptRecoveryVolumes": released.get("Kept") or [], "DeletedFiles": released.get("Deleted") or [],
+            "LeftOverFiles": leftover, "Checkpoint": released.get("Checkpoint"), "Unreached": unreached}
 
 
 def coordinator(zvm, vpg: m.Vpg) -> VraRef:

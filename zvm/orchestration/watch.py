@@ -9,6 +9,8 @@ Each pass (``run_once``; ``start``/``stop`` repeat it every ``interval`` seconds
 - a failover or move before commit whose commit policy's time has come is committed or rolled back
   (the task is queued here, once: the operation's state changes in the same transaction);
 - a protected site's part that could not be done (``peer_pending``: it did not answer) is asked again;
+- a deleted VPG's recovery files that were not deleted (``RecoveryVolumesLeftOver`` events) are alerted
+  on (``VpgRecoveryFilesLeftOver``, naming them) until the alert is dismissed;
 - the alerts above are reconciled (``recovery_alerts`` are also part of monitoring's pass).
 """
 
@@ -26,7 +28,8 @@ from zvm.monitoring.rules import AlertSpec
 
 log = logging.getLogger("zvm.recovery")
 
-ALERT_CODES = {"VpgFailoverTestScratchFull", "VpgRecoveryScratchFull", "VpgRecoveryWaitingForPeer"}
+ALERT_CODES = {"VpgFailoverTestScratchFull", "VpgRecoveryScratchFull", "VpgRecoveryWaitingForPeer",
+               "VpgRecoveryFilesLeftOver"}
 
 
 def recovery_alerts() -> list[AlertSpec]:
@@ -51,6 +54,10 @@ def recovery_alerts() -> list[AlertSpec]:
         out.append(AlertSpec("VpgRecoveryWaitingForPeer", "Warning", "Vpg", op.vpg,
                              f"VPG {op.vpg_name}: the protected site has not been told of the {op.kind.lower()}'s "
                              f"{op.peer_pending} yet (it does not answer); it is asked again until it does"))
+    # a deleted VPG whose recovery files could not be deleted (its recovery site or VRA did not answer, or
+    # vCenter refused): alerted until dismissed, naming the files (zvm.orchestration.vpgs.delete_vpg)
+    for ev in m.Event.select().where(m.Event.kind == "RecoveryVolumesLeftOver"):
+        out.append(AlertSpec("VpgRecoveryFilesLeftOver", "Warning", "Vpg", ev.entity_id, ev.description))
     return out
 
 

@@ -1,6 +1,7 @@
 """The vCenter side of recovery operations: recovery VMs created, re-IPed, powered on and off, deleted; the
 source VMs shut down (gracefully, or forced after a timeout), powered on again, or removed from the
-inventory with their disks kept (they become the replica of reverse protection).
+inventory with their disks kept (they become the replica of reverse protection); a deleted VPG's replica
+volumes and journal removed from the datastore (``delete_datastore_file``).
 
 A recovery VM is created on the VPG's recovery host, in its folder (or the datacenter's VM folder), with
 its configuration files in a directory of its own on the recovery datastore (vCenter picks the name), one
@@ -240,6 +241,42 @@ def delete_vm(vc, moid: str, keep_disks: bool = True) -> bool:
     except vmodl.fault.ManagedObjectNotFound:
         return False
     _wait(vm.Destroy_Task(), f"deleting {name}")
+    return True
+
+
+def delete_datastore_file(vc, path: str) -> bool:
+    """Delete a file, or a directory with everything in it, given as "[datastore] dir/file" (vCenter's
+    FileManager, so the datastore's own locking applies); False when it is not there."""
+    from zvm.vcenter.inventory import split_datastore_path
+
+    name, rel = split_datastore_path(path)
+    if not name or not rel.strip("/"):
+        raise PermanentError(f"{path!r} is not a file of a datastore: refusing to delete it")
+    datacenter = next((dc for dc in vc.content.rootFolder.childEntity if isinstance(dc, vim.Datacenter)
+                       and any(ds.name == name for ds in dc.datastore)), None)
+    if datacenter is None:
+        raise NotFoundError(f"vCenter has no datastore {name!r} (deleting {path})")
+    try:
+        task = vc.content.fileManager.DeleteDatastoreFile_Task(name=path, datacenter=datacenter)
+        # polled for info.state and info.error only: the whole TaskInfo names the file manager as its entity,
+        # which pyVmomi refuses to read (not a ManagedEntity), and so does WaitForTask
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.Task, pathSet=["info.state", "info.error"])])
+        delay = 0.05
+        while True:
+            (content,) = vc.content.propertyCollector.RetrieveContents([spec])
+            props = {p.name: p.val for p in content.propSet}
+            if props.get("info.state") not in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
+                break
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+        if props.get("info.state") == vim.TaskInfo.State.error:
+            raise props["info.error"]
+    except vim.fault.FileNotFound:
+        return False
+    except vmodl.MethodFault as exc:
+        raise PermanentError(f"deleting {path} failed in vCenter: {exc.msg}") from exc
     return True
 
 
