@@ -7,6 +7,10 @@ listed as pre-seeded); a role taken up again when ``vra serve`` restarts needs a
 (what this VRA held in memory died with it); ``ForceSync`` asks for a delta sync (forcesync, reverse
 protection, a replaced VRA); ``Status`` reports each protect role's sync substatus, the running sync's
 progress and the last sync reports.
+
+Who may call (vra_appliance/auth.py): with enrolled certificates, this site's ZVM everything (including
+``UpdateTrust``, the trust bundle after a pairing or an unpairing), the other VRAs of this site only Freeze
+and Thaw, a peer site's VRAs nothing.
 """
 
 from __future__ import annotations
@@ -98,8 +102,19 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._lock = threading.RLock()
 
     def _auth(self, context) -> None:
-        if not self.security.authenticated(context):
+        """Management calls: this site's ZVM only (with enrolled certificates; vra_appliance/auth.py)."""
+        if self.security.caller_names(context) == set():
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "not paired with this VRA: wrong or missing credentials")
+        if not self.security.authenticated(context):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          "only this site's ZVM may manage this VRA (another VRA may call Freeze and Thaw)")
+
+    def _auth_site(self, context) -> None:
+        """Freeze and Thaw: the VPG's checkpoint coordinator, another VRA of this site."""
+        if not self.security.same_site(context):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED if self.security.caller_names(context)
+                          else grpc.StatusCode.UNAUTHENTICATED,
+                          "only this site's ZVM and VRAs may call Freeze and Thaw")
 
     # -- roles (also used at start, from the saved roles) -------------------------------------------------------
     def apply_protect(self, role: ProtectRole, *, restarted: bool = False) -> None:
@@ -302,13 +317,22 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._auth(context)
         return self._set_paused(request.vpg, False)
 
-    def Freeze(self, request, context):  # noqa: N802
+    def UpdateTrust(self, request, context):  # noqa: N802
         self._auth(context)
+        try:
+            count = self.security.update_trust(request.trust_bundle_pem.encode())
+        except ValueError as exc:
+            return cpb.ConfigureReply(ok=False, message=f"trust bundle refused: {exc}")
+        log.info("VRA %s: trust bundle updated (%d CAs)", self.vra_id, count)
+        return cpb.ConfigureReply(ok=True, message=f"trusting {count} site CAs")
+
+    def Freeze(self, request, context):  # noqa: N802
+        self._auth_site(context)
         r = self.protect.freeze(request.vpg, request.checkpoint_id, request.timeout_ms or 100)
         return cpb.FreezeReply(ok=r.ok, marked=r.marked, dirty=r.dirty, message=r.message)
 
     def Thaw(self, request, context):  # noqa: N802
-        self._auth(context)
+        self._auth_site(context)
         decision = (
             Decision(request.tag, request.consistent, tuple(request.participants)) if request.commit else None
         )

@@ -25,6 +25,7 @@ import grpc
 from vra_appliance.auth import Security
 from vra_appliance.config import ProtectRole, Roles
 from vra_appliance.control_service import ControlServicer
+from vra_appliance.enroll import EnrollmentError, TlsFiles, enroll
 from vra_appliance.iofilter.nbd import NbdServer
 from vra_appliance.iofilter.split_protocol import SplitListener
 from vra_appliance.protect.side import ProtectSide
@@ -55,11 +56,15 @@ def register(subparsers) -> None:
             "the ZVM) on --listen, takes the split streams of this host's IO filters on --split, and runs the "
             "protect and recover roles the ZVM configures through the Control service (kept in --state-dir "
             "and resumed on restart). Peer VRAs authenticate with mutual TLS when --tls-cert/--tls-key/"
-            "--tls-ca are given, otherwise with a shared pairing secret (--pairing-secret-file or ZVR_PAIRING_SECRET). Stop it with SIGTERM or Ctrl-C."
+            "--tls-ca are given, or with the certificate it got by enrolling with its ZVM (--enroll-url, "
+            "--enroll-token-file, --zvm-ca-fingerprint; kept in --state-dir/tls and reused at restart), "
+            "otherwise with a shared pairing secret (--pairing-secret-file or ZVR_PAIRING_SECRET). Stop it "
+            "with SIGTERM or Ctrl-C."
         ),
         epilog=(
             "example: vra serve --vra-id esx-01 --split /run/zvr/split.sock --state-dir /var/lib/zvr/vra "
-            "--tls-cert esx-01.pem --tls-key esx-01.key --tls-ca site-ca.pem --nbd-unix /run/zvr/images.sock"
+            "--enroll-url https://zvm.example:9080 --enroll-token-file /run/zvr/enroll-token "
+            "--zvm-ca-fingerprint 3f0a... --nbd-unix /run/zvr/images.sock"
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -76,6 +81,16 @@ def register(subparsers) -> None:
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="this VRA's certificate (enables mutual TLS)")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     p.add_argument("--tls-ca", type=Path, metavar="PEM", help="the CA that signs every paired VRA's certificate")
+    p.add_argument("--enroll-url", metavar="URL",
+                   help="enroll with the ZVM at this URL (https://ZVM:9080): at first start get a certificate "
+                        "for a key made here (kept in --state-dir/tls; a restart reuses it), then serve with "
+                        "mutual TLS")
+    p.add_argument("--enroll-token-file", type=Path, metavar="PATH",
+                   help="file holding the one-time enrollment token (vApp property enroll_token); needed "
+                        "only until the VRA has its certificate")
+    p.add_argument("--zvm-ca-fingerprint", metavar="HEX",
+                   help="SHA-256 of the ZVM's site CA certificate (vApp property zvm_ca_fingerprint): the "
+                        "enrollment answer must name this CA")
     p.add_argument("--pairing-secret-file", type=Path, metavar="PATH",
                    help="file holding the secret shared by paired VRAs when TLS is not configured "
                         "(or set ZVR_PAIRING_SECRET)")
@@ -101,11 +116,18 @@ class Daemon:
         self.state_dir = Path(args.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         secret = None
+        enrolled = None
+        if getattr(args, "enroll_url", None):
+            enrolled = self._enroll(args)
+        if enrolled is not None:
+            args.tls_cert, args.tls_key, args.tls_ca = enrolled.cert, enrolled.key, enrolled.trust
         if args.pairing_secret_file is not None:
             secret = args.pairing_secret_file.read_text().strip()
         elif os.environ.get("ZVR_PAIRING_SECRET"):
             secret = os.environ["ZVR_PAIRING_SECRET"]
-        self.security = Security(args.tls_cert, args.tls_key, args.tls_ca, None if args.tls_cert else secret)
+        self.security = Security(args.tls_cert, args.tls_key, args.tls_ca, None if args.tls_cert else secret,
+                                 site_ca=enrolled.site_ca if enrolled else None,
+                                 zvm_identity=enrolled.zvm_identity() if enrolled else None)
         self.security.validate()
         if not self.security.tls and self.security.pairing_secret is None:
             log.warning("no TLS certificates and no pairing secret: any caller may use this VRA's gRPC port")
@@ -124,6 +146,17 @@ class Daemon:
         self.split: SplitListener | None = None
         self.server: grpc.Server | None = None
         self.port = 0
+
+    def _enroll(self, args: argparse.Namespace) -> TlsFiles:
+        if not args.zvm_ca_fingerprint:
+            raise ValueError("--enroll-url needs --zvm-ca-fingerprint (the vApp property zvm_ca_fingerprint)")
+        token = args.enroll_token_file.read_text().strip() if args.enroll_token_file else ""
+        try:
+            files = enroll(self.state_dir, self.vra_id, args.enroll_url, token, args.zvm_ca_fingerprint)
+        except EnrollmentError as exc:
+            raise ValueError(str(exc)) from None
+        log.info("VRA %s enrolled: certificate from the site CA in %s", self.vra_id, files.dir)
+        return files
 
     def _make_engine(self, role: ProtectRole) -> ProtectedVpg:
         inner = GrpcTransport(role.recover_peer.address, peer_id=role.recover_peer.vra_id, security=self.security)

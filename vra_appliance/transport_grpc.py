@@ -150,6 +150,7 @@ class GrpcTransport:
         self.queue_batches = queue_batches
         self.open_timeout = open_timeout
         self._channel: grpc.Channel | None = None
+        self._generation = 0  # of the security's trust bundle when the channel was made
         self._call = None
         self._requests: _Requests | None = None
         self._acks = PendingAcks()
@@ -158,7 +159,11 @@ class GrpcTransport:
 
     def _stream(self):
         """The Stream method with requests passed as already-serialized bytes (see wire.encode_batch_message)."""
+        if self._channel is not None and self._generation != self.security.generation:
+            self._channel.close()  # the trust bundle changed: handshake again with the new roots
+            self._channel = None
         if self._channel is None:
+            self._generation = self.security.generation
             self._channel = self.security.channel(self.address, self.peer_id, CHANNEL_OPTIONS)
         return self._channel.stream_stream(
             STREAM_METHOD, request_serializer=bytes, response_deserializer=pb.RecoverMessage.FromString

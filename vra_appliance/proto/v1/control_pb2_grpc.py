@@ -99,6 +99,11 @@ class ControlStub:
                 request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
                 response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
                 _registered_method=True)
+        self.UpdateTrust = channel.unary_unary(
+                '/zvr.vra.v1.Control/UpdateTrust',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -197,6 +202,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTrust(self, request, context):
+        """An enrolled VRA: trust exactly these CAs from now on (this site's and each paired site's), after a
+        pairing or an unpairing; new connections use them at once, no restart. Only this site's ZVM may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +276,11 @@ def add_ControlServicer_to_server(servicer, server):
             'ResumeVpg': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeVpg,
                     request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
+            ),
+            'UpdateTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTrust,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.FromString,
                     response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
             ),
     }
@@ -616,6 +634,33 @@ class Control:
             target,
             '/zvr.vra.v1.Control/ResumeVpg',
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.PauseVpgRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/UpdateTrust',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.SerializeToString,
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
             options,
             channel_credentials,
