@@ -61,7 +61,9 @@ class ZvmConfig:
     vcenter_password: str = ""
     vcenter_verify: str = "true"
     vcenter_thumbprint: str = ""
-    vra_pairing_secret: str = ""  # what `vra serve` checks when its TLS is not configured
+    # Fallback for VRAs that did not enroll (no certificate): what `vra serve` checks without TLS. Enrolled
+    # VRAs are called with mutual TLS (zvm/peer/enrollment.py).
+    vra_pairing_secret: str = ""
     # The control socket of a host's IO filter, as its VRA sees it ({vra_id}, {host}, {host_name} filled in)
     filter_control_template: str = "/run/zvr/filter.ctl"
     workers: int = 2

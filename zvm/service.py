@@ -75,9 +75,10 @@ class Zvm:
 
         self.peer_server = PeerServer(self, config.host, config.peer_port)
         self.add_loop(self.peer_server)
+        from zvm.peer.enrollment import control_tls_for
         from zvm.vra_control import GrpcVraControl
 
-        self.vra_control = GrpcVraControl(config.vra_pairing_secret or None)
+        self.vra_control = GrpcVraControl(config.vra_pairing_secret or None, tls=control_tls_for(self))
         self.monitor = Monitor(self, peer_probe=lambda peer: probe_peer(self, peer))
         self.add_loop(self.monitor)
         from zvm.orchestration.watch import RecoveryWatch

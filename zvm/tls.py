@@ -2,13 +2,15 @@
 
 Each ZVM has its own CA (``ca.pem`` / ``ca.key`` in the data directory; the key 0600). Its peer-service
 and VRA certificates are signed by it; pairing exchanges the two sites' CA certificates, so each side
-trusts exactly the other site's CA for mutual TLS on 9081 (and VRA to VRA). ``self_signed`` makes a
-certificate for the HTTPS API in labs and tests.
+trusts exactly the other site's CA for mutual TLS on 9081 (and VRA to VRA). VRAs enroll: they send a
+certificate request and get back a certificate signed by this CA (``sign_csr``; their keys never leave
+them). ``self_signed`` makes a certificate for the HTTPS API in labs and tests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from pathlib import Path
@@ -40,6 +42,12 @@ def _write_key(path: Path, key) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def ca_fingerprint(pem: str) -> str:
+    """SHA-256 of a PEM certificate's DER form, hex."""
+    return hashlib.sha256(x509.load_pem_x509_certificate(pem.encode()).public_bytes(
+        serialization.Encoding.DER)).hexdigest()
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
@@ -83,6 +91,26 @@ class SiteCA:
     @property
     def pem(self) -> str:
         return self.cert_path.read_text()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the CA certificate (DER), hex: what a VRA is given at install to recognise this CA."""
+        return ca_fingerprint(self.pem)
+
+    def sign_csr(self, csr_pem: bytes, common_name: str, names: list[str], days: int = 825) -> str:
+        """A leaf certificate (PEM) for the key of ``csr_pem``, named by us (``common_name``, ``names`` as
+        subject alternative names), not by the request: the request only proves the key is held."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        if not csr.is_signature_valid:
+            raise ValueError("the certificate request's signature does not match its key")
+        ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        cert = (_builder(_name(common_name), ca_cert.subject, csr.public_key(), days)
+                .add_extension(x509.SubjectAlternativeName(_sans(names)), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue(self, common_name: str, names: list[str], cert_path: Path, key_path: Path,
               days: int = 825) -> None:

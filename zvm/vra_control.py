@@ -1,20 +1,24 @@
 """The ZVM's client of a VRA's Control service (zvr.vra.v1.Control, vra_appliance/proto/v1/control.proto):
 the one seam between the manager and the appliances.
 
-``VraControl`` is what orchestration and monitoring use; ``GrpcVraControl`` implements it over gRPC,
-authenticated the way ``vra serve`` is configured: the site's pairing secret in the call metadata
-(``vra_pairing_secret``), or nothing in an open lab. A VRA that does not answer is a ``TransientError``; a
+``VraControl`` is what orchestration and monitoring use; ``GrpcVraControl`` implements it over gRPC. A VRA
+that enrolled (zvm/peer/enrollment.py) is called with mutual TLS: the ZVM presents its Control certificate
+(``zvm:<site id>``, from the site CA) and expects the VRA's certificate, from the same CA, to name the VRA
+id. A VRA that did not enroll is called as ``vra serve`` is then configured: the site's pairing secret in
+the call metadata (``vra_pairing_secret``), or nothing in an open lab. A VRA that does not answer is a ``TransientError``; a
 role it refuses is a ``PermanentError`` carrying its message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
 from zvm.errors import PermanentError, TransientError
+from zvm.peer.enrollment import ControlTls
 
 SECRET_KEY = "zvr-pairing-secret"  # the metadata key vra serve checks (vra_appliance/auth.py)
 
@@ -103,6 +107,7 @@ class VraControl(Protocol):
     def status(self, vra: VraRef) -> dict: ...
     def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str: ...
     def pause(self, vra: VraRef, vpg: str, paused: bool) -> str: ...
+    def update_trust(self, vra: VraRef, bundle_pem: str) -> str: ...
     def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
                      consistent_only: bool = False) -> SessionInfo: ...
     def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo: ...
@@ -111,19 +116,33 @@ class VraControl(Protocol):
 
 
 class GrpcVraControl:
-    def __init__(self, pairing_secret: str | None = None, timeout: float = 15.0):
+    """``tls(vra_id)`` gives the Control client certificate when that VRA enrolled (``ControlTls``), else
+    None (the pairing secret, if any, is sent instead)."""
+
+    def __init__(self, pairing_secret: str | None = None, timeout: float = 15.0,
+                 tls: Callable[[str], ControlTls | None] = lambda vra_id: None):
         self.metadata = ((SECRET_KEY, pairing_secret),) if pairing_secret else ()
         self.timeout = timeout
+        self.tls = tls
+
+    def _channel(self, vra: VraRef) -> tuple[grpc.Channel, tuple]:
+        tls = self.tls(vra.vra_id)
+        if tls is None:
+            return grpc.insecure_channel(vra.address), self.metadata
+        creds = grpc.ssl_channel_credentials(root_certificates=tls.roots, private_key=tls.key,
+                                             certificate_chain=tls.cert)
+        return grpc.secure_channel(vra.address, creds, options=[("grpc.ssl_target_name_override", vra.vra_id)]), ()
 
     def _call(self, vra: VraRef, method: str, request, timeout: float | None = None, stub=None):
         from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 
         if not vra.address:
             raise TransientError(f"the address of VRA {vra.name or vra.vra_id} is not known yet")
-        with grpc.insecure_channel(vra.address) as channel:
+        channel, metadata = self._channel(vra)
+        with channel:
             try:
                 return getattr((stub or cpb_grpc.ControlStub)(channel), method)(
-                    request, metadata=self.metadata, timeout=timeout or self.timeout)
+                    request, metadata=metadata, timeout=timeout or self.timeout)
             except grpc.RpcError as exc:
                 code = exc.code()
                 text = f"VRA {vra.name or vra.vra_id} at {vra.address}: {method} failed ({code.name}: {exc.details()})"
@@ -206,6 +225,13 @@ class GrpcVraControl:
 
         request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=cpb.SYNC_REASON_FORCED)
         return self._ok(vra, "the forced sync", self._call(vra, "ForceSync", request))
+
+    def update_trust(self, vra: VraRef, bundle_pem: str) -> str:
+        """An enrolled VRA trusts exactly these CAs from now on (after a pairing or an unpairing)."""
+        from vra_appliance.proto.v1 import control_pb2 as cpb
+
+        return self._ok(vra, "the trust bundle",
+                        self._call(vra, "UpdateTrust", cpb.UpdateTrustRequest(trust_bundle_pem=bundle_pem)))
 
     def pause(self, vra: VraRef, vpg: str, paused: bool) -> str:
         """Pause (or resume) the VPG's replication on a protect VRA; persisted there with the role."""

@@ -29,7 +29,9 @@ from flask import Blueprint, Response, request
 from zvm.api import schemas
 from zvm.api.cache import current_revision
 from zvm.api.validate import check, coerce_query
-from zvm.errors import UnsupportedMediaTypeError, ValidationError
+from zvm.errors import SessionError, UnsupportedMediaTypeError, ValidationError
+
+ENROLLMENT_TOKEN_HEADER = "x-zvr-enrollment-token"
 
 # What each error status means to a caller; every operation documents the ones it can answer with.
 ERROR_STATUSES = {
@@ -66,7 +68,7 @@ class Operation:
     response: Mapping | None
     response_description: str
     response_headers: Mapping[str, Mapping]
-    auth: str | None  # "session", "basic"
+    auth: str | None  # "session", "basic", "enrollment" (a VRA's one-time token: zvm/peer/enrollment.py)
     errors: tuple[int, ...]
     cache: bool  # the answer depends only on the stored state (zvm/api/cache.py)
     handler: Callable = field(repr=False)
@@ -165,6 +167,9 @@ def _wrap(op: Operation) -> Callable:
     def view(**path_params):
         if op.auth == "session":
             context.require_session()
+        elif op.auth == "enrollment" and not request.headers.get(ENROLLMENT_TOKEN_HEADER):
+            raise SessionError(f"this call takes no session but the VRA's enrollment token, in the "
+                               f"{ENROLLMENT_TOKEN_HEADER} header")
         kwargs = dict(path_params)
         query = _parse_query(op)
         if op.query or "query" in accepts:
@@ -244,6 +249,8 @@ def _operation_doc(op: Operation) -> dict:
     doc["responses"] = responses
     if op.auth == "basic":
         doc["security"] = [{"basicAuth": []}]
+    elif op.auth == "enrollment":
+        doc["security"] = [{"enrollmentToken": []}]
     elif op.auth is None:
         doc["security"] = []
     return doc
@@ -275,6 +282,7 @@ def openapi_document(blueprints: Sequence[ApiBlueprint], *, version: str, prefix
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "header", "name": "x-zerto-session"},
                 "basicAuth": {"type": "http", "scheme": "basic"},
+                "enrollmentToken": {"type": "apiKey", "in": "header", "name": ENROLLMENT_TOKEN_HEADER},
             },
         },
         "security": [{"session": []}],

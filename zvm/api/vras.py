@@ -140,3 +140,34 @@ def uninstall_vra(vraIdentifier):
     vra.state = "Uninstalling"
     vra.save()
     return render.task_id(create_task("UninstallVra", vra=vra.identifier, site=vra.site.identifier))
+
+
+@bp.operation("POST", "/vras/{vraIdentifier}/enroll", auth="enrollment",
+              summary="A VRA enrolls: its certificate request, signed by this site's CA",
+              body=schemas.obj({"CertificateRequestPem": schemas.string(
+                  "The VRA's PKCS#10 certificate request (PEM); its key stays on the VRA", maxLength=16384)},
+                  required=["CertificateRequestPem"], closed=True),
+              response=schemas.obj({
+                  "VraIdentifier": schemas.string(),
+                  "CertificatePem": schemas.string("The VRA's certificate: CN and DNS name = its identifier"),
+                  "SiteCaPem": schemas.string("This site's CA (its SHA-256 is the VRA's zvm_ca_fingerprint)"),
+                  "TrustBundlePem": schemas.string("The CAs the VRA trusts: this site's and each paired site's"),
+                  "ZvmIdentity": schemas.string("The name of this ZVM's certificate for the Control service"),
+              }, required=["VraIdentifier", "CertificatePem", "SiteCaPem", "TrustBundlePem", "ZvmIdentity"]))
+def enroll_vra(vraIdentifier, body):
+    """The one call besides login without a session: the VRA sends the one-time enrollment token it was
+    given at install (vApp property ``enroll_token``) in the ``x-zvr-enrollment-token`` header. A token that
+    is not the VRA's, used already or expired is refused (401) and changes nothing."""
+    from flask import g, request
+
+    from zvm.api.spec import ENROLLMENT_TOKEN_HEADER
+    from zvm.peer.enrollment import peer_ca_pems, site_enrollment
+
+    g.user = f"vra:{vraIdentifier}"[:64]
+    enrollment = site_enrollment(service())
+    enrollment.tokens.check(vraIdentifier, request.headers[ENROLLMENT_TOKEN_HEADER])  # before any lookup
+    vra = get_vra(vraIdentifier)
+    note_entity(vra.identifier, f"Enroll {vra.name}")
+    ip = vra.ip_address if vra.ip_mode == "Static" else ""
+    return enrollment.enroll(vra.identifier, request.headers[ENROLLMENT_TOKEN_HEADER],
+                             body["CertificateRequestPem"], ip, peer_ca_pems())

@@ -2,6 +2,8 @@
 
 Pairing sends the token, this site and its CA to the peer's service on 9081, stores the peer and its CA,
 then loads the peer's inventory (hosts, clusters, datastores, networks, folders) for recovery settings.
+After a pairing or an unpairing (on either side) the site's enrolled VRAs get the new trust bundle
+(``UpdateVraTrust``: this site's CA and each paired site's; zvm/peer/enrollment.py), without a restart.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import time
 
 from zvm import db as zdb
 from zvm import models as m
-from zvm.errors import ConflictError, NotFoundError, ZvmError
+from zvm.errors import ConflictError, NotFoundError, TransientError, ZvmError
 from zvm.inventory import apply_snapshot, snapshot_rows
 from zvm.orchestration.tasks import TaskContext, handler
 from zvm.peer.client import PeerClient
+from zvm.peer.enrollment import push_trust
 from zvm.peer.service import site_info
 
 
@@ -60,9 +63,11 @@ def pair_site(ctx: TaskContext) -> dict:
                              version=str(remote.get("Version", ""))[:32])
         peer = m.PeerSite.create(site=site, host_name=host, port=port, certificate_pem=reply["CaPem"],
                                  state="Paired", paired_at=now, last_seen=now)
+    ctx.progress(40, f"Paired with site {site.name}; this site's VRAs now trust its CA")
+    failed = push_trust(ctx.zvm)
     ctx.progress(60, f"Paired with site {site.name}; loading its inventory")
     count = refresh_inventory(ctx.zvm, peer)
-    ctx.progress(100, f"Paired with site {site.name} ({count} inventory objects)")
+    ctx.progress(100, f"Paired with site {site.name} ({count} inventory objects)" + _not_updated(failed))
     return {"SiteIdentifier": site.identifier}
 
 
@@ -84,5 +89,25 @@ def unpair_site(ctx: TaskContext) -> dict:
     name = peer.site.name
     with zdb.transaction():
         peer.site.delete_instance()
-    ctx.progress(100, f"Unpaired from site {name}{note}")
+    failed = push_trust(ctx.zvm)
+    ctx.progress(100, f"Unpaired from site {name}{note}" + _not_updated(failed))
     return {"SiteIdentifier": ctx.task.site}
+
+
+def _not_updated(failed: list[str]) -> str:
+    if not failed:
+        return ""
+    return (f"; {len(failed)} VRA(s) did not take the new trust bundle ({'; '.join(failed)[:400]}): "
+            "they get it at the next pairing change, or restart them")
+
+
+@handler("UpdateVraTrust")
+def update_vra_trust(ctx: TaskContext) -> dict:
+    """The peer site paired with or unpaired from this one (its request came on 9081): this site's
+    enrolled VRAs get the new trust bundle."""
+    ctx.progress(10, "Giving this site's VRAs the paired sites' CAs")
+    failed = push_trust(ctx.zvm)
+    if failed:
+        raise TransientError("VRAs did not take the new trust bundle: " + "; ".join(failed)[:400])
+    ctx.progress(100, "This site's VRAs trust exactly the paired sites' CAs")
+    return {}

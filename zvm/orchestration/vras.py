@@ -1,7 +1,8 @@
 """VRA install and uninstall tasks: the appliance is imported from ovf/ to the chosen host through vCenter,
 named Z-VRA-<host> and powered on; uninstall powers it off and deletes it.
 
-The VRA's vApp properties tell it the ZVM's address and its own identity and IP settings. Its control
+The VRA's vApp properties tell it the ZVM's address and its own identity and IP settings, and how it gets
+its certificate: a one-time enrollment token and the site CA's fingerprint (zvm/peer/enrollment.py). Its control
 address (host:port of its gRPC service, 4005) is known at once with a static IP; with DHCP it is learned
 later (monitoring). A failed install leaves the VRA in state Error, to be uninstalled (which removes
 whatever was created) and installed again.
@@ -16,6 +17,7 @@ from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, ZvmError
 from zvm.orchestration.tasks import TaskContext, handler
+from zvm.peer.enrollment import site_enrollment
 from zvm.vra_package import ensure_package
 
 VRA_PORT = 4005
@@ -45,10 +47,14 @@ def install_vra(ctx: TaskContext) -> dict:
             if vc.find_vm(vra.name):
                 raise ConflictError(f"vCenter has a VM named {vra.name} already (from an earlier install?): "
                                     "delete it in vCenter, then uninstall and install this VRA again")
+            enrollment = site_enrollment(ctx.zvm)
             properties = {
                 "zvm_address": site.zvm_address, "zvm_port": str(site.api_port), "vra_id": vra.identifier,
                 "host_id": vra.host_moid, "control_port": str(VRA_PORT), "ip_mode": vra.ip_mode.lower(),
                 "ip_address": vra.ip_address, "netmask": vra.subnet_mask, "gateway": vra.gateway,
+                "zvm_scheme": "https" if ctx.zvm.config.tls else "http", "zvm_ca_fingerprint": enrollment.ca_fingerprint(),
+                # one-time, 24 h, bound to this VRA; the ZVM keeps only its hash
+                "enroll_token": enrollment.tokens.create(vra.identifier),
             }
             moid = vc.deploy_ovf(ovf, name=vra.name, host=vra.host_moid, datastore=vra.datastore_moid,
                                  network=vra.network_moid, properties=properties,
@@ -79,5 +85,6 @@ def uninstall_vra(ctx: TaskContext) -> dict:
         vc.close()
     with zdb.transaction():
         m.Vra.delete().where(m.Vra.id == vra.id).execute()
+    site_enrollment(ctx.zvm).tokens.forget(vra.identifier)
     ctx.progress(100, f"{vra.name} removed" + ("" if removed else " (its VM was already gone)"))
     return {"VraIdentifier": vra.identifier, "VmIdentifier": moid, "UninstalledAt": time.time()}

@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import AuthenticationError, ConflictError, ValidationError, ZvmError
+from zvm.orchestration.tasks import create_task
 from zvm.peer.pki import SitePki, issued_by
 
 log = logging.getLogger("zvm.peer")
@@ -234,6 +235,7 @@ class PeerService(PeerVpgs):
             m.Event.create(kind="PairedBySite", category="Site", user="peer:" + peer_site.name,
                            description=f"Site {peer_site.name} paired with this site", entity_id=peer_site.identifier,
                            result="Succeeded", started_at=now, completed_at=now)
+            create_task("UpdateVraTrust", site=peer_site.identifier)  # this site's VRAs trust its CA
         log.info("paired with site %s (%s)", peer_site.name, peer_site.identifier)
         return {"Site": site_info(local), "CaPem": self.zvm.peer_pki().ca_pem}
 
@@ -257,6 +259,7 @@ class PeerService(PeerVpgs):
             m.Event.create(kind="UnpairedBySite", category="Site", user="peer:" + name,
                            description=f"Site {name} unpaired from this site", entity_id=identifier,
                            result="Succeeded", started_at=now, completed_at=now)
+            create_task("UpdateVraTrust", site=identifier)  # this site's VRAs no longer trust its CA
         return {"Unpaired": True}
 
 

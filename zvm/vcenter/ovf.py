@@ -179,3 +179,14 @@ def find_vm(vc, name: str) -> str | None:
         return None
     finally:
         view.Destroy()
+
+
+def vapp_properties(vc, vm_moid: str) -> dict[str, str]:
+    """The vApp properties a VM was deployed with (vCenter keeps them in ``config.vAppConfig``; the
+    simulator in ``config.extraConfig``)."""
+    vm = managed_object(vc, vim.VirtualMachine, vm_moid, "VM")
+    config = vm.config
+    props = {p.id: p.value or "" for p in (config.vAppConfig.property if config and config.vAppConfig else [])}
+    if not props and config is not None:
+        props = {o.key: str(o.value) for o in config.extraConfig or []}
+    return props
