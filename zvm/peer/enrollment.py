@@ -155,6 +155,7 @@ class SiteEnrollment:
             raise ValidationError(f"CertificateRequestPem is not a valid PEM certificate request ({exc}): "
                                   "send the request the VRA made", field="CertificateRequestPem") from None
         self.tokens.consume(vra_id, token, ca_fingerprint(cert))
+        self.control_tls()  # the ZVM's certificate for this VRA's Control service, made before it is needed
         return {"VraIdentifier": vra_id, "CertificatePem": cert, "SiteCaPem": self.ca.pem,
                 "TrustBundlePem": trust_bundle(self.ca.pem, peer_ca_pems),
                 "ZvmIdentity": control_identity(self.site_identifier)}
