@@ -7,7 +7,9 @@ doing) through ``TaskContext.progress``; its return value becomes the task's res
 the task with the error's code and message; any other exception fails it as ``InternalError`` and is logged.
 The event that recorded the request (zvm.models.Event with this task) is closed with the outcome.
 
-The runner is a ``start()`` / ``stop()`` loop around the public ``run_once()``, which tests call directly.
+The runner is a ``start()`` / ``stop()`` loop around the public ``dispatch()``; tests call ``run_once()``.
+Tasks run concurrently on a bounded pool of workers, except that tasks of the same VPG or VRA run one at
+a time in the order they were queued (``TaskRunner``).
 Secret parameters (a pairing token) are stored encrypted, never in clear.
 """
 
@@ -17,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from zvm import db as zdb
@@ -91,16 +94,41 @@ class TaskContext:
         return bool((self.task.params or {}).get("_resumed"))
 
 
-class TaskRunner:
-    """Runs pending tasks, oldest first."""
+DEFAULT_WORKERS = 4
 
-    def __init__(self, zvm, handlers: dict | None = None, poll_interval: float = 2.0):
+
+def task_keys(task: m.Task) -> frozenset[str]:
+    """What a task works on: its VPG and its VRA. Tasks that share one run one at a time, in the order they
+    were queued; the others run side by side."""
+    return frozenset(([f"vpg:{task.vpg}"] if task.vpg else []) + ([f"vra:{task.vra}"] if task.vra else []))
+
+
+class TaskRunner:
+    """Runs pending tasks on a bounded pool of worker threads (``workers``: the ZVM's ``task_workers``,
+    default 4), oldest first: a long task (a failover's boot delays) holds only the tasks of its own VPG
+    (or VRA, ``task_keys``), which wait for it in the order they were queued. A task waits while an older
+    one sharing a key is pending or in progress anywhere (another process's runner too), so the order
+    holds across runners and across a restart (resumed tasks are pending again with their old place).
+
+    Each worker thread has its own database connection (peewee's are per thread), opened for a task and
+    closed (given back to the pool on PostgreSQL) after it; on SQLite concurrent writers queue on the
+    write lock (WAL, immediate transactions, busy timeout: zvm.db), so a task never keeps a transaction
+    open across a call to a VRA, vCenter or a peer."""
+
+    def __init__(self, zvm, handlers: dict | None = None, poll_interval: float = 2.0, workers: int | None = None):
         self.zvm = zvm
         self.handlers = HANDLERS if handlers is None else handlers
         self.poll_interval = poll_interval  # other processes' tasks are noticed within this time
+        configured = getattr(getattr(zvm, "config", None), "task_workers", None)
+        self.workers = max(1, int(workers or configured or DEFAULT_WORKERS))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._dispatching = threading.Lock()
+        self._changed = threading.Condition()
+        self._running: dict[int, frozenset[str]] = {}  # task id -> its keys, on this runner's workers
+        self._escaped: list[BaseException] = []  # what a handler raised past the runner (a test's crash)
         # Called after every progress report with (task, percent, step): tests inject faults here (a crash
         # at a chosen step).
         self.on_progress: Callable | None = None
@@ -109,16 +137,88 @@ class TaskRunner:
         self._wake.set()
 
     def run_once(self) -> int:
-        """Run every task pending now; returns how many ran."""
+        """Run every task pending now (and those they queue), concurrently as the loop would, and return
+        when none is left that can run here and none runs; returns how many ran. Something a handler raised
+        that is not an Exception (a test's simulated crash) is raised here once the others ended."""
         ran = 0
-        zdb.connect(self.zvm.db)
         while True:
-            pending = m.Task.select(m.Task.id).where(m.Task.state == "Pending").order_by(m.Task.id).first()
-            if pending is None:
-                return ran
-            if self._claim(pending.id):
-                self._run(m.Task.get_by_id(pending.id))
-                ran += 1
+            with self._changed:
+                crashed = bool(self._escaped)
+            started = 0 if crashed else self.dispatch()  # as a dead ZVM would: start nothing more
+            ran += started
+            with self._changed:
+                if not self._running and not started:
+                    break
+                if self._running:
+                    self._changed.wait(self.poll_interval)
+        with self._changed:
+            escaped, self._escaped = self._escaped, []
+        if escaped:
+            raise escaped[0]
+        return ran
+
+    def dispatch(self) -> int:
+        """Start the pending tasks that may run now: a worker is free and no older task shares a key with
+        it (pending, or in progress here or in another runner). Returns how many were started."""
+        with self._dispatching:
+            zdb.connect(self.zvm.db)
+            with self._changed:
+                free = self.workers - len(self._running)
+            if free <= 0:
+                return 0
+            rows = list(m.Task.select(m.Task.id, m.Task.kind, m.Task.state, m.Task.vpg, m.Task.vra)
+                        .where(m.Task.state.in_(["Pending", "InProgress"])).order_by(m.Task.id))
+            blocked: set[str] = set()
+            for row in rows:
+                if row.state == "InProgress":
+                    blocked |= task_keys(row)
+            started = 0
+            for row in rows:
+                if row.state != "Pending":
+                    continue
+                keys = task_keys(row)
+                if keys & blocked:
+                    blocked |= keys  # a later task of the same VPG or VRA waits behind this one
+                    continue
+                if started >= free:
+                    break
+                blocked |= keys
+                if self._claim(row.id):
+                    self._submit(row.id, keys)
+                    started += 1
+            return started
+
+    def _submit(self, task_id: int, keys: frozenset[str]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zvm-task")
+        with self._changed:
+            self._running[task_id] = keys
+        self._pool.submit(self._work, task_id)
+
+    def _work(self, task_id: int) -> None:
+        try:
+            zdb.connect(self.zvm.db)
+            self._run(m.Task.get_by_id(task_id))
+        except BaseException as exc:  # noqa: BLE001 - the task stays InProgress, as after a crash
+            if isinstance(exc, Exception):
+                log.exception("task %s could not be run", task_id)
+            with self._changed:
+                self._escaped.append(exc)
+        finally:
+            try:
+                if not self.zvm.db.in_transaction():
+                    self.zvm.db.close()
+            except Exception:  # noqa: BLE001 - a connection that cannot close is dropped with the thread
+                log.exception("closing the task worker's database connection failed")
+            with self._changed:
+                self._running.pop(task_id, None)
+                self._changed.notify_all()
+            self._wake.set()
+
+    def running(self) -> list[int]:
+        """Ids of the tasks this runner's workers run now."""
+        with self._changed:
+            return sorted(self._running)
 
     def fail_interrupted(self) -> int:
         """Deal with the tasks a previous runner left in progress (it died); call when taking over: resumable
@@ -186,16 +286,28 @@ class TaskRunner:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop starting tasks and wait (up to 30 s) for the running ones to end."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._pool is not None:
+            deadline = time.monotonic() + 30
+            with self._changed:
+                while self._running and time.monotonic() < deadline:
+                    self._changed.wait(1.0)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self.dispatch()
+                with self._changed:
+                    escaped, self._escaped = self._escaped, []
+                for exc in escaped:  # the task stays InProgress: a takeover fails or resumes it
+                    log.error("task runner: a task ended by %r", exc)
             except Exception:  # noqa: BLE001 - the loop outlives a database hiccup
                 log.exception("task runner pass failed")
             finally:
