@@ -27,7 +27,7 @@ import flask
 from flask import Blueprint, Response, request
 
 from zvm.api import schemas
-from zvm.api.cache import current_revision
+from zvm.api.cache import COMPRESS_FROM, choose_encoding, current_revision
 from zvm.api.validate import check, coerce_query
 from zvm.errors import SessionError, UnsupportedMediaTypeError, ValidationError
 
@@ -181,19 +181,13 @@ def _wrap(op: Operation) -> Callable:
         if not op.cache:
             return _respond(op, op.handler(**kwargs))
         cache = context.service().response_cache
-        revision = current_revision()
-        key = request.full_path
-        cached = cache.get(key, revision)
-        if cached is None:
-            cached = cache.put(key, revision, _body(op.handler(**kwargs)))
-        body, packed = cached
-        resp = flask.current_app.response_class(status=op.status, mimetype="application/json")
-        if packed is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
-            resp.set_data(packed)
-            resp.headers["Content-Encoding"] = "gzip"
-        else:
-            resp.set_data(body)
-        if packed is not None:
+        answer = cache.answer(request.full_path, current_revision(), lambda: _body(op.handler(**kwargs)))
+        encoding = choose_encoding(request.accept_encodings.quality, len(answer.body))
+        resp = flask.current_app.response_class(answer.encoded(encoding), status=op.status,
+                                                mimetype="application/json")
+        if encoding is not None:
+            resp.headers["Content-Encoding"] = encoding
+        if len(answer.body) >= COMPRESS_FROM:
             resp.headers["Vary"] = "Accept-Encoding"
         return resp
 
