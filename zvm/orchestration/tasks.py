@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from zvm import db as zdb
@@ -109,6 +108,8 @@ class TaskRunner:
     (or VRA, ``task_keys``), which wait for it in the order they were queued. A task waits while an older
     one sharing a key is pending or in progress anywhere (another process's runner too), so the order
     holds across runners and across a restart (resumed tasks are pending again with their old place).
+    A VPG's task does not take the keys of the VRAs it calls: most VPGs of a site recover to a few hosts'
+    VRAs, whose calls are per VPG; the VRA's own tasks (install, uninstall) take its key.
 
     Each worker thread has its own database connection (peewee's are per thread), opened for a task and
     closed (given back to the pool on PostgreSQL) after it; on SQLite concurrent writers queue on the
@@ -124,7 +125,6 @@ class TaskRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._dispatching = threading.Lock()
         self._changed = threading.Condition()
         self._running: dict[int, frozenset[str]] = {}  # task id -> its keys, on this runner's workers
@@ -189,11 +189,11 @@ class TaskRunner:
             return started
 
     def _submit(self, task_id: int, keys: frozenset[str]) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zvm-task")
+        # a daemon thread per task (at most ``workers`` at once): a task still running when the ZVM stops
+        # does not hold its exit; it is resumed or failed on the next start, as after a crash
         with self._changed:
             self._running[task_id] = keys
-        self._pool.submit(self._work, task_id)
+        threading.Thread(target=self._work, args=(task_id,), name=f"zvm-task-{task_id}", daemon=True).start()
 
     def _work(self, task_id: int) -> None:
         try:
@@ -292,13 +292,10 @@ class TaskRunner:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        if self._pool is not None:
-            deadline = time.monotonic() + 30
-            with self._changed:
-                while self._running and time.monotonic() < deadline:
-                    self._changed.wait(1.0)
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        deadline = time.monotonic() + 30
+        with self._changed:
+            while self._running and time.monotonic() < deadline:
+                self._changed.wait(1.0)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
