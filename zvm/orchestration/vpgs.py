@@ -299,7 +299,8 @@ def _keep_at_checkpoint(zvm, vra: VraRef, vpg: m.Vpg) -> dict:
     info = control.open_session(vra, vpg.identifier, session, consistent_only=True)
     if not info.ok and info.code == "UNKNOWN_CHECKPOINT":
         info = control.open_session(vra, vpg.identifier, session)
-    if not info.ok and info.code == "UNKNOWN_CHECKPOINT":
+    if not info.ok and info.code in ("UNKNOWN_CHECKPOINT", "UNKNOWN_VPG"):
+        # no checkpoint yet, or no role any more (a delete done here already, then failed further on)
         return {"Checkpoint": None, "CheckpointConsistent": False}
     if not info.ok:
         raise PermanentError(f"the recovery VRA {vra.name} cannot open the replica volumes of VPG {vpg.name} at a "
