@@ -9,9 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
-from vra_appliance.auth import SECRET_KEY
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 
@@ -67,9 +64,9 @@ def sha256_file(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def vra_status(address: str, secret: str) -> list[cpb.VpgStatus]:
-    """The Status of a lab VRA, asked as its ZVM does (with the pairing secret)."""
-    with grpc.insecure_channel(address) as channel:
-        reply = cpb_grpc.ControlStub(channel).Status(cpb.StatusRequest(), metadata=((SECRET_KEY, secret),),
+def vra_status(state, vra: dict) -> list[cpb.VpgStatus]:
+    """The Status of a lab VRA, asked as its ZVM does (mutual TLS with the ZVM's Control certificate)."""
+    with state.vra_channel(vra) as channel:
+        reply = cpb_grpc.ControlStub(channel).Status(cpb.StatusRequest(), metadata=state.vra_metadata(vra),
                                                      timeout=15)
     return list(reply.vpgs)

@@ -47,7 +47,7 @@ def protect_counters(state: LabState, vpg: str) -> dict[str, dict]:
     out = {}
     for site in ("protected", "recovery"):
         for vra in state.vras[site]:
-            for st in vra_status(vra["listen"], state.secret):
+            for st in vra_status(state, vra):
                 if st.vpg == vpg and st.role == "protect":
                     out[vra["name"] + site] = {"state": st.state, "substatus": st.substatus, **dict(st.counters)}
     return out
@@ -55,7 +55,7 @@ def protect_counters(state: LabState, vpg: str) -> dict[str, dict]:
 
 def journal_seq(state: LabState, vpg: str) -> int:
     vra = recovery_vra(state)
-    return next(int(st.counters["last_seq"]) for st in vra_status(vra["listen"], state.secret)
+    return next(int(st.counters["last_seq"]) for st in vra_status(state, vra)
                 if st.vpg == vpg and st.role == "recover")
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from vra_appliance.auth import SECRET_KEY
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from zvm.lab.processes import LabError
@@ -34,9 +33,9 @@ class Image:
 
 
 def _status(state: LabState, vra: dict) -> list:
-    with grpc.insecure_channel(vra["listen"]) as channel:
+    with state.vra_channel(vra) as channel:
         return list(cpb_grpc.ControlStub(channel).Status(
-            cpb.StatusRequest(vpg=state.vpg["identifier"]), metadata=((SECRET_KEY, state.secret),), timeout=15).vpgs)
+            cpb.StatusRequest(vpg=state.vpg["identifier"]), metadata=state.vra_metadata(vra), timeout=15).vpgs)
 
 
 def recovery_vra(state: LabState) -> dict:
@@ -54,10 +53,10 @@ def recovery_vra(state: LabState) -> dict:
 
 def _call(state: LabState, method: str, request):
     vra = recovery_vra(state)
-    with grpc.insecure_channel(vra["listen"]) as channel:
+    with state.vra_channel(vra) as channel:
         try:
             return getattr(cpb_grpc.ControlStub(channel), method)(
-                request, metadata=((SECRET_KEY, state.secret),), timeout=30)
+                request, metadata=state.vra_metadata(vra), timeout=30)
         except grpc.RpcError as exc:
             raise LabError(f"the VRA {vra['name']} refused {method}: {exc.details()}") from exc
 

@@ -43,7 +43,7 @@ class LabState:
     complete: bool = False  # every step of `up` succeeded
     net: int = 0
     run_dir: str = ""
-    secret: str = ""  # the VRAs' pairing secret (the lab's VRAs run without TLS)
+    secret: str = ""  # the VRAs' pairing secret of a lab made before VRAs enrolled (now they use mutual TLS)
     options: dict = field(default_factory=dict)
     vcenters: dict[str, Vcsim] = field(default_factory=dict)
     processes: list[LabProcess] = field(default_factory=list)
@@ -66,6 +66,26 @@ class LabState:
     @property
     def logs(self) -> Path:
         return self.lab_dir / "logs"
+
+    def vra_channel(self, vra: dict):
+        """A gRPC channel to a lab VRA's Control service as its ZVM opens one: mutual TLS with the ZVM's
+        Control certificate (DATA_DIR/pki/vra-control.pem, from the site CA the VRA enrolled with)."""
+        import grpc
+
+        if not vra.get("tls"):
+            return grpc.insecure_channel(vra["listen"])
+        pki = self.lab_dir / vra["site"] / "zvm" / "pki"
+        creds = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes(),
+                                             private_key=(pki / "vra-control.key").read_bytes(),
+                                             certificate_chain=(pki / "vra-control.pem").read_bytes())
+        return grpc.secure_channel(vra["listen"], creds,
+                                   options=[("grpc.ssl_target_name_override", vra["identifier"])])
+
+    def vra_metadata(self, vra: dict) -> tuple:
+        """What a Control call to ``vra`` carries: nothing with mutual TLS, the pairing secret otherwise."""
+        from vra_appliance.auth import SECRET_KEY
+
+        return () if vra.get("tls") or not self.secret else ((SECRET_KEY, self.secret),)
 
     def process(self, name: str) -> LabProcess | None:
         return next((p for p in self.processes if p.name == name), None)

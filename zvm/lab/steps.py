@@ -93,7 +93,7 @@ def check_machine(lab: Lab) -> str:
     run = run_dir_for(st.lab_dir)
     run.mkdir(parents=True, exist_ok=True)
     st.run_dir = str(run)
-    st.secret = secrets.token_urlsafe(18)
+    st.secret = ""  # the VRAs enroll with their ZVM: mutual TLS, no shared secret
     if st.logs.exists():
         shutil.rmtree(st.logs)  # the logs of an earlier lab, kept by its 'down'
     st.logs.mkdir(parents=True)
@@ -181,8 +181,7 @@ def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
         st.zvms[site] = {"url": net.zvm_url(site), "username": "admin", "password": secrets.token_urlsafe(12),
                          "config": str(config)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZVM_")}
-    env.update(ZVM_ADMIN_PASSWORD=st.zvms[site]["password"], ZVM_VCENTER_PASSWORD=sim.password,
-               ZVM_VRA_PAIRING_SECRET=st.secret)
+    env.update(ZVM_ADMIN_PASSWORD=st.zvms[site]["password"], ZVM_VCENTER_PASSWORD=sim.password)
     return st.add(spawn(f"zvm-{site}", "zvm", python("zvm.cli", "serve", "--config", str(config)),
                         st.logs / f"zvm-{site}.log", env=env))
 
@@ -234,30 +233,36 @@ def _vra_network(client: ZvmClient, site_id: str, host: dict) -> str:
 
 
 def install_vras(lab: Lab) -> str:
+    """Install a VRA on every host through each ZVM, then start each one's ``vra serve`` the way the
+    appliance boots: it enrolls with its ZVM using the one-time token and the CA fingerprint of its vApp
+    properties (read from the vcsim), and serves 4005 with mutual TLS."""
     st, net = lab.state, lab.state.network
-    tasks = []
+    tasks, hosts_of = [], {}
     for site in SITES:
         client, site_id = lab.client(site), st.zvms[site]["site_identifier"]
         hosts = sorted(client.hosts(site_id), key=lambda h: h["VirtualizationHostName"])
-        st.vras[site] = []
+        hosts_of[site] = hosts
         for i, host in enumerate(hosts):
             address = net.vra_address(site, i)
             task = client.install_vra(host["HostIdentifier"], host["DatastoreIdentifiers"][0],
                                       _vra_network(client, site_id, host), ip_address=address,
                                       subnet_mask="255.0.0.0")
-            vra = client.vras(host=host["HostIdentifier"])[0]
             tasks.append((client, task))
-            st.vras[site].append(_start_vra(lab, site, i, host, vra))
-    for site in SITES:
-        for vra in st.vras[site]:
-            proc = st.process(vra["process"])
-            wait_ready(proc, lambda v=vra: Path(v["port_file"]).exists(), "serve gRPC", timeout=90)
     for client, task in tasks:
         client.wait_for_task(task, timeout=180)
     for site in SITES:
+        client = lab.client(site)
+        st.vras[site] = [_start_vra(lab, site, i, host, client.vras(host=host["HostIdentifier"])[0])
+                         for i, host in enumerate(hosts_of[site])]
+    for site in SITES:
+        for vra in st.vras[site]:
+            proc = st.process(vra["process"])
+            wait_ready(proc, lambda v=vra: Path(v["port_file"]).exists(), "enroll and serve gRPC", timeout=90)
+    for site in SITES:
         _wait_inventory(lab, site)
     names = [v["name"] for site in SITES for v in st.vras[site]]
-    return f"{len(names)} VRAs installed and powered on in the vCenters ({', '.join(names[:2])}, ...), each served by a vra serve"
+    return (f"{len(names)} VRAs installed and powered on in the vCenters ({', '.join(names[:2])}, ...), each "
+            "served by a vra serve that enrolled with its ZVM (mutual TLS on 4005)")
 
 
 def _inventory_settled(vms: list[dict], vra_names: set[str]) -> bool:
@@ -286,15 +291,28 @@ def _wait_inventory(lab: Lab, site: str) -> None:
         _wait(settled, f"the {site} ZVM's inventory to list its VRAs' VMs, every VM with its host", 60)
 
 
+def _enrollment(lab: Lab, site: str, vm_moid: str) -> dict[str, str]:
+    """The VRA VM's vApp properties, as the appliance reads them at boot (the vcsim keeps them)."""
+    from zvm.vcenter import VCenter, VCenterConfig
+    from zvm.vcenter.ovf import vapp_properties
+
+    sim = lab.state.vcenters[site]
+    with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
+        props = vapp_properties(vc, vm_moid)
+    if not props.get("enroll_token") or not props.get("zvm_ca_fingerprint"):
+        raise LabError(f"the VRA VM {vm_moid} has no enrollment token in its vApp properties")
+    return props
+
+
 def _start_vra(lab: Lab, site: str, index: int, host: dict, vra: dict) -> dict:
     st, net = lab.state, lab.state.network
     home = st.lab_dir / site / "vras" / host["HostIdentifier"]
     home.mkdir(parents=True, exist_ok=True)
-    secret = st.lab_dir / "vra-pairing-secret"
-    if not secret.exists():
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(st.secret)
+    props = _enrollment(lab, site, vra["VmIdentifier"])
+    token = home / "enroll-token"  # what the appliance reads from its OVF environment; used once
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(props["enroll_token"])
     sockets = Path(st.run_dir) / SHORT[site] / host["HostIdentifier"]
     sockets.mkdir(parents=True, exist_ok=True)
     listen = f"{net.vra_listen(site, index)}:{VRA_PORT}"
@@ -304,11 +322,12 @@ def _start_vra(lab: Lab, site: str, index: int, host: dict, vra: dict) -> dict:
              "host_name": host["VirtualizationHostName"], "address": f"{net.vra_address(site, index)}:{VRA_PORT}",
              "listen": listen, "split": str(sockets / "split.sock"), "images": str(sockets / "images.sock"),
              "filter_control": str(sockets / "filter.ctl"), "nbd": str(sockets / "nbd.sock"),
-             "state_dir": str(home / "state"), "port_file": str(port_file),
+             "state_dir": str(home / "state"), "port_file": str(port_file), "site": site, "tls": True,
              "process": f"vra-{site}-{host['VirtualizationHostName']}"}
     argv = python("vra_appliance.cli", "serve", "--vra-id", entry["identifier"], "--listen", listen,
                   "--port-file", str(port_file), "--split", entry["split"], "--state-dir", entry["state_dir"],
-                  "--pairing-secret-file", str(secret), "--nbd-unix", entry["images"], "-v")
+                  "--enroll-url", net.zvm_url(site), "--enroll-token-file", str(token),
+                  "--zvm-ca-fingerprint", props["zvm_ca_fingerprint"], "--nbd-unix", entry["images"], "-v")
     st.add(spawn(entry["process"], "vra", argv, st.logs / f"{entry['process']}.log", site=site))
     return entry
 
