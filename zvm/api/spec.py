@@ -142,7 +142,9 @@ def _parse_query(op: Operation) -> dict:
 
 def _parse_body(op: Operation):
     data = request.get_data(cache=True)
-    if not data.strip():
+    # Only an empty body is no body: whitespace alone is a body, and not JSON (taken for none, a malformed
+    # request used to create a draft).
+    if not data:
         if op.body_required:
             raise ValidationError("this call needs a JSON body: see the OpenAPI document for its fields",
                                   field="body")
