@@ -14,9 +14,9 @@ A protected vcsim with 50 hosts and 1,000 VMs. Measured:
 
 Each client asks for the answer as a real one does and decodes it inside the timed part: the main rows send
 python-requests' ``Accept-Encoding: gzip, deflate`` (zvm.client, scripts); the ``zstd client`` rows send a
-browser's or ``curl --compressed``'s ``gzip, deflate, br, zstd``. The ``changing`` rows add a writer that
-moves the database's revision every half second during the load (each change makes every server process
-build the answer again). ``wire_bytes`` is what crossed the socket; ``client_cpu_ms`` the load generator's
+browser's or ``curl --compressed``'s ``gzip, deflate, br, zstd``. The ``changing`` row adds a writer that
+moves the database's revision after every 100 answers (20 changes in the row; each makes every server
+process build the answer again). ``wire_bytes`` is what crossed the socket; ``client_cpu_ms`` the load generator's
 own CPU per request (parsing and decoding: it shares the machine's cores with the server).
 """
 
@@ -148,10 +148,11 @@ def _cpu() -> float:
 
 
 def load(url: str, headers: dict, clients: int, requests_total: int, warmup: int = 40,
-         churn=None) -> dict:
+         churn=None, churn_every: int = 100) -> dict:
     """``clients`` threads, each with its own keep-alive connection (http.client: a light client, so the
     figures are the server's more than the load generator's), share ``requests_total`` GETs. ``churn()``,
-    when given, runs every half second meanwhile (in its own thread)."""
+    when given, runs (in its own thread) after every ``churn_every`` answers: as many changes whatever the
+    server's speed."""
     latencies: list[float] = []
     wire: list[int] = []
     errors = []
@@ -173,6 +174,11 @@ def load(url: str, headers: dict, clients: int, requests_total: int, warmup: int
                 mine.append(time.perf_counter() - t0)
                 if status != 200:
                     errors.append(status)
+                if churn:
+                    with lock:
+                        answered[0] += 1
+                        if answered[0] % churn_every == 0:
+                            due.release()
             with lock:
                 latencies.extend(mine)
                 wire.append(size)
@@ -183,10 +189,15 @@ def load(url: str, headers: dict, clients: int, requests_total: int, warmup: int
     for t in threads:
         t.start()
     stop = threading.Event()
+    due = threading.Semaphore(0)
+    answered = [0]
     changes = [0]
 
     def churning():
-        while not stop.wait(0.5):
+        while True:
+            due.acquire()
+            if stop.is_set():
+                return
             churn()
             changes[0] += 1
 
@@ -201,6 +212,7 @@ def load(url: str, headers: dict, clients: int, requests_total: int, warmup: int
     elapsed = time.perf_counter() - t0
     cpu = _cpu() - cpu0
     stop.set()
+    due.release()
     if churner:
         churner.join()
     latencies.sort()
