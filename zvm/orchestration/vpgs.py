@@ -361,7 +361,10 @@ def release_recovery(zvm, vpg: m.Vpg, keep: bool) -> dict:
 
 
 def _unreleased(vpg: m.Vpg, keep: bool, why: str) -> dict:
-    """What the recovery site still holds when its part of the delete was not done (as this site knows it)."""
+    """What the recovery site still holds when its part of the delete was not done (as this site knows it):
+    nothing when no recover role was ever set up for the VPG."""
+    if not vpg.recovery_vra:
+        return {"Deleted": [], "Kept": [], "LeftOver": [], "LeftOverReason": why}
     own, others, journal = recovery_files(vpg)
     return {"Deleted": [], "Kept": others + (own if keep else []),
             "LeftOver": ([] if keep else own) + ([journal] if journal else []), "LeftOverReason": why}
@@ -402,8 +405,10 @@ def delete_vpg(ctx: TaskContext) -> dict:
             peer = peer_client(ctx.zvm, site, timeout=600)
             try:
                 released = peer.vpg_recovery(vpg.identifier, "release", {"KeepRecoveryVolumes": keep})
-            except NotFoundError as exc:  # no copy of the VPG there (never configured): its VRAs are still told
-                released = _unreleased(vpg, keep, str(exc))
+            except ZvmError as exc:
+                if exc.code != "VpgNotFound":
+                    raise
+                released = _unreleased(vpg, keep, str(exc))  # no copy there: its VRAs are still told below
             unreached += peer.remove_vpg(vpg.identifier).get("Unreached", [])
         else:
             released = release_recovery(ctx.zvm, vpg, keep)
