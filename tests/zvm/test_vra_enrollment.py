@@ -17,6 +17,7 @@ import grpc
 import pytest
 import requests
 from cryptography import x509
+from pyVmomi import vim
 from werkzeug.serving import make_server
 
 from tests.replication.lab import Proc, wait_for
@@ -28,6 +29,8 @@ from tests.zvm.procs import start_serve
 from vra_appliance.auth import Security
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from vra_appliance.proto.v1 import recovery_pb2 as rpb
+from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
 from vra_appliance.transport import Hello, TransientError
 from vra_appliance.transport_grpc import GrpcTransport
 from vra_appliance.wire import StreamWrite, seal
@@ -51,9 +54,22 @@ class SiteA:
     sim: object
 
 
+def remove_vra_vms(sim) -> None:
+    """The session's vcsim is shared: a test that failed may have left VRA VMs behind."""
+    with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
+        view = vc.content.viewManager.CreateContainerView(vc.content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            stale = [vm._moId for vm in view.view if vm.name.startswith("Z-VRA-")]
+        finally:
+            view.Destroy()
+        for moid in stale:
+            vc.destroy_vm(moid)
+
+
 @pytest.fixture
 def site_a(make_app, two_sites):
     sim = two_sites.protected
+    remove_vra_vms(sim)
     app = make_app(name="site-a", site_name="Site A", peer_port=free_port(), vcenter_url=sim.url,
                    vcenter_username=sim.username, vcenter_password=sim.password, vcenter_verify="false")
     zvm = app.extensions["zvm"]
@@ -315,6 +331,10 @@ def test_peer_site_vras_are_trusted_from_pairing_to_unpairing_without_restarts(s
             kept.shutdown()
         # ... for Replication only: a peer site's VRA may not use the Control service
         assert control_status(b1, a1.address, vra1.identifier) == grpc.StatusCode.PERMISSION_DENIED
+        with b1.channel(a1.address, vra1.identifier) as ch:  # nor RecoveryOps (recovery sessions)
+            with pytest.raises(grpc.RpcError) as err:
+                rpb_grpc.RecoveryOpsStub(ch).GetSession(rpb.SessionRequest(vpg="vpg-t", session="s"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         # nor may a certificate of B's CA that claims to be A's ZVM
         fake_zvm = b_vra(tmp_path, data_b, f"zvm:{m.Site.get(m.Site.is_local == True).identifier}")  # noqa: E712
         fake_zvm.ca.write_bytes(trust)
@@ -343,6 +363,36 @@ def test_peer_site_vras_are_trusted_from_pairing_to_unpairing_without_restarts(s
     finally:
         a1.stop()
         a2.stop()
+
+
+def test_the_site_another_site_pairs_with_updates_its_vras_too(site_a, site_b, tmp_path):
+    """Here site B starts the pairing and the unpairing: site A learns of them on its peer service and gives
+    its VRAs the new bundle in a task of its own (UpdateVraTrust)."""
+    data_b, client_b, _ = site_b
+    vra, props = install(site_a, 2, "127.0.0.3")
+    a1 = enrolling(tmp_path, site_a, vra, props).start()
+    try:
+        m.Vra.update(control_address=a1.address).where(m.Vra.id == vra.id).execute()
+        b1 = b_vra(tmp_path, data_b, "b-vra-9")
+        b1.ca.write_text((data_b / "pki" / "ca.pem").read_text()
+                         + (site_a.zvm.config.data_dir / "pki" / "ca.pem").read_text())
+        assert control_status(b1, a1.address, vra.identifier) == grpc.StatusCode.UNAVAILABLE
+
+        token = site_a.api.post("/peersites/generatetoken").json["Token"]
+        client_b.wait_for_task(client_b.pair("127.0.0.1", token, site_a.zvm.config.peer_port), timeout=60)
+        site_a.api.run_tasks()
+        task = site_a.api.get("/tasks", query_string={"type": "UpdateVraTrust"}).json[0]
+        assert task["Status"]["State"] == "Completed", task
+        assert control_status(b1, a1.address, vra.identifier) == grpc.StatusCode.PERMISSION_DENIED  # past TLS
+
+        site_a_id = site_a.api.get("/localsite").json["SiteIdentifier"]
+        client_b.wait_for_task(client_b.unpair(site_a_id), timeout=60)
+        site_a.api.run_tasks()
+        assert [t["Status"]["State"] for t in site_a.api.get("/tasks", query_string={"type": "UpdateVraTrust"}).json] \
+            == ["Completed", "Completed"]
+        assert control_status(b1, a1.address, vra.identifier) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        a1.stop()
 
 
 def test_the_ovf_declares_the_enrollment_properties():
