@@ -182,3 +182,34 @@ def test_a_task_in_progress_elsewhere_holds_the_tasks_of_its_vpg_here(zvm):
     m.Task.update(state="Completed").where(m.Task.id == other_runner.id).execute()
     assert runner.run_once() == 1
     assert m.Task.get_by_id(held.id).state == "Completed"
+
+
+def test_installs_of_different_vras_run_one_at_a_time_as_they_share_the_vra_package(zvm):
+    journal = Journal()
+
+    together = threading.Event()
+
+    def install(ctx):
+        journal.enter(ctx, ["vra-package"])
+        try:
+            with journal.lock:
+                if journal.active["vra-package"] > 1:
+                    together.set()
+            together.wait(0.5)  # time for another install to start, were they run side by side
+            for i in range(3):
+                ctx.progress(30 * i, f"step {i}")
+        finally:
+            journal.leave(ctx, ["vra-package"])
+        return {}
+
+    def other(ctx):
+        journal.enter(ctx, [])
+        journal.leave(ctx, [])
+        return {}
+
+    queued = [create_task("InstallVra", vra=f"vra-{i}") for i in range(3)] + [create_task("CheckpointVpg", vpg="v")]
+    runner = TaskRunner(zvm, handlers={"InstallVra": install, "CheckpointVpg": other}, workers=4)
+    assert runner.run_once() == 4
+    assert journal.overlaps == []
+    installs = [t.identifier for t in queued[:3]]
+    assert [t for t in journal.started() if t in installs] == installs

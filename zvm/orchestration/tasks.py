@@ -94,12 +94,18 @@ class TaskContext:
 
 
 DEFAULT_WORKERS = 4
+# Kinds that share something site-wide besides a VPG or a VRA, so that two of them must not run at once:
+# an install builds the VRA package into the data directory on first use (zvm.vra_package, which two
+# builds at once would corrupt); pairing, unpairing and the VRAs' trust updates change the site's trust.
+SHARED: dict[str, str] = {"InstallVra": "vra-package", "PairSite": "trust", "UnpairSite": "trust",
+                          "UpdateVraTrust": "trust"}
 
 
 def task_keys(task: m.Task) -> frozenset[str]:
-    """What a task works on: its VPG and its VRA. Tasks that share one run one at a time, in the order they
-    were queued; the others run side by side."""
-    return frozenset(([f"vpg:{task.vpg}"] if task.vpg else []) + ([f"vra:{task.vra}"] if task.vra else []))
+    """What a task works on: its VPG, its VRA, and what its kind shares (``SHARED``). Tasks that share one
+    run one at a time, in the order they were queued; the others run side by side."""
+    keys = ([f"vpg:{task.vpg}"] if task.vpg else []) + ([f"vra:{task.vra}"] if task.vra else [])
+    return frozenset(keys + ([f"shared:{SHARED[task.kind]}"] if task.kind in SHARED else []))
 
 
 class TaskRunner:
