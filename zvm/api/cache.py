@@ -24,7 +24,6 @@ import zstandard
 from zvm import models as m
 
 COMPRESS_FROM = 8192  # bytes: smaller answers are sent as they are
-GZIP_FROM = COMPRESS_FROM  # the former name
 ENCODINGS = ("zstd", "gzip")  # the preference when a client accepts both equally
 BUILD_WAIT = 30.0  # s: a request waiting for another's build of the same answer builds its own after this
 
