@@ -37,8 +37,11 @@ def _get(api, path: str, accept: str | None):
     ("gzip, deflate, br, zstd", "zstd"),  # browsers, curl --compressed
     ("zstd;q=0.5, gzip", "gzip"),
     ("gzip;q=0, deflate", None),  # q=0: refused, not accepted
-    ("*", "zstd"),
+    ("*", "gzip"),  # any: the one every client decodes
+    ("zstd;q=0.8, *", "gzip"),
+    ("*;q=0.5, zstd", "zstd"),
     ("*, zstd;q=0", "gzip"),
+    ("*, gzip;q=0", None),
     ("br", None),
 ])
 def test_a_large_answer_is_sent_in_the_encoding_the_client_prefers(large, accept, encoding):

@@ -39,15 +39,19 @@ def _compress(body: bytes, encoding: str) -> bytes:
     return gzip.compress(body, compresslevel=5, mtime=0)
 
 
-def choose_encoding(quality: Callable[[str], float], size: int) -> str | None:
+def choose_encoding(accepted, size: int) -> str | None:
     """The Content-Encoding to send an answer of ``size`` bytes with, given the client's Accept-Encoding
-    ``quality`` (werkzeug's ``request.accept_encodings.quality``: 0 for an encoding refused or not listed,
-    q-values and ``*`` honoured); None: as it is."""
+    (werkzeug's ``request.accept_encodings``; q-values honoured, ``q=0`` a refusal); None: as it is.
+
+    zstd only when the client names it: ``*`` says any, but gzip is the one every client decodes."""
     if size < COMPRESS_FROM:
         return None
+    named = {value.lower() for value, q in accepted}
     best, best_q = None, 0.0
     for encoding in ENCODINGS:
-        q = quality(encoding)
+        if encoding == "zstd" and encoding not in named:
+            continue
+        q = accepted.quality(encoding)
         if q > best_q:
             best, best_q = encoding, q
     return best

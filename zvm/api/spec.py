@@ -184,7 +184,7 @@ def _wrap(op: Operation) -> Callable:
             return _respond(op, op.handler(**kwargs))
         cache = context.service().response_cache
         answer = cache.answer(request.full_path, current_revision(), lambda: _body(op.handler(**kwargs)))
-        encoding = choose_encoding(request.accept_encodings.quality, len(answer.body))
+        encoding = choose_encoding(request.accept_encodings, len(answer.body))
         resp = flask.current_app.response_class(answer.encoded(encoding), status=op.status,
                                                 mimetype="application/json")
         if encoding is not None:
