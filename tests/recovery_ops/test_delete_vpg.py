@@ -59,7 +59,8 @@ def test_delete_is_refused_during_a_failover_test_then_removes_the_replicas_and_
         w.a.wait_for_task(task, timeout=120)
     error = failed.value.task["Error"]
     assert error["Code"] == "RecoveryOperationInProgress" and "FailoverTest" in error["Message"], error
-    assert w.a.vpg(w.vpg)["Status"] != "Deleting"  # it can be deleted again once the test ends
+    shown = w.a.vpg(w.vpg)
+    assert shown["Status"] != "Deleting" and shown["SubStatus"] == "Testing", shown  # as the test's start showed it
     assert all(p.is_file() for p in files.values()) and "recover" in recover_roles(w)
 
     stop = w.b.failover_test_stop(w.vpg)

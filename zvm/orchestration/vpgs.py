@@ -20,6 +20,7 @@ shows substatus ReplicationPausedUserInitiated (its status is left as it was); r
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -370,9 +371,16 @@ def _unreleased(vpg: m.Vpg, keep: bool, why: str) -> dict:
             "LeftOver": ([] if keep else own) + ([journal] if journal else []), "LeftOverReason": why}
 
 
-def _restore_status(vpg: m.Vpg) -> None:
-    """A delete that failed leaves the VPG deletable again (monitoring sets its real status on its pass)."""
-    _set(vpg, status="NotMeetingSLA" if vpg.status == "Deleting" else vpg.status, substatus="Error")
+def _restore_status(vpg: m.Vpg, refusal: ZvmError | None = None) -> None:
+    """A delete that failed leaves the VPG deletable again (monitoring sets its real status on its pass);
+    one refused for a running recovery operation shows that operation again, as its start showed it."""
+    from zvm.orchestration.protected_side import BEGIN
+
+    found = re.search(r"has an? (FailoverTest|Failover|Move) in progress", str(refusal)) if refusal else None
+    fields = {"status": "NotMeetingSLA" if vpg.status == "Deleting" else vpg.status, "substatus": "Error"}
+    if found:
+        fields.update(BEGIN[found.group(1)])
+    _set(vpg, **fields)
 
 
 def _recorded_leftover(vpg: m.Vpg, site: m.Site, files: list[str], why: str) -> None:
@@ -414,7 +422,7 @@ def delete_vpg(ctx: TaskContext) -> dict:
             released = release_recovery(ctx.zvm, vpg, keep)
     except ZvmError as exc:
         if exc.code == "RecoveryOperationInProgress" or not force:
-            _restore_status(vpg)
+            _restore_status(vpg, exc if exc.code == "RecoveryOperationInProgress" else None)
             hint = "" if exc.code == "RecoveryOperationInProgress" else "; delete with Force to remove the VPG anyway"
             raise type(exc)(f"{exc}{hint}", code=exc.code) from exc
         unreached.append(f"site {site.name}" if remote else f"the recovery VRA of VPG {vpg.name}")
