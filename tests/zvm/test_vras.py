@@ -124,3 +124,62 @@ def test_the_vra_package_is_an_ovf_with_a_stream_optimized_disk(tmp_path):
     assert info["format"] == "vmdk" and info["virtual-size"] == 1 << 30
     assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
     assert ensure_package(tmp_path) == ovf  # built once
+
+
+def test_vra_package_built_by_several_installs_at_once_is_whole_for_each(tmp_path):
+    """Installs that run at the same time (threads of one ZVM, or two ZVMs sharing a data directory) each
+    get a whole package: one builds, the others wait, and no reader sees half a disk or descriptor."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zvm.vra_package import SOURCE, ensure_package
+
+    others = [subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                "from zvm.vra_package import ensure_package; print(ensure_package(Path(sys.argv[1])))",
+                                str(tmp_path)], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    whole = (SOURCE / "vra.ovf").read_bytes()
+    torn: list[int] = []
+    building = True
+
+    def read_while_building() -> None:  # what a deploy reads meanwhile is absent or whole, never half
+        descriptor = tmp_path / "vra-ovf" / "vra.ovf"
+        while building:
+            try:
+                data = descriptor.read_bytes()
+            except FileNotFoundError:
+                continue
+            if data != whole:
+                torn.append(len(data))
+
+    def rebuild(_) -> object:
+        for _ in range(5):
+            for disk in (tmp_path / "vra-ovf").glob("*.vmdk"):
+                os.utime(disk, (0, 0))  # older than the build script: the next call rebuilds
+            path = ensure_package(tmp_path)
+        return path
+
+    with ThreadPoolExecutor(7) as pool:
+        reader = pool.submit(read_while_building)
+        try:
+            paths = list(pool.map(rebuild, range(6)))
+        finally:
+            building = False
+        reader.result()
+    assert torn == []
+    for proc in others:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        paths.append(type(paths[0])(out.strip()))
+    assert len(set(paths)) == 1
+    ovf = paths[0]
+    assert ovf.read_bytes() == (SOURCE / "vra.ovf").read_bytes()
+    disks = [p for p in ovf.parent.iterdir() if p.suffix == ".vmdk"]
+    assert len(disks) == 1
+    # whole: qemu-img reads it through, and its content equals a disk built alone from scratch
+    alone = ensure_package(tmp_path / "alone").parent / disks[0].name
+    subprocess.run(["qemu-img", "check", "-q", str(disks[0])], check=True)
+    same = subprocess.run(["qemu-img", "compare", "-q", str(disks[0]), str(alone)])
+    assert same.returncode == 0
+    assert [p.name for p in ovf.parent.iterdir() if p.name.startswith(".") and p.name != ".build.lock"] == []
