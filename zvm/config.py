@@ -23,6 +23,7 @@ environment so they stay out of files and process listings.
     filter_control_template = "/run/zvr/filter.ctl"   # a host's IO filter control socket, seen by its VRA
     workers = 2                        # gunicorn worker processes
     threads = 8                        # threads per worker
+    task_workers = 4                   # tasks run at once (those of one VPG or VRA always one at a time)
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ZvmConfig:
     filter_control_template: str = "/run/zvr/filter.ctl"
     workers: int = 2
     threads: int = 8
+    task_workers: int = 4
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
     log_level: str = "info"
 
@@ -99,6 +101,8 @@ class ZvmConfig:
             raise ConfigError(f"session_idle_timeout = {self.session_idle_timeout}: give at least 60 seconds")
         if not 1 <= self.workers <= 64 or not 1 <= self.threads <= 256:
             raise ConfigError("workers must be 1..64 and threads 1..256")
+        if not 1 <= self.task_workers <= 32:
+            raise ConfigError(f"task_workers = {self.task_workers}: give 1..32 (tasks the ZVM runs at once)")
         if bool(self.tls_certificate) != bool(self.tls_key):
             raise ConfigError("HTTPS needs both tls_certificate and tls_key (PEM files): set both or neither")
         for name in ("tls_certificate", "tls_key"):

@@ -213,3 +213,38 @@ def test_installs_of_different_vras_run_one_at_a_time_as_they_share_the_vra_pack
     assert journal.overlaps == []
     installs = [t.identifier for t in queued[:3]]
     assert [t for t in journal.started() if t in installs] == installs
+
+
+def test_the_pool_size_comes_from_the_configuration(zvm, tmp_path):
+    from zvm.config import load_config
+    from zvm.errors import ConfigError
+
+    conf = tmp_path / "zvm.toml"
+    conf.write_text(f'data_dir = "{tmp_path}"\ntask_workers = 3\n')
+    assert load_config(conf, env={}).task_workers == 3
+    assert load_config(conf, env={"ZVM_TASK_WORKERS": "1"}).task_workers == 1
+    with pytest.raises(ConfigError, match="task_workers = 0: give 1..32"):
+        load_config(conf, env={"ZVM_TASK_WORKERS": "0"})
+
+    journal = Journal()
+    release = threading.Event()
+
+    def work(ctx):
+        journal.enter(ctx, [])
+        try:
+            with journal.lock:
+                full = journal.now >= 3
+            if full:
+                release.set()
+            release.wait(5)
+        finally:
+            journal.leave(ctx, [])
+        return {}
+
+    zvm.config.task_workers = 3
+    runner = TaskRunner(zvm, handlers={"Work": work})
+    assert runner.workers == 3
+    for i in range(6):
+        create_task("Work", vpg=f"vpg-{i}")
+    assert runner.run_once() == 6
+    assert journal.peak == 3
