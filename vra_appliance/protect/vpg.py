@@ -140,6 +140,9 @@ class ProtectedVpg:
         self._backoff = self.settings.backoff_min
         self.dropped = ExtentMap(self.settings.dropped_max_extents)
         self.needs_bitmap_sync = False
+        # Wall time of the last stream reset (GAP): a marker decided before it but sent after it follows a
+        # journal that lacks the writes the reset dropped, so it goes out as not consistent.
+        self._reset_ns = 0
         self.paused = False  # the user's pause: behave as if the link were down
         self._syncing = False
         self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
@@ -444,8 +447,9 @@ class ProtectedVpg:
                     size += len(rec.data)
                     self._unsealed_bytes -= len(rec.data)
                 else:
+                    consistent = rec.consistent and rec.timestamp_ns > self._reset_ns
                     out.append(
-                        StreamMarker(seq, rec.timestamp_ns, rec.checkpoint_id, rec.tag, rec.consistent, rec.participants)
+                        StreamMarker(seq, rec.timestamp_ns, rec.checkpoint_id, rec.tag, consistent, rec.participants)
                     )
                     self._marker_seqs[rec.checkpoint_id] = seq
                     size += _MARKER_COST
@@ -565,6 +569,7 @@ class ProtectedVpg:
             self._buffer_bytes = 0
             self._next_seq = None
             self.needs_bitmap_sync = True
+            self._reset_ns = self._wall_ns()
 
     def _disconnect(self, exc: BaseException) -> None:
         try:
