@@ -6,7 +6,8 @@ Syncs (docs/SYNC.md): a protect role's volumes that are new to it need an initia
 listed as pre-seeded); a role taken up again when ``vra serve`` restarts needs a delta sync of every volume
 (what this VRA held in memory died with it); ``ForceSync`` asks for a delta sync (forcesync, reverse
 protection, a replaced VRA); ``Status`` reports each protect role's sync substatus, the running sync's
-progress and the last sync reports.
+progress and the last sync reports. ``DiscardJournal`` (recovery VRA) deletes a corrupt journal so the VPG
+can be resynced (vra_appliance/recovery.py).
 
 Who may call (vra_appliance/auth.py): with enrolled certificates, this site's ZVM everything (including
 ``UpdateTrust``, the trust bundle after a pairing or an unpairing), the other VRAs of this site only Freeze
@@ -28,7 +29,8 @@ from vra_appliance.protect.checkpoints import CheckpointCoordinator, Decision, F
 from vra_appliance.protect.side import LocalParticipant, ProtectSide
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
-from vra_appliance.recovery import RecoverSide
+from vra_appliance.recover import RecoverError
+from vra_appliance.recovery import DiscardRefused, RecoverSide
 from vra_appliance.sync.state import Reason
 from vra_appliance.transport_grpc import CHANNEL_OPTIONS
 
@@ -40,6 +42,7 @@ _FORCE_REASONS = {
     cpb.SYNC_REASON_FORCED: Reason.FORCED,
     cpb.SYNC_REASON_REVERSE_PROTECTION: Reason.REVERSE_PROTECTION,
     cpb.SYNC_REASON_NEW_VRA: Reason.NEW_VRA,
+    cpb.SYNC_REASON_JOURNAL_CORRUPT: Reason.JOURNAL_CORRUPT,
 }
 
 
@@ -293,6 +296,23 @@ class ControlServicer(cpb_grpc.ControlServicer):
         log.info("VPG %s: delta sync of %s (%s)", request.vpg, ", ".join(volumes), reason.value)
         return cpb.ConfigureReply(ok=True, message=f"VPG {request.vpg}: delta sync of {len(volumes)} volumes "
                                                    f"({reason.value})")
+
+    def DiscardJournal(self, request, context):  # noqa: N802
+        self._auth(context)
+        with self._lock:
+            try:
+                r = self.recover.discard_journal(request.vpg, request.reason or "no reason given", request.force)
+            except KeyError as exc:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+            except DiscardRefused as exc:
+                return cpb.DiscardJournalReply(ok=False, message=str(exc))
+            except (RecoverError, OSError) as exc:
+                log.exception("VPG %s: discarding the recovery journal failed", request.vpg)
+                return cpb.DiscardJournalReply(
+                    ok=False, message=f"discarding the recovery journal of VPG {request.vpg} failed: {exc}; it is "
+                                      "finished when the role is taken up again (ConfigureRecover or a VRA restart)")
+        return cpb.DiscardJournalReply(ok=True, message=r.message, state_before=r.state_before,
+                                       records_discarded=r.records, checkpoints_discarded=r.checkpoints)
 
     def _set_paused(self, vpg: str, paused: bool):
         with self._lock:

@@ -11,20 +11,30 @@ Each VPG also answers the delta syncs of its protect VRAs (``checksums``: the ch
 A journal that fails verification when it is opened (corruption, not a torn tail: FileJournal cuts those)
 puts the VPG in the ``journal-corrupt`` state: streams for it are refused with JOURNAL_ERROR and the status
 says what to do. A torn tail that was cut is reported in the status too.
+
+``discard_journal`` (the Control RPC DiscardJournal) is that resync's first half: it deletes the VPG's journal
+and stream positions, resets the replica's promotion state, and takes the role up again empty. It writes a
+``discard`` marker into the VPG's state directory first and removes it last, so a VRA that dies in between
+finishes the discard when it takes the role up again (``configure``). The second half is the protect
+VRAs' delta sync (docs/OPERATIONS.md, "Recovery journal corrupt").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from vra_appliance.config import RecoverRole
 from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
 from vra_appliance.recover import CorruptionError, RecoverError
+from vra_appliance.recover.durable import fsync_dir, write_atomic
 from vra_appliance.recover.filejournal import FileJournal
 from vra_appliance.recover.promoter import RetentionPolicy
-from vra_appliance.recover.replica import ReplicaVolume
+from vra_appliance.recover.replica import ReplicaVolume, reset_promotion_state
 from vra_appliance.recover.segments import vpg_dirname
 from vra_appliance.recover.vpg import RecoveryVPG
 from vra_appliance.sync import errors as sync_errors
@@ -32,6 +42,22 @@ from vra_appliance.sync.replica_side import JournalTipChecksums
 from vra_appliance.transport import JOURNAL_ERROR, Refused
 
 log = logging.getLogger(__name__)
+
+DISCARD_MARKER = "discard"  # in the VPG's state directory while a journal discard is under way
+# States in which a journal may be discarded without ``force`` (anything else is a healthy journal).
+BROKEN_STATES = ("journal-corrupt", "journal-error")
+
+
+class DiscardRefused(Exception):
+    """DiscardJournal refused: the message says why and what to do. Nothing was changed."""
+
+
+@dataclass(frozen=True)
+class DiscardResult:
+    state_before: str
+    records: int  # the journal's last seq before (0 when it could not be read)
+    checkpoints: int
+    message: str
 
 
 class _ThroughRecoveryVpg:
@@ -101,6 +127,9 @@ class RecoverSide:
             journal_dir = Path(role.journal_dir)
             try:
                 journal = self._journal(journal_dir)
+                if (self._state_dir(role.vpg) / DISCARD_MARKER).exists():
+                    log.warning("VPG %s: finishing a journal discard a restart interrupted", role.vpg)
+                    self._discard_files(role, journal)
                 rec.truncated = [f"{p}: cut to {n} bytes" for p, n in journal.truncated if vpg_dirname(role.vpg) in str(p)]
                 corrupt = journal.corruption(role.vpg)
                 if corrupt is not None:
@@ -130,6 +159,80 @@ class RecoverSide:
             rvpg.start()
             receiver.start()
             self.endpoint.add(receiver)
+
+    def _state_dir(self, vpg: str) -> Path:
+        return self.state_dir / "recover" / vpg_dirname(vpg)
+
+    def discard_journal(self, vpg: str, reason: str, force: bool = False) -> DiscardResult:
+        """Delete the VPG's journal and stream positions and take its role up again empty (see the module
+        docstring). Refused (DiscardRefused, nothing changed) for a VPG with no recover role here, a healthy
+        journal without ``force``, or a recovery session holding images of the VPG."""
+        with self._lock:
+            rec = self._vpgs.get(vpg)
+            if rec is None:
+                raise KeyError(f"this VRA has no recover role for VPG {vpg}")
+            state = self._state_of(rec)
+            if state not in BROKEN_STATES and not force:
+                raise DiscardRefused(
+                    f"the recovery journal of VPG {vpg} is healthy (state {state}): not discarded. Discarding it "
+                    "loses every checkpoint of the VPG; ask again with force to do it anyway")
+            records = checkpoints = 0
+            if rec.rvpg is not None:
+                if rec.checksums is not None:  # a delta sync's tip images: it is interrupted and runs again
+                    rec.checksums.close_all()
+                    rec.checksums = None
+                ours = sum(1 for e in self._images.values() if e[0] == vpg)
+                held = rec.rvpg.status().open_images - ours
+                if held > 0:
+                    raise DiscardRefused(
+                        f"VPG {vpg} has a recovery session (failover test, failover or move) holding {held} "
+                        "image(s) of its journal: close or commit it, then discard the journal")
+                try:
+                    records = rec.rvpg.last_seq()
+                    checkpoints = len(rec.rvpg.checkpoints())
+                except RecoverError:
+                    pass
+            role = rec.role
+            state_dir = self._state_dir(vpg)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            # 1. the mark: from here on a restart finishes the discard instead of opening the old journal
+            write_atomic(state_dir / DISCARD_MARKER, json.dumps(
+                {"vpg": vpg, "reason": reason, "state_before": state, "at_ns": time.time_ns()}).encode())
+            log.warning("VPG %s: discarding its recovery journal (state %s, %d records, %d checkpoints): %s",
+                        vpg, state, records, checkpoints, reason)
+            # 2. nothing of the VPG's may use the files any more (images closed, receiver and promoter stopped)
+            self.remove(vpg)
+            # 3. delete, 4. reopen empty
+            self._discard_files(role, self._journal(Path(role.journal_dir)))
+            self.configure(role)
+            after = self._vpgs[vpg]
+            if after.rvpg is None:
+                raise RecoverError(f"the journal of VPG {vpg} was discarded but its role did not open again: "
+                                   f"{after.error}")
+        return DiscardResult(state, records, checkpoints,
+                             f"VPG {vpg}: recovery journal discarded ({records} records, {checkpoints} checkpoints); "
+                             "streams start again from seq 1; the protect VRAs must run a delta sync")
+
+    def _discard_files(self, role: RecoverRole, journal: FileJournal) -> None:
+        """Delete the VPG's journal and stream positions, reset its promotion state, then remove the marker.
+        Each step is idempotent: after a crash the whole runs again."""
+        vpg = role.vpg
+        journal.discard(vpg)
+        streams = Path(role.journal_dir) / "streams"
+        if streams.is_dir():
+            for path in streams.glob(f"{vpg_dirname(vpg)}.positions*"):
+                path.unlink(missing_ok=True)
+            fsync_dir(streams)
+        state_dir = self._state_dir(vpg)
+        reset_promotion_state(vpg, state_dir)
+        (state_dir / DISCARD_MARKER).unlink(missing_ok=True)
+        fsync_dir(state_dir)
+        log.warning("VPG %s: recovery journal discarded; the replica is at no checkpoint until a delta sync", vpg)
+
+    def _state_of(self, rec: _Recover) -> str:
+        for st in self._status_of([rec]):
+            return st["state"]
+        return "ok"
 
     def _retune(self, rec: _Recover, role: RecoverRole) -> None:
         """Same journal and replicas: change retention and pairing in place (images stay open)."""
@@ -234,9 +337,13 @@ class RecoverSide:
 
     # -- status -------------------------------------------------------------------------------------------------
     def status(self) -> list[dict]:
-        out = []
         with self._lock:
             recs = list(self._vpgs.values())
+        return self._status_of(recs)
+
+    @staticmethod
+    def _status_of(recs: list[_Recover]) -> list[dict]:
+        out = []
         for rec in recs:
             if rec.rvpg is None or rec.receiver is None:
                 out.append({"vpg": rec.role.vpg, "role": "recover", "state": "journal-corrupt", "error": rec.error,

@@ -141,3 +141,13 @@ class Replica:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+def reset_promotion_state(vpg: str, state_dir: str | os.PathLike[str]) -> None:
+    """Durably set the VPG's promotion state to "nothing promoted, at no checkpoint" (its journal was
+    discarded: seqs start again from 1). The replica files keep their content, which is at no checkpoint
+    (a promotion may have been half done): only a sync makes them whole again."""
+    path = Path(state_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {"format": 1, "vpg": vpg, "promoted_seq": 0, "promoting_to": None, "checkpoint": None}
+    write_atomic(path / STATE_FILE, json.dumps(state).encode())

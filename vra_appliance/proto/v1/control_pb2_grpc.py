@@ -104,6 +104,11 @@ class ControlStub:
                 request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.SerializeToString,
                 response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
                 _registered_method=True)
+        self.DiscardJournal = channel.unary_unary(
+                '/zvr.vra.v1.Control/DiscardJournal',
+                request_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalRequest.SerializeToString,
+                response_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -210,6 +215,18 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscardJournal(self, request, context):
+        """Recovery VRA: discard the VPG's journal (it failed verification: state "journal-corrupt", or its writes
+        failed: "journal-error"; a healthy journal only with force): every record and checkpoint of the VPG is
+        deleted with its stream positions, the replica is no longer at any checkpoint, and streams are taken
+        again from seq 1. Durable across a crash (a restart finishes it). Other VPGs sharing the journal
+        directory are not touched. The records lost were never promoted into the replica: the protect VRAs must
+        run a delta sync (ForceSync with SYNC_REASON_JOURNAL_CORRUPT; the ZVM's ForceSyncVpg does both).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +299,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.UpdateTrust,
                     request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.FromString,
                     response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.SerializeToString,
+            ),
+            'DiscardJournal': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardJournal,
+                    request_deserializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalRequest.FromString,
+                    response_serializer=vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +684,33 @@ class Control:
             '/zvr.vra.v1.Control/UpdateTrust',
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.UpdateTrustRequest.SerializeToString,
             vra__appliance_dot_proto_dot_v1_dot_control__pb2.ConfigureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zvr.vra.v1.Control/DiscardJournal',
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalRequest.SerializeToString,
+            vra__appliance_dot_proto_dot_v1_dot_control__pb2.DiscardJournalReply.FromString,
             options,
             channel_credentials,
             insecure,
