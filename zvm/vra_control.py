@@ -55,6 +55,18 @@ class RecoverPlan:
 
 
 @dataclass
+class JournalDiscard:
+    """What a recovery VRA answered DiscardJournal: ``ok`` False with its message when it refused (a healthy
+    journal without ``force``, a recovery session holding its images)."""
+
+    ok: bool
+    message: str
+    state_before: str = ""
+    records: int = 0
+    checkpoints: int = 0
+
+
+@dataclass
 class CheckpointEntry:
     checkpoint_id: str
     timestamp_s: float
@@ -105,7 +117,9 @@ class VraControl(Protocol):
     def checkpoint(self, vra: VraRef, vpg: str, tag: str, wait_durable: bool = True) -> CheckpointEntry: ...
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]: ...
     def status(self, vra: VraRef) -> dict: ...
-    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str: ...
+    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None,
+                   reason: str = "forced") -> str: ...
+    def discard_journal(self, vra: VraRef, vpg: str, reason: str, force: bool = False) -> JournalDiscard: ...
     def pause(self, vra: VraRef, vpg: str, paused: bool) -> str: ...
     def update_trust(self, vra: VraRef, bundle_pem: str) -> str: ...
     def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
@@ -218,13 +232,24 @@ class GrpcVraControl:
                                                        if st.HasField("current_sync") else [])}
         return out
 
-    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None) -> str:
+    def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None, reason: str = "forced") -> str:
         """The ZVM's forcesync on a protect VRA: a delta sync of the VPG's volumes there (all of them by
-        default). Returns once the VRA has recorded the need; its Status shows the sync (DeltaSync)."""
+        default). Returns once the VRA has recorded the need; its Status shows the sync (DeltaSync).
+        ``reason``: "forced", or "journal-corrupt" (the recovery journal is being discarded)."""
         from vra_appliance.proto.v1 import control_pb2 as cpb
 
-        request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=cpb.SYNC_REASON_FORCED)
+        code = cpb.SYNC_REASON_JOURNAL_CORRUPT if reason == "journal-corrupt" else cpb.SYNC_REASON_FORCED
+        request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=code)
         return self._ok(vra, "the forced sync", self._call(vra, "ForceSync", request))
+
+    def discard_journal(self, vra: VraRef, vpg: str, reason: str, force: bool = False) -> JournalDiscard:
+        """The recovery VRA deletes the VPG's journal (corrupt or failed; a healthy one only with ``force``) and
+        takes streams again from seq 1. A refusal comes back as ``ok`` False, not as an error."""
+        from vra_appliance.proto.v1 import control_pb2 as cpb
+
+        r = self._call(vra, "DiscardJournal", cpb.DiscardJournalRequest(vpg=vpg, reason=reason, force=force),
+                       timeout=120)
+        return JournalDiscard(r.ok, r.message, r.state_before, r.records_discarded, r.checkpoints_discarded)
 
     def update_trust(self, vra: VraRef, bundle_pem: str) -> str:
         """An enrolled VRA trusts exactly these CAs from now on (after a pairing or an unpairing)."""

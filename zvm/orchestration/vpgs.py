@@ -529,10 +529,13 @@ def force_sync_vpg(ctx: TaskContext) -> dict:
     """A delta sync of every volume of the VPG, on each of its protect VRAs: each compares its volumes with
     the recovery side by checksums and sends what differs. Monitoring keeps the VPG in DeltaSync until the
     VRAs report streaming again."""
+    from zvm.orchestration.journal_repair import before_force_sync
+
     vpg = _vpg(ctx)
     control = ctx.zvm.vra_control
     try:
         protects = plan_vpg(vpg, ctx.zvm.config.filter_control_template).protect
+        repaired = before_force_sync(ctx, vpg, protects)  # a corrupt recovery journal is discarded first
         for i, (vra, volumes, _) in enumerate(protects):
             ctx.progress(10 + 80 * i // len(protects), f"Starting a delta sync of {len(volumes)} volume(s) on "
                          f"{vra.name or vra.vra_id}")
@@ -543,4 +546,5 @@ def force_sync_vpg(ctx: TaskContext) -> dict:
     _set(vpg, substatus="DeltaSync")
     ctx.progress(100, f"Delta sync started on {len(protects)} protect VRA(s); the VPG shows DeltaSync until "
                  "it ends")
-    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _, _ in protects]}
+    return {"VpgIdentifier": vpg.identifier, "ProtectVras": [v.vra_id for v, _, _ in protects],
+            "JournalDiscarded": repaired}

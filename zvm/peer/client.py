@@ -104,6 +104,12 @@ class PeerClient:
     def vpg_status(self, vpg: str) -> dict:
         return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/status", {"Vpg": vpg})
 
+    def discard_journal(self, vpg: str, reason: str, user: str) -> dict:
+        """Ask the recovery site to discard the VPG's corrupt recovery journal (zvm.orchestration.journal_repair);
+        refused (409) when the journal there is healthy."""
+        return self._exchange(self._mutual(), "POST", f"/peer/v1/vpgs/{vpg}/discard-journal",
+                              {"Vpg": vpg, "Reason": reason, "User": user})
+
     def vpg_recovery(self, vpg: str, action: str, body: dict | None = None) -> dict:
         """A recovery operation's step on the peer, the VPG's protected site (zvm.orchestration.protected_side)."""
         return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/recovery",

@@ -10,6 +10,8 @@ at the TLS layer and required by every call but pairing.
     POST /peer/v1/vpgs/status    a VPG's recover role and journal checkpoints here           (paired cert)
     POST /peer/v1/vpgs/recovery  a recovery operation's step on this, the protected, site    (paired cert)
                                  (zvm.orchestration.protected_side: begin, shutdown, rollback, commit, end)
+    POST /peer/v1/vpgs/{id}/discard-journal  discard the VPG's corrupt recovery journal here       (paired cert)
+                                 (zvm.orchestration.journal_repair; 409 when the journal is healthy)
 
 TLS asks every client for a certificate and verifies one that is given against the CAs of the paired
 sites (the trust store is rebuilt on each handshake, so pairing and unpairing take effect at once); the
@@ -31,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from zvm import db as zdb
 from zvm import models as m
-from zvm.errors import AuthenticationError, ConflictError, ValidationError, ZvmError
+from zvm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError, ZvmError
 from zvm.orchestration.tasks import create_task
 from zvm.peer.pki import SitePki, issued_by
 
@@ -119,6 +121,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, service.vpg_status(self._caller(), self._body()))
             elif route == ("POST", "/peer/v1/vpgs/recovery"):
                 self._reply(200, service.vpg_recovery(self._caller(), self._body()))
+            elif (route[0] == "POST" and route[1].startswith("/peer/v1/vpgs/")
+                  and route[1].endswith("/discard-journal")):
+                vpg = route[1][len("/peer/v1/vpgs/"):-len("/discard-journal")]
+                self._reply(200, service.discard_journal(self._caller(), vpg, self._body()))
             else:
                 self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
         except ZvmError as exc:
@@ -180,6 +186,19 @@ class PeerVpgs:
         from zvm.orchestration import protected_side
 
         return protected_side.handle(self.zvm, caller.site, _vpg_id(body), body)
+
+    def discard_journal(self, caller: m.PeerSite, vpg: str, body: dict) -> dict:
+        """The protected site's ForceSyncVpg found the journal here corrupt: discard it (only a paired site's
+        VPG that recovers here; a healthy journal is refused)."""
+        from zvm.orchestration.journal_repair import discard_on_this_site
+
+        if not vpg or "/" in vpg:
+            raise ValidationError("name the VPG in the path: /peer/v1/vpgs/{id}/discard-journal")
+        mirror = m.Vpg.get_or_none(m.Vpg.identifier == vpg)
+        if mirror is not None and mirror.protected_site_id != caller.site_id:
+            raise NotFoundError(f"site {caller.site.name} protects no VPG {vpg}", code="VpgNotFound")
+        user = f"peer:{caller.site.name}:{str(body.get('User') or '')[:64]}"
+        return discard_on_this_site(self.zvm, vpg, str(body.get("Reason") or "")[:512], user)
 
     def vpg_status(self, caller: m.PeerSite, body: dict) -> dict:
         from zvm.orchestration import vpgs
