@@ -8,6 +8,12 @@ roles' ``rpo_ms``, throughput and IOPS from their ``bytes`` and ``writes`` betwe
 and history from the recover role's ``journal_bytes`` and ``history_covered_s``; its checkpoints are the
 ones the recovery VRA's journal lists (asked of the paired site's ZVM when the VPG recovers there). A VPG leaves Initializing (InitialSync) for MeetingSLA when every
 role reports ok and the journal holds a consistent checkpoint.
+
+A recover role whose journal is corrupt (or failed) raises RecoveryJournalCorrupt on the VPG and sets it to
+status Error, substatus Error (replication is refused); it stays so until the journal is usable again (a
+Force Sync discards it: zvm.orchestration.journal_repair), and an unreachable recovery VRA leaves it as last
+seen. When the journal is usable again and the VPG still shows that error, it starts over: Initializing,
+DeltaSync, until a consistent checkpoint exists.
 """
 
 from __future__ import annotations
@@ -20,7 +26,15 @@ from collections.abc import Callable
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ZvmError
-from zvm.monitoring.rules import AlertSpec, VpgFigures, unreachable_alert, vpg_alerts, vpg_status
+from zvm.monitoring.rules import (
+    JOURNAL_BROKEN_STATES,
+    AlertSpec,
+    VpgFigures,
+    journal_alert,
+    unreachable_alert,
+    vpg_alerts,
+    vpg_status,
+)
 
 log = logging.getLogger("zvm.monitoring")
 
@@ -83,6 +97,7 @@ class Monitor:
         self.peer_probe = peer_probe
         self.interval = interval
         self._rates: dict[str, tuple[float, float, float]] = {}  # vpg -> (time, bytes, writes) last seen
+        self._journals: dict[str, AlertSpec] = {}  # vpg -> its RecoveryJournalCorrupt, as last seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -105,6 +120,10 @@ class Monitor:
                 spec = unreachable_alert("Site", peer.site.identifier, peer.site.name, peer.last_seen,
                                          peer.paired_at, now)
                 wanted += [spec] if spec else []
+            known = {v.identifier for v in m.Vpg.select(m.Vpg.identifier)}
+            for vpg_id in [v for v in self._journals if v not in known]:
+                del self._journals[vpg_id]
+            wanted += list(self._journals.values())
             from zvm.orchestration.watch import recovery_alerts
 
             wanted += recovery_alerts()
@@ -175,8 +194,9 @@ class Monitor:
             reply = peer_client(self.zvm, vpg.recovery_site).vpg_status(vpg.identifier)
         except ZvmError:
             return None, None
-        listed = [CheckpointEntry(c["checkpoint_id"], c["timestamp_s"], c.get("tag"), bool(c["consistent"]))
-                  for c in reply.get("Checkpoints") or []]
+        raw = reply.get("Checkpoints")
+        listed = None if raw is None else [
+            CheckpointEntry(c["checkpoint_id"], c["timestamp_s"], c.get("tag"), bool(c["consistent"])) for c in raw]
         return reply.get("Recover"), listed
 
     def _apply_reports(self, vpg: m.Vpg, protect: list[dict], recover: dict | None, listed: list | None,
@@ -195,22 +215,34 @@ class Monitor:
             fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
             fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
         checkpoints = self._store_checkpoints(vpg, listed) if listed is not None else []
+        broken = recover is not None and recover["state"] in JOURNAL_BROKEN_STATES
+        restart = False  # the journal is usable again after it was broken: the VPG starts over
+        if recover is not None:
+            alert = journal_alert(vpg.identifier, vpg.name, recover["state"], recover.get("error", ""))
+            if alert is not None:
+                self._journals[vpg.identifier] = alert
+            elif self._journals.pop(vpg.identifier, None) is not None or _journal_alert_active(vpg):
+                restart = (vpg.status, vpg.substatus) == ("Error", "Error")
         mirror = vpg.protected_site_id != self.zvm.local_site_id()  # a peer's VPG that this site recovers
         healthy = ((mirror or (bool(protect) and all(p["state"] == "ok" for p in protect)))
                    and recover is not None and recover["state"] == "ok")
         if vpg.substatus in OPERATION_SUBSTATUSES:
             pass  # a recovery operation owns the status until it ends
+        elif broken:
+            fields.update(status="Error", substatus="Error")  # replication is refused until a Force Sync
         elif vpg.paused:
             pass  # ReplicationPausedUserInitiated until resumed
         elif any(p.get("needs_bitmap_sync") for p in protect):
             fields["substatus"] = "BitmapSync"
-        elif vpg.status == "Initializing" and vpg.substatus in ("InitialSync", "DeltaSync"):
+        elif vpg.status == "Initializing" and vpg.substatus in ("InitialSync", "DeltaSync", "BitmapSync"):
             if healthy and any(c.consistent for c in checkpoints):
                 fields.update(status="MeetingSLA", substatus="None")
         elif any(p.get("substatus") == "DeltaSync" for p in protect):
             fields["substatus"] = "DeltaSync"  # a forced sync (or a restarted VRA's) runs
         elif vpg.substatus in ("BitmapSync", "DeltaSync") and healthy and not any(p.get("substatus") for p in protect):
             fields["substatus"] = "None"
+        if restart:
+            fields.update(status="Initializing", substatus="DeltaSync")  # history restarts
         with zdb.transaction():
             m.Vpg.update(**fields).where(m.Vpg.id == vpg.id).execute()
 
@@ -254,3 +286,9 @@ class Monitor:
                 log.exception("monitoring pass failed")
             finally:
                 self.zvm.db.close()
+
+
+def _journal_alert_active(vpg: m.Vpg) -> bool:
+    """A RecoveryJournalCorrupt alert of the VPG is still raised (from before this monitor started)."""
+    return m.Alert.select().where(m.Alert.code == "RecoveryJournalCorrupt", m.Alert.entity_id == vpg.identifier,
+                                  m.Alert.cleared_at.is_null()).exists()

@@ -6,6 +6,8 @@ Alerts (code, level):
     VpgHistoryBelow75       Error     ... less than 75 %
     VpgJournalNearLimit     Warning   journal use at or above its warning threshold, or 90 % of its hard limit
     VpgJournalAtLimit       Error     journal use at its hard limit: history is shrinking
+    RecoveryJournalCorrupt  Error     the recovery journal failed verification (or its writes failed): replication
+                                      is refused until a Force Sync discards it
     VraUnreachable          Error     an installed VRA has not answered for longer than the grace time
     PeerSiteUnreachable     Error     the paired site's ZVM has not answered for longer than the grace time
 
@@ -97,6 +99,19 @@ def vpg_status(v: VpgFigures) -> str:
     if history:
         return "HistoryNotMeetingSLA"
     return "MeetingSLA"
+
+
+JOURNAL_BROKEN_STATES = ("journal-corrupt", "journal-error")
+
+
+def journal_alert(identifier: str, name: str, state: str, error: str) -> AlertSpec | None:
+    """The alert for a recover role in ``state`` (None when the journal can be used)."""
+    if state not in JOURNAL_BROKEN_STATES:
+        return None
+    what = "is corrupt" if state == "journal-corrupt" else "stopped taking writes"
+    return AlertSpec("RecoveryJournalCorrupt", "Error", "Vpg", identifier,
+                     f"VPG {name}: the recovery journal {what} ({error[:300]}); replication is refused. Force Sync "
+                     "the VPG: the journal is discarded, history restarts, a delta sync follows")
 
 
 def unreachable_alert(entity: str, entity_id: str, name: str, last_seen: float | None, since: float,

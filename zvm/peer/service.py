@@ -208,12 +208,15 @@ class PeerVpgs:
             ref = vpgs.vra_ref(vra)
             try:
                 role = self.zvm.vra_control.status(ref).get(vpg, {}).get("recover")
-                if role is None:
-                    continue
-                listed = self.zvm.vra_control.list_checkpoints(ref, vpg)
             except ZvmError:
                 continue
-            return {"Recover": role, "Checkpoints": [c.__dict__ for c in listed], "Vra": vra.identifier}
+            if role is None:
+                continue
+            try:
+                listed = [c.__dict__ for c in self.zvm.vra_control.list_checkpoints(ref, vpg)]
+            except ZvmError:
+                listed = None  # a journal that cannot list them (corrupt): the role's state says why
+            return {"Recover": role, "Checkpoints": listed, "Vra": vra.identifier}
         return {"Recover": None, "Checkpoints": [], "Vra": None}
 
 
