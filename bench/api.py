@@ -27,6 +27,7 @@ import gzip
 import http.client
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -350,3 +351,4 @@ def main(argv: list[str]) -> int:
         for proc in procs:
             proc.stop()
         sim.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the vcsim datastores and the ZVM's data: nothing to keep
