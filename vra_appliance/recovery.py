@@ -165,8 +165,9 @@ class RecoverSide:
 
     def discard_journal(self, vpg: str, reason: str, force: bool = False) -> DiscardResult:
         """Delete the VPG's journal and stream positions and take its role up again empty (see the module
-        docstring). Refused (DiscardRefused, nothing changed) for a VPG with no recover role here, a healthy
-        journal without ``force``, or a recovery session holding images of the VPG."""
+        docstring). Refused (DiscardRefused, nothing changed) for a healthy journal without ``force``, and for
+        a recovery session holding images of the VPG (a delta sync reading the journal's tip is interrupted
+        by then: it runs again); KeyError for a VPG with no recover role here."""
         with self._lock:
             rec = self._vpgs.get(vpg)
             if rec is None:
