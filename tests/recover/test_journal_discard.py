@@ -111,3 +111,15 @@ def test_a_discard_interrupted_after_the_journal_is_deleted_is_finished_on_resta
         assert [c.checkpoint_id for c in again.get("vpg-g").rvpg.checkpoints()] == ["cp-9"]
     finally:
         again.stop()
+
+
+def test_refused_while_a_recovery_session_holds_images(side) -> None:
+    rvpg = side.get("vpg-g").rvpg
+    image = rvpg.image("vol-1", "cp-9")  # what a failover test's session holds (vra_appliance/recovery_ops.py)
+    try:
+        with pytest.raises(DiscardRefused, match="recovery session"):
+            side.discard_journal("vpg-g", "test", force=True)
+        assert side.get("vpg-g").rvpg is rvpg and rvpg.last_seq() == 9
+    finally:
+        image.close()
+    assert side.discard_journal("vpg-g", "test", force=True).records == 9
