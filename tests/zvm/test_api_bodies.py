@@ -53,3 +53,18 @@ def test_a_required_body_of_whitespace_is_refused_and_the_draft_kept(api):
     assert db_snapshot() == before
     resp = api.client.put(f"/v1/vpgSettings/{draft}/basic", data=b"", headers=headers)
     assert resp.status_code == 400 and resp.json["Message"].startswith("this call needs a JSON body")
+
+
+def test_a_malformed_body_or_query_of_a_write_is_audited_as_refused(api):
+    draft = api.post("/vpgSettings").json["VpgSettingsIdentifier"]
+    headers = {"x-zerto-session": api.token, "Content-Type": "application/json"}
+    events = m.Event.select().count()
+    resp = api.client.put(f"/v1/vpgSettings/{draft}/basic", data=b"{not json", headers=headers)
+    assert resp.status_code == 400
+    resp = api.client.put(f"/v1/vpgSettings/{draft}/basic?stauts=1", data=b"{}", headers=headers)
+    assert resp.status_code == 400 and resp.json["Field"] == "stauts"
+    refused = list(m.Event.select().where(m.Event.id > 0).order_by(m.Event.id))[events:]
+    assert [e.result for e in refused] == ["Refused", "Refused"]
+    assert all(e.entity_id == draft and e.user for e in refused)
+    assert "InvalidRequest" in refused[0].detail and "not valid JSON" in refused[0].detail
+    assert "unknown query parameter 'stauts'" in refused[1].detail

@@ -172,14 +172,19 @@ def _wrap(op: Operation) -> Callable:
         elif op.auth == "enrollment" and not request.headers.get(ENROLLMENT_TOKEN_HEADER):
             raise SessionError(f"this call takes no session but the VRA's enrollment token, in the "
                                f"{ENROLLMENT_TOKEN_HEADER} header")
-        kwargs = dict(path_params)
-        query = _parse_query(op)
-        if op.query or "query" in accepts:
-            kwargs["query"] = query
-        if op.body is not None:
-            kwargs["body"] = _parse_body(op)
+        def parsed() -> dict:
+            kwargs = dict(path_params)
+            query = _parse_query(op)
+            if op.query or "query" in accepts:
+                kwargs["query"] = query
+            if op.body is not None:
+                kwargs["body"] = _parse_body(op)
+            return kwargs
+
         if op.writes:
-            return _respond(op, context.run_write(op, lambda: op.handler(**kwargs)))
+            # parsed inside: a malformed body or query is a refused request, audited like the others
+            return _respond(op, context.run_write(op, lambda: op.handler(**parsed())))
+        kwargs = parsed()
         if not op.cache:
             return _respond(op, op.handler(**kwargs))
         cache = context.service().response_cache
