@@ -3,7 +3,8 @@
 ``vcsim_site`` is one protected vCenter for a test module; ``two_sites`` is a protected and a recovery
 vCenter, each with a cluster of three hosts, VMs whose disks are real sparse files, a datastore (a real
 directory) and networks, started once per test session and stopped at its end. Tests that change the
-inventory should start their own with ``start_vcsim``.
+inventory (install VRAs, recover VMs) take ``fresh_two_sites``: the same two sites, started for the test and
+stopped after it, so what they leave in vCenter never meets another test.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def pytest_sessionstart(session):
     if missing:
         raise pytest.UsageError(
             f"missing tools {missing}: run the tests through ./run test, which installs them")
+
+
+TWO_SITES_SPEC = VcsimSpec(hosts_per_cluster=3, vms_per_pool=4, datastores=2, portgroups=2, disk_mb=64)
 
 
 @dataclass
@@ -51,8 +55,19 @@ def start_vcsim(tmp_path_factory) -> Iterator:
 
 @pytest.fixture(scope="session")
 def two_sites(start_vcsim) -> TwoSites:
-    spec = VcsimSpec(hosts_per_cluster=3, vms_per_pool=4, datastores=2, portgroups=2, disk_mb=64)
-    return TwoSites(protected=start_vcsim("protected", spec), recovery=start_vcsim("recovery", spec))
+    return TwoSites(protected=start_vcsim("protected", TWO_SITES_SPEC), recovery=start_vcsim("recovery", TWO_SITES_SPEC))
+
+
+@pytest.fixture
+def fresh_two_sites(tmp_path_factory) -> Iterator[TwoSites]:
+    started: list[Vcsim] = []
+    try:
+        for name in ("protected", "recovery"):
+            started.append(Vcsim.start(name, tmp_path_factory.mktemp(f"vcsim-{name}"), TWO_SITES_SPEC))
+        yield TwoSites(protected=started[0], recovery=started[1])
+    finally:
+        for sim in started:
+            sim.stop()
 
 
 @pytest.fixture(scope="module")

@@ -59,11 +59,12 @@ def corrupt_middle_write(roots: list[Path], vpg: str) -> Path:
     return segment
 
 
-def test_corrupt_recovery_journal_alert_and_force_sync(two_sites, make_app, tmp_path):
+def test_corrupt_recovery_journal_alert_and_force_sync(fresh_two_sites, make_app, tmp_path):
     short = Path(tempfile.mkdtemp(prefix="zj-", dir="/tmp"))
     lab = Lab(short)
     server = None
     try:
+        two_sites = fresh_two_sites  # installs VRAs: its own vCenters
         rec = two_sites.recovery
         server = start_serve(tmp_path / "site-b", "--admin-password", ADMIN_PASSWORD, "--site-name", "Site B",
                              "--public-address", "127.0.0.1", "--peer-port", str(free_port()),

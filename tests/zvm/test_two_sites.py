@@ -46,11 +46,12 @@ def install_everywhere(client, prefix: str, run_tasks=None) -> dict[str, str]:
     return addresses
 
 
-def test_two_sites_pair_install_protect_and_meet_the_sla(two_sites, make_app, tmp_path):
+def test_two_sites_pair_install_protect_and_meet_the_sla(fresh_two_sites, make_app, tmp_path):
     short = Path(tempfile.mkdtemp(prefix="z2-", dir="/tmp"))  # unix socket paths must stay short
     lab = Lab(short)
     server = None
     try:
+        two_sites = fresh_two_sites  # installs VRAs: its own vCenters
         rec = two_sites.recovery
         server = start_serve(tmp_path / "site-b", "--admin-password", ADMIN_PASSWORD, "--site-name", "Site B",
                              "--public-address", "127.0.0.1", "--peer-port", str(free_port()),
