@@ -15,16 +15,23 @@ with JOURNAL_FULL (they keep their buffers and reconnect later), the VPG reports
 next append that succeeds clears it. Nothing acknowledged is ever lost, because nothing is acknowledged
 before the journal's append returned.
 
+Every Welcome carries the journal's epoch (``load_journal_epoch``), new only when the VPG's journal and
+positions are created or discarded: a protect VRA that sees it change knows records it had acknowledged are
+gone and runs a delta sync.
+
 Sequencing across protect VRAs is documented in docs/FORMAT.md, "Wire format (VRA to VRA)".
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
 from vra_appliance.positions import PositionsLog
@@ -115,6 +122,7 @@ class VpgReceiver:
         self._aligner = Aligner()
         self._last_seq = journal.last_seq(vpg)
         self.positions = PositionsLog(positions_path, self._last_seq)
+        self.journal_epoch = load_journal_epoch(positions_path)
         self._peers: dict[str, _Peer] = {
             p: _Peer(durable=s, received=s) for p, s in self.positions.positions.items()
         }
@@ -161,7 +169,7 @@ class VpgReceiver:
                     0,
                     state.durable,
                 )
-            session = _Session(self, hello.peer_id, Welcome(state.durable, self.recover_id), on_ack, on_refusal)
+            session = _Session(self, hello.peer_id, Welcome(state.durable, self.recover_id, journal_epoch=self.journal_epoch), on_ack, on_refusal)
             state.session = session
             return session
 
@@ -420,10 +428,39 @@ class VpgReceiver:
                 "state": self.state,
                 "error": self.error,
                 "last_seq": self._last_seq,
+                "journal_epoch": self.journal_epoch,
                 "peers": peers,
                 "blocked_on": {str(k): v for k, v in self._aligner.blocked_on().items()},
                 "counters": dict(self.counters),
             }
+
+
+def load_journal_epoch(positions_path) -> str:
+    """The journal's epoch, kept in ``<positions log>.epoch`` (docs/FORMAT.md): read it, or make a new random
+    one when there is none (the VPG's journal and positions were just created, or discarded: ``DiscardJournal``
+    deletes ``<positions log>*``). It is durable before any Welcome carries it, so a restart with the journal
+    intact answers with the same epoch, and only a lost journal changes it."""
+    path = Path(f"{os.fspath(positions_path)}.epoch")
+    try:
+        epoch = path.read_text().strip()
+        if epoch:
+            return epoch
+    except FileNotFoundError:
+        pass
+    epoch = secrets.token_hex(16)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(epoch + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.info("journal epoch %s (new) beside %s", epoch, positions_path)
+    return epoch
 
 
 def _item_bytes(value) -> int:

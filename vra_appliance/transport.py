@@ -89,6 +89,9 @@ class Welcome:
     durable_seq: int
     recover_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
+    # The recovery journal's epoch, new whenever the VPG's journal is created or discarded; "" = unknown (an
+    # older recovery VRA). A change means the receiver lost records it had acknowledged: delta sync.
+    journal_epoch: str = ""
 
 
 @dataclass(frozen=True)

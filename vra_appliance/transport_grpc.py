@@ -209,7 +209,7 @@ class GrpcTransport:
                 elif kind == "welcome":
                     w = msg.welcome
                     if not first.done():
-                        first.set_result(Welcome(w.durable_seq, w.recover_id, w.protocol_version))
+                        first.set_result(Welcome(w.durable_seq, w.recover_id, w.protocol_version, w.journal_epoch))
                 elif kind == "refusal":
                     exc = refusal_from_pb(msg.refusal)
                     if not first.done():
@@ -282,7 +282,8 @@ class ReplicationServicer(pb_grpc.ReplicationServicer):
             return
         w = session.welcome
         yield pb.RecoverMessage(
-            welcome=pb.Welcome(durable_seq=w.durable_seq, recover_id=w.recover_id, protocol_version=w.protocol_version)
+            welcome=pb.Welcome(durable_seq=w.durable_seq, recover_id=w.recover_id, protocol_version=w.protocol_version,
+                               journal_epoch=w.journal_epoch)
         )
 
         def read() -> None:

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vra_appliance/proto/v1/replication.proto\x12\nzvr.vra.v1\"`\n\x0eProtectMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.zvr.vra.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.zvr.vra.v1.BatchH\x00\x42\x06\n\x04kind\"\x88\x01\n\x0eRecoverMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.zvr.vra.v1.WelcomeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.zvr.vra.v1.AckH\x00\x12&\n\x07refusal\x18\x03 \x01(\x0b\x32\x13.zvr.vra.v1.RefusalH\x00\x42\x06\n\x04kind\"T\n\x05Hello\x12\x0b\n\x03vpg\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12\x13\n\x0bresume_from\x18\x03 \x01(\x04\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\"L\n\x07Welcome\x12\x13\n\x0b\x64urable_seq\x18\x01 \x01(\x04\x12\x12\n\nrecover_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\"\x8a\x01\n\x05\x42\x61tch\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12 \n\x05\x63odec\x18\x03 \x01(\x0e\x32\x11.zvr.vra.v1.Codec\x12\x19\n\x11uncompressed_size\x18\x04 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x05 \x01(\x07\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"9\n\x0c\x42\x61tchPayload\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.zvr.vra.v1.StreamRecord\"\x8d\x01\n\x0cStreamRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x02 \x01(\x03\x12\"\n\x05write\x18\x03 \x01(\x0b\x32\x11.zvr.vra.v1.WriteH\x00\x12.\n\x06marker\x18\x04 \x01(\x0b\x32\x1c.zvr.vra.v1.CheckpointMarkerH\x00\x42\x06\n\x04kind\"5\n\x05Write\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"`\n\x10\x43heckpointMarker\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x12\n\nconsistent\x18\x03 \x01(\x08\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\"\x1a\n\x03\x41\x63k\x12\x13\n\x0b\x64urable_seq\x18\x01 \x01(\x04\"m\n\x07Refusal\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.zvr.vra.v1.RefusalReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\x12\x13\n\x0b\x64urable_seq\x18\x04 \x01(\x04*>\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_NONE\x10\x01\x12\x0e\n\nCODEC_ZSTD\x10\x02*\xa1\x01\n\rRefusalReason\x12\x1e\n\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x42\x41\x44_CHECKSUM\x10\x01\x12\x0f\n\x0bUNKNOWN_VPG\x10\x02\x12\x11\n\rUNPAIRED_PEER\x10\x03\x12\x10\n\x0cJOURNAL_FULL\x10\x04\x12\x07\n\x03GAP\x10\x05\x12\x0c\n\x08PROTOCOL\x10\x06\x12\x11\n\rJOURNAL_ERROR\x10\x07\x32S\n\x0bReplication\x12\x44\n\x06Stream\x12\x1a.zvr.vra.v1.ProtectMessage\x1a\x1a.zvr.vra.v1.RecoverMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vra_appliance/proto/v1/replication.proto\x12\nzvr.vra.v1\"`\n\x0eProtectMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.zvr.vra.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.zvr.vra.v1.BatchH\x00\x42\x06\n\x04kind\"\x88\x01\n\x0eRecoverMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.zvr.vra.v1.WelcomeH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.zvr.vra.v1.AckH\x00\x12&\n\x07refusal\x18\x03 \x01(\x0b\x32\x13.zvr.vra.v1.RefusalH\x00\x42\x06\n\x04kind\"T\n\x05Hello\x12\x0b\n\x03vpg\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12\x13\n\x0bresume_from\x18\x03 \x01(\x04\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\"c\n\x07Welcome\x12\x13\n\x0b\x64urable_seq\x18\x01 \x01(\x04\x12\x12\n\nrecover_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x15\n\rjournal_epoch\x18\x04 \x01(\t\"\x8a\x01\n\x05\x42\x61tch\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12 \n\x05\x63odec\x18\x03 \x01(\x0e\x32\x11.zvr.vra.v1.Codec\x12\x19\n\x11uncompressed_size\x18\x04 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x05 \x01(\x07\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\"9\n\x0c\x42\x61tchPayload\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.zvr.vra.v1.StreamRecord\"\x8d\x01\n\x0cStreamRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x02 \x01(\x03\x12\"\n\x05write\x18\x03 \x01(\x0b\x32\x11.zvr.vra.v1.WriteH\x00\x12.\n\x06marker\x18\x04 \x01(\x0b\x32\x1c.zvr.vra.v1.CheckpointMarkerH\x00\x42\x06\n\x04kind\"5\n\x05Write\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"`\n\x10\x43heckpointMarker\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x12\n\nconsistent\x18\x03 \x01(\x08\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\"\x1a\n\x03\x41\x63k\x12\x13\n\x0b\x64urable_seq\x18\x01 \x01(\x04\"m\n\x07Refusal\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.zvr.vra.v1.RefusalReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\x12\x13\n\x0b\x64urable_seq\x18\x04 \x01(\x04*>\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_NONE\x10\x01\x12\x0e\n\nCODEC_ZSTD\x10\x02*\xa1\x01\n\rRefusalReason\x12\x1e\n\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x42\x41\x44_CHECKSUM\x10\x01\x12\x0f\n\x0bUNKNOWN_VPG\x10\x02\x12\x11\n\rUNPAIRED_PEER\x10\x03\x12\x10\n\x0cJOURNAL_FULL\x10\x04\x12\x07\n\x03GAP\x10\x05\x12\x0c\n\x08PROTOCOL\x10\x06\x12\x11\n\rJOURNAL_ERROR\x10\x07\x32S\n\x0bReplication\x12\x44\n\x06Stream\x12\x1a.zvr.vra.v1.ProtectMessage\x1a\x1a.zvr.vra.v1.RecoverMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vra_appliance.proto.v1.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODEC']._serialized_start=1093
-  _globals['_CODEC']._serialized_end=1155
-  _globals['_REFUSALREASON']._serialized_start=1158
-  _globals['_REFUSALREASON']._serialized_end=1319
+  _globals['_CODEC']._serialized_start=1116
+  _globals['_CODEC']._serialized_end=1178
+  _globals['_REFUSALREASON']._serialized_start=1181
+  _globals['_REFUSALREASON']._serialized_end=1342
   _globals['_PROTECTMESSAGE']._serialized_start=56
   _globals['_PROTECTMESSAGE']._serialized_end=152
   _globals['_RECOVERMESSAGE']._serialized_start=155
@@ -42,21 +42,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=293
   _globals['_HELLO']._serialized_end=377
   _globals['_WELCOME']._serialized_start=379
-  _globals['_WELCOME']._serialized_end=455
-  _globals['_BATCH']._serialized_start=458
-  _globals['_BATCH']._serialized_end=596
-  _globals['_BATCHPAYLOAD']._serialized_start=598
-  _globals['_BATCHPAYLOAD']._serialized_end=655
-  _globals['_STREAMRECORD']._serialized_start=658
-  _globals['_STREAMRECORD']._serialized_end=799
-  _globals['_WRITE']._serialized_start=801
-  _globals['_WRITE']._serialized_end=854
-  _globals['_CHECKPOINTMARKER']._serialized_start=856
-  _globals['_CHECKPOINTMARKER']._serialized_end=952
-  _globals['_ACK']._serialized_start=954
-  _globals['_ACK']._serialized_end=980
-  _globals['_REFUSAL']._serialized_start=982
-  _globals['_REFUSAL']._serialized_end=1091
-  _globals['_REPLICATION']._serialized_start=1321
-  _globals['_REPLICATION']._serialized_end=1404
+  _globals['_WELCOME']._serialized_end=478
+  _globals['_BATCH']._serialized_start=481
+  _globals['_BATCH']._serialized_end=619
+  _globals['_BATCHPAYLOAD']._serialized_start=621
+  _globals['_BATCHPAYLOAD']._serialized_end=678
+  _globals['_STREAMRECORD']._serialized_start=681
+  _globals['_STREAMRECORD']._serialized_end=822
+  _globals['_WRITE']._serialized_start=824
+  _globals['_WRITE']._serialized_end=877
+  _globals['_CHECKPOINTMARKER']._serialized_start=879
+  _globals['_CHECKPOINTMARKER']._serialized_end=975
+  _globals['_ACK']._serialized_start=977
+  _globals['_ACK']._serialized_end=1003
+  _globals['_REFUSAL']._serialized_start=1005
+  _globals['_REFUSAL']._serialized_end=1114
+  _globals['_REPLICATION']._serialized_start=1344
+  _globals['_REPLICATION']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)
