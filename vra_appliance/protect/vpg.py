@@ -95,6 +95,7 @@ class _Counters:
     resync_writes: int = 0
     resync_bytes: int = 0
     reconnects: int = 0
+    recovery_journal_lost: int = 0  # Welcomes that said the recovery side lost acknowledged records
     refusals: dict = field(default_factory=dict)
     compress_s: float = 0.0
     send_wait_s: float = 0.0
@@ -140,6 +141,10 @@ class ProtectedVpg:
         self._backoff = self.settings.backoff_min
         self.dropped = ExtentMap(self.settings.dropped_max_extents)
         self.needs_bitmap_sync = False
+        # The recovery side lost records it had acknowledged (its journal was discarded): only a delta sync
+        # makes the replica right. Set by ``_connect``, taken by the sync runner (``take_delta_need``).
+        self.needs_delta_sync = False
+        self._journal_epoch = ""  # the recovery journal's epoch of the last Welcome ("" = unknown)
         # Wall time of the last stream reset (GAP): a marker decided before it but sent after it follows a
         # journal that lacks the writes the reset dropped, so it goes out as not consistent.
         self._reset_ns = 0
@@ -209,7 +214,8 @@ class ProtectedVpg:
         """A checkpoint now would not be consistent: a sync is needed or running, writes were let go, or
         replication is paused."""
         with self._cv:
-            return self.needs_bitmap_sync or self._syncing or bool(self.dropped) or self.paused
+            return (self.needs_bitmap_sync or self.needs_delta_sync or self._syncing or bool(self.dropped)
+                    or self.paused)
 
     def set_paused(self, paused: bool) -> None:
         """The user's pause: the sender closes the stream and sends nothing until resumed; writes are kept
@@ -236,6 +242,17 @@ class ProtectedVpg:
             needed = self.needs_bitmap_sync or bool(self.dropped)
             if needed:
                 self.needs_bitmap_sync = False
+                self._syncing = True
+            return needed
+
+    def take_delta_need(self) -> bool:
+        """Whether the recovery side lost what it had acknowledged since the last call (its journal was
+        discarded). Taking it clears it and marks the VPG syncing in the same step; the caller now owns
+        running a delta sync of every volume."""
+        with self._cv:
+            needed = self.needs_delta_sync
+            if needed:
+                self.needs_delta_sync = False
                 self._syncing = True
             return needed
 
@@ -546,6 +563,19 @@ class ProtectedVpg:
             self._disconnect(exc)
             return
         with self._cv:
+            lost = self._journal_lost(welcome)
+            if lost:
+                log.warning("VPG %s: the recovery VRA lost records it had acknowledged (%s); delta sync needed",
+                            self.vpg, lost)
+                self.needs_delta_sync = True
+                self.counters.recovery_journal_lost += 1
+                self._reset_ns = self._wall_ns()
+                # Its positions restarted: what this engine counted as acknowledged no longer is.
+                self.acked_seq = welcome.durable_seq
+                if self._next_seq is not None and self._next_seq <= welcome.durable_seq:
+                    self._next_seq = welcome.durable_seq + 1
+            if welcome.journal_epoch:
+                self._journal_epoch = welcome.journal_epoch
             if self._next_seq is None:
                 self._next_seq = welcome.durable_seq + 1
             self._ack(welcome.durable_seq)
@@ -556,6 +586,19 @@ class ProtectedVpg:
             self._backoff = self.settings.backoff_min
             self.counters.reconnects += 1
             self._kick()
+
+    def _journal_lost(self, welcome) -> str:
+        """Why the Welcome says the recovery side lost acknowledged records, or "" (under ``_cv``).
+
+        The epoch is explicit: it changes only when the journal is created or discarded. Without one (an older
+        recovery VRA) a durable position below what was acknowledged says the same; a restart with the journal
+        intact never goes below it, because a torn tail only cuts records that were never acknowledged."""
+        epoch = welcome.journal_epoch
+        if epoch and self._journal_epoch and epoch != self._journal_epoch:
+            return f"journal epoch {self._journal_epoch} -> {epoch}"
+        if welcome.durable_seq < self.acked_seq:
+            return f"durable stream seq {welcome.durable_seq}, below the acknowledged {self.acked_seq}"
+        return ""
 
     def _reset_stream(self, exc: Refused) -> None:
         """The receiver lacks records this engine no longer holds: start over from its position; what was
@@ -675,6 +718,7 @@ class ProtectedVpg:
                 "state": state,
                 "error": self.error,
                 "needs_bitmap_sync": self.needs_bitmap_sync or bool(self.dropped),
+                "needs_delta_sync": self.needs_delta_sync,
                 "syncing": self._syncing,
                 "paused": self.paused,
                 "counters": {
@@ -700,6 +744,7 @@ class ProtectedVpg:
                 "resync_writes": c.resync_writes,
                 "resync_bytes": c.resync_bytes,
                     "reconnects": c.reconnects,
+                    "recovery_journal_lost": c.recovery_journal_lost,
                     "compress_s": c.compress_s,
                     "send_wait_s": c.send_wait_s,
                     **{f"refused_{k.lower()}": v for k, v in c.refusals.items()},

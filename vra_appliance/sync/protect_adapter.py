@@ -31,6 +31,9 @@ class ProtectedVpgLink:
     def take_bitmap_need(self) -> bool:
         return self.engine.take_bitmap_need()
 
+    def take_delta_need(self) -> bool:
+        return self.engine.take_delta_need()
+
     def set_syncing(self, syncing: bool) -> None:
         self.engine.set_syncing(syncing)
 

@@ -2,8 +2,9 @@
 
 The engines (initial, delta, bitmap) say *what* to send; this says *when* and *where*:
 
-- it takes the VPG's bitmap need (``VpgLink.take_bitmap_need``: the buffer overflowed, the stream was reset
-  or a filter put writes in its dirty map) and records needs in the per-volume
+- it takes the VPG's delta need (``VpgLink.take_delta_need``: the recovery side lost records it had
+  acknowledged, its journal was discarded) and bitmap need (``VpgLink.take_bitmap_need``: the buffer
+  overflowed, the stream was reset or a filter put writes in its dirty map) and records needs in the per-volume
   :class:`~vra_appliance.sync.state.VpgSyncState`; anything else calls :meth:`VpgSyncRunner.need` (a new
   VPG, a pre-seeded volume, a filter that restarted without its map, a restarted VRA, a forced sync);
 - while any volume needs or runs a sync, the VPG is marked not consistent (``VpgLink.set_syncing``), from
@@ -77,6 +78,10 @@ class VpgLink(Protocol):
         """Whether writes went to a dirty map since the last call. Taking it clears it and marks the VPG
         syncing in one step (no checkpoint in between is consistent)."""
         ...
+
+    # Optional: ``take_delta_need() -> bool``: whether the recovery side lost records it had acknowledged
+    # (its journal was discarded) since the last call; taking it clears it and marks the VPG syncing. The
+    # runner then needs a delta sync of every volume (Reason.RECOVERY_JOURNAL_LOST).
 
     def set_syncing(self, syncing: bool) -> None:
         """True: checkpoints from now on are not consistent. False: they are again, unless the VPG's own
@@ -180,6 +185,10 @@ class VpgSyncRunner:
     # -- the loop ------------------------------------------------------------------------------------------------
     def sync_once(self) -> list[SyncReport]:
         """Run every sync that is needed now, one volume after the other; returns what ran."""
+        # A link without ``take_delta_need`` (an older or test link) never reports a lost recovery journal.
+        take_delta = getattr(self.link, "take_delta_need", None)
+        if take_delta is not None and take_delta():
+            self.need(Reason.RECOVERY_JOURNAL_LOST)
         if self.link.take_bitmap_need():
             self.need(Reason.BUFFER_OVERFLOW)
         with self._lock:

@@ -5,7 +5,7 @@ Pure: no I/O, no clock, no locks (the owner serialises calls). A volume's phase:
     None ──need(new volume | link restored | buffer overflow)──> InitialSync ──complete──> Streaming
       └──need(pre-seeded | any other delta reason)──────────> DeltaSync   ──complete──> Streaming
     Streaming ──need(link restored | buffer overflow)──> BitmapSync ──complete──> Streaming
-    Streaming ──need(filter restarted | new VRA | reverse protection | forced | journal corrupt)──> DeltaSync
+    Streaming ──need(filter restarted | new VRA | reverse protection | forced | journal corrupt | recovery journal lost)──> DeltaSync
 
 A volume in None whose replica already holds data (pre-seeded; or a VRA that restarted without knowing how
 far it got, or a filter that lost its map: the replica was streamed to before) gets a delta sync, not a
@@ -49,6 +49,9 @@ class Reason(StrEnum):
     REVERSE_PROTECTION = "reverse-protection"
     FORCED = "forced-sync"
     JOURNAL_CORRUPT = "journal-corrupt"
+    # The recovery VRA answered with a new journal epoch (or a durable position below what it had acknowledged):
+    # records it had acknowledged were never promoted and are gone; found by the protect VRA on its own.
+    RECOVERY_JOURNAL_LOST = "recovery-journal-lost"
 
 
 REASON_KIND = {
@@ -61,6 +64,7 @@ REASON_KIND = {
     Reason.REVERSE_PROTECTION: SyncKind.DELTA,
     Reason.FORCED: SyncKind.DELTA,
     Reason.JOURNAL_CORRUPT: SyncKind.DELTA,
+    Reason.RECOVERY_JOURNAL_LOST: SyncKind.DELTA,
 }
 
 _PHASE = {SyncKind.INITIAL: Phase.INITIAL_SYNC, SyncKind.DELTA: Phase.DELTA_SYNC, SyncKind.BITMAP: Phase.BITMAP_SYNC}
