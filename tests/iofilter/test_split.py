@@ -184,7 +184,11 @@ def start_vra_process(address: str, replica, stall_after: int | None = None) -> 
     if stall_after is not None:
         argv.append(str(stall_after))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-    assert proc.stdout.readline().strip() == "listening"
+    first = proc.stdout.readline().strip()
+    if first != "listening":
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the VRA stub said {first!r} before 'listening'")
     return proc
 
 

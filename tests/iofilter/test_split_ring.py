@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -291,6 +292,9 @@ def test_marks_keep_their_place_through_the_ring(make_filter, vra, sockdir):
                 assert ctl.freeze(f"cp-{k}", ["vol-a"], timeout_ms=1000)["marked"]
                 assert not ctl.thaw(f"cp-{k}")["expired"]
                 bounds.append((before, done[0] + 1))  # the write after the one in progress now is issued later
+        deadline = time.monotonic() + 10
+        while done[0] <= bounds[-1][1] and time.monotonic() < deadline:  # writes behind the last MARK too
+            stop.wait(0.001)
     finally:
         stop.set()
         t.join(10)

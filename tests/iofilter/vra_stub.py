@@ -63,8 +63,12 @@ class ReplicaVra:
         self.fd = os.open(replica, os.O_RDWR)
         self.writes = 0
         self.stall_after = stall_after
+        # "listening" is the first line: a filter already retrying connects the moment the listener starts,
+        # and its hello must not be printed before it
+        self.listening = threading.Event()
 
     def on_hello(self, filter_id, volumes):
+        self.listening.wait()
         print("hello", filter_id, flush=True)
 
     def on_write(self, filter_id, volume_id, offset, data, filter_seq):
@@ -88,9 +92,11 @@ class ReplicaVra:
 
 def main(argv: list[str]) -> int:
     address, replica, *stall = argv
-    listener = SplitListener(address, ReplicaVra(replica, int(stall[0]) if stall else None))
+    vra = ReplicaVra(replica, int(stall[0]) if stall else None)
+    listener = SplitListener(address, vra)
     listener.start()
     print("listening", flush=True)
+    vra.listening.set()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
