@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+
+from vra_appliance.recover.durable import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ class Security:
             if own not in cas:
                 raise ValueError("the bundle lacks this VRA's own site CA")
         with self._trust.lock:
-            tmp = Path(str(self.ca) + ".tmp")
-            tmp.write_bytes(bundle_pem)
-            os.replace(tmp, self.ca)
+            write_atomic(Path(self.ca), bundle_pem)
             self._trust.cas = cas
             self._trust.generation += 1
         return len(cas)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import ssl
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from vra_appliance.auth import parse_bundle
+from vra_appliance.recover.durable import write_atomic
 
 TOKEN_HEADER = "x-zvr-enrollment-token"
 
@@ -77,11 +77,7 @@ def _key(files: TlsFiles) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    tmp = files.key.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, files.key)
+    write_atomic(files.key, data, mode=0o600)
     return key
 
 
@@ -144,7 +140,5 @@ def enroll(state_dir: Path, vra_id: str, url: str, token: str, ca_fingerprint: s
         raise EnrollmentError("the trust bundle the ZVM sent lacks its own site CA")
     for path, data in ((files.cert, answer["CertificatePem"].encode()), (files.site_ca, answer["SiteCaPem"].encode()),
                        (files.trust, bundle), (files.zvm, json.dumps({"identity": identity}).encode())):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     return files

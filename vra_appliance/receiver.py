@@ -42,6 +42,7 @@ from vra_appliance.recover import (
     RecoverError,
     WriteRecord,
 )
+from vra_appliance.recover.durable import write_atomic
 from vra_appliance.transport import (
     BAD_CHECKSUM,
     GAP,
@@ -448,17 +449,7 @@ def load_journal_epoch(positions_path) -> str:
     except FileNotFoundError:
         pass
     epoch = secrets.token_hex(16)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(epoch + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, (epoch + "\n").encode())
     log.info("journal epoch %s (new) beside %s", epoch, positions_path)
     return epoch
 

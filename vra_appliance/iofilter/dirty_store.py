@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vra_appliance.recover.durable import write_atomic
+
 FORMAT = 1
 SUFFIX = ".zdirty"
 
@@ -38,18 +40,8 @@ def sidecar_for(volume_path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
     except OSError as exc:
         raise DirtyStoreError(f"cannot write dirty map sidecar {path}: {exc.strerror}; the volume's "
                               "directory must be writable by the filter") from exc
