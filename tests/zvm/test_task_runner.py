@@ -118,23 +118,28 @@ def test_tasks_of_the_same_vpg_or_vra_never_overlap_and_keep_their_order(zvm):
     assert journal.peak > 1  # they did run side by side
 
 
-def test_the_pool_is_bounded(zvm):
-    journal = Journal()
+def holding_until(journal: Journal, running: int):
+    """A handler whose tasks hold their workers until ``running`` of them run at once (or 5 s pass)."""
     release = threading.Event()
 
     def work(ctx):
         journal.enter(ctx, [])
         try:
             with journal.lock:
-                full = journal.now >= 2
+                full = journal.now >= running
             if full:
                 release.set()
-            release.wait(5)  # the first two hold their workers until both run
+            release.wait(5)
         finally:
             journal.leave(ctx, [])
         return {}
 
-    runner = TaskRunner(zvm, handlers={"Work": work}, workers=2)
+    return work
+
+
+def test_the_pool_is_bounded(zvm):
+    journal = Journal()
+    runner = TaskRunner(zvm, handlers={"Work": holding_until(journal, 2)}, workers=2)
     for i in range(5):
         create_task("Work", vpg=f"vpg-{i}")
     assert runner.run_once() == 5
@@ -227,22 +232,8 @@ def test_the_pool_size_comes_from_the_configuration(zvm, tmp_path):
         load_config(conf, env={"ZVM_TASK_WORKERS": "0"})
 
     journal = Journal()
-    release = threading.Event()
-
-    def work(ctx):
-        journal.enter(ctx, [])
-        try:
-            with journal.lock:
-                full = journal.now >= 3
-            if full:
-                release.set()
-            release.wait(5)
-        finally:
-            journal.leave(ctx, [])
-        return {}
-
     zvm.config.task_workers = 3
-    runner = TaskRunner(zvm, handlers={"Work": work})
+    runner = TaskRunner(zvm, handlers={"Work": holding_until(journal, 3)})
     assert runner.workers == 3
     for i in range(6):
         create_task("Work", vpg=f"vpg-{i}")
