@@ -5,7 +5,7 @@ import warnings
 
 from vra_appliance.proto.v1 import recovery_pb2 as vra__appliance_dot_proto_dot_v1_dot_recovery__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
