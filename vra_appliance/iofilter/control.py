@@ -18,13 +18,11 @@ import socket
 import threading
 from collections.abc import Callable
 
+from vra_appliance.errors import ControlError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1024 * 1024
-
-
-class ControlError(Exception):
-    """The filter refused a control request; the message is the filter's reason."""
 
 
 class ControlServer:

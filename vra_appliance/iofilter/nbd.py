@@ -22,9 +22,10 @@ import stat
 import threading
 from dataclasses import dataclass, field
 
+from vra_appliance.errors import NbdProtocolError
 from vra_appliance.iofilter.nbd_backend import ExportBackend, FileBackend
-from vra_appliance.iofilter.nbd_handshake import HandshakeError, negotiate
-from vra_appliance.iofilter.nbd_transmission import ConnectionStats, ProtocolError, Transmission
+from vra_appliance.iofilter.nbd_handshake import negotiate
+from vra_appliance.iofilter.nbd_transmission import ConnectionStats, Transmission
 
 __all__ = ["ExportBackend", "FileBackend", "NbdServer", "parse_hostport"]
 
@@ -228,7 +229,7 @@ class NbdServer:
                     return  # removed while the handshake finished
                 export.clients.add(client)
             Transmission(sock, session.backend, session.structured, client.stats).run()
-        except (HandshakeError, ProtocolError) as exc:
+        except NbdProtocolError as exc:
             log.info("NBD client dropped: %s", exc)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.debug("NBD client connection ended: %s", exc)

@@ -31,11 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from vra_appliance.config import DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_INTERVAL_S, MIN_INTERVAL_S
+
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 5.0
-MIN_INTERVAL_S = 1.0
-DEFAULT_FREEZE_TIMEOUT_MS = 100
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,18 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.errors import ApplianceError, TransientError
 from vra_appliance.protect.compression import AdaptiveLevel
 from vra_appliance.protect.dirty import ExtentMap
-from vra_appliance.transport import GAP, Ack, Hello, Refused, ReplicationError, TransientError, Transport
-from vra_appliance.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
+from vra_appliance.stream.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.stream.transport import (
+    GAP,
+    Ack,
+    Hello,
+    Refused,
+    Transport,
+)
+from vra_appliance.stream.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +503,7 @@ class ProtectedVpg:
     def _send(self, entry: _Sent) -> bool:
         try:
             fut = self.transport.send(entry.batch)
-        except ReplicationError as exc:
+        except ApplianceError as exc:
             self._disconnect(exc)
             return False
         with self._cv:
@@ -559,7 +566,7 @@ class ProtectedVpg:
                 self._reset_stream(exc)
             self._disconnect(exc)
             return
-        except ReplicationError as exc:
+        except ApplianceError as exc:
             self._disconnect(exc)
             return
         with self._cv:
@@ -617,7 +624,7 @@ class ProtectedVpg:
     def _disconnect(self, exc: BaseException) -> None:
         try:
             self.transport.close()
-        except ReplicationError:
+        except ApplianceError:
             pass
         with self._cv:
             was = self.connected

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vra_appliance.errors import ApplianceError, DirtyMapLostError, PermanentError, TransientError
 from vra_appliance.sync.bitmap import BitmapSync, coalesce
 from vra_appliance.sync.delta import ChecksumPeer, DeltaSync
-from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncError, TransientError
 from vra_appliance.sync.initial import InitialSync
 from vra_appliance.sync.state import Reason, SyncKind, VpgSyncState
 from vra_appliance.sync.throttle import Throttle
@@ -66,7 +66,7 @@ class DirtySource(Protocol):
         ...
 
     def give_back(self, volume: str, extents: list[tuple[int, int]]) -> None:
-        """Record extents as dirty again (an interrupted sync); a source that cannot raises SyncError."""
+        """Record extents as dirty again (an interrupted sync); a source that cannot raises an ApplianceError."""
         ...
 
 
@@ -271,7 +271,7 @@ class VpgSyncRunner:
                 self.state[volume].need(Reason.FILTER_RESTARTED)
                 self.state[volume].interrupt()
             log.warning("VPG %s volume %s: %s", self.vpg, volume, exc)
-        except (SyncError, OSError) as exc:
+        except (ApplianceError, OSError) as exc:
             report.error = str(exc)
             if bitmap is not None:
                 self._give_back(volume, bitmap.pending())
@@ -337,7 +337,7 @@ class VpgSyncRunner:
             try:
                 src.give_back(volume, extents)
                 return
-            except SyncError:
+            except ApplianceError:
                 continue
         log.error("VPG %s volume %s: no dirty map takes back %d extents; a delta sync is needed",
                   self.vpg, volume, len(extents))

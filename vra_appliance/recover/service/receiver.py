@@ -33,17 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
-from vra_appliance.positions import PositionsLog
+from vra_appliance.errors import ApplianceError
+from vra_appliance.fileio import write_atomic
 from vra_appliance.recover import (
     CheckpointRecord,
     JournalFullError,
     JournalGapError,
-    RecoverError,
     WriteRecord,
 )
-from vra_appliance.recover.durable import write_atomic
-from vra_appliance.transport import (
+from vra_appliance.recover.service.positions import PositionsLog
+from vra_appliance.stream.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.stream.transport import (
     BAD_CHECKSUM,
     GAP,
     JOURNAL_ERROR,
@@ -57,7 +57,7 @@ from vra_appliance.transport import (
     Refused,
     Welcome,
 )
-from vra_appliance.wire import Batch, PayloadError, StreamMarker, StreamWrite, open_batch
+from vra_appliance.stream.wire import Batch, PayloadError, StreamMarker, StreamWrite, open_batch
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class VpgReceiver:
                 session.refuse(refusal)
             log.warning("VPG %s: %s", self.vpg, exc)
             return False
-        except RecoverError as exc:
+        except ApplianceError as exc:
             # The journal's state is unknown (closed after a failed fsync, corrupt): stop taking writes
             # until the VRA is restarted and the journal reopened; the positions entry stays valid.
             refusals = []
