@@ -21,6 +21,7 @@ import threading
 from vra_appliance.errors import RingCorrupt, SplitProtocolError
 from vra_appliance.iofilter import split_protocol as sp
 from vra_appliance.iofilter import split_ring as sr
+from zvr_common.sockserver import StreamServer
 
 log = logging.getLogger(__name__)
 
@@ -38,68 +39,17 @@ class SplitListener:
     def __init__(self, address: str | tuple[str, int], handler: sp.SplitHandler, accept_rings: bool = True):
         self.handler = handler
         self.accept_rings = accept_rings
-        self._family, self._sockaddr = sp.parse_address(address)
+        _family, sockaddr = sp.parse_address(address)
         self.address: str | tuple[str, int] = address
-        self._lsock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
+        self._server = StreamServer(sockaddr, self._serve, name="split", what="IO filters")
 
     def start(self) -> None:
-        lsock = socket.socket(self._family, socket.SOCK_STREAM)
-        if self._family == socket.AF_UNIX:
-            if os.path.exists(self._sockaddr):
-                os.unlink(self._sockaddr)
-        else:
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            lsock.bind(self._sockaddr)
-        except OSError as exc:
-            lsock.close()
-            raise OSError(exc.errno, f"cannot listen for IO filters on {self._sockaddr}: {exc.strerror}") from exc
-        lsock.listen(16)
-        if self._family != socket.AF_UNIX:
-            self.address = lsock.getsockname()[:2]
-        self._lsock = lsock
-        t = threading.Thread(target=self._accept_loop, name="split-accept", daemon=True)
-        self._threads.append(t)
-        t.start()
+        self._server.start()
+        if not self._server.is_unix:
+            self.address = self._server.address
 
     def stop(self) -> None:
-        self._stopping = True
-        if self._lsock is not None:
-            try:
-                self._lsock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._lsock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in list(self._threads):
-            t.join()
-        if self._family == socket.AF_UNIX and os.path.exists(self._sockaddr):
-            os.unlink(self._sockaddr)
-
-    def _accept_loop(self) -> None:
-        while not self._stopping:
-            try:
-                conn, _ = self._lsock.accept()
-            except OSError:
-                return
-            with self._lock:
-                if self._stopping:
-                    conn.close()
-                    return
-                self._conns.add(conn)
-                t = threading.Thread(target=self._serve, args=(conn,), name="split-conn", daemon=True)
-                self._threads.append(t)
-            t.start()
+        self._server.stop()
 
     def _serve(self, conn: socket.socket) -> None:
         reader = FrameReader(conn, self.handler, self.accept_rings)
@@ -112,8 +62,6 @@ class SplitListener:
         except Exception:
             log.exception("split handler failed for filter %s; dropping its connection", reader.filter_id)
         finally:
-            with self._lock:
-                self._conns.discard(conn)
             conn.close()
             if reader.filter_id is not None:
                 try:

@@ -42,6 +42,7 @@ from vra_appliance.stream.transport import (
     Transport,
 )
 from vra_appliance.stream.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
+from zvr_common.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,10 @@ class ProtectedVpg:
         self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
         self._marker_seqs: dict[str, int] = {}
         self.counters = _Counters()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._kicked = False
+        # The sender: woken by a kick (a write queued, an ack, a reconnect due); otherwise at the next
+        # deadline it computes (a batch falls due, a retry), at most a second apart.
+        self._loop = Loop(f"protect-{vpg}", 1.0, target=self._send_pass, delay=self._next_wakeup_locked,
+                          max_backoff=1.0, logger=log)
 
     # -- from the split listener (any filter thread) -------------------------------------------------------
     def on_write(self, filter_id: str, volume: str, offset: int, data: bytes) -> None:
@@ -302,7 +304,7 @@ class ProtectedVpg:
         with self._cv:
             while self._held_bytes() + length > self._sync_limit():
                 left = deadline - self._clock()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0 or self._loop.stopping:
                     return False
                 self._cv.wait(min(left, 0.1))
             data = read(offset, length)
@@ -406,7 +408,7 @@ class ProtectedVpg:
                 return 0
         self._drain_aligner()
         sent = self._resend()
-        while not self._stop.is_set():
+        while not self._loop.stopping:
             records = self._take_batch()
             if records is None:
                 break
@@ -417,8 +419,8 @@ class ProtectedVpg:
         return sent
 
     def _kick(self) -> None:
-        self._kicked = True
         self._cv.notify_all()
+        self._loop.wake()
 
     def _window_full(self) -> bool:
         inflight = sum(e.batch.wire_bytes for e in self._buffer if e.future is not None)
@@ -657,21 +659,18 @@ class ProtectedVpg:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"protect-{self.vpg}", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("VPG %s: sender failed", self.vpg)
-                self._disconnect(TransientError("sender failed"))
-            with self._cv:
-                if not self._kicked and not self._stop.is_set():
-                    self._cv.wait(self._next_wakeup())
-                self._kicked = False
+    def _send_pass(self) -> None:
+        try:
+            self.sync_once()
+        except Exception:
+            self._disconnect(TransientError("sender failed"))
+            raise  # the loop logs it
+
+    def _next_wakeup_locked(self) -> float:
+        with self._cv:
+            return self._next_wakeup()
 
     def _next_wakeup(self) -> float:
         now = self._clock()
@@ -687,12 +686,9 @@ class ProtectedVpg:
         return min(waits)
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._cv:
-            self._kick()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop(timeout=None)
+        with self._cv:  # waiters for room or acks see the loop stopping
+            self._cv.notify_all()
         getattr(self.transport, "shutdown", self.transport.close)()
 
     # -- status ----------------------------------------------------------------------------------------------------

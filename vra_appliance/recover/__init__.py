@@ -1,7 +1,8 @@
 """Recovery side of replication: the journal, the promoter, checkpoints and point-in-time images.
 
 A pure, testable core: no grpc, flask, peewee or pyVmomi, and nothing of the appliance but its two leaf
-modules (``vra_appliance.errors``, the exception tree, and ``vra_appliance.fileio``). The running service
+modules (``vra_appliance.errors``, the exception tree, and ``vra_appliance.fileio``), and of the
+product's shared base only ``zvr_common.loop`` (the promoter's loop). The running service
 over it (receivers, the recover roles of a VRA, session exports) is the subpackage ``recover.service``,
 which the core never imports. See docs/FORMAT.md for the on-disk format and
 docs/CONTRACTS.md section 4 for the Journal contract.

@@ -42,6 +42,7 @@ from vra_appliance.sync.initial import InitialSync
 from vra_appliance.sync.state import Reason, SyncKind, VpgSyncState
 from vra_appliance.sync.throttle import Throttle
 from vra_appliance.sync.volume import VolumeReader
+from zvr_common.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,7 @@ class VpgSyncRunner:
         self._syncing = False  # what the link was told last
         self.streaming_since_ns = 0  # when the link was last told the syncs are over (consistent from then on)
         self._lock = threading.Lock()  # the state; held around set_syncing so the link follows the state
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop(f"sync-{vpg}", interval, target=self.sync_once, logger=log)
 
     # -- needs ---------------------------------------------------------------------------------------------------
     def need(self, reason: Reason | str, volumes: Iterable[str] | None = None) -> None:
@@ -173,7 +172,7 @@ class VpgSyncRunner:
                     self._restart.add(v)
             if not self.state.checkpoint_consistent:
                 self._set_syncing(True)
-        self._wake.set()
+        self._loop.wake()
 
     def _set_syncing(self, syncing: bool) -> None:
         """Tell the link (under ``_lock``, so that it always follows the state)."""
@@ -318,7 +317,7 @@ class VpgSyncRunner:
             n = min(piece, end - offset)
             deadline = time.monotonic() + self.room_timeout
             while True:
-                if self._stop.is_set():
+                if self._loop.stopping:
                     raise TransientError(f"the sync of VPG {self.vpg} is stopping")
                 if volume in self._restart:
                     raise _Restart(f"VPG {self.vpg} volume {volume}: a more thorough sync is needed; it runs next")
@@ -363,22 +362,7 @@ class VpgSyncRunner:
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"sync-{self.vpg}", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("VPG %s: sync runner failed", self.vpg)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop(timeout=None)
