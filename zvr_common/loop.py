@@ -11,6 +11,9 @@ receiver, sync runner...) is a `Loop`. What they share, and what each used to wr
   `log_every` seconds as a count ("still failing, N times"), then once when a pass succeeds again. The last
   error is kept in `last_error` for the status a caller reports.
 - `after_pass()` runs after every pass, failed or not (the manager closes its database connection there).
+- `delay=` (a callable) replaces the fixed interval after a pass that succeeded, for a loop whose next
+  pass falls due at a time it computes (the next checkpoint, a batch's deadline); failures still back off
+  from `interval`.
 
 Threads are daemons: a process that exits without `stop()` is not held up by a loop.
 """
@@ -34,6 +37,7 @@ class Loop:
         interval: float,
         *,
         target: Callable[[], object] | None = None,
+        delay: Callable[[], float] | None = None,
         max_backoff: float | None = None,
         log_every: float = 60.0,
         logger: logging.Logger | None = None,
@@ -48,6 +52,7 @@ class Loop:
         self.failures = 0  # consecutive failed passes
         self.last_error: BaseException | None = None
         self._target = target
+        self._delay = delay
         self._log = logger or log
         self._clock = clock
         self._last_logged: float | None = None
@@ -92,9 +97,9 @@ class Loop:
     def stop(self, timeout: float | None = 30.0) -> None:
         with self._guard:
             thread, self._thread = self._thread, None
+            self._stop.set()  # also when never started: `stopping` then tells a caller's waits to give up
             if thread is None:
                 return
-            self._stop.set()
             self._wake.set()
         if thread is not threading.current_thread():
             thread.join(timeout)
@@ -106,9 +111,10 @@ class Loop:
     # -- the thread ---------------------------------------------------------------------------------
 
     def next_delay(self) -> float:
-        """Seconds before the next pass: the interval, doubled per consecutive failure up to max_backoff."""
+        """Seconds before the next pass: the interval (or what `delay()` says), doubled per consecutive
+        failure up to max_backoff."""
         if not self.failures:
-            return self.interval
+            return self.interval if self._delay is None else max(0.0, self._delay())
         return min(self.max_backoff, self.interval * (2 ** min(self.failures, 30)))
 
     def pass_once(self) -> bool:

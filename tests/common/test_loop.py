@@ -99,3 +99,13 @@ def test_errors_are_logged_first_then_rate_limited(caplog: pytest.LogCaptureFixt
     ]
     assert messages[-1] == "loop counting: passes succeed again after 10 failures"
     assert loop.last_error is None
+
+
+def test_delay_replaces_the_interval_after_success_and_failures_still_back_off() -> None:
+    due = [0.25]
+    loop = Counting(fail=1, interval=2.0, max_backoff=16.0, delay=lambda: due[0])
+    assert loop.next_delay() == 0.25
+    due[0] = -1.0  # overdue: run at once, never a negative wait
+    assert loop.next_delay() == 0.0
+    assert not loop.pass_once() and loop.next_delay() == 4.0  # a failure backs off from the interval
+    assert loop.pass_once() and loop.next_delay() == 0.0

@@ -33,17 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
-from vra_appliance.positions import PositionsLog
+from vra_appliance.errors import ApplianceError
+from vra_appliance.fileio import write_atomic
 from vra_appliance.recover import (
     CheckpointRecord,
     JournalFullError,
     JournalGapError,
-    RecoverError,
     WriteRecord,
 )
-from vra_appliance.recover.durable import write_atomic
-from vra_appliance.transport import (
+from vra_appliance.recover.service.positions import PositionsLog
+from vra_appliance.stream.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.stream.transport import (
     BAD_CHECKSUM,
     GAP,
     JOURNAL_ERROR,
@@ -57,7 +57,8 @@ from vra_appliance.transport import (
     Refused,
     Welcome,
 )
-from vra_appliance.wire import Batch, PayloadError, StreamMarker, StreamWrite, open_batch
+from vra_appliance.stream.wire import Batch, PayloadError, StreamMarker, StreamWrite, open_batch
+from zvr_common.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,8 @@ class VpgReceiver:
             "checkpoints": 0,
             "checkpoints_abandoned": 0,
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._kicked = False
+        # The committer: woken by a submit; the interval is for abandoning checkpoints that never complete.
+        self._loop = Loop(f"journal-{vpg}", 0.25, target=self._commit_all, logger=log)
         # After a JournalFullError: append no more than the room it reported, so that the journal fills up
         # to its limit (where the promoter starts promoting early) instead of refusing large appends forever.
         self._append_cap: int | None = None
@@ -197,7 +197,7 @@ class VpgReceiver:
             while (
                 not session.closed
                 and state.pending_bytes > self.max_pending_bytes
-                and not self._stop.is_set()
+                and not self._loop.stopping
             ):
                 self._lock.wait(0.5)
             if session.closed:
@@ -252,8 +252,8 @@ class VpgReceiver:
             state.received = rec.seq
         state.pending_bytes += size
         state.batches += 1
-        self._kicked = True
         self._lock.notify_all()
+        self._loop.wake()
 
     # -- the committer -----------------------------------------------------------------------------------
     def sync_once(self, limit: int = 4096, max_bytes: int = 4 << 20) -> int:
@@ -345,7 +345,7 @@ class VpgReceiver:
                 session.refuse(refusal)
             log.warning("VPG %s: %s", self.vpg, exc)
             return False
-        except RecoverError as exc:
+        except ApplianceError as exc:
             # The journal's state is unknown (closed after a failed fsync, corrupt): stop taking writes
             # until the VRA is restarted and the journal reopened; the positions entry stays valid.
             refusals = []
@@ -387,33 +387,19 @@ class VpgReceiver:
 
     # -- loop ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"journal-{self.vpg}", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                if not self._kicked:
-                    # Woken by a submit; the timeout is for abandoning checkpoints that never complete.
-                    self._lock.wait(0.25)
-                self._kicked = False
-            try:
-                while self.sync_once():
-                    pass
-            except Exception:
-                log.exception("VPG %s: committer failed", self.vpg)
+    def _commit_all(self) -> None:
+        while self.sync_once():
+            pass
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop(timeout=None)
         with self._lock:
             self._lock.notify_all()
             sessions = [p.session for p in self._peers.values() if p.session is not None]
         for s in sessions:
             s.refuse(Refused(UNKNOWN_VPG, f"VPG {self.vpg!r} stopped on this VRA"))
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
         self.positions.close()
 
     def status(self) -> dict:

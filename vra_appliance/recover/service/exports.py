@@ -20,11 +20,11 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
+from vra_appliance.fileio import data_ranges, pread_exact, pwrite_all, write_zeroes
+
 SCRATCH_BLOCK = 64 << 10
-_ZEROS = bytes(1 << 20)
 
 
 class ScratchBudget:
@@ -45,41 +45,6 @@ class ScratchBudget:
             return True
 
 
-def data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the allocated ranges of a sparse file (SEEK_DATA / SEEK_HOLE)."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after pos
-                return
-            raise
-        end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
-        if end > start:
-            yield start, end - start
-        pos = end
-
-
-def _pread_exact(fd: int, length: int, offset: int) -> bytes:
-    parts, got = [], 0
-    while got < length:
-        chunk = os.pread(fd, length - got, offset + got)
-        if not chunk:
-            break
-        parts.append(chunk)
-        got += len(chunk)
-    data = b"".join(parts)
-    return data + bytes(length - len(data))
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 def apply_scratch(scratch_path: str | os.PathLike, replica_path: str | os.PathLike, size: int,
                   piece: int = 1 << 20) -> int:
     """Copy the allocated ranges of a scratch file into the replica volume file at the same offsets, then
@@ -93,7 +58,7 @@ def apply_scratch(scratch_path: str | os.PathLike, replica_path: str | os.PathLi
                 pos, end = start, start + length
                 while pos < end:
                     n = min(piece, end - pos)
-                    _pwrite_all(dst, _pread_exact(src, n, pos), pos)
+                    pwrite_all(dst, pread_exact(src, n, pos, pad=True), pos)
                     pos += n
                     copied += n
             os.fsync(dst)
@@ -145,7 +110,7 @@ class SessionVolume:
                 while run_end < end and self._present[run_end // bs] == mine:
                     run_end = min(end, run_end + bs)
                 n = run_end - pos
-                parts.append(_pread_exact(self._fd, n, pos) if mine else self._base.pread(pos, n))
+                parts.append(pread_exact(self._fd, n, pos, pad=True) if mine else self._base.pread(pos, n))
                 pos = run_end
         return b"".join(parts)
 
@@ -163,8 +128,8 @@ class SessionVolume:
             for block in {first, last}:  # edge blocks written in part: copy them from the image first
                 b_start, b_end = block * bs, min((block + 1) * bs, self.size)
                 if not self._present[block] and (offset > b_start or end < b_end):
-                    _pwrite_all(self._fd, self._base.pread(b_start, b_end - b_start), b_start)
-            _pwrite_all(self._fd, data, offset)
+                    pwrite_all(self._fd, self._base.pread(b_start, b_end - b_start), b_start)
+            pwrite_all(self._fd, data, offset)
             for block in new:
                 self._present[block] = 1
         if fua:
@@ -172,11 +137,7 @@ class SessionVolume:
 
     def write_zeroes(self, offset: int, length: int, may_trim: bool = False) -> None:
         self._check(offset, length)
-        pos, end = offset, offset + length
-        while pos < end:
-            n = min(end - pos, len(_ZEROS))
-            self.pwrite(pos, _ZEROS[:n])
-            pos += n
+        write_zeroes(self.pwrite, offset, length)
 
     def trim(self, offset: int, length: int) -> None:
         # a trimmed range may read back as anything (NBD); keeping the old content is the safe choice

@@ -1,12 +1,11 @@
 """The seam between a protect VRA and the recovery VRA: ``Transport`` (sending side) and ``Endpoint``
 (receiving side), with an in-process implementation; the gRPC one is in ``transport_grpc``.
 
-Exception tree (what the caller does about each)::
+Errors (vra_appliance.errors draws the whole tree; what the sender does about each)::
 
-    ReplicationError
-    ├── TransientError          retry: reconnect with back-off, resend from the peer's durable seq
-    │                           (connection lost, peer not up yet, call cancelled)
-    └── Refused(reason)         the peer said no; ``Refused.kind`` tells what to do:
+    TransientError              retry: reconnect with back-off, resend from the peer's durable seq
+                                (connection lost, peer not up yet, call cancelled)
+    Refused(reason)             the peer said no; ``Refused.kind`` tells what to do:
           "resend"              BAD_CHECKSUM, GAP: reconnect now and resend from Welcome.durable_seq + 1
           "backoff"             JOURNAL_FULL: keep the buffer, retry later (the recovery site reports it)
           "permanent"           UNKNOWN_VPG, UNPAIRED_PEER, PROTOCOL: stop and report; configuration is wrong
@@ -23,8 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
+from vra_appliance.errors import ApplianceError, TransientError
 from vra_appliance.proto.v1 import replication_pb2 as pb
-from vra_appliance.wire import Batch
+from vra_appliance.stream.wire import Batch
 
 PROTOCOL_VERSION = 1
 
@@ -47,16 +47,9 @@ _KIND = {
 }
 
 
-class ReplicationError(Exception):
-    """Base of every error of the replication stream."""
-
-
-class TransientError(ReplicationError):
-    """The stream broke (peer down, connection lost); reconnect and resend."""
-
-
-class Refused(ReplicationError):
-    """The recovery VRA refused a hello or a batch; the call is over."""
+class Refused(ApplianceError):
+    """The recovery VRA refused a hello or a batch; the call is over. ``kind`` is the branch of the
+    exception tree the refusal belongs to (resend and backoff: transient; permanent; corruption)."""
 
     def __init__(self, reason: int, message: str = "", first_seq: int = 0, durable_seq: int = 0) -> None:
         self.reason = reason

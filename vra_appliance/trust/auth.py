@@ -3,7 +3,7 @@
 Two modes, chosen by what is configured (``vra serve --enroll-url`` or ``--tls-cert/--tls-key/--tls-ca``,
 ``--pairing-secret-file``):
 
-- **Mutual TLS** (certificates configured, normally by enrollment: vra_appliance/enroll.py): the server
+- **Mutual TLS** (certificates configured, normally by enrollment: vra_appliance/trust/enroll.py): the server
   asks for a client certificate signed by one of the CAs of its trust bundle (its own site's CA and each
   paired site's); a peer's identity is its certificate's common name or a DNS subject alternative name,
   and a replication Hello must carry that identity as ``peer_id``. Clients verify the server's certificate
@@ -35,7 +35,7 @@ import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from vra_appliance.recover.durable import write_atomic
+from vra_appliance.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vra_appliance.auth import parse_bundle
-from vra_appliance.recover.durable import write_atomic
+from vra_appliance.errors import EnrollmentError
+from vra_appliance.fileio import write_atomic
+from vra_appliance.trust.auth import parse_bundle
 
 TOKEN_HEADER = "x-zvr-enrollment-token"
-
-
-class EnrollmentError(Exception):
-    """Enrollment failed; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from concurrent.futures import Future
 
 import grpc
 
-from vra_appliance.auth import Security
+from vra_appliance.errors import ApplianceError, TransientError
 from vra_appliance.proto.v1 import replication_pb2 as pb
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
-from vra_appliance.transport import (
+from vra_appliance.stream.transport import (
     PROTOCOL,
     UNPAIRED_PEER,
     Ack,
@@ -30,11 +30,10 @@ from vra_appliance.transport import (
     Hello,
     PendingAcks,
     Refused,
-    ReplicationError,
-    TransientError,
     Welcome,
 )
-from vra_appliance.wire import Batch, encode_batch_message
+from vra_appliance.stream.wire import Batch, encode_batch_message
+from vra_appliance.trust.auth import Security
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def refusal_to_pb(exc: Refused) -> pb.RecoverMessage:
     )
 
 
-def translate(exc: grpc.RpcError) -> ReplicationError:
+def translate(exc: grpc.RpcError) -> ApplianceError:
     code = exc.code() if hasattr(exc, "code") else None
     detail = exc.details() if hasattr(exc, "details") else str(exc)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -194,7 +193,7 @@ class GrpcTransport:
         except TimeoutError:
             self.close()
             raise TransientError(f"no answer from the recovery VRA at {self.address} within {self.open_timeout} s") from None
-        except ReplicationError:
+        except ApplianceError:
             self.close()
             raise
         return result
@@ -216,7 +215,7 @@ class GrpcTransport:
                         first.set_exception(exc)
                     acks.fail(exc)
                     return
-            exc: ReplicationError = TransientError("the recovery VRA ended the stream")
+            exc: ApplianceError = TransientError("the recovery VRA ended the stream")
         except grpc.RpcError as err:
             exc = translate(err)
         if not first.done():

@@ -28,28 +28,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vra_appliance import errors
 from vra_appliance.config import RecoverRole
-from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
-from vra_appliance.recover import CorruptionError, RecoverError
-from vra_appliance.recover.durable import fsync_dir, write_atomic
+from vra_appliance.errors import (
+    ApplianceError,
+    CorruptionError,
+    DiscardRefused,
+    ImageError,
+    ImageNotOpenError,
+    JournalUnusableError,
+    UnknownVpgError,
+)
+from vra_appliance.fileio import fsync_dir, write_atomic
 from vra_appliance.recover.filejournal import FileJournal
 from vra_appliance.recover.promoter import RetentionPolicy
 from vra_appliance.recover.replica import ReplicaVolume, reset_promotion_state
 from vra_appliance.recover.segments import vpg_dirname
+from vra_appliance.recover.service.receiver import RecoveryEndpoint, VpgReceiver
 from vra_appliance.recover.vpg import RecoveryVPG
-from vra_appliance.sync import errors as sync_errors
+from vra_appliance.stream.transport import JOURNAL_ERROR, Refused
 from vra_appliance.sync.replica_side import JournalTipChecksums
-from vra_appliance.transport import JOURNAL_ERROR, Refused
 
 log = logging.getLogger(__name__)
 
 DISCARD_MARKER = "discard"  # in the VPG's state directory while a journal discard is under way
 # States in which a journal may be discarded without ``force`` (anything else is a healthy journal).
 BROKEN_STATES = ("journal-corrupt", "journal-error")
-
-
-class DiscardRefused(Exception):
-    """DiscardJournal refused: the message says why and what to do. Nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class _Recover:
         self.checksums: JournalTipChecksums | None = None
 
 
-class RecoverSide:
+class RecoverySide:
     def __init__(self, vra_id: str, state_dir: Path, nbd=None, *, align_timeout: float = 30.0) -> None:
         self.vra_id = vra_id
         self.state_dir = Path(state_dir)
@@ -149,7 +153,7 @@ class RecoverSide:
                     recover_id=self.vra_id,
                     align_timeout=self.align_timeout,
                 )
-            except (CorruptionError, RecoverError, OSError) as exc:
+            except (ApplianceError, OSError) as exc:
                 rec.error = str(exc)
                 kind = "corrupt" if isinstance(exc, CorruptionError) else "failed to open"
                 log.error("VPG %s: journal %s: %s", role.vpg, kind, exc)
@@ -167,11 +171,11 @@ class RecoverSide:
         """Delete the VPG's journal and stream positions and take its role up again empty (see the module
         docstring). Refused (DiscardRefused, nothing changed) for a healthy journal without ``force``, and for
         a recovery session holding images of the VPG (a delta sync reading the journal's tip is interrupted
-        by then: it runs again); KeyError for a VPG with no recover role here."""
+        by then: it runs again); UnknownVpgError for a VPG with no recover role here."""
         with self._lock:
             rec = self._vpgs.get(vpg)
             if rec is None:
-                raise KeyError(f"this VRA has no recover role for VPG {vpg}")
+                raise _unknown(vpg)
             state = self._state_of(rec)
             if state not in BROKEN_STATES and not force:
                 raise DiscardRefused(
@@ -191,7 +195,7 @@ class RecoverSide:
                 try:
                     records = rec.rvpg.last_seq()
                     checkpoints = len(rec.rvpg.checkpoints())
-                except RecoverError:
+                except ApplianceError:
                     pass
             role = rec.role
             state_dir = self._state_dir(vpg)
@@ -208,7 +212,7 @@ class RecoverSide:
             self.configure(role)
             after = self._vpgs[vpg]
             if after.rvpg is None:
-                raise RecoverError(f"the journal of VPG {vpg} was discarded but its role did not open again: "
+                raise JournalUnusableError(f"the journal of VPG {vpg} was discarded but its role did not open again: "
                                    f"{after.error}")
         return DiscardResult(state, records, checkpoints,
                              f"VPG {vpg}: recovery journal discarded ({records} records, {checkpoints} checkpoints); "
@@ -275,9 +279,9 @@ class RecoverSide:
     def checkpoints(self, vpg: str):
         rec = self._vpgs.get(vpg)
         if rec is None:
-            raise KeyError(f"this VRA has no recover role for VPG {vpg}")
+            raise _unknown(vpg)
         if rec.rvpg is None:
-            raise RuntimeError(rec.error)
+            raise JournalUnusableError(rec.error)
         return rec.rvpg.checkpoints()
 
     # -- delta syncs ----------------------------------------------------------------------------------------------
@@ -288,7 +292,7 @@ class RecoverSide:
             if rec is None:
                 return None
             if rec.rvpg is None:
-                raise sync_errors.PermanentError(
+                raise errors.PermanentError(
                     f"the recovery journal of VPG {vpg} cannot be used ({rec.error}); fix it before a delta sync")
             if rec.checksums is None:
                 rvpg = rec.rvpg
@@ -304,23 +308,28 @@ class RecoverSide:
     # -- images ---------------------------------------------------------------------------------------------------
     def open_image(self, vpg: str, volume: str, checkpoint_id: str, writable: bool = False):
         if self.nbd is None:
-            raise RuntimeError("this VRA serves no NBD (start it with --nbd-unix or --nbd-tcp)")
+            raise ImageError("this VRA serves no NBD (start it with --nbd-unix or --nbd-tcp)")
         with self._lock:
             rec = self._vpgs.get(vpg)
-            if rec is None or rec.rvpg is None:
-                raise KeyError(f"this VRA has no working recover role for VPG {vpg}")
+            if rec is None:
+                raise _unknown(vpg)
+            if rec.rvpg is None:
+                raise JournalUnusableError(f"this VRA has no working recover role for VPG {vpg}: {rec.error}")
             name = f"{volume}@{checkpoint_id}"
             if name in self._images:
                 if writable or not self._images[name][1].read_only:
-                    raise ValueError(f"image {name} is already open; close it before opening it writable")
+                    raise ImageError(f"image {name} is already open; close it before opening it writable")
                 self._images[name][2] += 1  # read-only: the same export, closed by its last user
                 return name, self._images[name][1]
             scratch = None
-            if writable:
-                scratch_dir = self.state_dir / "scratch"
-                scratch_dir.mkdir(parents=True, exist_ok=True)
-                scratch = scratch_dir / f"{vpg_dirname(vpg)}-{volume}@{checkpoint_id}.scratch"
-            image = rec.rvpg.image(volume, checkpoint_id, scratch_path=scratch)
+            try:
+                if writable:
+                    scratch_dir = self.state_dir / "scratch"
+                    scratch_dir.mkdir(parents=True, exist_ok=True)
+                    scratch = scratch_dir / f"{vpg_dirname(vpg)}-{volume}@{checkpoint_id}.scratch"
+                image = rec.rvpg.image(volume, checkpoint_id, scratch_path=scratch)
+            except OSError as exc:  # the scratch file or the replica cannot be opened
+                raise ImageError(str(exc)) from exc
             self.nbd.add_export(image, name)
             self._images[name] = [vpg, image, 1]
             return name, image
@@ -329,7 +338,7 @@ class RecoverSide:
         with self._lock:
             entry = self._images.get(name)
             if entry is None:
-                raise KeyError(f"no open image {name}")
+                raise ImageNotOpenError(f"no open image {name}")
             entry[2] -= 1
             if entry[2] > 0:
                 return
@@ -378,10 +387,14 @@ def _open_tip(rvpg: RecoveryVPG, volume: str):
     try:
         return rvpg.tip_image(volume)
     except CorruptionError as exc:
-        raise sync_errors.PermanentError(f"the recovery journal of VPG {rvpg.vpg} is corrupt: {exc}") from exc
-    except (RecoverError, OSError) as exc:
-        raise sync_errors.TransientError(f"cannot read VPG {rvpg.vpg} volume {volume} on the recovery side: "
+        raise errors.PermanentError(f"the recovery journal of VPG {rvpg.vpg} is corrupt: {exc}") from exc
+    except (ApplianceError, OSError) as exc:
+        raise errors.TransientError(f"cannot read VPG {rvpg.vpg} volume {volume} on the recovery side: "
                                          f"{exc}; the sync runs again") from exc
+
+
+def _unknown(vpg: str) -> UnknownVpgError:
+    return UnknownVpgError(vpg, "recover", "configure its recover role (ConfigureRecover), or fix the VPG id")
 
 
 def _policy(role: RecoverRole) -> RetentionPolicy:

@@ -2,7 +2,7 @@
 
 A session is what one failover test, failover or move needs of this VRA: every volume of the VPG as of
 one checkpoint, each a ``SessionVolume`` (a read-only point-in-time image under a scratch overlay,
-vra_appliance/recovery_exports.py), served by the VRA's NBD server as ``<session>.<volume>``. While a
+vra_appliance/recover/service/exports.py), served by the VRA's NBD server as ``<session>.<volume>``. While a
 session is open, replication and checkpoints go on; the images pin promotion at the checkpoint.
 
 - ``CloseSession`` (test stop, rollback) closes the exports and deletes the scratch: the journal and the
@@ -32,21 +32,15 @@ from pathlib import Path
 
 import grpc
 
+from vra_appliance.errors import ApplianceError, SessionError
 from vra_appliance.proto.v1 import recovery_pb2 as rpb
 from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
-from vra_appliance.recover import RecoverError
 from vra_appliance.recover.segments import vpg_dirname
-from vra_appliance.recovery_exports import ScratchBudget, SessionVolume, apply_scratch
+from vra_appliance.recover.service.exports import ScratchBudget, SessionVolume, apply_scratch
 
 log = logging.getLogger(__name__)
 
 KEEP_RECORDS = 200
-
-
-class SessionError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -64,7 +58,7 @@ class _Session:
 
 class RecoveryOpsServicer(rpb_grpc.RecoveryOpsServicer):
     """``control``: the VRA's ControlServicer (its saved roles, and the NBD addresses it reports);
-    ``recover``: its RecoverSide; ``nbd``: its NbdServer (None: no sessions can be served)."""
+    ``recover``: its RecoverySide; ``nbd``: its NbdServer (None: no sessions can be served)."""
 
     def __init__(self, control, recover, nbd, state_dir: str | os.PathLike, security) -> None:
         self.control = control
@@ -217,7 +211,7 @@ class RecoveryOpsServicer(rpb_grpc.RecoveryOpsServicer):
                 return self._reply(request.session, message="committed")
             except SessionError as exc:
                 return self._failed(request.session, exc)
-            except (RecoverError, OSError) as exc:
+            except (ApplianceError, OSError) as exc:
                 log.exception("VPG %s: commit of session %s failed", request.vpg, request.session)
                 return self._failed(request.session, SessionError("ERROR", f"the commit failed: {exc}"))
 
@@ -265,7 +259,7 @@ class RecoveryOpsServicer(rpb_grpc.RecoveryOpsServicer):
                 s.volumes[vol.volume] = sv
                 s.replica_paths[vol.volume] = vol.path
                 self.nbd.add_export(sv, sv.name)
-        except (RecoverError, OSError, ValueError) as exc:
+        except (ApplianceError, OSError, ValueError) as exc:
             for sv in s.volumes.values():
                 self._unexport(sv)
                 sv.close(discard=True)

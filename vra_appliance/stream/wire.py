@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import crc32c
 import zstandard
 
+from vra_appliance.errors import PayloadError
 from vra_appliance.proto.v1 import replication_pb2 as pb
 
 CODEC_NONE = pb.CODEC_NONE
@@ -38,10 +39,6 @@ class StreamMarker:
 
 
 StreamRecord = StreamWrite | StreamMarker
-
-
-class PayloadError(ValueError):
-    """A payload that does not decompress, fails its CRC32C, or does not parse."""
 
 
 def _varint(n: int) -> bytes:

@@ -7,9 +7,9 @@ listed as pre-seeded); a role taken up again when ``vra serve`` restarts needs a
 (what this VRA held in memory died with it); ``ForceSync`` asks for a delta sync (forcesync, reverse
 protection, a replaced VRA); ``Status`` reports each protect role's sync substatus, the running sync's
 progress and the last sync reports. ``DiscardJournal`` (recovery VRA) deletes a corrupt journal so the VPG
-can be resynced (vra_appliance/recovery.py).
+can be resynced (vra_appliance/recover/service/side.py).
 
-Who may call (vra_appliance/auth.py): with enrolled certificates, this site's ZVM everything (including
+Who may call (vra_appliance/trust/auth.py): with enrolled certificates, this site's ZVM everything (including
 ``UpdateTrust``, the trust bundle after a pairing or an unpairing), the other VRAs of this site only Freeze
 and Thaw, a peer site's VRAs nothing.
 """
@@ -23,16 +23,17 @@ from dataclasses import replace
 
 import grpc
 
-from vra_appliance.auth import Security
-from vra_appliance.config import ConfigError, PeerVra, ProtectRole, RecoverRole, Roles
+from vra_appliance.config import PeerVra, ProtectRole, RecoverRole, Roles
+from vra_appliance.errors import ApplianceError, ConfigError, DiscardRefused, UnknownVpgError
 from vra_appliance.protect.checkpoints import CheckpointCoordinator, Decision, FreezeResult, ThawResult
 from vra_appliance.protect.side import LocalParticipant, ProtectSide
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
-from vra_appliance.recover import RecoverError
-from vra_appliance.recovery import DiscardRefused, RecoverSide
+from vra_appliance.recover.service.side import RecoverySide
+from vra_appliance.rpc.status import abort
+from vra_appliance.stream.transport_grpc import CHANNEL_OPTIONS
 from vra_appliance.sync.state import Reason
-from vra_appliance.transport_grpc import CHANNEL_OPTIONS
+from vra_appliance.trust.auth import Security
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self,
         vra_id: str,
         protect: ProtectSide,
-        recover: RecoverSide,
+        recover: RecoverySide,
         security: Security,
         *,
         save_roles: Callable[[Roles], None] = lambda roles: None,
@@ -105,7 +106,7 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._lock = threading.RLock()
 
     def _auth(self, context) -> None:
-        """Management calls: this site's ZVM only (with enrolled certificates; vra_appliance/auth.py)."""
+        """Management calls: this site's ZVM only (with enrolled certificates; vra_appliance/trust/auth.py)."""
         if self.security.caller_names(context) == set():
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "not paired with this VRA: wrong or missing credentials")
         if not self.security.authenticated(context):
@@ -237,10 +238,8 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._auth(context)
         try:
             infos = self.recover.checkpoints(request.vpg)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except RuntimeError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a domain error by its branch, a bug as INTERNAL
+            abort(context, exc)
         return cpb.ListCheckpointsReply(
             checkpoints=[
                 cpb.CheckpointEntry(
@@ -302,15 +301,17 @@ class ControlServicer(cpb_grpc.ControlServicer):
         with self._lock:
             try:
                 r = self.recover.discard_journal(request.vpg, request.reason or "no reason given", request.force)
-            except KeyError as exc:
-                context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+            except UnknownVpgError as exc:
+                abort(context, exc)
             except DiscardRefused as exc:
                 return cpb.DiscardJournalReply(ok=False, message=str(exc))
-            except (RecoverError, OSError) as exc:
+            except (ApplianceError, OSError) as exc:
                 log.exception("VPG %s: discarding the recovery journal failed", request.vpg)
                 return cpb.DiscardJournalReply(
                     ok=False, message=f"discarding the recovery journal of VPG {request.vpg} failed: {exc}; it is "
                                       "finished when the role is taken up again (ConfigureRecover or a VRA restart)")
+            except Exception as exc:  # noqa: BLE001 - a bug: INTERNAL, never NOT_FOUND
+                abort(context, exc)
         return cpb.DiscardJournalReply(ok=True, message=r.message, state_before=r.state_before,
                                        records_discarded=r.records, checkpoints_discarded=r.checkpoints)
 
@@ -363,10 +364,8 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._auth(context)
         try:
             name, image = self.recover.open_image(request.vpg, request.volume, request.checkpoint_id, request.writable)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except Exception as exc:  # the recover package's errors say what to do
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a domain error by its branch (its message says what to do), a bug INTERNAL
+            abort(context, exc)
         unix, tcp = self.nbd_addresses
         return cpb.OpenImageReply(export_name=name, nbd_unix=unix, nbd_tcp=tcp, size=image.size)
 
@@ -374,8 +373,8 @@ class ControlServicer(cpb_grpc.ControlServicer):
         self._auth(context)
         try:
             self.recover.close_image(request.export_name)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a domain error by its branch, a bug as INTERNAL
+            abort(context, exc)
         return cpb.ConfigureReply(ok=True)
 
 
