@@ -1,0 +1,105 @@
+"""Upgrade keeps the data (a VPG made before it), migrates, restarts and updates the plugin registration
+to the new version; an install on PostgreSQL keeps the database password out of the configuration."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+
+import pytest
+import requests
+
+from installer import accounts
+from installer.layout import CONFIG, DATA_DIR, RECORD, TLS_CERT
+from installer.service import Direct
+from tests.installer.conftest import answers_toml
+from tests.zvm.pg import PostgresServer
+from zvm import __version__
+from zvm.vcenter import VCenter, VCenterConfig
+
+MAKE_VPG = """
+import sys
+from zvm import db as zdb, models as m
+db = zdb.bind(zdb.open_database(sys.argv[1]))
+zdb.connect(db)
+with zdb.transaction(db):
+    local = m.Site.get(m.Site.is_local == True)
+    peer = m.Site.create(name="Site B", zvm_address="127.0.0.2")
+    m.Vpg.create(name="vpg-before-upgrade", protected_site=local, recovery_site=peer)
+db.close()
+"""
+
+
+def session(port: int, cert: str, password: str) -> dict:
+    resp = requests.post(f"https://127.0.0.1:{port}/v1/session/add", auth=("admin", password), verify=cert,
+                         timeout=30)
+    assert resp.status_code == 200, resp.text
+    return {"x-zerto-session": resp.headers["x-zerto-session"]}
+
+
+def test_upgrade_keeps_a_vpg_restarts_and_updates_the_plugin(stage, https_vcenter, tmp_path):
+    from zvm.vcenter import extension
+
+    sim = https_vcenter
+    answers = tmp_path / "answers.toml"
+    answers.write_text(answers_toml(sim))
+    out = stage.install("--answers", str(answers))
+    assert out.returncode == 0, out.stdout + out.stderr
+    port = int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
+    uid, gid = accounts.lookup(stage.layout)
+    db_url = f"sqlite:///{stage.path(DATA_DIR) / 'zvm.db'}"
+    subprocess.run([str(stage.python), "-c", MAKE_VPG, db_url], check=True, user=uid, group=gid, cwd="/")
+    # As if installed by an older release: the record and the plugin registration say 0.0.1.
+    record = stage.path(RECORD)
+    record.write_text(record.read_text().replace(f'version = "{__version__}"', 'version = "0.0.1"', 1))
+    thumbprint = tomllib.loads(answers.read_text())["vcenter"]["thumbprint"]
+    vc_config = VCenterConfig(url=sim.url, username=sim.username, password=sim.password, thumbprint=thumbprint)
+    reg = extension.PluginRegistration(manifest_url=f"https://127.0.0.1:{port}/plugin/plugin.json",
+                                       certificate_pem=stage.path(TLS_CERT).read_text(), version="0.0.1")
+    with VCenter(vc_config) as vc:
+        assert extension.register(vc, reg) == "updated"
+    before = Direct(stage.layout).pid()
+
+    out = stage.install("--upgrade")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"upgrading the ZVM from 0.0.1 to {__version__}" in out.stdout
+    after = Direct(stage.layout).pid()
+    assert after is not None and after != before
+    cert = str(stage.path(TLS_CERT))
+    vpgs = requests.get(f"https://127.0.0.1:{port}/v1/vpgs", verify=cert, timeout=30,
+                        headers=session(port, cert, "Adm1n-pass-1")).json()
+    assert [v["VpgName"] for v in vpgs] == ["vpg-before-upgrade"]
+    with VCenter(vc_config) as vc:
+        found = extension.status(vc)
+    assert found is not None and found.version == __version__
+    assert tomllib.loads(record.read_text())["version"] == __version__
+    assert stage.install("--uninstall").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+def test_install_on_postgresql_keeps_its_password_encrypted(stage, https_vcenter, postgres, tmp_path):
+    url = postgres.new_database()
+    answers = tmp_path / "answers.toml"
+    answers.write_text(answers_toml(https_vcenter, database={"kind": "postgresql", "url": url},
+                                    plugin={"register": False}))
+    out = stage.install("--answers", str(answers))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "vSphere plugin" not in out.stdout
+    config = tomllib.loads(stage.path(CONFIG).read_text())
+    assert postgres.password not in stage.path(CONFIG).read_text()
+    assert config["database_url"] == url.replace(f":{postgres.password}@", "@")
+    assert config["database_password_encrypted"]
+    assert not (stage.path(DATA_DIR) / "zvm.db").exists()
+    port = int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
+    cert = str(stage.path(TLS_CERT))
+    site = requests.get(f"https://127.0.0.1:{port}/v1/localsite", verify=cert, timeout=30,
+                        headers=session(port, cert, "Adm1n-pass-1")).json()
+    assert site["SiteName"] == "Site A"
+    assert stage.install("--uninstall", "--purge").returncode == 0
