@@ -54,11 +54,12 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def preflight(layout: Layout) -> None:
+def preflight(layout: Layout, system: str | None = None) -> None:
     """What must hold before any question is worth asking."""
-    if platform.system() != "Linux":
+    system = system or platform.system()
+    if system != "Linux":
         raise UnsupportedError(
-            f"zvm-install installs the ZVM as a systemd service on Linux; {platform.system()} is not supported "
+            f"zvm-install installs the ZVM as a systemd service on Linux; {system} is not supported "
             "yet (a Windows service backend is planned). On Windows, run the ZVM by hand: 'zvm serve --config "
             "zvm.toml' (see docs/INSTALL.md), or install it on a Linux machine.")
     if os.geteuid() != 0:
