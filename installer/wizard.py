@@ -134,13 +134,13 @@ def report(term: Terminal, o: Outcome, what: str) -> None:
                  "                      (generated: shown only this once; keep it in your password manager)")
     if o.plugin:
         term.say(f"  vSphere plugin:     {o.plugin}")
-    if what != "upgraded":
+    if what != "upgraded" and o.url:
         term.say("Next:\n"
-                 "  1. Log in to the UI as admin (or 'zvm status --url ...').\n"
-                 "  2. Pair with the peer site's ZVM (UI: Sites > Pair, port 9081 between the ZVMs).\n"
-                 "  3. Install a VRA on every ESXi host (UI: Setup > VRAs), then create VPGs.\n"
-                 "  Firewall: open the API port to administrators and vCenter, the peer port to the peer ZVM.")
-
+                 f"  1. Log in at {o.url} as admin (or: zvm status --url {o.url.rstrip('/')}).\n"
+                 "  2. Pair with the peer site's ZVM: the two ZVMs reach each other on the peer port.\n"
+                 "  3. Install a VRA on every ESXi host of this site, then protect VMs in VPGs.\n"
+                 "  Firewall (docs/INSTALL.md): the API port for administrators and the vSphere Client, the\n"
+                 "  peer port for the peer site's ZVM.")
 
 if __name__ == "__main__":
     sys.exit(main())
