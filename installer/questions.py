@@ -121,12 +121,18 @@ def _username(value: str, ctx: Context) -> str:
     return value.strip()
 
 
+def _given_or_stored(value: str, ctx: Context, key: str, missing: str) -> str:
+    """A secret as typed, or (Enter on a reconfigure) the installed ZVM's own."""
+    if value:
+        return value
+    stored = ctx.stored_secret(key)
+    if stored is None:
+        raise Invalid(missing)
+    return stored
+
+
 def _vcenter_password(value: str, ctx: Context) -> str:
-    if not value:
-        stored = ctx.stored_secret("vcenter.password")
-        if stored is None:
-            raise Invalid("give the vCenter user's password")
-        value = stored
+    value = _given_or_stored(value, ctx, "vcenter.password", "give the vCenter user's password")
     a = ctx.answers
     ctx.facts["vcenter_product"] = ctx.checks.vcenter_login(
         a["vcenter.address"], a["vcenter.username"], value, thumbprint=a.get("vcenter.thumbprint", ""),
@@ -203,11 +209,8 @@ def _key_file(value: str, ctx: Context) -> str:
 
 
 def _database_url(value: str, ctx: Context) -> str:
-    if not value:
-        stored = ctx.stored_secret("database.url")
-        if stored is None:
-            raise Invalid("give the PostgreSQL URL: postgresql://user:password@host:5432/database")
-        value = stored
+    value = _given_or_stored(value, ctx, "database.url",
+                             "give the PostgreSQL URL: postgresql://user:password@host:5432/database")
     ctx.facts["postgres_version"] = ctx.checks.postgres(value.strip())
     return value.strip()
 

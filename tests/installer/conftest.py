@@ -90,6 +90,23 @@ class Stage:
                               capture_output=True, text=True, cwd="/", timeout=timeout,
                               env={**os.environ, **(env or {})})
 
+    def install_answers(self, text: str, directory: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]:
+        """Install silently from the answer file ``text``; returns the run and the API port it printed."""
+        answers = directory / "answers.toml"
+        answers.write_text(text)
+        out = self.install("--answers", str(answers), *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out, int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
+
+    def session(self, port: int, password: str) -> dict:
+        """Log in as admin over HTTPS, trusting only the installed certificate; the session header."""
+        import requests
+
+        resp = requests.post(f"https://127.0.0.1:{port}/v1/session/add", auth=("admin", password),
+                             verify=str(self.path("/etc/zvm/tls/zvm.pem")), timeout=30)
+        assert resp.status_code == 200, resp.text
+        return {"x-zerto-session": resp.headers["x-zerto-session"]}
+
     def changed(self) -> list[str]:
         """Everything in the tree (nothing, for a run that installed nothing)."""
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*"))

@@ -6,7 +6,6 @@ uninstall (no registration, no unit, data kept) and purge."""
 from __future__ import annotations
 
 import hashlib
-import re
 import socket
 import ssl
 import stat
@@ -45,13 +44,10 @@ def owner_mode(path: Path) -> tuple[int, int, int]:
 
 def test_silent_install_serves_https_as_zvm_registers_the_plugin_and_uninstalls(stage, https_vcenter, tmp_path):
     sim = https_vcenter
+    out, port = stage.install_answers(answers_toml(sim), tmp_path)
     answers = tmp_path / "answers.toml"
-    answers.write_text(answers_toml(sim))
-    out = stage.install("--answers", str(answers))
-    assert out.returncode == 0, out.stdout + out.stderr
     assert "systemd is not PID 1 here" in out.stdout  # said plainly, then started directly
     fingerprint = printed_fingerprint(out.stdout)
-    port = int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
 
     # files, owners, modes
     uid, gid = accounts.lookup(stage.layout)

@@ -3,7 +3,6 @@ to the new version; an install on PostgreSQL keeps the database password out of 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import tomllib
 
@@ -13,9 +12,10 @@ import requests
 from installer import accounts
 from installer.layout import CONFIG, DATA_DIR, RECORD, TLS_CERT
 from installer.service import Direct
-from tests.installer.conftest import answers_toml
+from tests.installer.conftest import answers_toml, printed_fingerprint
 from tests.zvm.pg import PostgresServer
 from zvm import __version__
+from zvm.tls import ca_fingerprint
 from zvm.vcenter import VCenter, VCenterConfig
 
 MAKE_VPG = """
@@ -31,22 +31,12 @@ db.close()
 """
 
 
-def session(port: int, cert: str, password: str) -> dict:
-    resp = requests.post(f"https://127.0.0.1:{port}/v1/session/add", auth=("admin", password), verify=cert,
-                         timeout=30)
-    assert resp.status_code == 200, resp.text
-    return {"x-zerto-session": resp.headers["x-zerto-session"]}
-
-
 def test_upgrade_keeps_a_vpg_restarts_and_updates_the_plugin(stage, https_vcenter, tmp_path):
     from zvm.vcenter import extension
 
     sim = https_vcenter
+    out, port = stage.install_answers(answers_toml(sim), tmp_path)
     answers = tmp_path / "answers.toml"
-    answers.write_text(answers_toml(sim))
-    out = stage.install("--answers", str(answers))
-    assert out.returncode == 0, out.stdout + out.stderr
-    port = int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
     uid, gid = accounts.lookup(stage.layout)
     db_url = f"sqlite:///{stage.path(DATA_DIR) / 'zvm.db'}"
     subprocess.run([str(stage.python), "-c", MAKE_VPG, db_url], check=True, user=uid, group=gid, cwd="/")
@@ -68,7 +58,7 @@ def test_upgrade_keeps_a_vpg_restarts_and_updates_the_plugin(stage, https_vcente
     assert after is not None and after != before
     cert = str(stage.path(TLS_CERT))
     vpgs = requests.get(f"https://127.0.0.1:{port}/v1/vpgs", verify=cert, timeout=30,
-                        headers=session(port, cert, "Adm1n-pass-1")).json()
+                        headers=stage.session(port, "Adm1n-pass-1")).json()
     assert [v["VpgName"] for v in vpgs] == ["vpg-before-upgrade"]
     with VCenter(vc_config) as vc:
         found = extension.status(vc)
@@ -85,21 +75,24 @@ def postgres():
 
 
 def test_install_on_postgresql_keeps_its_password_encrypted(stage, https_vcenter, postgres, tmp_path):
+    """... and serves HTTPS with a certificate and key of the administrator's own (tls.mode = files)."""
+    from zvm.tls import self_signed
+
     url = postgres.new_database()
-    answers = tmp_path / "answers.toml"
-    answers.write_text(answers_toml(https_vcenter, database={"kind": "postgresql", "url": url},
-                                    plugin={"register": False}))
-    out = stage.install("--answers", str(answers))
-    assert out.returncode == 0, out.stdout + out.stderr
+    cert, key = tmp_path / "mine.pem", tmp_path / "mine.key"
+    self_signed("zvm-a.example", ["127.0.0.1", "zvm-a.example"], cert, key)
+    out, port = stage.install_answers(answers_toml(
+        https_vcenter, database={"kind": "postgresql", "url": url}, plugin={"register": False},
+        tls={"mode": "files", "certificate": str(cert), "key": str(key)}), tmp_path)
     assert "vSphere plugin" not in out.stdout
+    assert printed_fingerprint(out.stdout) == ca_fingerprint(cert.read_text())
+    assert stage.path(TLS_CERT).read_bytes() == cert.read_bytes()
     config = tomllib.loads(stage.path(CONFIG).read_text())
     assert postgres.password not in stage.path(CONFIG).read_text()
     assert config["database_url"] == url.replace(f":{postgres.password}@", "@")
     assert config["database_password_encrypted"]
     assert not (stage.path(DATA_DIR) / "zvm.db").exists()
-    port = int(re.search(r"https://127\.0\.0\.1:(\d+)/", out.stdout).group(1))
-    cert = str(stage.path(TLS_CERT))
-    site = requests.get(f"https://127.0.0.1:{port}/v1/localsite", verify=cert, timeout=30,
-                        headers=session(port, cert, "Adm1n-pass-1")).json()
+    site = requests.get(f"https://127.0.0.1:{port}/v1/localsite", verify=str(stage.path(TLS_CERT)), timeout=30,
+                        headers=stage.session(port, "Adm1n-pass-1")).json()
     assert site["SiteName"] == "Site A"
     assert stage.install("--uninstall", "--purge").returncode == 0
