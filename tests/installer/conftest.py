@@ -32,11 +32,10 @@ from zvm.lab.vcsim import Vcsim, VcsimSpec
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def service_python() -> Iterator[Path]:
+def service_environment() -> tuple[Path, Path | None]:
+    """(a Python the zvm user can run with .venv's packages, the directory to remove afterwards or None)."""
     if blocked_for_others(Path(sys.executable)) is None:
-        yield Path(sys.executable)
-        return
+        return Path(sys.executable), None
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not system.is_file():
         raise pytest.UsageError(f"{sys.executable} is closed to other users and there is no {system} to run the "
@@ -47,8 +46,15 @@ def service_python() -> Iterator[Path]:
     site = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     venv_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
     (site / "zvr-venv.pth").write_text(f"import site; site.addsitedir({str(venv_site)!r})\n")
-    yield env / "bin" / "python"
-    shutil.rmtree(env, ignore_errors=True)
+    return env / "bin" / "python", env
+
+
+@pytest.fixture(scope="session")
+def service_python() -> Iterator[Path]:
+    python, made = service_environment()
+    yield python
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
