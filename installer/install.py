@@ -311,12 +311,15 @@ class Installer:
         outcome.seconds = time.monotonic() - began
         return outcome
 
-    def uninstall(self, purge: bool = False) -> list[str]:
+    def uninstall(self, purge: bool = False, keep_plugin: bool = False) -> list[str]:
         record, answers, _ = self._installed()
         steps: list[Step] = []
-        if record.get("plugin"):
+        if record.get("plugin") and not keep_plugin:
             answers["vcenter.password"] = self.stored_vcenter_password()
-            steps.append(self._plugin_step(answers, Outcome(), "unregister"))
+            step = self._plugin_step(answers, Outcome(), "unregister")
+            step.fix += (" To uninstall without it (vCenter gone for good), add --keep-plugin and remove the "
+                         "registration later with 'zvm plugin unregister'.")
+            steps.append(step)
         steps.append(self._stop_step())
         steps.append(Step("disable the service", self.services.disable, self.services.enable))
         files = Files()

@@ -41,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--uninstall", action="store_true",
                       help="unregister the plugin, stop and remove the service; keep the data")
     parser.add_argument("--purge", action="store_true", help="with --uninstall: remove the data and the user too")
+    parser.add_argument("--keep-plugin", action="store_true",
+                        help="with --uninstall: leave the plugin registered (when vCenter cannot be reached)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.purge and not args.uninstall:
-        parser.error("--purge goes with --uninstall")
+    if (args.purge or args.keep_plugin) and not args.uninstall:
+        parser.error("--purge and --keep-plugin go with --uninstall")
     if args.with_secrets and not args.write_answers:
         parser.error("--with-secrets goes with --write-answers")
     interactive = not (args.answers or args.upgrade or args.uninstall)
@@ -74,8 +76,9 @@ def run(args, term: Terminal, interactive: bool) -> int:
     preflight(layout)
     installer = Installer(layout, out=term.say, start=not args.no_start)
     if args.uninstall:
-        kept = installer.uninstall(purge=args.purge)
-        term.say("The ZVM is uninstalled: plugin unregistered, service stopped and removed, configuration removed.")
+        kept = installer.uninstall(purge=args.purge, keep_plugin=args.keep_plugin)
+        term.say("The ZVM is uninstalled: service stopped and removed, configuration removed"
+                 + ("; the plugin is still registered." if args.keep_plugin else "."))
         if kept:
             term.say(f"Kept: {', '.join(kept)} (remove them with --uninstall --purge).")
         return 0

@@ -131,3 +131,21 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def test_uninstall_with_vcenter_gone_stops_before_removing_anything_unless_told(stage, tmp_path):
+    from zvm.lab.vcsim import Vcsim, VcsimSpec
+
+    sim = Vcsim.start("gone", tmp_path / "vcsim", VcsimSpec(tls=True, hosts_per_cluster=1, vms_per_pool=1))
+    try:
+        stage.install_answers(answers_toml(sim), tmp_path)
+    finally:
+        sim.stop()
+    out = stage.install("--uninstall")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "step 'unregister the vSphere Client plugin' failed" in out.stderr and "--keep-plugin" in out.stderr
+    assert stage.path(UNIT).is_file() and stage.path(CONFIG).is_file() and Direct(stage.layout).pid() is not None
+    out = stage.install("--uninstall", "--keep-plugin", "--purge")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the plugin is still registered" in out.stdout
+    assert not stage.path(UNIT).exists() and not stage.path(DATA_DIR).exists()
