@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from installer.layout import CONFIG, CONFIG_DIR, DATA_DIR, TLS_CERT, TLS_KEY, Layout
+from installer.layout import CONFIG, CONFIG_DIR, DATA_DIR, TLS_CERT, TLS_KEY, VCENTER_CA, Layout
 
 
 def run_as_service_user(layout: Layout, uid: int, gid: int, secrets: dict[str, str],
@@ -26,6 +26,8 @@ def run_as_service_user(layout: Layout, uid: int, gid: int, secrets: dict[str, s
 
     request = {"config": host(CONFIG), "data_dir": host(DATA_DIR), "tls_certificate": host(TLS_CERT),
                "tls_key": host(TLS_KEY), "action": action, **secrets}
+    if layout.host(VCENTER_CA).is_file():
+        request["vcenter_verify"] = host(VCENTER_CA)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": host(DATA_DIR),
            "CONFIGURATION_DIRECTORY": host(CONFIG_DIR)}
     proc = subprocess.run([sys.executable, "-m", "installer.dbstep"], input=json.dumps(request), text=True,
@@ -44,7 +46,7 @@ def main() -> int:
     from zvm.service import Zvm
 
     request = json.loads(sys.stdin.read())
-    overrides = {k: request.get(k) or None for k in ("data_dir", "tls_certificate", "tls_key",
+    overrides = {k: request.get(k) or None for k in ("data_dir", "tls_certificate", "tls_key", "vcenter_verify",
                                                        "vcenter_password", "admin_password")}
     try:
         config = load_config(request["config"], env={}, **overrides)

@@ -37,6 +37,7 @@ from installer.layout import (
     TLS_DIR,
     TLS_KEY,
     UNIT,
+    VCENTER_CA,
     Layout,
 )
 from installer.steps import Files, Step, run
@@ -193,6 +194,9 @@ class Installer:
                     box = SecretBox.in_dir(self.h(DATA_DIR))
                     os.chown(self.h(DATA_DIR) / SecretBox.KEY_FILE, ids["uid"], ids["gid"])
                     encrypted = box.encrypt(password)
+            if answers.get("vcenter.ca_bundle"):  # the given file may be anywhere: keep a copy of our own
+                files.write(self.h(VCENTER_CA), Path(answers["vcenter.ca_bundle"]).read_bytes(), 0o640, 0,
+                            ids["gid"])
             files.write(self.h(CONFIG), config_text(answers, url, encrypted), 0o640, 0, ids["gid"])
 
         return Step(f"write {CONFIG}", apply, files.undo)
@@ -214,8 +218,8 @@ class Installer:
 
         def apply():
             self.h(UNIT).parent.mkdir(parents=True, exist_ok=True)
-            files.write(self.h(UNIT), unit.render(answers["network.api_port"], answers["network.peer_port"]),
-                        0o644)
+            files.write(self.h(UNIT), unit.render(answers["network.api_port"], answers["network.peer_port"],
+                                                  vcenter_ca=bool(answers.get("vcenter.ca_bundle"))), 0o644)
 
         return Step(f"install {UNIT}", apply, files.undo, check=unit.check_runnable)
 
@@ -368,7 +372,7 @@ def _names_of(cert: Path) -> list[str]:
 
 def config_text(answers: dict[str, Any], database_url: str, database_password_encrypted: str) -> str:
     https = answers["vcenter.address"].startswith("https:")
-    verify = answers.get("vcenter.ca_bundle") or ("true" if https else "false")
+    verify = VCENTER_CA if answers.get("vcenter.ca_bundle") else ("true" if https else "false")
     values = {
         "data_dir": DATA_DIR, "host": answers["network.listen_address"], "port": answers["network.api_port"],
         "peer_port": answers["network.peer_port"], "public_address": answers["network.public_address"],

@@ -8,6 +8,7 @@ packaging). The unit finds its directories through systemd's own variables (``$C
     /etc/zvm/            0750 root:zvm   configuration
       zvm.toml           0640 root:zvm   the ZVM's configuration (zvm/config.py), no secret in it
       tls/zvm.pem, .key  0644 / 0640     the HTTPS certificate and key
+      vcenter-ca.pem     0640 root:zvm   the CA bundle that signed vCenter's certificate, when one was given
       install.toml       0640 root:zvm   the answers of the last run, without secrets, and the version
     /var/lib/zvm/        0700 zvm:zvm    data: SQLite database, secret.key, the site CA
     /etc/systemd/system/zvm.service      the unit
@@ -29,6 +30,7 @@ CONFIG = "/etc/zvm/zvm.toml"
 TLS_DIR = "/etc/zvm/tls"
 TLS_CERT = "/etc/zvm/tls/zvm.pem"
 TLS_KEY = "/etc/zvm/tls/zvm.key"
+VCENTER_CA = "/etc/zvm/vcenter-ca.pem"
 RECORD = "/etc/zvm/install.toml"
 DATA_DIR = "/var/lib/zvm"
 UNIT = "/etc/systemd/system/zvm.service"

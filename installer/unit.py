@@ -48,13 +48,14 @@ def check_runnable() -> None:
                           "read (e.g. /usr/bin/python3 -m venv /opt/zvm), and run that environment's zvm-install")
 
 
-def exec_start(executable: Path | None = None) -> str:
+def exec_start(executable: Path | None = None, vcenter_ca: bool = False) -> str:
     executable = executable or zvm_executable()
     prefix = shlex.quote(str(executable)) + (" -m zvm.cli" if executable.name.startswith("python") else "")
-    return f"{prefix} {EXEC_ARGS}"
+    ca = " --vcenter-verify ${CONFIGURATION_DIRECTORY}/vcenter-ca.pem" if vcenter_ca else ""
+    return f"{prefix} {EXEC_ARGS}{ca}"
 
 
-def render(api_port: int, peer_port: int, executable: Path | None = None) -> str:
+def render(api_port: int, peer_port: int, executable: Path | None = None, vcenter_ca: bool = False) -> str:
     executable = executable or zvm_executable()
     # ProtectHome hides /home and /root: an environment there must stay readable.
     home = "read-only" if str(executable).startswith(("/home/", "/root/")) else "yes"
@@ -71,7 +72,7 @@ Wants=network-online.target
 Type=simple
 User={USER}
 Group={USER}
-ExecStart={exec_start(executable)}
+ExecStart={exec_start(executable, vcenter_ca)}
 ConfigurationDirectory={Path(CONFIG_DIR).name}
 ConfigurationDirectoryMode=0750
 StateDirectory={Path(DATA_DIR).name}

@@ -149,3 +149,47 @@ def test_uninstall_with_vcenter_gone_stops_before_removing_anything_unless_told(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the plugin is still registered" in out.stdout
     assert not stage.path(UNIT).exists() and not stage.path(DATA_DIR).exists()
+
+
+def test_vcenter_trusted_through_a_ca_bundle_instead_of_a_fingerprint(stage, tmp_path):
+    """A vCenter whose certificate a CA signed: given the CA as the bundle, the installer verifies vCenter
+    by it (chain and name), the installed ZVM keeps its own copy and loads vCenter's inventory through it."""
+    import time
+
+    from zvm.lab.vcsim import Vcsim, VcsimSpec
+    from zvm.tls import SiteCA
+
+    ca = SiteCA(tmp_path / "ca", "Example Corp")
+    cert, key = tmp_path / "vc.pem", tmp_path / "vc.key"
+    ca.issue("vc.example", ["127.0.0.1"], cert, key)
+    sim = Vcsim.start("ca", tmp_path / "vcsim", VcsimSpec(tls=True, tls_cert=str(cert), tls_key=str(key),
+                                                          hosts_per_cluster=1, vms_per_pool=1))
+    try:
+        stage.install_answers(answers_toml(sim, vcenter={"thumbprint": None, "ca_bundle": str(ca.cert_path)},
+                                           plugin={"register": False}), tmp_path)
+        copy = stage.path("/etc/zvm/vcenter-ca.pem")
+        assert copy.read_bytes() == ca.cert_path.read_bytes() and owner_mode(copy)[2] == 0o640
+        assert 'vcenter_verify = "/etc/zvm/vcenter-ca.pem"' in stage.path(CONFIG).read_text()
+        assert "--vcenter-verify" in Direct(stage.layout).command()
+        log = stage.path("/var/log/zvm/zvm.log")
+        for _ in range(150):  # the engine loads the inventory shortly after the API answers
+            if "inventory of" in log.read_text():
+                break
+            time.sleep(0.2)
+        assert f"inventory of {sim.url} loaded" in log.read_text()
+        assert stage.install("--uninstall", "--purge").returncode == 0
+    finally:
+        sim.stop()
+
+    # A bundle of another CA is refused at once, naming the key.
+    other = SiteCA(tmp_path / "other", "Someone Else")
+    sim = Vcsim.start("ca2", tmp_path / "vcsim2", VcsimSpec(tls=True, tls_cert=str(cert), tls_key=str(key),
+                                                            hosts_per_cluster=1, vms_per_pool=1))
+    try:
+        answers = tmp_path / "other.toml"
+        answers.write_text(answers_toml(sim, vcenter={"thumbprint": None, "ca_bundle": str(other.cert_path)}))
+        out = stage.install("--answers", str(answers))
+    finally:
+        sim.stop()
+    assert out.returncode == 2 and "answer file key vcenter.ca_bundle:" in out.stderr
+    assert "not trusted" in out.stderr and not stage.path(CONFIG_DIR).exists()

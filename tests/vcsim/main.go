@@ -6,8 +6,9 @@
 //   - gives every VM disk a real, sparse flat file of -disk-mb MiB and a text VMDK descriptor,
 //   - implements ExtensionManager Register/Find/Unregister/UpdateExtension (missing in govmomi 0.24),
 //     so that vSphere client plugin registration can be tested,
-//   - with -tls, serves https with a self-signed certificate (as a real vCenter does), so that pinning
-//     vCenter's certificate by its SHA-256 fingerprint can be tested.
+//   - with -tls, serves https with a self-signed certificate (as a real vCenter does), or the one given by
+//     -tls-cert/-tls-key, so that pinning vCenter's certificate by its SHA-256 fingerprint, and trusting
+//     it through a CA bundle, can be tested.
 //
 // On start it prints one JSON line to stdout: {"url": ..., "datastores": {name: directory}} and then
 // serves until SIGINT or SIGTERM.
@@ -195,6 +196,8 @@ func main() {
 	password := flag.String("password", "", "login password (empty: any non-empty user and password)")
 	autostart := flag.Bool("autostart", true, "power on the VMs the model creates")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate instead of http")
+	tlsCert := flag.String("tls-cert", "", "with -tls: serve this PEM certificate (chain) instead")
+	tlsKey := flag.String("tls-key", "", "with -tls: the PEM private key of -tls-cert")
 	flag.Parse()
 
 	if *dir != "" {
@@ -242,6 +245,14 @@ func main() {
 	model.Service.Listen = u
 	if *useTLS {
 		model.Service.TLS = new(tls.Config)
+		if *tlsCert != "" {
+			pair, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "vcsim: cannot load -tls-cert/-tls-key: %v\n", err)
+				os.Exit(2)
+			}
+			model.Service.TLS.Certificates = []tls.Certificate{pair}
+		}
 	}
 	server := model.Service.NewServer()
 	defer server.Close()
