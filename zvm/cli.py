@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "zvm.lab.command",
     "zvm.serve",
     "zvm.admin",
+    "zvm.plugin",
 ]
 
 
