@@ -10,21 +10,18 @@ stop, disable, remove the unit and the configuration; the data and the user stay
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from installer import accounts, dbstep, service, unit
+from installer import accounts, content, dbstep, service, unit
 from installer import plugin as zplugin
-from installer.answers import toml_value
 from installer.checks import colon_hex
 from installer.errors import InstallerError, UnsupportedError
 from installer.layout import (
@@ -84,7 +81,7 @@ class Installer:
 
     # --- install and reconfigure --------------------------------------------------------------------------
 
-    def install(self, answers: dict[str, Any], facts: dict[str, Any]) -> Outcome:
+    def install(self, answers: dict[str, Any]) -> Outcome:
         began = time.monotonic()
         reconfigure = self.layout.installed()
         previous = self.layout.record() if reconfigure else {}
@@ -93,7 +90,7 @@ class Installer:
         steps: list[Step] = []
         if reconfigure:
             steps.append(self._stop_step())
-        steps += [self._user_step(ids), self._directories_step(ids), self._tls_step(answers, facts, ids, outcome),
+        steps += [self._user_step(ids), self._directories_step(ids), self._tls_step(answers, ids, outcome),
                   self._config_step(answers, ids), self._database_step(answers, ids, outcome, reconfigure),
                   self._unit_step(answers), self._enable_step()]
         if self.start:
@@ -152,7 +149,7 @@ class Installer:
 
         return Step(f"create {CONFIG_DIR} and {DATA_DIR}", apply, files.undo)
 
-    def _tls_step(self, answers, facts, ids, outcome: Outcome) -> Step:
+    def _tls_step(self, answers, ids, outcome: Outcome) -> Step:
         files = Files()
 
         def apply():
@@ -162,13 +159,13 @@ class Installer:
             if answers["tls.mode"] == "files":
                 cert_data = Path(answers["tls.certificate"]).read_bytes()
                 key_data = Path(answers["tls.key"]).read_bytes()
-            elif cert.is_file() and key.is_file() and _names_of(cert) == _names_for(answers):
+            elif cert.is_file() and key.is_file() and content.names_in_certificate(cert) == content.certificate_names(answers):
                 cert_data, key_data = cert.read_bytes(), key.read_bytes()  # keep: the plugin trusts it
             else:
                 tmp = self.h(TLS_DIR) / ".new"
                 tmp.mkdir(mode=0o700, exist_ok=True)
                 try:
-                    self_signed(answers["network.public_address"], _names_for(answers), tmp / "c.pem",
+                    self_signed(answers["network.public_address"], content.certificate_names(answers), tmp / "c.pem",
                                 tmp / "k.pem")
                     cert_data, key_data = (tmp / "c.pem").read_bytes(), (tmp / "k.pem").read_bytes()
                 finally:
@@ -197,7 +194,7 @@ class Installer:
             if answers.get("vcenter.ca_bundle"):  # the given file may be anywhere: keep a copy of our own
                 files.write(self.h(VCENTER_CA), Path(answers["vcenter.ca_bundle"]).read_bytes(), 0o640, 0,
                             ids["gid"])
-            files.write(self.h(CONFIG), config_text(answers, url, encrypted), 0o640, 0, ids["gid"])
+            files.write(self.h(CONFIG), content.config_text(answers, url, encrypted), 0o640, 0, ids["gid"])
 
         return Step(f"write {CONFIG}", apply, files.undo)
 
@@ -239,7 +236,7 @@ class Installer:
 
     def _wait_step(self, answers, outcome: Outcome, login: bool = True) -> Step:
         def apply():
-            wait_for_api(self.services, self.h(TLS_CERT), answers, answers.get("admin.password") if login else None)
+            service.wait_for_api(self.services, self.h(TLS_CERT), answers, answers.get("admin.password") if login else None)
 
         return Step("wait for the ZVM's API to answer", apply,
                     fix=f"See {self.services.log_hint()} for why the service did not come up.")
@@ -272,7 +269,7 @@ class Installer:
         files = Files()
 
         def apply():
-            files.write(self.h(RECORD), record_text(answers, outcome), 0o640, 0,
+            files.write(self.h(RECORD), content.record_text(answers, outcome.fingerprint), 0o640, 0,
                         (accounts.lookup(self.layout) or (0, 0))[1])
 
         return Step(f"record the installation in {RECORD}", apply, files.undo)
@@ -349,96 +346,3 @@ class Installer:
         else:
             kept = [str(self.h(DATA_DIR)), "the zvm user"]
         return kept
-
-
-def _names_for(answers) -> list[str]:
-    names = {answers["network.public_address"], socket.gethostname(), "localhost", "127.0.0.1"}
-    if answers["network.listen_address"] not in ("0.0.0.0", "::"):
-        names.add(answers["network.listen_address"])
-    return sorted(names)
-
-
-def _names_of(cert: Path) -> list[str]:
-    """The certificate's subject alternative names, sorted (to keep a generated one whose names still fit)."""
-    from cryptography import x509
-
-    try:
-        san = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
-        return []
-    return sorted([str(v) for v in san.get_values_for_type(x509.IPAddress)] + san.get_values_for_type(x509.DNSName))
-
-
-def config_text(answers: dict[str, Any], database_url: str, database_password_encrypted: str) -> str:
-    https = answers["vcenter.address"].startswith("https:")
-    verify = VCENTER_CA if answers.get("vcenter.ca_bundle") else ("true" if https else "false")
-    values = {
-        "data_dir": DATA_DIR, "host": answers["network.listen_address"], "port": answers["network.api_port"],
-        "peer_port": answers["network.peer_port"], "public_address": answers["network.public_address"],
-        "site_name": answers["site.name"], "site_location": answers["site.location"],
-        "site_contact": answers["site.contact"], "tls_certificate": TLS_CERT, "tls_key": TLS_KEY,
-        "database_url": database_url, "database_password_encrypted": database_password_encrypted,
-        "vcenter_url": answers["vcenter.address"], "vcenter_username": answers["vcenter.username"],
-        "vcenter_verify": verify, "vcenter_thumbprint": answers.get("vcenter.thumbprint", ""),
-        "admin_username": "admin",
-    }
-    head = (f"# The ZVM's configuration, written by zvm-install {__version__} on "
-            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; run zvm-install again to change it.\n"
-            "# No secret is kept here: the vCenter password is in the database, encrypted with\n"
-            f"# {DATA_DIR}/secret.key; the admin password is stored hashed; the PostgreSQL password (if any)\n"
-            "# is database_password_encrypted, under the same key.\n")
-    return head + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
-
-
-def record_text(answers: dict[str, Any], outcome: Outcome) -> str:
-    from installer.questions import BY_KEY, SECRET_KEYS
-
-    tables: dict[str, dict] = {}
-    for key, value in answers.items():
-        if key in BY_KEY and key not in SECRET_KEYS:
-            section, name = key.split(".")
-            tables.setdefault(section, {})[name] = value
-    head = (f"# What zvm-install installed (no secrets): the defaults when it runs again.\n"
-            f"version = {toml_value(__version__)}\n"
-            f"installed_at = {toml_value(dt.datetime.now(dt.UTC).isoformat(timespec='seconds'))}\n"
-            f"tls_fingerprint = {toml_value(outcome.fingerprint)}\n"
-            f"plugin = {toml_value(answers.get('_plugin', ''))}\n"
-            f"database_kind = {toml_value(answers.get('database.kind', 'sqlite'))}\n\n")
-    return head + "".join(f"[answers.{s}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items()) + "\n"
-                          for s, t in tables.items())
-
-
-def wait_for_api(services, cert: Path, answers: dict[str, Any], admin_password: str | None,
-                 timeout: float = 180.0) -> None:
-    """Until the API answers over HTTPS with the installed certificate (and, given a password, admin logs in)."""
-    import requests
-
-    host = answers["network.listen_address"]
-    host = "127.0.0.1" if host == "0.0.0.0" else ("::1" if host == "::" else host)
-    netloc = f"[{host}]" if ":" in host else host
-    url = f"https://{netloc}:{answers['network.api_port']}"
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    with requests.Session() as s:
-        while time.monotonic() < deadline:
-            if not services.running():
-                raise OSError(f"the service stopped while starting (last: {last})")
-            try:
-                resp = s.get(f"{url}/v1/session", verify=str(cert), timeout=5)
-                if resp.status_code in (200, 401):  # 401: it answers, and wants a login
-                    break
-                last = f"HTTP {resp.status_code}"
-            except requests.exceptions.SSLError as exc:
-                raise OSError(f"{url} does not present the installed certificate: {exc}") from None
-            except requests.RequestException as exc:
-                last = type(exc).__name__
-            time.sleep(0.5)
-        else:
-            raise OSError(f"{url} did not answer in {int(timeout)} s (last: {last})")
-        if admin_password:
-            resp = s.post(f"{url}/v1/session/add", auth=("admin", admin_password), verify=str(cert), timeout=30)
-            if resp.status_code != 200:
-                raise OSError(f"the API answers but refused the admin's login (HTTP {resp.status_code})")
-            s.delete(f"{url}/v1/session", headers={"x-zerto-session": resp.headers.get("x-zerto-session", "")},
-                   verify=str(cert), timeout=30)

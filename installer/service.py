@@ -5,7 +5,8 @@ running the unit's own command line directly, as its user, the way systemd would
 where systemd is not PID 1 (containers, build machines) and for staging trees: "enable" makes the symlink
 ``systemctl enable`` would, "start" runs ExecStart with systemd's directory variables set (pointing into the
 tree), as the unit's user, in a new session, its output in /var/log/zvm/zvm.log and its process id in
-/run/zvm/zvm.pid; "stop" sends it SIGTERM, as systemd does, and waits for it to end.
+/run/zvm/zvm.pid; "stop" sends it SIGTERM, as systemd does, and waits for it to end. ``wait_for_api`` waits until the
+started service answers over HTTPS with the installed certificate.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from installer import accounts, unit
 from installer.layout import CONFIG_DIR, DATA_DIR, LOG, PID, RUN_DIR, SERVICE, UNIT, WANTS, Layout
@@ -156,3 +158,38 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def wait_for_api(services, cert: Path, answers: dict[str, Any], admin_password: str | None,
+                 timeout: float = 180.0) -> None:
+    """Until the API answers over HTTPS with the installed certificate (and, given a password, admin logs in)."""
+    import requests
+
+    host = answers["network.listen_address"]
+    host = "127.0.0.1" if host == "0.0.0.0" else ("::1" if host == "::" else host)
+    netloc = f"[{host}]" if ":" in host else host
+    url = f"https://{netloc}:{answers['network.api_port']}"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with requests.Session() as s:
+        while time.monotonic() < deadline:
+            if not services.running():
+                raise OSError(f"the service stopped while starting (last: {last})")
+            try:
+                resp = s.get(f"{url}/v1/session", verify=str(cert), timeout=5)
+                if resp.status_code in (200, 401):  # 401: it answers, and wants a login
+                    break
+                last = f"HTTP {resp.status_code}"
+            except requests.exceptions.SSLError as exc:
+                raise OSError(f"{url} does not present the installed certificate: {exc}") from None
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            time.sleep(0.5)
+        else:
+            raise OSError(f"{url} did not answer in {int(timeout)} s (last: {last})")
+        if admin_password:
+            resp = s.post(f"{url}/v1/session/add", auth=("admin", admin_password), verify=str(cert), timeout=30)
+            if resp.status_code != 200:
+                raise OSError(f"the API answers but refused the admin's login (HTTP {resp.status_code})")
+            s.delete(f"{url}/v1/session", headers={"x-zerto-session": resp.headers.get("x-zerto-session", "")},
+                   verify=str(cert), timeout=30)

@@ -117,7 +117,7 @@ def run(args, term: Terminal, interactive: bool) -> int:
     if args.write_answers:
         answer_files.write(args.write_answers, ctx.answers, with_secrets=args.with_secrets)
         term.say(f"answers saved to {args.write_answers}{'' if args.with_secrets else ' (without passwords)'}")
-    outcome = installer.install(ctx.answers, ctx.facts)
+    outcome = installer.install(ctx.answers)
     report(term, outcome, "reconfigured" if ctx.previous else "installed")
     return 0
 

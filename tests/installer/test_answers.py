@@ -73,8 +73,8 @@ def test_windows_is_refused_plainly_before_any_question(tmp_path):
 
 
 def test_the_record_holds_no_secret(tmp_path):
-    from installer.install import Outcome, record_text
+    from installer.content import record_text
 
-    text = record_text(COLLECTED, Outcome(fingerprint="AB"))
+    text = record_text(COLLECTED, "AB")
     assert "vc-secret" not in text and "db-secret" not in text and "admin-secret" not in text
     assert tomllib.loads(text)["answers"]["network"]["api_port"] == 9443

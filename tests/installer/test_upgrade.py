@@ -3,6 +3,7 @@ to the new version; an install on PostgreSQL keeps the database password out of 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tomllib
 
@@ -75,7 +76,8 @@ def postgres():
 
 
 def test_install_on_postgresql_keeps_its_password_encrypted(stage, https_vcenter, postgres, tmp_path):
-    """... and serves HTTPS with a certificate and key of the administrator's own (tls.mode = files)."""
+    """... serves HTTPS with a certificate and key of the administrator's own (tls.mode = files), and logs the
+    admin in with the password it generated and showed once."""
     from zvm.tls import self_signed
 
     url = postgres.new_database()
@@ -83,7 +85,9 @@ def test_install_on_postgresql_keeps_its_password_encrypted(stage, https_vcenter
     self_signed("zvm-a.example", ["127.0.0.1", "zvm-a.example"], cert, key)
     out, port = stage.install_answers(answers_toml(
         https_vcenter, database={"kind": "postgresql", "url": url}, plugin={"register": False},
-        tls={"mode": "files", "certificate": str(cert), "key": str(key)}), tmp_path)
+        tls={"mode": "files", "certificate": str(cert), "key": str(key)}, admin={"password": None}), tmp_path)
+    generated = re.search(r"admin password:\s+(\S+)\n\s+\(generated: shown only this once", out.stdout).group(1)
+    assert generated not in stage.path(CONFIG).read_text() + stage.path(RECORD).read_text()
     assert "vSphere plugin" not in out.stdout
     assert printed_fingerprint(out.stdout) == ca_fingerprint(cert.read_text())
     assert stage.path(TLS_CERT).read_bytes() == cert.read_bytes()
@@ -93,6 +97,6 @@ def test_install_on_postgresql_keeps_its_password_encrypted(stage, https_vcenter
     assert config["database_password_encrypted"]
     assert not (stage.path(DATA_DIR) / "zvm.db").exists()
     site = requests.get(f"https://127.0.0.1:{port}/v1/localsite", verify=str(stage.path(TLS_CERT)), timeout=30,
-                        headers=stage.session(port, "Adm1n-pass-1")).json()
+                        headers=stage.session(port, generated)).json()
     assert site["SiteName"] == "Site A"
     assert stage.install("--uninstall", "--purge").returncode == 0
