@@ -43,9 +43,12 @@ def run(steps: list[Step], out: Callable[[str], None]) -> None:
         out(f"[{i}/{len(steps)}] {step.name}")
         try:
             step.apply()
-        except Exception as exc:  # noqa: BLE001 - any failure must undo the run before it is reported
+        except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C too, undoes the run before it is reported
             failures = undo(done + [step], out)
-            text = f"{_reason(exc)}.{' ' + step.fix if step.fix else ''}"
+            if isinstance(exc, KeyboardInterrupt):
+                text = "interrupted."
+            else:
+                text = f"{_reason(exc)}.{' ' + step.fix if step.fix else ''}"
             text += (" What this run changed was undone." if not failures else
                      " Undoing left: " + "; ".join(failures))
             raise StepError(step.name, text) from exc
