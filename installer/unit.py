@@ -28,14 +28,15 @@ def zvm_executable() -> Path:
     return candidate if candidate.is_file() else Path(sys.executable)
 
 
-def blocked_for_others(path: Path) -> Path | None:
+def blocked_for_others(path: Path, need: int = 0o005) -> Path | None:
     """The first directory on the way to ``path`` (links followed) that other users cannot enter, or the
-    file itself if they cannot run it: the service's user would be refused there."""
+    path itself if they lack ``need`` on it (read and execute: to run it): where the service's user would
+    be refused."""
     real = path.resolve()
     for parent in reversed(real.parents):
         if not parent.stat().st_mode & 0o001:
             return parent
-    return None if real.stat().st_mode & 0o005 == 0o005 else real
+    return None if real.stat().st_mode & need == need else real
 
 
 def check_runnable() -> None:

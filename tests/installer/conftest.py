@@ -34,6 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def service_environment() -> tuple[Path, Path | None]:
     """(a Python the zvm user can run with .venv's packages, the directory to remove afterwards or None)."""
+    venv_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
+    for needed, mode in ((REPO / "zvm" / "__init__.py", 0o004), (venv_site, 0o005)):
+        blocked = blocked_for_others(needed, need=mode)
+        if blocked is not None:
+            raise pytest.UsageError(
+                f"the installer tests run the installed ZVM as its own user, who cannot read {needed} ({blocked} "
+                "is closed to other users): put the checkout where other users can read it (e.g. /srv/zvr)")
     if blocked_for_others(Path(sys.executable)) is None:
         return Path(sys.executable), None
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
@@ -44,7 +51,6 @@ def service_environment() -> tuple[Path, Path | None]:
     env.chmod(0o755)
     subprocess.run([str(system), "-m", "venv", "--without-pip", str(env)], check=True)
     site = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    venv_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
     (site / "zvr-venv.pth").write_text(f"import site; site.addsitedir({str(venv_site)!r})\n")
     return env / "bin" / "python", env
 
