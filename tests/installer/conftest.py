@@ -4,8 +4,9 @@ into (``--root``), the installer run as a command, and the Python environment th
 The service runs as the ``zvm`` user the installer creates, so its Python environment must be readable by
 that user. On a Debian machine ./run's .venv is (its interpreter is /usr/bin/python3); where .venv's
 interpreter sits in a directory closed to others (a pyenv under /root), ``service_python`` is a venv of
-Debian's own python3 of the same version whose site-packages are .venv's: the same packages, an
-interpreter the zvm user can run. The installer itself refuses an environment its user cannot run.
+Debian's own python3 of the same version whose site-packages are .venv's (copies of them and of the
+checkout when those are closed to others too): the same packages, an interpreter the zvm user can run.
+The installer itself refuses an environment its user cannot run.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ from zvm.lab.vcsim import Vcsim, VcsimSpec
 REPO = Path(__file__).resolve().parents[2]
 
 
-def service_environment() -> tuple[Path, Path | None]:
-    """(a Python the zvm user can run with .venv's packages, the directory to remove afterwards or None)."""
+def service_environment(force_copy: bool = False) -> tuple[Path, Path | None]:
+    """(a Python the zvm user can run with .venv's packages, the directory to remove afterwards or None).
+
+    .venv as it is when the zvm user can run its interpreter and read its packages and the checkout;
+    otherwise a venv of Debian's python3 of the same version (in /tmp, readable) over .venv's packages, and,
+    when those or the checkout are closed to other users (a checkout under /root), over copies of them."""
     venv_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
-    for needed, mode in ((REPO / "zvm" / "__init__.py", 0o004), (venv_site, 0o005)):
-        blocked = blocked_for_others(needed, need=mode)
-        if blocked is not None:
-            raise pytest.UsageError(
-                f"the installer tests run the installed ZVM as its own user, who cannot read {needed} ({blocked} "
-                "is closed to other users): put the checkout where other users can read it (e.g. /srv/zvr)")
-    if blocked_for_others(Path(sys.executable)) is None:
+    readable = force_copy is False and all(
+        blocked_for_others(path, need=mode) is None
+        for path, mode in ((REPO / "zvm" / "__init__.py", 0o004), (REPO, 0o005), (venv_site, 0o005)))
+    if readable and blocked_for_others(Path(sys.executable)) is None:
         return Path(sys.executable), None
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not system.is_file():
@@ -51,7 +53,17 @@ def service_environment() -> tuple[Path, Path | None]:
     env.chmod(0o755)
     subprocess.run([str(system), "-m", "venv", "--without-pip", str(env)], check=True)
     site = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    (site / "zvr-venv.pth").write_text(f"import site; site.addsitedir({str(venv_site)!r})\n")
+    lines = []
+    if not readable:
+        source, packages = env / "src", env / "venv-site-packages"
+        shutil.copytree(REPO, source, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "__pycache__", "node_modules"))
+        shutil.copytree(venv_site, packages, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "go+rX", str(env)], check=True)
+        venv_site = packages
+        lines.append(f"import sys; sys.path.insert(0, {str(source)!r})")
+    lines.append(f"import site; site.addsitedir({str(venv_site)!r})")
+    (site / "zvr-venv.pth").write_text("\n".join(lines) + "\n")
     return env / "bin" / "python", env
 
 
