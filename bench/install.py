@@ -94,8 +94,8 @@ def main(argv: list[str]) -> int:
     from zvm.lab.vcsim import Vcsim, VcsimSpec
 
     python, made = service_environment()
-    sim = Vcsim.start("bench-install", Path(tempfile.mkdtemp(prefix="zvm-bench-vcsim-")),
-                      VcsimSpec(tls=True, hosts_per_cluster=1, vms_per_pool=1))
+    sim_dir = Path(tempfile.mkdtemp(prefix="zvm-bench-vcsim-"))
+    sim = Vcsim.start("bench-install", sim_dir, VcsimSpec(tls=True, hosts_per_cluster=1, vms_per_pool=1))
     installs, reported, baselines = [], [], []
     try:
         for _ in range(args.runs):
@@ -105,6 +105,7 @@ def main(argv: list[str]) -> int:
             reported.append(own)
     finally:
         sim.stop()
+        shutil.rmtree(sim_dir, ignore_errors=True)
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
     rows = [{"what": "zvm-install (silent, whole command)", "best_s": round(min(installs), 2),
