@@ -6,6 +6,7 @@ environment so they stay out of files and process listings.
 
     data_dir = "/var/lib/zvm"          # SQLite database, secret.key, certificates
     database_url = ""                  # empty: sqlite:///<data_dir>/zvm.db; or postgresql://...
+    database_password_encrypted = ""   # the PostgreSQL password, encrypted with <data_dir>/secret.key
     host = "0.0.0.0"
     port = 9080
     peer_port = 9081
@@ -45,6 +46,9 @@ ENV_PREFIX = "ZVM_"
 class ZvmConfig:
     data_dir: Path = Path("/var/lib/zvm")
     database_url: str = ""
+    # The PostgreSQL password kept out of database_url, encrypted with the data directory's secret.key
+    # (zvm/db.py SecretBox) as the installer writes it, so the configuration file holds no password in clear.
+    database_password_encrypted: str = ""
     host: str = "0.0.0.0"
     port: int = 9080
     peer_port: int = 9081
@@ -80,8 +84,11 @@ class ZvmConfig:
 
     @property
     def database(self) -> str:
-        from zvm.db import default_url
+        from zvm.db import SecretBox, default_url, with_password
 
+        if self.database_url and self.database_password_encrypted:
+            password = SecretBox.in_dir(self.data_dir).decrypt(self.database_password_encrypted)
+            return with_password(self.database_url, password)
         return self.database_url or default_url(self.data_dir)
 
     @property

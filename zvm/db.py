@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import peewee
 from cryptography.fernet import Fernet, InvalidToken
@@ -70,6 +70,23 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with ``password`` in it (replacing any there): the inverse of ``without_password``."""
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+
+
+def without_password(url: str) -> tuple[str, str]:
+    """(the URL without its password, the password): to keep the password apart, encrypted."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username or ''}@{host}").geturl(), unquote(parts.password)
 
 
 def bind(db: peewee.Database) -> peewee.Database:
