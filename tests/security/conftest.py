@@ -29,32 +29,33 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def throttled_app(make_app, fake_vcenter, clock):
+def throttled_app(request, clock):
     """A ZVM app whose login throttle reads ``clock``."""
-    app = make_app(vcenter=fake_vcenter, vcenter_url="http://fake/sdk", vcenter_username="u", vcenter_password="p")
-    app.extensions["login_throttle"].clock = clock
-    return app
+    zvm_app = request.getfixturevalue("app")
+    zvm_app.extensions["login_throttle"].clock = clock
+    return zvm_app
 
 
 @pytest.fixture
-def admin(app) -> ApiClient:
-    return ApiClient.login(app)
+def admin(request) -> ApiClient:
+    return ApiClient.login(request.getfixturevalue("app"))
 
 
 @pytest.fixture
-def role_clients(app, admin) -> dict[str, ApiClient]:
+def role_clients(request, admin) -> dict[str, ApiClient]:
     """A logged-in client per role: {"viewer": ..., "operator": ..., "admin": ...}."""
+    zvm_app = request.getfixturevalue("app")
     clients = {"admin": admin}
     for role in ("viewer", "operator"):
         resp = admin.post("/users", {"UserName": f"{role}1", "Password": USER_PASSWORD, "Role": role})
         assert resp.status == 200, resp
-        clients[role] = ApiClient.login(app, f"{role}1", USER_PASSWORD)
+        clients[role] = ApiClient.login(zvm_app, f"{role}1", USER_PASSWORD)
     return clients
 
 
-def login(app, user: str, password: str, address: str = "192.0.2.10"):
+def login(zvm_app, user: str, password: str, address: str = "192.0.2.10"):
     """POST /v1/session/add from ``address``; the werkzeug response."""
-    return app.test_client().post("/v1/session/add", headers=basic(user, password),
+    return zvm_app.test_client().post("/v1/session/add", headers=basic(user, password),
                                   environ_base={"REMOTE_ADDR": address})
 
 
