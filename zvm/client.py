@@ -121,11 +121,12 @@ class ZvmClient:
             self.url = self.url[:-3]
         self.timeout = timeout
         self.http = session or requests.Session()
-        self.http.verify = verify
+        # Given with every request: a Session's own verify gives way to REQUESTS_CA_BUNDLE in the environment.
+        self.verify = verify
         if fingerprint:
             # The pin replaces chain verification (the certificate may be signed by a CA the client lacks).
             self.http.mount("https://", PinnedAdapter(fingerprint))
-            self.http.verify = False
+            self.verify = False
         self.token: str | None = None
 
     # --- plumbing -------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class ZvmClient:
         headers = {SESSION_HEADER: self.token} if self.token else {}
         try:
             resp = self.http.request(method, f"{self.url}/v1{path}", json=json, params=params, auth=auth,
-                                     headers=headers, timeout=self.timeout)
+                                     headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise TransientError(f"the ZVM at {self.url} cannot be reached ({exc}): check the address and "
                                  "that it runs, then retry") from exc

@@ -4,6 +4,10 @@ gunicorn answers some requests before the application sees them (a request line 
 too many or too large header fields 431, malformed HTTP 400, plain HTTP on the HTTPS port 403), with an
 HTML page. This worker lets gunicorn decide the status as it always does, and writes the API's error shape
 instead: ``{"Code", "Message", "Field"}`` with a message that says what to fix.
+
+It also closes, and says ``Connection: close`` on, a connection whose request the application marked
+``environ["zvm.close_connection"]`` (a body refused unread: gunicorn would drain 64 KiB of it and then drop
+the connection without a word, failing the client's next request on it).
 """
 
 from __future__ import annotations
@@ -54,7 +58,27 @@ def json_error(status: int, reason: str) -> bytes:
     return head + body
 
 
+CLOSE_CONNECTION = "zvm.close_connection"
+
+
+def closing_marked_connections(app):
+    def wsgi(environ, start_response):
+        def start(status, headers, exc_info=None):
+            response = getattr(start_response, "__self__", None)  # gunicorn's Response
+            if environ.get(CLOSE_CONNECTION) and hasattr(response, "force_close"):
+                response.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi
+
+
 class ZvmWorker(ThreadWorker):
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.wsgi = closing_marked_connections(self.wsgi)
+
     def handle_error(self, req, client, addr, exc):
         capture = _Capture()
         super().handle_error(req, capture, addr, exc)  # logs, and picks the status

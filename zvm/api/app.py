@@ -62,6 +62,7 @@ def _limit_chunked_body() -> flask.Response | None:
             break
         data += chunk
     if len(data) > MAX_BODY:
+        environ["zvm.close_connection"] = True  # zvm/serve_worker.py: the rest of the body is not read
         code, message = _HTTP_CODES[413]
         return _error(code, message, 413)
     environ["wsgi.input"] = io.BytesIO(bytes(data))
@@ -122,6 +123,8 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     def _http_error(exc: HTTPException):
         code, message = _HTTP_CODES.get(exc.code, (type(exc).__name__, exc.description or exc.name))
         headers = {"Allow": ", ".join(exc.valid_methods or [])} if isinstance(exc, MethodNotAllowed) else None
+        if exc.code == 413:
+            flask.request.environ["zvm.close_connection"] = True
         return _error(code, message, exc.code or 500, headers=headers)
 
     @app.errorhandler(Exception)
