@@ -101,6 +101,10 @@ def test_the_certificate_is_kept_across_restarts_and_its_key_is_private(https_se
 
 def test_the_data_directory_and_database_are_private(https_server):
     server, data, _ = https_server
+    with _connection(https_server) as conn:
+        token = _login(conn)
+    stored = b"".join((data / name).read_bytes() for name in ("zvm.db", "zvm.db-wal") if (data / name).exists())
+    assert PASSWORD.encode() not in stored and token.encode() not in stored  # hashes only
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for name in ("zvm.db", "zvm.db-wal", "zvm.db-shm", "secret.key"):
         if (data / name).exists():
