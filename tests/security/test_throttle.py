@@ -56,6 +56,15 @@ def test_an_address_is_throttled_whatever_user_names_it_tries(throttled_app, clo
         assert login(app, f"later{i}", "wrong", address="203.0.113.9").status_code == 401
 
 
+def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_itself():
+    from zvm.api.throttle import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("") == ""
+
+
 def test_a_throttled_attempt_costs_no_hash_and_no_write_and_the_lockout_is_an_event(throttled_app, monkeypatch):
     app = throttled_app
     for _ in range(6):

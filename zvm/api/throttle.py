@@ -1,6 +1,6 @@
 """Login throttling, per user name and per client address, kept in the database so every worker sees it.
 
-Each failed login counts against two keys, ``user:NAME`` and ``addr:ADDRESS``. The first ``free_failures``
+Each failed login counts against two keys, ``user:NAME`` and ``addr:ADDRESS`` (an IPv6 address by its /64). The first ``free_failures``
 of a key cost nothing (typos); each further one blocks the key for twice as long as the one before (1 s,
 2 s, 4 s ... at most ``max_delay``). While either key of an attempt is blocked, the attempt is refused at
 once (``TooManyAttemptsError``: HTTP 429 with Retry-After), its password is not checked and nothing is
@@ -15,6 +15,7 @@ The first block of a streak is reported once, as a ``LoginThrottled`` event nami
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +38,19 @@ class ThrottlePolicy:
         return min(self.max_delay, 2.0 ** min(failures - self.free_failures - 1, 62))
 
 
+def client_key(address: str) -> str:
+    """An IPv6 client counts by its /64 (one host usually holds a whole /64 and could rotate through it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:160]
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip)
+
+
 def keys(username: str, address: str) -> list[str]:
-    return [f"user:{username[:128]}", f"addr:{address[:160]}"]
+    return [f"user:{username[:128]}", f"addr:{client_key(address)}"]
 
 
 class LoginThrottle:
