@@ -4,6 +4,8 @@ OpenAPI document publishes them (``components.schemas``). Field names follow the
 
 from __future__ import annotations
 
+from zvm.models import ROLES as USER_ROLES
+
 
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -95,7 +97,7 @@ ERROR_CODES = ["InvalidRequest", "UnsupportedMediaType", "SessionRequired", "Aut
                "PayloadTooLarge", "NotImplemented", "Interrupted", "PeerUnreachable", "OperationNotFound",
                "NotPermitted", "TooManyAttempts", "UserNotFound", "UriTooLong", "RequestHeaderTooLarge",
                "BadRequest"]
-ROLES = ["viewer", "operator", "admin"]  # zvm.models.ROLES
+ROLES = list(USER_ROLES)
 USER_NAME = string("Letters, digits and . _ @ -", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9._@-]+$")
 PASSWORD = string("At least 8 characters.", minLength=8, maxLength=1024)
 
