@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zvm import db as zdb
 from zvm.api import blueprints
+from zvm.api.cache import ResponseCache
 from zvm.config import ZvmConfig, load_config
 from zvm.errors import ZvmError
 from zvm.service import Zvm
@@ -51,6 +52,8 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["zvm"] = zvm
+    if zvm.response_cache is None:
+        zvm.response_cache = ResponseCache()
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)
 
