@@ -9,6 +9,7 @@ stopped after it, so what they leave in vCenter never meets another test.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from zvm.lab.vcsim import Vcsim, VcsimSpec
+
+# vcsim builds are cached in the checkout, as ./run does (also when pytest is run directly)
+os.environ.setdefault("ZVR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache"))
 
 REQUIRED_TOOLS = ["go", "fio", "qemu-io", "qemu-img", "nbdkit", "nbdcopy", "nbdinfo"]
 

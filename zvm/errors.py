@@ -20,7 +20,8 @@ Third-party errors (vmodl faults, grpc.RpcError, peewee errors) are translated a
 Each class carries ``code``, a stable machine-readable name that the REST API returns next to the message
 (``{"Code": ..., "Message": ...}``) and ``http_status``, the status the API answers with. A raise site may
 give a more specific code (``NotFoundError("...", code="VpgNotFound")``); the codes are listed in
-docs/API.md and in the OpenAPI document.
+docs/API.md and in the OpenAPI document. ``detail`` holds facts a caller acts on as data (never parsed out of
+the message): the recovery operation that blocks a delete, ``{"OperationKind": "Failover"}``.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ class ZvmError(Exception):
     code = "Error"
     http_status = 500
 
-    def __init__(self, message: str = "", *, code: str | None = None, field: str | None = None):
+    def __init__(self, message: str = "", *, code: str | None = None, field: str | None = None,
+                 detail: dict | None = None):
         super().__init__(message)
         if code is not None:
             self.code = code
         self.field = field
+        # facts of the error as data, for a caller that acts on them (the peer service carries them across)
+        self.detail = dict(detail or {})
 
     @property
     def message(self) -> str:

@@ -12,12 +12,12 @@ again from a full load.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ZvmError
+from zvr_common.loop import Loop
 
 log = logging.getLogger("zvm.inventory")
 BATCH = 200
@@ -85,10 +85,13 @@ def apply_changes(site: m.Site, old: dict[type, list[dict]], new: dict[type, lis
     return touched
 
 
-class InventorySync:
+class InventorySync(Loop):
     """Keeps the local site's inventory rows equal to vCenter's inventory."""
 
     def __init__(self, zvm, max_wait: float = 30.0):
+        # sync_once waits up to max_wait for vCenter's changes: no interval between passes; after a failure
+        # (the next pass starts from a full load) 1 s, doubled per failure up to a minute
+        super().__init__("zvm-inventory", 0.0, first_retry=1.0, max_backoff=60.0, logger=log)
         self.zvm = zvm
         self.max_wait = max_wait
         self.full_loads = 0  # how many times the whole inventory was read (1 while the watch holds)
@@ -97,8 +100,6 @@ class InventorySync:
         self._watcher = None
         self._rows: dict | None = None
         self._unapplied = False  # the watch moved on but its view is not in the database yet
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sync_once(self, max_wait: float = 0) -> bool:
         """Load the inventory (first call) or apply the changes vCenter reports within ``max_wait`` s;
@@ -154,38 +155,26 @@ class InventorySync:
         self._rows = None
         self._unapplied = False
 
-    # --- the loop -------------------------------------------------------------------------------------
+    # --- the loop (zvr_common.loop) ------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        return self.sync_once(self.max_wait)
+
+    def after_pass(self) -> None:
+        self.zvm.db.close()
+
+    def on_stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()  # the pass waiting for vCenter's changes returns now
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self.running:
             return
         zdb.connect(self.zvm.db)
         if not self.zvm.local_site().vcenter_url:  # set once (by option), then kept in the database
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="zvm-inventory", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+    def stop(self, timeout: float | None = 30.0) -> None:
+        super().stop(timeout)
         self.reset()
-
-    def _loop(self) -> None:
-        retry = 1.0
-        while not self._stop.is_set():
-            try:
-                self.sync_once(self.max_wait)
-                retry = 1.0
-            except Exception as exc:  # noqa: BLE001 - the loop outlives vCenter and database hiccups
-                if self._stop.is_set():
-                    break
-                log.warning("inventory sync failed (%s); retrying in %.0f s", exc, retry)
-                self._stop.wait(retry)
-                retry = min(60.0, retry * 2)
-            finally:
-                self.zvm.db.close()

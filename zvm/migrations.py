@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import peewee
 from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as run
 
 from zvm import models
 from zvm.db import is_postgres, transaction
@@ -72,8 +73,6 @@ def _recovery_operations(db: peewee.Database, migrator: SchemaMigrator) -> None:
     """Recovery operations: their table; the recovery VRA of a VPG, re-IP settings of its VMs and where each
     volume's replica is; VM moids unique per VPG instead of everywhere (a recovery site keeps the VMs of the
     VPGs it recovers, whose moids are the other vCenter's)."""
-    from playhouse.migrate import migrate as run
-
     def missing(table: str, column: str) -> bool:
         return column not in {c.name for c in db.get_columns(table)}
 

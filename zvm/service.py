@@ -25,15 +25,24 @@ from zvm import db as zdb
 from zvm import models as m
 from zvm.config import ZvmConfig
 from zvm.errors import ConfigError, NotFoundError
-from zvm.migrations import latest_version, migrate
+from zvm.inventory import InventorySync
+from zvm.migrations import current_version, latest_version, migrate
+from zvm.monitoring.monitor import Monitor
+from zvm.orchestration import handlers  # noqa: F401 - registers the task handlers
+from zvm.orchestration.peers import probe_peer
+from zvm.orchestration.tasks import TaskRunner
+from zvm.orchestration.watch import RecoveryWatch
+from zvm.peer.enrollment import control_tls_for
+from zvm.peer.pki import ensure_pki
+from zvm.peer.service import PeerServer
+from zvm.vcenter import VCenter, VCenterConfig
+from zvm.vra_control import GrpcVraControl
 
 log = logging.getLogger("zvm")
 
 
 def default_vcenter_factory(zvm: Zvm):
     def connect(site: m.Site):
-        from zvm.vcenter import VCenter, VCenterConfig
-
         if not site.vcenter_url:
             raise ConfigError("no vCenter is configured for this site: set vcenter_url, vcenter_username "
                               "and vcenter_password (ZVM_VCENTER_PASSWORD)")
@@ -59,30 +68,16 @@ class Zvm:
         self._started = False
         self._stopping = threading.Event()
         self._lock_fd: int | None = None
-        from zvm.api.cache import ResponseCache
-        from zvm.inventory import InventorySync
-        from zvm.orchestration import handlers  # noqa: F401 - registers the task handlers
-        from zvm.orchestration.tasks import TaskRunner
-
-        self.response_cache = ResponseCache()
+        self.response_cache = None  # the API's GET answers (zvm.api.cache), made by the app that serves it
         self.tasks = TaskRunner(self)
         self.add_loop(self.tasks)
         self.inventory = InventorySync(self)
         self.add_loop(self.inventory)
-        from zvm.monitoring.monitor import Monitor
-        from zvm.orchestration.peers import probe_peer
-        from zvm.peer.service import PeerServer
-
         self.peer_server = PeerServer(self, config.host, config.peer_port)
         self.add_loop(self.peer_server)
-        from zvm.peer.enrollment import control_tls_for
-        from zvm.vra_control import GrpcVraControl
-
         self.vra_control = GrpcVraControl(config.vra_pairing_secret or None, tls=control_tls_for(self))
         self.monitor = Monitor(self, peer_probe=lambda peer: probe_peer(self, peer))
         self.add_loop(self.monitor)
-        from zvm.orchestration.watch import RecoveryWatch
-
         self.recovery_watch = RecoveryWatch(self)
         self.add_loop(self.recovery_watch)
         self._pki = None
@@ -98,8 +93,6 @@ class Zvm:
             if run_migrations:
                 migrate(self.db)
             else:
-                from zvm.migrations import current_version
-
                 if current_version(self.db) != latest_version():
                     raise ConfigError("the database schema is not current: run 'zvm serve' once (it migrates)")
             self._ensure_local_site()
@@ -161,8 +154,6 @@ class Zvm:
     def peer_pki(self):
         """This site's CA and peer-service certificate (zvm/peer/pki.py), made on first use."""
         if self._pki is None:
-            from zvm.peer.pki import ensure_pki
-
             site = self.local_site()
             names = [self.config.public_address] if self.config.public_address else []
             self._pki = ensure_pki(self.config.data_dir, site.name, site.identifier, names)
@@ -213,6 +204,9 @@ class Zvm:
                 loop.stop()
             self._started = False
         self.inventory.reset()  # its vCenter session, also when a test drove it by hand
+        close = getattr(self.vra_control, "close", None)  # its cached channels (a test double may have none)
+        if close is not None:
+            close()
         if self.db is not None:
             self.db.close()
             if hasattr(self.db, "close_all"):

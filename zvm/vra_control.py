@@ -7,20 +7,39 @@ that enrolled (zvm/peer/enrollment.py) is called with mutual TLS: the ZVM presen
 id. A VRA that did not enroll is called as ``vra serve`` is then configured: the site's pairing secret in
 the call metadata (``vra_pairing_secret``), or nothing in an open lab. A VRA that does not answer is a ``TransientError``; a
 role it refuses is a ``PermanentError`` carrying its message.
+
+Channels are kept, one per VRA (its address and the credentials it is called with), since monitoring calls
+every VRA on each pass: a channel is made anew when the VRA's address or trust changes (it enrolled, the
+site's CA or the ZVM's certificate changed), dropped when a call finds the VRA unreachable (the next call
+connects at once instead of waiting out gRPC's reconnect back-off), and closed by ``close()``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
+from vra_appliance.proto.v1 import control_pb2 as cpb
+from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from vra_appliance.proto.v1 import recovery_pb2 as rpb
+from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
 from zvm.errors import PermanentError, TransientError
-from zvm.peer.enrollment import ControlTls
 
 SECRET_KEY = "zvr-pairing-secret"  # the metadata key vra serve checks (vra_appliance/auth.py)
+
+
+@dataclass(frozen=True)
+class ControlTls:
+    """What the Control client presents and trusts when the VRA enrolled (zvm/peer/enrollment.py makes it)."""
+
+    roots: bytes  # this site's CA: every VRA of the site has a certificate from it
+    key: bytes
+    cert: bytes
 
 
 @dataclass(frozen=True)
@@ -138,31 +157,66 @@ class GrpcVraControl:
         self.metadata = ((SECRET_KEY, pairing_secret),) if pairing_secret else ()
         self.timeout = timeout
         self.tls = tls
+        self._channels: dict[str, tuple[tuple, grpc.Channel]] = {}  # vra id -> (address and trust, channel)
+        self._lock = threading.Lock()
+        self.opened = 0  # channels made so far (each a TCP connection and, enrolled, a TLS handshake)
 
     def _channel(self, vra: VraRef) -> tuple[grpc.Channel, tuple]:
         tls = self.tls(vra.vra_id)
-        if tls is None:
-            return grpc.insecure_channel(vra.address), self.metadata
-        creds = grpc.ssl_channel_credentials(root_certificates=tls.roots, private_key=tls.key,
-                                             certificate_chain=tls.cert)
-        return grpc.secure_channel(vra.address, creds, options=[("grpc.ssl_target_name_override", vra.vra_id)]), ()
+        key = (vra.address, tls)
+        with self._lock:
+            known = self._channels.get(vra.vra_id)
+            if known is not None and known[0] == key:
+                return known[1], (() if tls else self.metadata)
+            if tls is None:
+                channel = grpc.insecure_channel(vra.address)
+            else:
+                creds = grpc.ssl_channel_credentials(root_certificates=tls.roots, private_key=tls.key,
+                                                     certificate_chain=tls.cert)
+                channel = grpc.secure_channel(vra.address, creds,
+                                              options=[("grpc.ssl_target_name_override", vra.vra_id)])
+            self._channels[vra.vra_id] = (key, channel)
+            self.opened += 1
+        if known is not None:
+            known[1].close()  # the VRA's address or trust changed
+        return channel, (() if tls else self.metadata)
+
+    def _drop(self, vra: VraRef, channel: grpc.Channel) -> None:
+        with self._lock:
+            known = self._channels.get(vra.vra_id)
+            if known is None or known[1] is not channel:
+                return
+            del self._channels[vra.vra_id]
+        channel.close()
+
+    def channels(self) -> int:
+        """How many channels are kept open now."""
+        with self._lock:
+            return len(self._channels)
+
+    def close(self) -> None:
+        """Close every kept channel (the ZVM stops); a later call opens its VRA's again."""
+        with self._lock:
+            channels, self._channels = [c for _, c in self._channels.values()], {}
+        for channel in channels:
+            channel.close()
 
     def _call(self, vra: VraRef, method: str, request, timeout: float | None = None, stub=None):
-        from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
-
         if not vra.address:
             raise TransientError(f"the address of VRA {vra.name or vra.vra_id} is not known yet")
         channel, metadata = self._channel(vra)
-        with channel:
-            try:
-                return getattr((stub or cpb_grpc.ControlStub)(channel), method)(
-                    request, metadata=metadata, timeout=timeout or self.timeout)
-            except grpc.RpcError as exc:
-                code = exc.code()
-                text = f"VRA {vra.name or vra.vra_id} at {vra.address}: {method} failed ({code.name}: {exc.details()})"
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise TransientError(text + ": check that it runs and is reachable") from exc
-                raise PermanentError(text) from exc
+        try:
+            return getattr((stub or cpb_grpc.ControlStub)(channel), method)(
+                request, metadata=metadata, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            text = f"VRA {vra.name or vra.vra_id} at {vra.address}: {method} failed ({code.name}: {exc.details()})"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._drop(vra, channel)
+                raise TransientError(text + ": check that it runs and is reachable") from exc
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                self._drop(vra, channel)  # its TLS session was made with credentials it no longer takes
+            raise PermanentError(text) from exc
 
     @staticmethod
     def _ok(vra: VraRef, what: str, reply) -> str:
@@ -171,8 +225,6 @@ class GrpcVraControl:
         return reply.message
 
     def configure_protect(self, vra: VraRef, plan: ProtectPlan) -> str:
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         request = cpb.ProtectConfig(
             vpg=plan.vpg, volumes=plan.volumes, filter_controls=plan.filter_controls,
             recover_peer=cpb.PeerVra(vra_id=plan.recover_peer.vra_id, address=plan.recover_peer.address),
@@ -182,8 +234,6 @@ class GrpcVraControl:
         return self._ok(vra, "the protect role", self._call(vra, "ConfigureProtect", request))
 
     def configure_recover(self, vra: VraRef, plan: RecoverPlan) -> str:
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         request = cpb.RecoverConfig(
             vpg=plan.vpg, journal_dir=plan.journal_dir,
             volumes=[cpb.ReplicaVolume(volume=v, path=p, size=s) for v, p, s in plan.volumes],
@@ -192,23 +242,15 @@ class GrpcVraControl:
         return self._ok(vra, "the recover role", self._call(vra, "ConfigureRecover", request))
 
     def remove_vpg(self, vra: VraRef, vpg: str) -> str:
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         return self._ok(vra, "removing the VPG", self._call(vra, "RemoveVpg", cpb.RemoveVpgRequest(vpg=vpg)))
 
     def checkpoint(self, vra: VraRef, vpg: str, tag: str, wait_durable: bool = True) -> CheckpointEntry:
-        import time
-
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         reply = self._call(vra, "Checkpoint", cpb.CheckpointRequest(vpg=vpg, tag=tag, wait_durable=wait_durable,
                                                                     timeout_ms=30_000), timeout=60)
         self._ok(vra, "the checkpoint", reply)
         return CheckpointEntry(reply.checkpoint_id, time.time(), tag or None, reply.consistent)
 
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]:
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         reply = self._call(vra, "ListCheckpoints", cpb.ListCheckpointsRequest(vpg=vpg))
         return [CheckpointEntry(c.checkpoint_id, c.timestamp_ns / 1e9, c.tag or None, c.consistent)
                 for c in reply.checkpoints]
@@ -218,8 +260,6 @@ class GrpcVraControl:
         role's ``substatus`` is "InitialSync", "DeltaSync" or "BitmapSync" while a volume needs or runs one, ""
         when streaming; ``syncs`` the last syncs that ended and the running one (``{"volume", "kind",
         "completed", "running", "bytes", "wire_bytes"}``)."""
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         reply = self._call(vra, "Status", cpb.StatusRequest())
         out: dict = {}
         for st in reply.vpgs:
@@ -236,8 +276,6 @@ class GrpcVraControl:
         """The ZVM's forcesync on a protect VRA: a delta sync of the VPG's volumes there (all of them by
         default). Returns once the VRA has recorded the need; its Status shows the sync (DeltaSync).
         ``reason``: "forced", or "journal-corrupt" (the recovery journal is being discarded)."""
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         code = cpb.SYNC_REASON_JOURNAL_CORRUPT if reason == "journal-corrupt" else cpb.SYNC_REASON_FORCED
         request = cpb.ForceSyncRequest(vpg=vpg, volumes=volumes or [], reason=code)
         return self._ok(vra, "the forced sync", self._call(vra, "ForceSync", request))
@@ -245,31 +283,23 @@ class GrpcVraControl:
     def discard_journal(self, vra: VraRef, vpg: str, reason: str, force: bool = False) -> JournalDiscard:
         """The recovery VRA deletes the VPG's journal (corrupt or failed; a healthy one only with ``force``) and
         takes streams again from seq 1. A refusal comes back as ``ok`` False, not as an error."""
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         r = self._call(vra, "DiscardJournal", cpb.DiscardJournalRequest(vpg=vpg, reason=reason, force=force),
                        timeout=120)
         return JournalDiscard(r.ok, r.message, r.state_before, r.records_discarded, r.checkpoints_discarded)
 
     def update_trust(self, vra: VraRef, bundle_pem: str) -> str:
         """An enrolled VRA trusts exactly these CAs from now on (after a pairing or an unpairing)."""
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         return self._ok(vra, "the trust bundle",
                         self._call(vra, "UpdateTrust", cpb.UpdateTrustRequest(trust_bundle_pem=bundle_pem)))
 
     def pause(self, vra: VraRef, vpg: str, paused: bool) -> str:
         """Pause (or resume) the VPG's replication on a protect VRA; persisted there with the role."""
-        from vra_appliance.proto.v1 import control_pb2 as cpb
-
         method = "PauseVpg" if paused else "ResumeVpg"
         return self._ok(vra, "pausing" if paused else "resuming", self._call(vra, method, cpb.PauseVpgRequest(vpg=vpg)))
 
     # --- recovery sessions (RecoveryOps service) ---------------------------------------------------------
 
     def _session(self, vra: VraRef, method: str, request, timeout: float | None = None) -> SessionInfo:
-        from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
-
         r = self._call(vra, method, request, timeout=timeout, stub=rpb_grpc.RecoveryOpsStub)
         return SessionInfo(
             ok=r.ok, code=r.code, message=r.message, session=r.session, state=r.state,
@@ -281,25 +311,17 @@ class GrpcVraControl:
 
     def open_session(self, vra: VraRef, vpg: str, session: str, checkpoint_id: str = "", scratch_limit: int = 0,
                      consistent_only: bool = False) -> SessionInfo:
-        from vra_appliance.proto.v1 import recovery_pb2 as rpb
-
         return self._session(vra, "OpenSession", rpb.OpenSessionRequest(
             vpg=vpg, session=session, checkpoint_id=checkpoint_id, scratch_limit_bytes=scratch_limit,
             consistent_only=consistent_only), timeout=120)
 
     def get_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
-        from vra_appliance.proto.v1 import recovery_pb2 as rpb
-
         return self._session(vra, "GetSession", rpb.SessionRequest(vpg=vpg, session=session))
 
     def close_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
-        from vra_appliance.proto.v1 import recovery_pb2 as rpb
-
         return self._session(vra, "CloseSession", rpb.SessionRequest(vpg=vpg, session=session), timeout=60)
 
     def commit_session(self, vra: VraRef, vpg: str, session: str) -> SessionInfo:
-        from vra_appliance.proto.v1 import recovery_pb2 as rpb
-
         return self._session(vra, "CommitSession", rpb.SessionRequest(vpg=vpg, session=session), timeout=600)
 
 

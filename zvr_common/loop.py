@@ -6,14 +6,19 @@ receiver, sync runner...) is a `Loop`. What they share, and what each used to wr
 - `start()` / `stop()` are idempotent; `stop()` wakes the loop and waits for the pass in progress to end.
 - `wake()` runs the next pass now instead of after the interval (a task queued, room needed in a journal).
 - `run_once()` is public and is what tests call directly, so no test sleeps to wait for a loop.
-- A pass that raises does not end the loop: the next pass waits `interval * 2**failures`, capped at
-  `max_backoff`, and the failure is logged with its traceback the first time, then at most once per
+- A pass that raises does not end the loop: the next pass waits `first_retry` (default `2 * interval`),
+  doubled per further consecutive failure, capped at `max_backoff`, and the failure is logged with its traceback the first time, then at most once per
   `log_every` seconds as a count ("still failing, N times"), then once when a pass succeeds again. The last
   error is kept in `last_error` for the status a caller reports.
 - `after_pass()` runs after every pass, failed or not (the manager closes its database connection there).
 - `delay=` (a callable) replaces the fixed interval after a pass that succeeded, for a loop whose next
   pass falls due at a time it computes (the next checkpoint, a batch's deadline); failures still back off
   from `interval`.
+- `on_stop()` runs in `stop()` once the loop is told to stop, before it waits for the pass in progress: a
+  loop whose pass blocks (a vCenter watch) interrupts it there. A pass that fails once the loop is stopping
+  is not counted or logged as a failure (it was interrupted).
+- `start_delay` seconds pass before the first pass (default none: the first pass runs at start); `wake()`
+  ends that wait too. For a loop whose first pass right after start would find nothing new (monitoring).
 
 Threads are daemons: a process that exits without `stop()` is not held up by a loop.
 """
@@ -39,6 +44,8 @@ class Loop:
         target: Callable[[], object] | None = None,
         delay: Callable[[], float] | None = None,
         max_backoff: float | None = None,
+        first_retry: float | None = None,
+        start_delay: float = 0.0,
         log_every: float = 60.0,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -48,6 +55,9 @@ class Loop:
         self.name = name
         self.interval = interval
         self.max_backoff = max(interval, max_backoff if max_backoff is not None else 8 * interval)
+        # the wait after a first failure; a loop with interval 0 (its pass blocks) needs one of its own
+        self.first_retry = 2 * interval if first_retry is None else first_retry
+        self.start_delay = start_delay
         self.log_every = log_every
         self.failures = 0  # consecutive failed passes
         self.last_error: BaseException | None = None
@@ -71,6 +81,9 @@ class Loop:
 
     def after_pass(self) -> None:
         """Called after every pass of the thread, failed or not."""
+
+    def on_stop(self) -> None:
+        """Called by stop() after the stop is signalled, before waiting for the pass in progress."""
 
     # -- control ------------------------------------------------------------------------------------
 
@@ -101,6 +114,7 @@ class Loop:
             if thread is None:
                 return
             self._wake.set()
+        self.on_stop()
         if thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -111,18 +125,21 @@ class Loop:
     # -- the thread ---------------------------------------------------------------------------------
 
     def next_delay(self) -> float:
-        """Seconds before the next pass: the interval (or what `delay()` says), doubled per consecutive
-        failure up to max_backoff."""
+        """Seconds before the next pass: the interval (or what `delay()` says); after failures `first_retry`,
+        doubled per further consecutive failure, up to max_backoff."""
         if not self.failures:
             return self.interval if self._delay is None else max(0.0, self._delay())
-        return min(self.max_backoff, self.interval * (2 ** min(self.failures, 30)))
+        return min(self.max_backoff, self.first_retry * (2 ** min(self.failures - 1, 30)))
 
     def pass_once(self) -> bool:
         """One pass as the thread runs it (errors caught, counted and logged); True if it succeeded."""
         try:
             self.run_once()
         except Exception as exc:  # noqa: BLE001 - a loop outlives a failed pass; the error is kept and logged
-            self._failed(exc)
+            if self.stopping:
+                self._log.debug("loop %s: pass ended by the stop: %s", self.name, exc)
+            else:
+                self._failed(exc)
             return False
         else:
             self._succeeded()
@@ -134,6 +151,9 @@ class Loop:
                 self._log.exception("loop %s: after_pass failed", self.name)
 
     def _run(self) -> None:
+        if self.start_delay:
+            self._wake.wait(self.start_delay)
+            self._wake.clear()
         while not self._stop.is_set():
             self.pass_once()
             self._wake.wait(self.next_delay())

@@ -109,3 +109,49 @@ def test_delay_replaces_the_interval_after_success_and_failures_still_back_off()
     assert loop.next_delay() == 0.0
     assert not loop.pass_once() and loop.next_delay() == 4.0  # a failure backs off from the interval
     assert loop.pass_once() and loop.next_delay() == 0.0
+
+
+def test_first_retry_sets_the_backoff_of_a_loop_without_interval() -> None:
+    # a loop whose pass blocks (interval 0) still backs off after failures, from its own first retry
+    loop = Counting(fail=4, interval=0.0, first_retry=1.0, max_backoff=5.0)
+    delays = []
+    for _ in range(5):
+        loop.pass_once()
+        delays.append(loop.next_delay())
+    assert delays == [1.0, 2.0, 4.0, 5.0, 0.0]
+
+
+def test_start_delay_holds_the_first_pass_until_woken() -> None:
+    loop = Counting(interval=3600.0, start_delay=3600.0)
+    loop.start()
+    try:
+        assert not loop.ran.wait(0.2) and loop.passes == 0, "the first pass ran before its start delay"
+        loop.wake()
+        assert loop.ran.wait(10), "wake() did not end the start delay"
+    finally:
+        loop.stop()
+    assert not loop.running
+
+
+def test_on_stop_interrupts_a_blocking_pass_which_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    class Blocking(Loop):
+        def __init__(self) -> None:
+            super().__init__("blocking", 0.0)
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def run_once(self) -> None:
+            self.entered.set()
+            self.release.wait()
+            raise RuntimeError("watch cancelled")
+
+        def on_stop(self) -> None:
+            self.release.set()
+
+    loop = Blocking()
+    with caplog.at_level(logging.WARNING, logger="zvr_common.loop"):
+        loop.start()
+        assert loop.entered.wait(10)
+        loop.stop()
+    assert not loop.running and loop.failures == 0 and loop.last_error is None
+    assert not caplog.records, [r.getMessage() for r in caplog.records]

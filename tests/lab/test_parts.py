@@ -135,3 +135,19 @@ def test_links_are_cut_restored_and_shaped_together(tmp_path, echo_server):
             ctl.call("status", link="three")
     finally:
         links.stop()
+
+
+def test_the_lab_needs_nothing_of_the_checkout(monkeypatch, tmp_path):
+    # an installed lab: the simulator's source is the package's own data, the lab's data goes where it runs
+    from pathlib import Path
+
+    import zvm.lab
+    from zvm.lab import state, vcsim
+
+    package = Path(zvm.lab.__file__).resolve().parent
+    assert vcsim.SOURCE_DIR.is_relative_to(package) and sorted(p.name for p in vcsim.SOURCE_DIR.glob("*.go"))
+    monkeypatch.delenv("ZVR_LAB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert state.default_lab_dir() == tmp_path / "lab-data"
+    monkeypatch.setenv("ZVR_LAB_DIR", str(tmp_path / "elsewhere"))
+    assert state.default_lab_dir() == tmp_path / "elsewhere"

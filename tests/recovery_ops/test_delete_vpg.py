@@ -15,7 +15,7 @@ from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm import db as zdb
 from zvm import models as m
 from zvm.client import TaskFailedError
-from zvm.orchestration.vpgs import local_path
+from zvm.placement import local_path
 
 WORLD = "rodel"
 PREFIX = 89

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from zvm import db as zdb
 from zvm.api import blueprints
 from zvm.api.throttle import LoginThrottle, ThrottlePolicy
+from zvm.api.cache import ResponseCache
 from zvm.config import ZvmConfig, load_config
 from zvm.errors import TooManyAttemptsError, ZvmError
 from zvm.service import Zvm
@@ -91,6 +92,8 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.url_map.redirect_defaults = False
+    if zvm.response_cache is None:
+        zvm.response_cache = ResponseCache()
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from zvm import models as m
 from zvm.api import render, schemas
-from zvm.api.context import service
+from zvm.api.context import current_user, service
+from zvm.api.queue import queued
 from zvm.api.spec import ApiBlueprint, Param
 from zvm.api.vpgs import get_vpg
 from zvm.errors import NotFoundError
-from zvm.orchestration import recovery
+from zvm.orchestration import operations
 
 bp = ApiBlueprint("recovery", __name__, tag="RecoveryOperations",
                   description="Failover test, failover and move of a VPG, ordered on the ZVM of the site it "
@@ -22,12 +23,14 @@ ERRORS = [409]
 
 def _start(vpgIdentifier: str, kind: str, params: dict) -> dict:
     vpg = get_vpg(vpgIdentifier)
-    return render.task_id(recovery.start_operation(vpg, kind, params, service().local_site()))
+    return render.task_id(queued(operations.start_operation(vpg, kind, params, service().local_site(),
+                                                          user=current_user())))
 
 
 def _next(vpgIdentifier: str, task_kind: str, params: dict) -> dict:
     vpg = get_vpg(vpgIdentifier)
-    return render.task_id(recovery.order_next(vpg, task_kind, params, service().local_site()))
+    return render.task_id(queued(operations.order_next(vpg, task_kind, params, service().local_site(),
+                                                     user=current_user())))
 
 
 @bp.operation("POST", "/vpgs/{vpgIdentifier}/failoverTest", role="operator", summary="Start a failover test", status=202,

@@ -9,9 +9,9 @@ import time
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import current_user, note_entity, service
+from zvm.api.queue import queue_task
 from zvm.api.spec import ApiBlueprint, Param
 from zvm.errors import ConflictError, NotFoundError
-from zvm.orchestration.tasks import create_task
 
 localsite = ApiBlueprint("localsite", __name__, tag="LocalSite", description="This ZVM's own site.")
 peersites = ApiBlueprint("peersites", __name__, tag="PeerSites",
@@ -100,8 +100,8 @@ def pair_site(body):
     if m.PeerSite.select().where(m.PeerSite.host_name == body["HostName"], m.PeerSite.port == port).exists():
         raise ConflictError(f"this site is already paired with {body['HostName']}:{port}: unpair it first "
                             "(DELETE /v1/peersites/{siteIdentifier})")
-    task = create_task("PairSite", params={"HostName": body["HostName"], "Port": port, "Token": body["Token"]},
-                       secret_params=("Token",))
+    task = queue_task("PairSite", params={"HostName": body["HostName"], "Port": port, "Token": body["Token"]},
+                      secret_params=("Token",))
     return render.task_id(task)
 
 
@@ -118,7 +118,7 @@ def unpair_site(siteIdentifier):
         raise ConflictError("the site is being unpaired already: follow its task")
     peer.state = "Unpairing"
     peer.save()
-    return render.task_id(create_task("UnpairSite", site=siteIdentifier))
+    return render.task_id(queue_task("UnpairSite", site=siteIdentifier))
 
 
 # --- virtualization sites (inventory) ----------------------------------------------------------------------

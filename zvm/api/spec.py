@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import flask
 from flask import Blueprint, Response, request
 
-from zvm.api import schemas
+from zvm.api import context, schemas
 from zvm.api.cache import COMPRESS_FROM, choose_encoding, current_revision
 from zvm.api.validate import check, coerce_query
 from zvm.errors import SessionError, UnsupportedMediaTypeError, ValidationError
@@ -180,8 +180,6 @@ def _parse_body(op: Operation):
 
 
 def _wrap(op: Operation) -> Callable:
-    from zvm.api import context  # late: context imports models and the service
-
     accepts = inspect.signature(op.handler).parameters
 
     @functools.wraps(op.handler)

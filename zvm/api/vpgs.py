@@ -6,11 +6,12 @@ import peewee
 
 from zvm import models as m
 from zvm.api import render, schemas
-from zvm.api.context import note_entity
+from zvm.api.context import note_entity, service
+from zvm.api.queue import queue_task
 from zvm.api.spec import ApiBlueprint, Param
 from zvm.api.validate import timestamp_of
 from zvm.errors import ConflictError, NotFoundError
-from zvm.orchestration.tasks import create_task
+from zvm.orchestration.operations import active_operation
 
 bp = ApiBlueprint("vpgs", __name__, tag="Vpgs", description="Virtual Protection Groups.")
 
@@ -98,9 +99,6 @@ def delete_vpg(vpgIdentifier, body):
     vpg = get_vpg(vpgIdentifier)
     if vpg.status == "Deleting":
         raise ConflictError(f"VPG {vpg.name} is being deleted already: follow its task")
-    from zvm.api.context import service
-    from zvm.orchestration.recovery import active_operation
-
     if vpg.protected_site_id != service().local_site_id():
         raise ConflictError(f"VPG {vpg.name} is protected by site {vpg.protected_site.name}: delete it there")
     running = active_operation(vpg.identifier)
@@ -109,14 +107,12 @@ def delete_vpg(vpgIdentifier, body):
     vpg.status, vpg.substatus = "Deleting", "Deleting"
     vpg.save()
     body = body or {}
-    task = create_task("DeleteVpg", vpg=vpg.identifier, params={
+    task = queue_task("DeleteVpg", vpg=vpg.identifier, params={
         "KeepRecoveryVolumes": bool(body.get("KeepRecoveryVolumes", False)), "Force": bool(body.get("Force", False))})
     return render.task_id(task)
 
 
 def _actionable(vpg: m.Vpg, action: str) -> None:
-    from zvm.api.context import service
-
     if vpg.status in ("Deleting", "FailingOver", "Moving", "Recovered"):
         raise ConflictError(f"VPG {vpg.name} is {vpg.status}: it cannot {action} now")
     if vpg.protected_site_id != service().local_site_id():
@@ -134,7 +130,7 @@ def pause_vpg(vpgIdentifier):
         raise ConflictError(f"VPG {vpg.name} is paused already: resume it with POST .../resume")
     vpg.paused, vpg.substatus = True, "ReplicationPausedUserInitiated"
     vpg.save()
-    return render.task_id(create_task("PauseVpg", vpg=vpg.identifier))
+    return render.task_id(queue_task("PauseVpg", vpg=vpg.identifier))
 
 
 @bp.operation("POST", "/vpgs/{vpgIdentifier}/resume", role="operator", summary="Resume replication", status=202,
@@ -146,7 +142,7 @@ def resume_vpg(vpgIdentifier):
         raise ConflictError(f"VPG {vpg.name} is not paused")
     vpg.paused, vpg.substatus = False, "BitmapSync"
     vpg.save()
-    return render.task_id(create_task("ResumeVpg", vpg=vpg.identifier))
+    return render.task_id(queue_task("ResumeVpg", vpg=vpg.identifier))
 
 
 @bp.operation("POST", "/vpgs/{vpgIdentifier}/forcesync", summary="Force a delta sync", status=202,
@@ -159,7 +155,7 @@ def force_sync_vpg(vpgIdentifier):
         raise ConflictError(f"VPG {vpg.name} is paused: resume it first")
     vpg.substatus = "DeltaSync"
     vpg.save()
-    return render.task_id(create_task("ForceSyncVpg", vpg=vpg.identifier))
+    return render.task_id(queue_task("ForceSyncVpg", vpg=vpg.identifier))
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
@@ -200,4 +196,4 @@ def insert_tagged_checkpoint(vpgIdentifier, body):
     if vpg.paused:
         raise ConflictError(f"VPG {vpg.name} is paused: resume it first")
     note_entity(vpg.identifier)
-    return render.task_id(create_task("CheckpointVpg", vpg=vpg.identifier, params={"Tag": body["CheckpointName"]}))
+    return render.task_id(queue_task("CheckpointVpg", vpg=vpg.identifier, params={"Tag": body["CheckpointName"]}))

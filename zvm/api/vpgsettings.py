@@ -10,9 +10,9 @@ from zvm import models as m
 from zvm import vpg_settings
 from zvm.api import render, schemas
 from zvm.api.context import current_user, note_entity, service
+from zvm.api.queue import queue_task
 from zvm.api.spec import ApiBlueprint
 from zvm.errors import ConflictError, NotFoundError, ValidationError
-from zvm.orchestration.tasks import create_task
 
 bp = ApiBlueprint("vpgsettings", __name__, tag="VpgSettings",
                   description="Drafts of VPG settings: create one (for a new VPG or to edit one), change it, "
@@ -175,6 +175,6 @@ def commit_vpg_settings(vpgSettingsIdentifier):
     draft.delete_instance()
     note_entity(vpg.identifier, f"{'Create' if created else 'Update'} VPG {vpg.name}")
     g.event_kind = "CreateVpg" if created else "UpdateVpg"
-    task = create_task("CreateVpg" if created else "UpdateVpg", vpg=vpg.identifier,
-                       site=vpg.recovery_site.identifier)
+    task = queue_task("CreateVpg" if created else "UpdateVpg", vpg=vpg.identifier,
+                      site=vpg.recovery_site.identifier)
     return render.task_id(task)

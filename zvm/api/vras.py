@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 
 import peewee
+from flask import g, request
 
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import note_entity, service
-from zvm.api.spec import ApiBlueprint, Param
+from zvm.api.queue import queue_task
+from zvm.api.spec import ENROLLMENT_TOKEN_HEADER, ApiBlueprint, Param
 from zvm.errors import ConflictError, NotFoundError, ValidationError
-from zvm.orchestration.tasks import create_task
+from zvm.peer.enrollment import peer_ca_pems, site_enrollment
 
 bp = ApiBlueprint("vras", __name__, tag="Vras",
                   description="Virtual Replication Appliances: one per ESXi host of the site.")
@@ -121,7 +123,7 @@ def install_vra(body):
                        subnet_mask=netdata.get("SubnetMask", ""), gateway=netdata.get("DefaultGateway", ""),
                        memory_gb=body.get("MemoryInGB", 3))
     note_entity(vra.identifier, f"Install {vra.name}")
-    task = create_task("InstallVra", vra=vra.identifier, site=site.identifier)
+    task = queue_task("InstallVra", vra=vra.identifier, site=site.identifier)
     return {**render.task_id(task)}
 
 
@@ -139,7 +141,7 @@ def uninstall_vra(vraIdentifier):
                             "(or delete the VPGs) before uninstalling its VRA")
     vra.state = "Uninstalling"
     vra.save()
-    return render.task_id(create_task("UninstallVra", vra=vra.identifier, site=vra.site.identifier))
+    return render.task_id(queue_task("UninstallVra", vra=vra.identifier, site=vra.site.identifier))
 
 
 @bp.operation("POST", "/vras/{vraIdentifier}/enroll", auth="enrollment",
@@ -158,11 +160,6 @@ def enroll_vra(vraIdentifier, body):
     """The one call besides login without a session: the VRA sends the one-time enrollment token it was
     given at install (vApp property ``enroll_token``) in the ``x-zvr-enrollment-token`` header. A token that
     is not the VRA's, used already or expired is refused (401) and changes nothing."""
-    from flask import g, request
-
-    from zvm.api.spec import ENROLLMENT_TOKEN_HEADER
-    from zvm.peer.enrollment import peer_ca_pems, site_enrollment
-
     g.user = f"vra:{vraIdentifier}"[:64]
     enrollment = site_enrollment(service())
     enrollment.tokens.check(vraIdentifier, request.headers[ENROLLMENT_TOKEN_HEADER])  # before any lookup

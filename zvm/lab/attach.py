@@ -16,12 +16,15 @@ them in line:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from vra_appliance.iofilter.control import FilterControl
 from zvm.client import ZvmClient
 from zvm.lab import processes, workload
 from zvm.lab.processes import LabError, spawn, wait_ready
 from zvm.lab.state import SITES, LabState
+from zvm.vcenter import VCenter, VCenterConfig
 
 APPLIANCE_PREFIX = "Z-VRA-"
 TEST_SUFFIX = " - testing recovery"
@@ -41,8 +44,6 @@ def protected_here(state: LabState, site: str) -> list[dict]:
 
 def site_disks(state: LabState, site: str) -> list[tuple[object, object]]:
     """(VM, disk) of every VM a filter may serve on ``site``, from its vCenter (the disks' flat files)."""
-    from zvm.vcenter import VCenter, VCenterConfig
-
     sim = state.vcenters[site]
     with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
         inventory = vc.inventory()
@@ -89,15 +90,11 @@ def attach_filters(state: LabState) -> list[str]:
 
 
 def _filter_connected(control: str) -> bool:
-    from vra_appliance.iofilter.control import FilterControl
-
     with FilterControl(control) as ctl:
         return ctl.counters()["vra"] == "connected"
 
 
 def _start_filter(state: LabState, site: str, vra: dict, volumes: dict[str, str]) -> str:
-    import sys
-
     name = f"iofilter-{site}-{vra['host_name']}"
     Path(vra["filter_control"]).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "vra_appliance.cli", "iofilter", "--unix", vra["nbd"], "--vra", vra["split"],

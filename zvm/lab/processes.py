@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zvm.errors import PermanentError, TransientError
-from zvm.lab.vcsim import REPO_ROOT
+from zvm.lab.vcsim import PACKAGE_ROOT
 
 
 class LabError(PermanentError):
@@ -116,7 +116,7 @@ def spawn(name: str, kind: str, argv: list[str], log: Path, *, env: dict | None 
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     try:
         # Not subprocess.Popen: the process is not this one's to wait for (it outlives `zvm lab up`).
         pid = os.posix_spawn(exe, argv, env, setsid=True,

@@ -15,16 +15,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from vra_appliance.trust.auth import SECRET_KEY
 from zvm.lab.network import LabNetwork
 from zvm.lab.processes import LabProcess
-from zvm.lab.vcsim import REPO_ROOT, Vcsim
+from zvm.lab.vcsim import Vcsim
 
 SITES = ("protected", "recovery")
 STATE_VERSION = 2
 
 
 def default_lab_dir() -> Path:
-    return Path(os.environ.get("ZVR_LAB_DIR") or REPO_ROOT / "lab-data")
+    """``$ZVR_LAB_DIR``, else ``lab-data`` in the current directory (./run runs from the checkout's root)."""
+    return Path(os.environ.get("ZVR_LAB_DIR") or Path.cwd() / "lab-data")
 
 
 def run_dir_for(lab_dir: Path) -> Path:
@@ -70,8 +74,6 @@ class LabState:
     def vra_channel(self, vra: dict):
         """A gRPC channel to a lab VRA's Control service as its ZVM opens one: mutual TLS with the ZVM's
         Control certificate (DATA_DIR/pki/vra-control.pem, from the site CA the VRA enrolled with)."""
-        import grpc
-
         if not vra.get("tls"):
             return grpc.insecure_channel(vra["listen"])
         pki = self.lab_dir / vra["site"] / "zvm" / "pki"
@@ -83,8 +85,6 @@ class LabState:
 
     def vra_metadata(self, vra: dict) -> tuple:
         """What a Control call to ``vra`` carries: nothing with mutual TLS, the pairing secret otherwise."""
-        from vra_appliance.trust.auth import SECRET_KEY
-
         return () if vra.get("tls") or not self.secret else ((SECRET_KEY, self.secret),)
 
     def process(self, name: str) -> LabProcess | None:

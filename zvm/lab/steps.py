@@ -25,6 +25,8 @@ from zvm.lab.network import VRA_PORT, ZVM_API_PORT, ZVM_PEER_PORT, pick_network
 from zvm.lab.processes import LabError, spawn, wait_ready
 from zvm.lab.state import SITES, LabState, run_dir_for
 from zvm.lab.vcsim import Vcsim, VcsimSpec
+from zvm.vcenter import VCenter, VCenterConfig
+from zvm.vcenter.ovf import vapp_properties
 
 SITE_NAMES = {"protected": "Protected site", "recovery": "Recovery site"}
 SHORT = {"protected": "p", "recovery": "r"}
@@ -296,9 +298,6 @@ def _wait_inventory(lab: Lab, site: str) -> None:
 
 def _enrollment(lab: Lab, site: str, vm_moid: str) -> dict[str, str]:
     """The VRA VM's vApp properties, as the appliance reads them at boot (the vcsim keeps them)."""
-    from zvm.vcenter import VCenter, VCenterConfig
-    from zvm.vcenter.ovf import vapp_properties
-
     sim = lab.state.vcenters[site]
     with VCenter(VCenterConfig(sim.url, sim.username, sim.password)) as vc:
         props = vapp_properties(vc, vm_moid)

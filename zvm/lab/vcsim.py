@@ -1,8 +1,9 @@
 """Simulated vCenters (vcsim) for the lab and the tests.
 
-The simulator is a small Go main kept in ``tests/vcsim/`` and built from Debian's govmomi library in GOPATH
-mode. It is built once into a cache folder keyed by a hash of its source, and rebuilt when the source
-changes. ``Vcsim`` starts one simulator process and knows its URL, credentials and datastore directories.
+The simulator is a small Go main shipped with this package (``zvm/lab/vcsim_src/``, package data, so an
+installed lab has it too) and built from Debian's govmomi library in GOPATH mode. It is built once into a
+cache folder keyed by a hash of its source, and rebuilt when the source changes: ``$ZVR_CACHE_DIR``, by
+default ``~/.cache/zvr`` (./run sets the checkout's ``.cache/``). ``Vcsim`` starts one simulator process and knows its URL, credentials and datastore directories.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from pathlib import Path
 
 from zvm.errors import ConfigError, TransientError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIR = REPO_ROOT / "tests" / "vcsim"
+# where the zvm and vra_appliance packages are importable from (a checkout, or site-packages): the lab's
+# processes are started with it on their PYTHONPATH
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_DIR = Path(__file__).resolve().parent / "vcsim_src"
 GOPATH = "/usr/share/gocode"
 GOVMOMI_SIMULATOR = Path(GOPATH) / "src/github.com/vmware/govmomi/simulator"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ZVR_CACHE_DIR") or REPO_ROOT / ".cache")
+    return Path(os.environ.get("ZVR_CACHE_DIR") or Path.home() / ".cache" / "zvr")
 
 
 def _source_hash() -> str:

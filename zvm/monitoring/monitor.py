@@ -19,13 +19,13 @@ DeltaSync, until a consistent checkpoint exists.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ZvmError
+from zvm.monitoring.alerts import reconcile_alerts, recovery_alerts
 from zvm.monitoring.rules import (
     JOURNAL_BROKEN_STATES,
     AlertSpec,
@@ -35,6 +35,9 @@ from zvm.monitoring.rules import (
     vpg_alerts,
     vpg_status,
 )
+from zvm.peer.messages import checkpoints_from_json
+from zvm.placement import peer_client, vra_ref
+from zvr_common.loop import Loop
 
 log = logging.getLogger("zvm.monitoring")
 
@@ -53,53 +56,16 @@ def figures(vpg: m.Vpg, now: float) -> VpgFigures:
         journal_hard_limit_mb=vpg.journal_hard_limit_mb, age_s=now - vpg.created_at)
 
 
-def reconcile_alerts(wanted: list[AlertSpec], now: float, scope: set[str] | None = None) -> dict[str, int]:
-    """Make the active alerts equal ``wanted``: raise new ones, update changed ones, clear the rest
-    (of the codes in ``scope``, if given). Call inside a transaction."""
-    by_key = {a.key: a for a in wanted}
-    active = m.Alert.select().where(m.Alert.cleared_at.is_null())
-    if scope is not None:
-        active = active.where(m.Alert.code.in_(sorted(scope)))
-    raised = updated = cleared = 0
-    seen = set()
-    for alert in active:
-        key = (alert.code, alert.entity, alert.entity_id)
-        spec = by_key.get(key)
-        if spec is None or key in seen:
-            alert.cleared_at = now
-            alert.updated_at = now
-            alert.save()
-            m.Event.create(kind="AlertCleared", category="Alert", user="system",
-                           description=f"cleared: {alert.description}", entity_id=alert.entity_id,
-                           result="Succeeded", detail=alert.code, started_at=now, completed_at=now)
-            cleared += 1
-            continue
-        seen.add(key)
-        if (alert.level, alert.description) != (spec.level, spec.description):
-            alert.level, alert.description, alert.updated_at = spec.level, spec.description, now
-            alert.save()
-            updated += 1
-    for key, spec in by_key.items():
-        if key not in seen:
-            m.Alert.create(code=spec.code, level=spec.level, entity=spec.entity, entity_id=spec.entity_id,
-                           description=spec.description, raised_at=now, updated_at=now)
-            m.Event.create(kind="AlertRaised", category="Alert", user="system", description=spec.description,
-                           entity_id=spec.entity_id, result="Succeeded", detail=spec.code, started_at=now,
-                           completed_at=now)
-            raised += 1
-    return {"raised": raised, "updated": updated, "cleared": cleared}
+class Monitor(Loop):
+    """A zvr_common.loop.Loop: its first pass comes one interval after start."""
 
-
-class Monitor:
     def __init__(self, zvm, *, control=None, peer_probe: Callable | None = None, interval: float = 15.0):
+        super().__init__("zvm-monitor", interval, start_delay=interval, logger=log)
         self.zvm = zvm
         self.control = control  # a zvm.vra_control.VraControl; None: the ZVM's own
         self.peer_probe = peer_probe
-        self.interval = interval
         self._rates: dict[str, tuple[float, float, float]] = {}  # vpg -> (time, bytes, writes) last seen
         self._journals: dict[str, AlertSpec] = {}  # vpg -> its RecoveryJournalCorrupt, as last seen
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, now: float | None = None) -> dict[str, int]:
         zdb.connect(self.zvm.db)
@@ -124,8 +90,6 @@ class Monitor:
             for vpg_id in [v for v in self._journals if v not in known]:
                 del self._journals[vpg_id]
             wanted += list(self._journals.values())
-            from zvm.orchestration.watch import recovery_alerts
-
             wanted += recovery_alerts()
             return reconcile_alerts(wanted, now)
 
@@ -144,8 +108,6 @@ class Monitor:
                         m.PeerSite.update(**fields).where(m.PeerSite.id == peer.id).execute()
 
     def _probe_vras(self, control, now: float) -> None:
-        from zvm.orchestration.vpgs import vra_ref
-
         reports: dict[str, dict[str, dict]] = {}  # vpg -> vra id -> {role: status}
         for vra in m.Vra.select().where(m.Vra.state == "Installed"):
             try:
@@ -175,8 +137,6 @@ class Monitor:
 
     @staticmethod
     def _local_checkpoints(control, vpg: m.Vpg, vra_id: str | None) -> list | None:
-        from zvm.orchestration.vpgs import vra_ref
-
         vra = m.Vra.get_or_none(m.Vra.identifier == vra_id) if vra_id else None
         if vra is None:
             return None
@@ -187,17 +147,11 @@ class Monitor:
 
     def _peer_recovery(self, vpg: m.Vpg) -> tuple[dict | None, list | None]:
         """A paired recovery site's view of the VPG: its recover role and the journal's checkpoints."""
-        from zvm.orchestration.vpgs import peer_client
-        from zvm.vra_control import CheckpointEntry
-
         try:
             reply = peer_client(self.zvm, vpg.recovery_site).vpg_status(vpg.identifier)
         except ZvmError:
             return None, None
-        raw = reply.get("Checkpoints")
-        listed = None if raw is None else [
-            CheckpointEntry(c["checkpoint_id"], c["timestamp_s"], c.get("tag"), bool(c["consistent"])) for c in raw]
-        return reply.get("Recover"), listed
+        return reply.get("Recover"), checkpoints_from_json(reply.get("Checkpoints"))
 
     def _apply_reports(self, vpg: m.Vpg, protect: list[dict], recover: dict | None, listed: list | None,
                        now: float) -> None:
@@ -263,29 +217,8 @@ class Monitor:
                 m.Vpg.update(last_checkpoint_at=newest).where(m.Vpg.id == vpg.id).execute()
         return listed
 
-    # --- the loop -------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="zvm-monitor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - monitoring outlives a failed pass
-                log.exception("monitoring pass failed")
-            finally:
-                self.zvm.db.close()
+    def after_pass(self) -> None:
+        self.zvm.db.close()
 
 
 def _journal_alert_active(vpg: m.Vpg) -> bool:

@@ -26,6 +26,7 @@ import time
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, PermanentError, ZvmError
+from zvm.placement import installed_vras, peer_client, vra_ref
 
 log = logging.getLogger("zvm.orchestration.journal_repair")
 
@@ -34,9 +35,7 @@ BROKEN_STATES = ("journal-corrupt", "journal-error")
 
 def _recover_role(zvm, site: m.Site, vpg_identifier: str) -> tuple[m.Vra | None, dict | None]:
     """This site's VRA holding the VPG's recover role, and that role's status."""
-    from zvm.orchestration.vpgs import _installed_vras, vra_ref
-
-    for vra in _installed_vras(site):
+    for vra in installed_vras(site):
         try:
             role = zvm.vra_control.status(vra_ref(vra)).get(vpg_identifier, {}).get("recover")
         except ZvmError:
@@ -50,16 +49,12 @@ def recovery_state(zvm, vpg: m.Vpg) -> dict | None:
     """The recover role's status ({"state", "error", ...}) wherever the VPG recovers; None if unknown."""
     if vpg.recovery_site_id == vpg.protected_site_id:
         return _recover_role(zvm, vpg.recovery_site, vpg.identifier)[1]
-    from zvm.orchestration.vpgs import peer_client
-
     return peer_client(zvm, vpg.recovery_site).vpg_status(vpg.identifier).get("Recover")
 
 
 def discard_on_this_site(zvm, vpg_identifier: str, reason: str, user: str, task: str | None = None) -> dict:
     """Discard the VPG's recovery journal on this site's VRA (it must be corrupt or failed). Records an event;
     the VPG row here (the VPG, or the mirror of a paired site's VPG) starts over (Initializing, DeltaSync)."""
-    from zvm.orchestration.vpgs import vra_ref
-
     site = zvm.local_site()
     vra, role = _recover_role(zvm, site, vpg_identifier)
     if vra is None:
@@ -108,8 +103,6 @@ def before_force_sync(ctx, vpg: m.Vpg, protects) -> dict | None:
     reason = f"ForceSyncVpg task {ctx.task.identifier} by {user}: journal {role['state']}: {role.get('error', '')}"
     if vpg.recovery_site_id == vpg.protected_site_id:
         return discard_on_this_site(ctx.zvm, vpg.identifier, reason, user, task=ctx.task.identifier)
-    from zvm.orchestration.vpgs import peer_client
-
     reply = peer_client(ctx.zvm, vpg.recovery_site, timeout=180).discard_journal(vpg.identifier, reason, user)
     started = time.time()
     with zdb.transaction():

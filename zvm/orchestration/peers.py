@@ -17,11 +17,8 @@ from zvm.inventory import apply_snapshot, snapshot_rows
 from zvm.orchestration.tasks import TaskContext, handler
 from zvm.peer.client import PeerClient
 from zvm.peer.enrollment import push_trust
-from zvm.peer.service import site_info
-
-
-def client_for(zvm, peer: m.PeerSite, timeout: float = 10.0) -> PeerClient:
-    return PeerClient(peer.host_name, peer.port, zvm.peer_pki(), peer.certificate_pem, timeout=timeout)
+from zvm.peer.messages import site_info
+from zvm.placement import client_for
 
 
 def refresh_inventory(zvm, peer: m.PeerSite, client: PeerClient | None = None) -> int:

@@ -30,7 +30,14 @@ from types import SimpleNamespace
 
 from zvm import db as zdb
 from zvm import models as m
+from zvm.datastore_paths import split_datastore_path
 from zvm.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError, ZvmError
+from zvm.orchestration.mirror import apply_doc
+from zvm.orchestration.operations import BEGIN
+from zvm.orchestration.vpgs import coordinator as find_coordinator
+from zvm.orchestration.vpgs import recover_locally, release_recovery
+from zvm.peer.messages import RecoverRequest
+from zvm.placement import installed_vras, vra_ref
 
 ACTIONS = ("begin", "shutdown", "rollback", "end", "commit", "release")
 SHUTDOWN_POLICIES = ("None", "Shutdown", "ForceShutdown")
@@ -46,8 +53,6 @@ def handle(zvm, caller: m.Site | None, vpg_id: str, body: dict) -> dict:
     if vpg is None:
         raise NotFoundError(f"this site has no VPG {vpg_id}", code="VpgNotFound")
     if action == "release":
-        from zvm.orchestration.vpgs import release_recovery
-
         if vpg.recovery_site_id != local.id or (caller is not None and vpg.protected_site_id != caller.id):
             raise ConflictError(f"VPG {vpg.name} is not protected by site {caller.name if caller else local.name} "
                                 "to this site: only its protected site deletes it")
@@ -80,11 +85,6 @@ def _source_vms(vpg: m.Vpg) -> list[m.VpgVm]:
 
 def _vcenter(zvm):
     return zvm.vcenter_factory(zvm.local_site())
-
-
-BEGIN = {"FailoverTest": {"substatus": "Testing"},
-         "Failover": {"status": "FailingOver", "substatus": "FailingOver"},
-         "Move": {"status": "Moving", "substatus": "Moving"}}
 
 
 def _begin(zvm, vpg: m.Vpg, body: dict) -> dict:
@@ -127,8 +127,6 @@ def _shutdown(zvm, vpg: m.Vpg, body: dict) -> dict:
 def _final_checkpoint(zvm, vpg: m.Vpg, timeout: float) -> dict:
     """A checkpoint after the VMs stopped, journaled at the recovery site; consistent (a sync that was
     running has finished), so that nothing written before the shutdown is missing from it."""
-    from zvm.orchestration.vpgs import coordinator as find_coordinator
-
     coordinator = find_coordinator(zvm, vpg)
     deadline = time.monotonic() + timeout
     last = ""
@@ -175,10 +173,6 @@ def _end(zvm, vpg: m.Vpg, body: dict) -> dict:
 
 
 def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
-    from zvm.orchestration.mirror import apply_doc
-    from zvm.orchestration.vpgs import RecoverRequest, _installed_vras, recover_locally, vra_ref
-    from zvm.vcenter.inventory import split_datastore_path
-
     local = zvm.local_site()
     reverse = bool(body.get("ReverseProtection"))
     if vpg.protected_site_id != local.id:  # done before (asked again after a restart): the same answer
@@ -195,7 +189,7 @@ def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
         placed = {moid: rv.vm_placement(moid) for moid in sources}  # read before they leave the inventory
         for moid in sources:  # never two running copies of a VM
             rv.power_off(moid)
-        for vra in _installed_vras(local):
+        for vra in installed_vras(local):
             zvm.vra_control.remove_vpg(vra_ref(vra), vpg.identifier)
         if reverse:  # their disks are about to be the replicas: nothing may start them again
             for moid in sources:

@@ -4,7 +4,8 @@ They are run by the ZVM of the VPG's recovery site (the site the VMs recover to)
 need: the recovery VRA (its sessions of point-in-time images with scratch overlays, served over NBD:
 vra_appliance/recovery_ops.py) and the recovery vCenter. The protected site's ZVM does its part when asked
 (zvm.orchestration.protected_side: mark the VPG, shut the source VMs down, take a move's final checkpoint,
-power them on again on rollback, hand the VPG over on commit), over the peer service.
+power them on again on rollback, hand the VPG over on commit), over the peer service. Which operations may
+start or follow, and their recording (admission), is zvm.orchestration.operations'; this module runs them.
 
 Each operation is a ``RecoveryOperation`` row, and each of its tasks records there what it did as it goes
 (the session and its checkpoint, every VM created, every VM powered on, the boot schedule), so a task that
@@ -39,145 +40,18 @@ from zvm.errors import (
     ValidationError,
     ZvmError,
 )
-from zvm.orchestration.tasks import TaskContext, create_task, handler
+from zvm.monitoring.alerts import refresh_alerts
+from zvm.orchestration import protected_side
+from zvm.orchestration.operations import SUBSTATUS, order_next
+from zvm.orchestration.reverse import commit_operation
+from zvm.orchestration.tasks import TaskContext, handler
+from zvm.placement import peer_client, vra_ref
+from zvm.vcenter.recovery import IpSettings, RecoveryDisk, RecoveryVmSpec
 
 log = logging.getLogger("zvm.recovery")
 
-KINDS = ("FailoverTest", "Failover", "Move")
-ACTIVE = ("Starting", "Running", "BeforeCommit", "Stopping", "Committing", "RollingBack")
-COMMIT_POLICIES = ("Commit", "Rollback", "None")
-SHUTDOWN_POLICIES = ("None", "Shutdown", "ForceShutdown")
-TEST_SUFFIX = " - testing recovery"
 PING_TIMEOUT = 5.0
 OPERATION_KEY = "zvr.operation"
-SUBSTATUS = {  # (starting, up) per kind
-    "FailoverTest": ("Testing", "Testing"),
-    "Failover": ("FailingOver", "FailingOverBeforeCommit"),
-    "Move": ("Moving", "MovingBeforeCommit"),
-}
-STATUS = {"FailoverTest": None, "Failover": "FailingOver", "Move": "Moving"}
-
-
-# --- starting an operation (the API, inside the request's transaction) ------------------------------------
-
-def active_operation(vpg_identifier: str) -> m.RecoveryOperation | None:
-    return (m.RecoveryOperation.select().where(m.RecoveryOperation.vpg == vpg_identifier,
-                                               m.RecoveryOperation.state.in_(ACTIVE))
-            .order_by(m.RecoveryOperation.id.desc()).first())
-
-
-def _check_recovers_here(vpg: m.Vpg, local: m.Site, what: str) -> None:
-    if vpg.recovery_site_id != local.id:
-        site = vpg.recovery_site
-        raise ConflictError(f"VPG {vpg.name} recovers to site {site.name}: order the {what} on that site's ZVM "
-                            f"({site.zvm_address}:{site.api_port})")
-
-
-def _peer_unreachable(vpg: m.Vpg) -> str | None:
-    if vpg.protected_site.is_local:
-        return None
-    peer = m.PeerSite.get_or_none(m.PeerSite.site == vpg.protected_site)
-    if peer is None:
-        return f"site {vpg.protected_site.name} is no longer paired"
-    if peer.state == "Unreachable":
-        seen = f" (last answer {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(peer.last_seen))})" \
-            if peer.last_seen else ""
-        return f"the ZVM of site {vpg.protected_site.name} does not answer{seen}"
-    return None
-
-
-def start_operation(vpg: m.Vpg, kind: str, params: dict, local: m.Site) -> m.Task:
-    """Check that the operation can start now, record it and queue its task. Refusals change nothing."""
-    what = {"FailoverTest": "failover test", "Failover": "failover", "Move": "move"}[kind]
-    _check_recovers_here(vpg, local, what)
-    if vpg.status in ("Deleting",):
-        raise ConflictError(f"VPG {vpg.name} is being deleted: it cannot {what}")
-    running = active_operation(vpg.identifier)
-    if running is not None:
-        raise ConflictError(f"VPG {vpg.name} has a {running.kind} in progress ({running.state}, operation "
-                            f"{running.identifier}): stop, commit or roll it back first")
-    if vpg.status == "Recovered":
-        raise ConflictError(f"VPG {vpg.name} was recovered already ({vpg.substatus}): configure it again first")
-    if not m.VpgVm.select().where(m.VpgVm.vpg == vpg).exists():
-        raise ConflictError(f"VPG {vpg.name} has no VMs to recover")
-    checkpoint = params.get("CheckpointIdentifier")
-    if checkpoint and not m.Checkpoint.select().where(m.Checkpoint.vpg == vpg,
-                                                      m.Checkpoint.identifier == checkpoint).exists():
-        raise ValidationError(f"CheckpointIdentifier: {checkpoint!r} is not a checkpoint of VPG {vpg.name} in its "
-                              "journal: it is unknown, or expired (older than the journal's history); choose one "
-                              f"from GET /v1/vpgs/{vpg.identifier}/checkpoints", field="CheckpointIdentifier")
-    if kind == "Move":
-        down = _peer_unreachable(vpg)
-        if down:
-            raise ConflictError(f"VPG {vpg.name} cannot move now: {down}, and a move needs both sites (it shuts "
-                                "the VMs down there and waits for their last writes): bring the site back, or "
-                                "fail over instead", code="PeerUnreachable")
-    if params.get("ReverseProtection") and vpg.protected_site_id == vpg.recovery_site_id:
-        raise ValidationError("ReverseProtection: the VPG recovers to its own site; there is nothing to protect "
-                              "back to", field="ReverseProtection")
-    op = m.RecoveryOperation.create(
-        vpg=vpg.identifier, vpg_name=vpg.name, kind=kind, params=params, checkpoint=checkpoint or None,
-        protected_site=vpg.protected_site.identifier, recovery_site=vpg.recovery_site.identifier,
-        recovery_vra=vpg.recovery_vra, vms=_plan_vms(vpg, kind), initiated_by=_user())
-    fields = {"substatus": SUBSTATUS[kind][0], "updated_at": time.time()}
-    if STATUS[kind]:
-        fields["status"] = STATUS[kind]
-    m.Vpg.update(**fields).where(m.Vpg.id == vpg.id).execute()
-    task = create_task(kind, vpg=vpg.identifier, params={"Operation": op.identifier})
-    m.RecoveryOperation.update(task=task.identifier).where(m.RecoveryOperation.id == op.id).execute()
-    return task
-
-
-NEXT = {  # task kind -> (operation kinds, state it needs, state it sets, what)
-    "FailoverTestStop": (("FailoverTest",), "Running", "Stopping", "stop the failover test"),
-    "FailoverCommit": (("Failover",), "BeforeCommit", "Committing", "commit the failover"),
-    "FailoverRollback": (("Failover",), "BeforeCommit", "RollingBack", "roll the failover back"),
-    "MoveCommit": (("Move",), "BeforeCommit", "Committing", "commit the move"),
-    "MoveRollback": (("Move",), "BeforeCommit", "RollingBack", "roll the move back"),
-}
-
-
-def order_next(vpg: m.Vpg, task_kind: str, params: dict, local: m.Site, *, by: str = "") -> m.Task:
-    """Stop, commit or roll back the VPG's running operation (the API, or the commit policy's timer)."""
-    kinds, needs, sets, what = NEXT[task_kind]
-    _check_recovers_here(vpg, local, what.split(" ", 1)[0])
-    op = active_operation(vpg.identifier)
-    if op is None or op.kind not in kinds:
-        raise ConflictError(f"VPG {vpg.name} has no {' or '.join(kinds)} in progress: nothing to {what.split()[0]}")
-    if op.state != needs:
-        hint = f"wait for task {op.task}" if op.state == "Starting" else "follow its task"
-        raise ConflictError(f"the {op.kind} of VPG {vpg.name} is {op.state}: it cannot {what} now ({hint})")
-    task = create_task(task_kind, vpg=vpg.identifier, params={"Operation": op.identifier, **params})
-    m.RecoveryOperation.update(state=sets, task=task.identifier,
-                               params={**op.params, **{f"{task_kind}.{k}": v for k, v in params.items()},
-                                       **({"OrderedBy": by} if by else {})}).where(
-        m.RecoveryOperation.id == op.id).execute()
-    if task_kind == "FailoverTestStop":
-        m.Vpg.update(substatus="StoppingTest").where(m.Vpg.id == vpg.id).execute()
-    else:
-        verb = "Committing" if sets == "Committing" else "RollingBack"
-        m.Vpg.update(substatus=("FailingOver" if op.kind == "Failover" else "Moving") + verb).where(
-            m.Vpg.id == vpg.id).execute()
-    return task
-
-
-def _user() -> str:
-    from flask import g, has_request_context
-
-    return (getattr(g, "user", "") if has_request_context() else "") or "system"
-
-
-def _plan_vms(vpg: m.Vpg, kind: str) -> list[dict]:
-    out = []
-    for vm in m.VpgVm.select().where(m.VpgVm.vpg == vpg).order_by(m.VpgVm.id):
-        disks = [{"Volume": v.volume_id, "Capacity": int(v.capacity), "File": v.recovery_path, "Export": None,
-                  "Uri": None} for v in vm.volumes.order_by(m.VpgVolume.disk_key)]
-        out.append({"Source": vm.vm_moid, "Name": vm.name,
-                    "RecoveryName": vm.name + TEST_SUFFIX if kind == "FailoverTest" else vm.name,
-                    "BootGroup": vm.boot_group or "", "Host": vm.recovery_host, "Datastore": vm.recovery_datastore,
-                    "Nics": vm.nics or [], "RecoveryVm": None, "PoweredOn": False, "Customized": False,
-                    "Disks": disks})
-    return out
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -237,8 +111,6 @@ class Recovery:
             self._vc = self._rv = None
 
     def vra(self):
-        from zvm.orchestration.vpgs import vra_ref
-
         ident = self.op.recovery_vra or (self.vpg.recovery_vra if self.vpg else None)
         vra = m.Vra.get_or_none(m.Vra.identifier == ident) if ident else None
         if vra is None or not vra.control_address:
@@ -248,9 +120,6 @@ class Recovery:
 
     def protected(self, action: str, body: dict | None = None, timeout: float = 30.0) -> dict:
         """The protected site's part (zvm.orchestration.protected_side), here or over the peer service."""
-        from zvm.orchestration import protected_side
-        from zvm.orchestration.vpgs import peer_client
-
         site = m.Site.get_or_none(m.Site.identifier == self.op.protected_site)
         body = {**(body or {}), "Action": action, "Kind": self.op.kind}
         if site is None:
@@ -372,8 +241,6 @@ class Recovery:
         return self.vpg.test_network if self.op.kind == "FailoverTest" else self.vpg.failover_network
 
     def create_vms(self) -> None:
-        from zvm.vcenter.recovery import IpSettings, RecoveryDisk, RecoveryVmSpec
-
         op = self.op
         todo = [v for v in op.vms if not v["RecoveryVm"]]
         if not todo and all(v["Customized"] or not self._ips(v) for v in op.vms):
@@ -533,8 +400,6 @@ class Recovery:
 # --- task handlers ------------------------------------------------------------------------------------------
 
 def _run(ctx: TaskContext, work) -> dict:
-    from zvm.orchestration.watch import refresh_alerts
-
     op = _op(ctx)
     rec = Recovery(ctx, op)
     try:
@@ -624,6 +489,4 @@ def rollback(ctx: TaskContext) -> dict:
 @handler("FailoverCommit", resumable=True)
 @handler("MoveCommit", resumable=True)
 def commit(ctx: TaskContext) -> dict:
-    from zvm.orchestration.reverse import commit_operation
-
     return _run(ctx, lambda rec: commit_operation(rec, ctx))

@@ -21,6 +21,10 @@ import time
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import PermanentError, TransientError, ZvmError
+from zvm.orchestration.mirror import apply_doc, vpg_doc
+from zvm.orchestration.operations import SUBSTATUS
+from zvm.placement import usable_vras, vra_ref, waiting_for_vras
+from zvm.vra_control import ProtectPlan, VraRef
 
 
 def _reverse(rec) -> bool:
@@ -41,20 +45,16 @@ def _layout(rec) -> dict[str, list[str]]:
 
 
 def _protect_vras(rec) -> dict[str, m.Vra]:
-    from zvm.orchestration.vpgs import _usable_vras, _waiting
-
     local = rec.zvm.local_site()
-    vras = _usable_vras(local)
+    vras = usable_vras(local)
     layout = _layout(rec)
     missing = set(layout) - set(vras)
     if missing:
-        raise _waiting(local, missing)
+        raise waiting_for_vras(local, missing)
     return {h: vras[h] for h in layout}
 
 
 def _doc(rec) -> dict:
-    from zvm.orchestration.mirror import vpg_doc
-
     doc = vpg_doc(rec.vpg)
     doc["Vms"] = [{"VmIdentifier": vm["RecoveryVm"], "Name": vm["Name"], "BootGroup": vm["BootGroup"],
                    "Nics": vm["Nics"], "RecoveryHost": None, "RecoveryDatastore": None,
@@ -74,8 +74,6 @@ def commit_operation(rec, ctx) -> dict:
                      f"{op.checkpoint}, with what the VMs wrote since, become their disks")
     info = rec.zvm.vra_control.commit_session(rec.vra(), op.vpg, op.session)
     if not info.ok:
-        from zvm.orchestration.recovery import SUBSTATUS  # recovery imports this module
-
         # nothing is committed yet: the operation goes back to waiting for a commit or a rollback
         rec.save(state="BeforeCommit")
         rec.set_vpg(substatus=SUBSTATUS[op.kind][1])
@@ -123,10 +121,6 @@ def finish_with_protected_site(rec, reverse: bool) -> str:
 
 def protect_back(rec, answer: dict) -> None:
     """This site's VRAs take the protect role (pre-seeded: a delta sync first), and this ZVM the VPG."""
-    from zvm.orchestration.mirror import apply_doc
-    from zvm.orchestration.vpgs import vra_ref
-    from zvm.vra_control import ProtectPlan, VraRef
-
     op, vpg, zvm = rec.op, rec.vpg, rec.zvm
     peer = m.Site.get(m.Site.identifier == op.protected_site)
     target = answer["RecoveryVra"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ZvmError
+from zvr_common.loop import Loop
 
 log = logging.getLogger("zvm.tasks")
 
@@ -45,26 +46,19 @@ def handler(kind: str, *, resumable: bool = False):
     return register
 
 
-def create_task(kind: str, *, params: dict | None = None, secret_params: Iterable[str] = (),
+def create_task(kind: str, *, params: dict | None = None, secret_params: Iterable[str] = (), secrets=None,
                 vpg: str | None = None, vra: str | None = None, site: str | None = None,
-                step: str = "Waiting to start") -> m.Task:
-    """Queue a task; call inside the request's transaction so it exists only if the request succeeds."""
-    from flask import g, has_request_context
-
-    from zvm.api.context import service
-
+                step: str = "Waiting to start", user: str = "system") -> m.Task:
+    """Queue a task that ``user`` ordered; call inside the transaction of what orders it, so that it exists
+    only if that commits. The ``secret_params`` are stored encrypted with ``secrets`` (the ZVM's box)."""
     params = dict(params or {})
-    secret = set(secret_params)
-    if secret:
-        box = service().secrets
-        for key in secret & set(params):
-            params[key] = {"encrypted": box.encrypt(str(params[key]))}
-    user = getattr(g, "user", "") if has_request_context() else "system"
-    task = m.Task.create(kind=kind, params=params, vpg=vpg, vra=vra, site=site, step=step,
+    secret = set(secret_params) & set(params)
+    if secret and secrets is None:
+        raise ValueError(f"task {kind}: secret parameters {sorted(secret)} need the ZVM's secrets box")
+    for key in secret:
+        params[key] = {"encrypted": secrets.encrypt(str(params[key]))}
+    return m.Task.create(kind=kind, params=params, vpg=vpg, vra=vra, site=site, step=step,
                          initiated_by=user or "system")
-    if has_request_context():
-        g.setdefault("queued_tasks", []).append(task.identifier)
-    return task
 
 
 @dataclass
@@ -128,9 +122,7 @@ class TaskRunner:
         self.poll_interval = poll_interval  # other processes' tasks are noticed within this time
         configured = getattr(getattr(zvm, "config", None), "task_workers", None)
         self.workers = max(1, int(workers or configured or DEFAULT_WORKERS))
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = _RunnerLoop(self)
         self._dispatching = threading.Lock()
         self._changed = threading.Condition()
         self._running: dict[int, frozenset[str]] = {}  # task id -> its keys, on this runner's workers
@@ -140,7 +132,7 @@ class TaskRunner:
         self.on_progress: Callable | None = None
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def run_once(self) -> int:
         """Run every task pending now (and those they queue), concurrently as the loop would, and return
@@ -219,7 +211,7 @@ class TaskRunner:
             with self._changed:
                 self._running.pop(task_id, None)
                 self._changed.notify_all()
-            self._wake.set()
+            self._loop.wake()
 
     def running(self) -> list[int]:
         """Ids of the tasks this runner's workers run now."""
@@ -282,38 +274,38 @@ class TaskRunner:
                            detail=f"{code}: {message}" if code else "").where(
                 m.Event.task == task.identifier).execute()
 
-    # --- the loop -------------------------------------------------------------------------------------
+    # --- the loop (zvr_common.loop) ------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="zvm-tasks", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop starting tasks and wait (up to 30 s) for the running ones to end."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._loop.stop()
         deadline = time.monotonic() + 30
         with self._changed:
             while self._running and time.monotonic() < deadline:
                 self._changed.wait(1.0)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.dispatch()
-                with self._changed:
-                    escaped, self._escaped = self._escaped, []
-                for exc in escaped:  # the task stays InProgress: a takeover fails or resumes it
-                    log.error("task runner: a task ended by %r", exc)
-            except Exception:  # noqa: BLE001 - the loop outlives a database hiccup
-                log.exception("task runner pass failed")
-            finally:
-                self.zvm.db.close()
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
+    def loop_pass(self) -> None:
+        """One pass of the thread: start what may run, log what a task raised past the runner."""
+        self.dispatch()
+        with self._changed:
+            escaped, self._escaped = self._escaped, []
+        for exc in escaped:  # the task stays InProgress: a takeover fails or resumes it
+            log.error("task runner: a task ended by %r", exc)
+
+
+class _RunnerLoop(Loop):
+    """The runner's thread: a dispatch pass every poll interval, or at once when woken (a task queued or
+    ended); the database connection is given back after each pass."""
+
+    def __init__(self, runner: TaskRunner):
+        super().__init__("zvm-tasks", runner.poll_interval, logger=log)
+        self.runner = runner
+
+    def run_once(self) -> None:
+        self.runner.loop_pass()
+
+    def after_pass(self) -> None:
+        self.runner.zvm.db.close()

@@ -20,51 +20,32 @@ shows substatus ReplicationPausedUserInitiated (its status is left as it was); r
 from __future__ import annotations
 
 import logging
-import re
 import time
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from zvm import db as zdb
 from zvm import models as m
-from zvm.errors import ConflictError, NotFoundError, PermanentError, ZvmError
+from zvm.datastore_paths import split_datastore_path
+from zvm.errors import NotFoundError, PermanentError, ZvmError
+from zvm.monitoring.alerts import refresh_alerts
+from zvm.orchestration.journal_repair import before_force_sync
+from zvm.orchestration.mirror import vpg_doc
+from zvm.orchestration.operations import active_operation, operation_in_progress, shown_while_running
 from zvm.orchestration.tasks import TaskContext, handler
+from zvm.peer.messages import RecoverRequest
+from zvm.placement import (
+    datastore_dir,
+    datastore_name,
+    installed_vras,
+    local_path,
+    peer_client,
+    usable_vras,
+    vra_ref,
+    waiting_for_vras,
+)
 from zvm.vra_control import ProtectPlan, RecoverPlan, VraRef
 
 log = logging.getLogger("zvm.vpgs")
-
-
-@dataclass
-class RecoverRequest:
-    """What the recovery site needs to set up a VPG's recover role: given to the local planner, or sent to
-    the paired site's ZVM (which owns the VRAs and the inventory there)."""
-
-    vpg: str
-    name: str
-    recovery_host: str | None
-    recovery_cluster: str | None
-    datastore: str
-    journal_datastore: str | None
-    volumes: list[tuple[str, str | None, int]]  # (volume id, datastore or None for the default, size)
-    protect_peers: list[str]  # VRA ids of the protect side
-    history_s: int
-    hard_limit_bytes: int = 0
-    warning_bytes: int = 0
-    # volume -> datastore path of an existing file to be its replica (reverse protection: the original
-    # VM's disk); the others get "zvr/<vpg>/<volume>.img" on their datastore
-    replica_paths: dict = field(default_factory=dict)
-    # the VPG as the recovery site keeps it (zvm.orchestration.mirror.vpg_doc); None from an older ZVM
-    vpg_doc: dict | None = None
-
-    def to_json(self) -> dict:
-        return {k: (list(map(list, v)) if k == "volumes" else v) for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> RecoverRequest:
-        try:
-            return cls(**{**data, "volumes": [(str(v), d, int(s)) for v, d, s in data["volumes"]]})
-        except (TypeError, KeyError, ValueError) as exc:
-            raise PermanentError(f"a recover request is malformed: {exc}") from exc
 
 
 @dataclass
@@ -89,45 +70,17 @@ def _vpg(ctx: TaskContext) -> m.Vpg:
     return vpg
 
 
-def datastore_dir(site: m.Site, moid: str | None) -> str:
-    """Where the recovery VRA finds a datastore: its URL's path (ds:///vmfs/volumes/x/ -> /vmfs/volumes/x)."""
-    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == site, m.InvDatastore.moid == moid)
-    if ds is None:
-        raise NotFoundError(f"datastore {moid!r} is not in the inventory of site {site.name}")
-    path = urlsplit(ds.url).path if "://" in ds.url else ds.url
-    if not path.startswith("/"):
-        raise PermanentError(f"datastore {ds.name} has no path a VRA can use (URL {ds.url!r})")
-    return path.rstrip("/")
-
-
-def vra_ref(vra: m.Vra) -> VraRef:
-    return VraRef(vra_id=vra.identifier, address=vra.control_address, name=vra.name)
-
-
-def _usable_vras(site: m.Site) -> dict[str, m.Vra]:
-    return {v.host_moid: v for v in m.Vra.select().where(m.Vra.site == site, m.Vra.state == "Installed",
-                                                         m.Vra.control_address != "")}
-
-
-def _waiting(site: m.Site, hosts: set) -> ConflictError:
-    names = {h.moid: h.name for h in m.InvHost.select().where(m.InvHost.site == site)}
-    listed = ", ".join(sorted(names.get(h, h or "(unknown host)") for h in hosts))
-    return ConflictError(f"no installed VRA with a known address on host(s) {listed} of site {site.name}: "
-                         "install them (POST /v1/vras), then commit the VPG's settings again; the VPG stays "
-                         "Initializing", code="WaitingForVras")
-
-
 def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -> VpgPlan:
     """The protect side's roles (this site's VRAs) and the recover request for the recovery site."""
     local = vpg.protected_site
-    vras = _usable_vras(local)
+    vras = usable_vras(local)
     host_names = {h.moid: h.name for h in m.InvHost.select().where(m.InvHost.site == local)}
     vms = list(m.VpgVm.select().where(m.VpgVm.vpg == vpg).order_by(m.VpgVm.id))
     placed = {v.moid: v.host for v in m.InvVm.select().where(m.InvVm.site == local,
                                                             m.InvVm.moid.in_([x.vm_moid for x in vms]))}
     missing = {placed.get(vm.vm_moid) for vm in vms} - set(vras)
     if missing:
-        raise _waiting(local, missing)
+        raise waiting_for_vras(local, missing)
     volumes_by_host: dict[str, list[str]] = {}
     replicas = []
     for vm in vms:
@@ -140,8 +93,6 @@ def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -
     protect = [(vra_ref(vras[h]), volumes_by_host[h],
                 filter_control_template.format(vra_id=vras[h].identifier, host=h, host_name=host_names.get(h, h)))
                for h in hosts]
-    from zvm.orchestration.mirror import vpg_doc
-
     recover = RecoverRequest(
         vpg=vpg.identifier, name=vpg.name, recovery_host=vpg.recovery_host, recovery_cluster=vpg.recovery_cluster,
         datastore=vpg.recovery_datastore, journal_datastore=vpg.journal_datastore, volumes=replicas,
@@ -154,40 +105,19 @@ def plan_vpg(vpg: m.Vpg, filter_control_template: str = "/run/zvr/filter.ctl") -
                    compression=bool(vpg.wan_compression))
 
 
-def local_path(site: m.Site, datastore_path: str) -> str:
-    """Where a VRA of the site finds a file given as "[datastore] dir/file": the datastore's directory, and
-    for a VMDK descriptor its flat extent ("x.vmdk" -> "x-flat.vmdk"), which holds the bytes."""
-    from zvm.vcenter.inventory import split_datastore_path
-
-    name, rel = split_datastore_path(datastore_path)
-    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == site, m.InvDatastore.name == (name or ""))
-    if ds is None:
-        raise NotFoundError(f"{datastore_path!r}: site {site.name} has no datastore {name!r}")
-    if rel.endswith(".vmdk") and not rel.endswith("-flat.vmdk"):
-        rel = rel[: -len(".vmdk")] + "-flat.vmdk"
-    return f"{datastore_dir(site, ds.moid)}/{rel}"
-
-
-def datastore_name(site: m.Site, moid: str | None) -> str:
-    ds = m.InvDatastore.get_or_none(m.InvDatastore.site == site, m.InvDatastore.moid == moid)
-    if ds is None:
-        raise NotFoundError(f"datastore {moid!r} is not in the inventory of site {site.name}")
-    return ds.name
-
-
 def recover_locally(site: m.Site, req: RecoverRequest, control) -> tuple[VraRef, dict[str, str]]:
     """Set up the recover role on this site's VRA of the recovery host (or of a host of the recovery
     cluster): journal and replica volumes under zvr/<vpg>/ on the datastores (or the files the request
     names). Used for a VPG to this site, and by the peer service for a paired site's VPG. Returns the VRA
     and each replica volume as a datastore path (the recovered VM's disk after a commit)."""
-    vras = _usable_vras(site)
+    vras = usable_vras(site)
     host = req.recovery_host
     if host is None and req.recovery_cluster:
         in_cluster = {h.moid for h in m.InvHost.select().where(m.InvHost.site == site,
                                                                m.InvHost.cluster == req.recovery_cluster)}
         host = min((h for h in vras if h in in_cluster), default=None)
     if host not in vras:
-        raise _waiting(site, {host})
+        raise waiting_for_vras(site, {host})
     base = f"zvr/{req.vpg}"
     replicas, paths = [], {}
     for volume, ds, size in req.volumes:
@@ -206,22 +136,9 @@ def recover_locally(site: m.Site, req: RecoverRequest, control) -> tuple[VraRef,
     return vra, paths
 
 
-def peer_client(zvm, site: m.Site, timeout: float = 10.0):
-    from zvm.orchestration.peers import client_for
-
-    peer = m.PeerSite.get_or_none(m.PeerSite.site == site)
-    if peer is None:
-        raise NotFoundError(f"site {site.name} is no longer paired", code="SiteNotFound")
-    return client_for(zvm, peer, timeout=timeout)
-
-
 def _set(vpg: m.Vpg, **fields) -> None:
     with zdb.transaction():
         m.Vpg.update(updated_at=time.time(), **fields).where(m.Vpg.id == vpg.id).execute()
-
-
-def _installed_vras(site: m.Site) -> list[m.Vra]:
-    return list(m.Vra.select().where(m.Vra.site == site, m.Vra.state == "Installed", m.Vra.control_address != ""))
 
 
 @handler("CreateVpg")
@@ -250,7 +167,7 @@ def configure_vpg(ctx: TaskContext) -> dict:
             ctx.progress(50 + 40 * i // len(protects), f"Configuring the protect role on {vra.name}")
             control.configure_protect(vra, protect)
         used = {recover_vra.vra_id, *(v.vra_id for v, _ in protects)}
-        for vra in _installed_vras(vpg.protected_site):  # VRAs that no longer serve it (VMs removed)
+        for vra in installed_vras(vpg.protected_site):  # VRAs that no longer serve it (VMs removed)
             if vra.identifier not in used:
                 control.remove_vpg(vra_ref(vra), vpg.identifier)
     except ZvmError as exc:
@@ -273,18 +190,12 @@ def recovery_files(vpg: m.Vpg) -> tuple[list[str], list[str], str | None]:
     for vol in m.VpgVolume.select().join(m.VpgVm).where(m.VpgVm.vpg == vpg).order_by(m.VpgVolume.id):
         if not vol.recovery_path:
             continue
-        _, rel = _split(vol.recovery_path)
+        _, rel = split_datastore_path(vol.recovery_path)
         (own if rel.startswith(f"zvr/{vpg.identifier}/") else others).append(vol.recovery_path)
     ds = m.InvDatastore.get_or_none(m.InvDatastore.site == vpg.recovery_site,
                                     m.InvDatastore.moid == (vpg.journal_datastore or vpg.recovery_datastore))
-    name = ds.name if ds is not None else (_split(own[0])[0] if own else None)
+    name = ds.name if ds is not None else (split_datastore_path(own[0])[0] if own else None)
     return own, others, f"[{name}] zvr/{vpg.identifier}/journal" if name else None
-
-
-def _split(path: str) -> tuple[str | None, str]:
-    from zvm.vcenter.inventory import split_datastore_path
-
-    return split_datastore_path(path)
 
 
 def _keep_at_checkpoint(zvm, vra: VraRef, vpg: m.Vpg) -> dict:
@@ -293,10 +204,8 @@ def _keep_at_checkpoint(zvm, vra: VraRef, vpg: m.Vpg) -> dict:
     committed (the promoter applies the journal up to the checkpoint, then the VRA drops the VPG's recover
     role and discards its journal). Returns the checkpoint, or Checkpoint None when the journal holds none
     (the replicas stay as they are: not an image of any point in time)."""
-    from zvm.models import new_id
-
     control = zvm.vra_control
-    session = new_id()
+    session = m.new_id()
     info = control.open_session(vra, vpg.identifier, session, consistent_only=True)
     if not info.ok and info.code == "UNKNOWN_CHECKPOINT":
         info = control.open_session(vra, vpg.identifier, session)
@@ -323,13 +232,9 @@ def release_recovery(zvm, vpg: m.Vpg, keep: bool) -> dict:
     recovery VRA drops the VPG first (it must not write into files being deleted); a VRA that does not answer
     raises (the delete fails, or with Force leaves the files, reported). A file vCenter does not delete is
     returned in ``LeftOver``, never dropped silently."""
-    from zvm.orchestration.recovery import active_operation
-
     running = active_operation(vpg.identifier)
     if running is not None:
-        raise ConflictError(f"VPG {vpg.name} has a {running.kind} in progress ({running.state}, operation "
-                            f"{running.identifier}): stop, commit or roll it back, then delete the VPG",
-                            code="RecoveryOperationInProgress")
+        raise operation_in_progress(vpg.name, running, ", then delete the VPG", code="RecoveryOperationInProgress")
     own, others, journal = recovery_files(vpg)
     out: dict = {"Deleted": [], "Kept": [], "LeftOver": [], "Checkpoint": None}
     vra = m.Vra.get_or_none(m.Vra.identifier == vpg.recovery_vra) if vpg.recovery_vra else None
@@ -342,7 +247,7 @@ def release_recovery(zvm, vpg: m.Vpg, keep: bool) -> dict:
         doomed = [journal] if journal else []
     else:
         out["Kept"] = others  # the original VMs' disks (reverse protection): not the VPG's files
-        doomed = sorted({f"[{_split(p)[0]}] zvr/{vpg.identifier}" for p in own + ([journal] if journal else [])})
+        doomed = sorted({f"[{split_datastore_path(p)[0]}] zvr/{vpg.identifier}" for p in own + ([journal] if journal else [])})
     if doomed:
         vc = None
         try:
@@ -373,13 +278,10 @@ def _unreleased(vpg: m.Vpg, keep: bool, why: str) -> dict:
 
 def _restore_status(vpg: m.Vpg, refusal: ZvmError | None = None) -> None:
     """A delete that failed leaves the VPG deletable again (monitoring sets its real status on its pass);
-    one refused for a running recovery operation shows that operation again, as its start showed it."""
-    from zvm.orchestration.protected_side import BEGIN
-
-    found = re.search(r"has an? (FailoverTest|Failover|Move) in progress", str(refusal)) if refusal else None
+    one refused for a running recovery operation shows that operation again, as its start showed it (the
+    refusal carries the operation's kind: zvm.orchestration.operations)."""
     fields = {"status": "NotMeetingSLA" if vpg.status == "Deleting" else vpg.status, "substatus": "Error"}
-    if found:
-        fields.update(BEGIN[found.group(1)])
+    fields.update(shown_while_running(refusal))
     _set(vpg, **fields)
 
 
@@ -424,10 +326,10 @@ def delete_vpg(ctx: TaskContext) -> dict:
         if exc.code == "RecoveryOperationInProgress" or not force:
             _restore_status(vpg, exc if exc.code == "RecoveryOperationInProgress" else None)
             hint = "" if exc.code == "RecoveryOperationInProgress" else "; delete with Force to remove the VPG anyway"
-            raise type(exc)(f"{exc}{hint}", code=exc.code) from exc
+            raise type(exc)(f"{exc}{hint}", code=exc.code, detail=exc.detail) from exc
         unreached.append(f"site {site.name}" if remote else f"the recovery VRA of VPG {vpg.name}")
         released = _unreleased(vpg, keep, str(exc))
-    vras = [v for v in _installed_vras(vpg.protected_site) if remote or v.identifier != vpg.recovery_vra]
+    vras = [v for v in installed_vras(vpg.protected_site) if remote or v.identifier != vpg.recovery_vra]
     for i, vra in enumerate(vras):
         ctx.progress(40 + 50 * i // max(1, len(vras)), f"Removing VPG {vpg.name} from {vra.name}")
         try:
@@ -446,8 +348,6 @@ def delete_vpg(ctx: TaskContext) -> dict:
     kept = f"; replica volumes kept: {', '.join(released.get('Kept') or [])}" if keep else ""
     left = f"; left to delete by hand on site {site.name}: {', '.join(leftover)}" if leftover else ""
     ctx.progress(100, f"VPG {vpg.name} deleted{kept}{note}{left}"[:512])
-    from zvm.orchestration.watch import refresh_alerts
-
     refresh_alerts()
     return {"VpgIdentifier": vpg.identifier, "RecoverySite": site.identifier,
             "KeptRecoveryVolumes": released.get("Kept") or [], "DeletedFiles": released.get("Deleted") or [],
@@ -464,7 +364,7 @@ def coordinator(zvm, vpg: m.Vpg) -> VraRef:
         if exc.code != "WaitingForVras":
             raise
     local = vpg.protected_site
-    vras = _usable_vras(local)
+    vras = usable_vras(local)
     vc = zvm.vcenter_factory(local)
     try:
         rv = vc.recovery()
@@ -472,7 +372,7 @@ def coordinator(zvm, vpg: m.Vpg) -> VraRef:
     finally:
         vc.close()
     if not hosts or hosts - set(vras):
-        raise _waiting(local, hosts - set(vras) or {None})
+        raise waiting_for_vras(local, hosts - set(vras) or {None})
     return vra_ref(min((vras[h] for h in hosts), key=lambda v: v.identifier))
 
 
@@ -529,8 +429,6 @@ def force_sync_vpg(ctx: TaskContext) -> dict:
     """A delta sync of every volume of the VPG, on each of its protect VRAs: each compares its volumes with
     the recovery side by checksums and sends what differs. Monitoring keeps the VPG in DeltaSync until the
     VRAs report streaming again."""
-    from zvm.orchestration.journal_repair import before_force_sync
-
     vpg = _vpg(ctx)
     control = ctx.zvm.vra_control
     try:

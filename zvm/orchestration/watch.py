@@ -11,63 +11,27 @@ Each pass (``run_once``; ``start``/``stop`` repeat it every ``interval`` seconds
 - a protected site's part that could not be done (``peer_pending``: it did not answer) is asked again;
 - a deleted VPG's recovery files that were not deleted (``RecoveryVolumesLeftOver`` events) are alerted
   on (``VpgRecoveryFilesLeftOver``, naming them) until the alert is dismissed;
-- the alerts above are reconciled (``recovery_alerts`` are also part of monitoring's pass).
+- the alerts above are reconciled (zvm.monitoring.alerts ``recovery_alerts``, also part of monitoring's
+  pass).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from types import SimpleNamespace
 
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ZvmError
-from zvm.monitoring.rules import AlertSpec
+from zvm.monitoring.alerts import refresh_alerts
+from zvm.orchestration.operations import order_next
+from zvm.orchestration.recovery import Recovery
+from zvm.orchestration.reverse import retry_peer
+from zvm.placement import vra_ref
+from zvr_common.loop import Loop
 
 log = logging.getLogger("zvm.recovery")
-
-ALERT_CODES = {"VpgFailoverTestScratchFull", "VpgRecoveryScratchFull", "VpgRecoveryWaitingForPeer",
-               "VpgRecoveryFilesLeftOver"}
-
-
-def recovery_alerts() -> list[AlertSpec]:
-    """Alerts that follow from the recovery operations in the database (call inside a transaction)."""
-    out = []
-    latest_tests: dict[str, m.RecoveryOperation] = {}
-    for op in m.RecoveryOperation.select().where(m.RecoveryOperation.kind == "FailoverTest").order_by(
-            m.RecoveryOperation.id):
-        latest_tests[op.vpg] = op
-    for vpg, op in latest_tests.items():
-        if op.result == "ScratchLimit":
-            out.append(AlertSpec("VpgFailoverTestScratchFull", "Error", "Vpg", vpg,
-                                 f"VPG {op.vpg_name}: the failover test started "
-                                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(op.started_at))} was stopped: "
-                                 "its scratch reached the limit; test with a larger ScratchLimitInMB, or write less"))
-    for op in m.RecoveryOperation.select().where(m.RecoveryOperation.state == "BeforeCommit"):
-        if (op.params or {}).get("ScratchFull"):
-            out.append(AlertSpec("VpgRecoveryScratchFull", "Error", "Vpg", op.vpg,
-                                 f"VPG {op.vpg_name}: the scratch of the {op.kind.lower()} is full: its VMs cannot "
-                                 "write; commit or roll it back"))
-    for op in m.RecoveryOperation.select().where(m.RecoveryOperation.peer_pending != ""):
-        out.append(AlertSpec("VpgRecoveryWaitingForPeer", "Warning", "Vpg", op.vpg,
-                             f"VPG {op.vpg_name}: the protected site has not been told of the {op.kind.lower()}'s "
-                             f"{op.peer_pending} yet (it does not answer); it is asked again until it does"))
-    # a deleted VPG whose recovery files could not be deleted (its recovery site or VRA did not answer, or
-    # vCenter refused): alerted until dismissed, naming the files (zvm.orchestration.vpgs.delete_vpg)
-    for ev in m.Event.select().where(m.Event.kind == "RecoveryVolumesLeftOver"):
-        out.append(AlertSpec("VpgRecoveryFilesLeftOver", "Warning", "Vpg", ev.entity_id, ev.description))
-    return out
-
-
-def refresh_alerts(now: float | None = None) -> None:
-    """Raise and clear the recovery alerts now (a task that changed an operation calls it)."""
-    from zvm.monitoring.monitor import reconcile_alerts
-
-    with zdb.transaction():
-        reconcile_alerts(recovery_alerts(), now or time.time(), scope=ALERT_CODES)
-
 
 class _Context:
     """What a Recovery needs of a task context, for the watch's own work (no task)."""
@@ -84,12 +48,12 @@ class _Context:
         return default
 
 
-class RecoveryWatch:
+class RecoveryWatch(Loop):
+    """A zvr_common.loop.Loop: its first pass comes one interval after start."""
+
     def __init__(self, zvm, interval: float = 5.0):
+        super().__init__("zvm-recovery-watch", interval, start_delay=interval, logger=log)
         self.zvm = zvm
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, now: float | None = None) -> dict[str, int]:
         zdb.connect(self.zvm.db)
@@ -107,8 +71,6 @@ class RecoveryWatch:
         return done
 
     def _order(self, op: m.RecoveryOperation, local: m.Site, kind: str, params: dict, by: str) -> bool:
-        from zvm.orchestration.recovery import order_next
-
         vpg = m.Vpg.get_or_none(m.Vpg.identifier == op.vpg)
         if vpg is None:
             return False
@@ -122,8 +84,6 @@ class RecoveryWatch:
         return True
 
     def _check_session(self, op: m.RecoveryOperation, local: m.Site, done: dict) -> None:
-        from zvm.orchestration.vpgs import vra_ref
-
         vra = m.Vra.get_or_none(m.Vra.identifier == op.recovery_vra) if op.recovery_vra else None
         if vra is None:
             return
@@ -150,35 +110,11 @@ class RecoveryWatch:
             done["rolled_back"] += self._order(op, local, f"{prefix}Rollback", {}, by="commit policy")
 
     def _retry_peer(self, op: m.RecoveryOperation, done: dict) -> None:
-        from zvm.orchestration.recovery import Recovery
-        from zvm.orchestration.reverse import retry_peer
-
         rec = Recovery(_Context(self.zvm), op)
         try:
             done["peer"] += retry_peer(rec)
         finally:
             rec.close()
 
-    # --- the loop -------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="zvm-recovery-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the watch outlives a failed pass
-                log.exception("recovery watch pass failed")
-            finally:
-                self.zvm.db.close()
+    def after_pass(self) -> None:
+        self.zvm.db.close()

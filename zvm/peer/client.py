@@ -47,8 +47,9 @@ class PeerClient:
             payload = {"Message": raw[:200].decode(errors="replace")}
         if resp.status >= 400:
             cls = _BY_STATUS.get(resp.status, TransientError if resp.status >= 500 else PermanentError)
+            detail = payload.get("Detail")
             raise cls(f"the ZVM at {self.where} refused: {payload.get('Message', resp.status)}",
-                      code=payload.get("Code"))
+                      code=payload.get("Code"), detail=detail if isinstance(detail, dict) else None)
         return payload
 
     def pair(self, token: str, site: dict, ca_pem: str) -> dict:

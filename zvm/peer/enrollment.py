@@ -23,11 +23,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from zvm.errors import AuthenticationError, ValidationError
+from zvm import models as m
+from zvm.errors import AuthenticationError, ValidationError, ZvmError
 from zvm.tls import SiteCA, ca_fingerprint
+from zvm.vra_control import ControlTls, VraRef
 
 TOKEN_TTL_S = 24 * 3600
 _lock = threading.Lock()  # one ZVM process; its API threads and task runner share the file
@@ -115,15 +116,6 @@ class EnrollmentTokens:
             self._save(data)
 
 
-@dataclass(frozen=True)
-class ControlTls:
-    """What the ZVM's Control client presents and trusts (zvm/vra_control.py)."""
-
-    roots: bytes  # this site's CA: every VRA of the site has a certificate from it
-    key: bytes
-    cert: bytes
-
-
 def trust_bundle(own_ca_pem: str, peer_ca_pems: list[str]) -> str:
     """This site's CA, then each paired site's (deduplicated, in order)."""
     out: list[str] = []
@@ -177,8 +169,6 @@ def site_enrollment(zvm) -> SiteEnrollment:
 
 
 def peer_ca_pems() -> list[str]:
-    from zvm import models as m
-
     return [p.certificate_pem for p in m.PeerSite.select().order_by(m.PeerSite.id) if p.certificate_pem]
 
 
@@ -196,10 +186,6 @@ def push_trust(zvm) -> list[str]:
     """Give every enrolled VRA of this site the current trust bundle (after a pairing or an unpairing);
     returns what failed, one line per VRA (a VRA that is down gets the bundle when it enrolls again or
     the next push)."""
-    from zvm import models as m
-    from zvm.errors import ZvmError
-    from zvm.vra_control import VraRef
-
     enrollment = site_enrollment(zvm)
     bundle = trust_bundle(enrollment.ca.pem, peer_ca_pems())
     failed = []

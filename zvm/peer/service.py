@@ -34,34 +34,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError, ZvmError
+from zvm.orchestration import protected_side
+from zvm.orchestration.journal_repair import discard_on_this_site
+from zvm.orchestration.mirror import upsert_mirror
 from zvm.orchestration.tasks import create_task
+from zvm.orchestration.vpgs import recover_locally
+from zvm.peer.messages import RecoverRequest, checkpoints_to_json, inventory_snapshot, site_info
 from zvm.peer.pki import SitePki, issued_by
+from zvm.placement import installed_vras, vra_ref
 
 log = logging.getLogger("zvm.peer")
 MAX_BODY = 1 << 20
-
-
-def site_info(site: m.Site) -> dict:
-    return {"SiteIdentifier": site.identifier, "SiteName": site.name, "Location": site.location,
-            "Address": site.zvm_address, "ApiPort": site.api_port, "PeerPort": site.peer_port,
-            "Version": site.version}
-
-
-def inventory_snapshot(site: m.Site) -> dict:
-    """What a paired site needs for recovery settings (no VMs)."""
-    def rows(model, *fields):
-        return {r["moid"]: {f: r[f] for f in ("moid", "name", *fields)}
-                for r in model.select().where(model.site == site).dicts()}
-
-    return {
-        "vcenter_uuid": site.vcenter_uuid,
-        "clusters": rows(m.InvCluster, "datacenter"),
-        "hosts": rows(m.InvHost, "cluster", "datacenter", "connection_state", "power_state", "datastores",
-                      "networks"),
-        "datastores": rows(m.InvDatastore, "type", "capacity", "free_space", "url"),
-        "networks": rows(m.InvNetwork, "kind"),
-        "folders": rows(m.InvFolder, "parent", "path"),
-    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,7 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
         except ZvmError as exc:
-            self._reply(exc.http_status, {"Code": exc.code, "Message": str(exc)})
+            self._reply(exc.http_status, {"Code": exc.code, "Message": str(exc),
+                                          **({"Detail": exc.detail} if exc.detail else {})})
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             # A paired site's body of the wrong shape (the handlers read it as they go): its fault, not ours.
             log.warning("peer service: %s %s: malformed body (%s: %s)", method, self.path, type(exc).__name__, exc)
@@ -161,12 +145,9 @@ class PeerVpgs:
     """The recovery side of a paired site's VPGs (its VRAs are this ZVM's)."""
 
     def recover_vpg(self, caller: m.PeerSite, body: dict) -> dict:
-        from zvm.orchestration import vpgs
-        from zvm.orchestration.mirror import upsert_mirror
-
-        req = vpgs.RecoverRequest.from_json(body)
+        req = RecoverRequest.from_json(body)
         local = self.zvm.local_site()
-        vra, paths = vpgs.recover_locally(local, req, self.zvm.vra_control)
+        vra, paths = recover_locally(local, req, self.zvm.vra_control)
         now = time.time()
         with zdb.transaction():
             if req.vpg_doc is not None:
@@ -177,13 +158,11 @@ class PeerVpgs:
         return {"VraIdentifier": vra.vra_id, "Address": vra.address, "Name": vra.name, "ReplicaPaths": paths}
 
     def remove_vpg(self, caller: m.PeerSite, body: dict) -> dict:
-        from zvm.orchestration import vpgs
-
         vpg = _vpg_id(body)
         unreached = []
-        for vra in vpgs._installed_vras(self.zvm.local_site()):
+        for vra in installed_vras(self.zvm.local_site()):
             try:
-                self.zvm.vra_control.remove_vpg(vpgs.vra_ref(vra), vpg)
+                self.zvm.vra_control.remove_vpg(vra_ref(vra), vpg)
             except ZvmError:
                 unreached.append(vra.name)
         with zdb.transaction():  # the mirror of the caller's VPG goes with it
@@ -191,15 +170,11 @@ class PeerVpgs:
         return {"Unreached": unreached}
 
     def vpg_recovery(self, caller: m.PeerSite, body: dict) -> dict:
-        from zvm.orchestration import protected_side
-
         return protected_side.handle(self.zvm, caller.site, _vpg_id(body), body)
 
     def discard_journal(self, caller: m.PeerSite, vpg: str, body: dict) -> dict:
         """The protected site's ForceSyncVpg found the journal here corrupt: discard it (only a paired site's
         VPG that recovers here; a healthy journal is refused)."""
-        from zvm.orchestration.journal_repair import discard_on_this_site
-
         if not vpg or "/" in vpg:
             raise ValidationError("name the VPG in the path: /peer/v1/vpgs/{id}/discard-journal")
         mirror = m.Vpg.get_or_none(m.Vpg.identifier == vpg)
@@ -209,11 +184,9 @@ class PeerVpgs:
         return discard_on_this_site(self.zvm, vpg, str(body.get("Reason") or "")[:512], user)
 
     def vpg_status(self, caller: m.PeerSite, body: dict) -> dict:
-        from zvm.orchestration import vpgs
-
         vpg = _vpg_id(body)
-        for vra in vpgs._installed_vras(self.zvm.local_site()):
-            ref = vpgs.vra_ref(vra)
+        for vra in installed_vras(self.zvm.local_site()):
+            ref = vra_ref(vra)
             try:
                 role = self.zvm.vra_control.status(ref).get(vpg, {}).get("recover")
             except ZvmError:
@@ -221,7 +194,7 @@ class PeerVpgs:
             if role is None:
                 continue
             try:
-                listed = [c.__dict__ for c in self.zvm.vra_control.list_checkpoints(ref, vpg)]
+                listed = checkpoints_to_json(self.zvm.vra_control.list_checkpoints(ref, vpg))
             except ZvmError:
                 listed = None  # a journal that cannot list them (corrupt): the role's state says why
             return {"Recover": role, "Checkpoints": listed, "Vra": vra.identifier}

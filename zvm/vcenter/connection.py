@@ -18,6 +18,10 @@ from pyVmomi import vim, vmodl
 from pyVmomi.SoapAdapter import SoapStubAdapter
 
 from zvm.errors import AuthenticationError, ConfigError, TransientError
+from zvm.vcenter import ovf
+from zvm.vcenter import recovery as recovery_functions
+from zvm.vcenter.inventory import read_inventory
+from zvm.vcenter.watch import InventoryWatcher
 
 
 @dataclass(frozen=True)
@@ -150,36 +154,24 @@ class VCenter:
         self.close()
 
     def inventory(self):
-        from zvm.vcenter.inventory import read_inventory
-
         return read_inventory(self)
 
     def deploy_ovf(self, ovf_path, **kwargs) -> str:
         """See zvm.vcenter.ovf.deploy_ovf; returns the new VM's moid."""
-        from zvm.vcenter.ovf import deploy_ovf
-
-        return deploy_ovf(self, ovf_path, **kwargs)
+        return ovf.deploy_ovf(self, ovf_path, **kwargs)
 
     def destroy_vm(self, vm_moid: str, progress=None) -> bool:
-        from zvm.vcenter.ovf import destroy_vm
-
-        return destroy_vm(self, vm_moid, progress)
+        return ovf.destroy_vm(self, vm_moid, progress)
 
     def find_vm(self, name: str) -> str | None:
-        from zvm.vcenter.ovf import find_vm
-
-        return find_vm(self, name)
+        return ovf.find_vm(self, name)
 
     def recovery(self):
         """Recovery VMs and source VMs of recovery operations: the functions of zvm.vcenter.recovery."""
-        from zvm.vcenter import recovery
-
-        return _Bound(self, recovery)
+        return _Bound(self, recovery_functions)
 
     def watch(self):
         """An InventoryWatcher: the inventory, then its changes as vCenter reports them."""
-        from zvm.vcenter.watch import InventoryWatcher
-
         return InventoryWatcher(self)
 
 

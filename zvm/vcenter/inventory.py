@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyVmomi import vim, vmodl
 
+from zvm.datastore_paths import split_datastore_path
 from zvm.errors import TransientError
 
 
@@ -114,16 +115,7 @@ class Inventory:
         return asdict(self)
 
 
-def split_datastore_path(path: str) -> tuple[str | None, str]:
-    """``"[ds1] vm/disk.vmdk"`` -> ``("ds1", "vm/disk.vmdk")``."""
-    path = path.strip()
-    if path.startswith("[") and "]" in path:
-        end = path.index("]")
-        return path[1:end], path[end + 1:].strip()
-    return None, path
-
-
-def _collect(vc, vimtype, props: list[str]) -> list[tuple[str, object, dict]]:
+def collect_properties(vc, vimtype, props: list[str]) -> list[tuple[str, object, dict]]:
     content = vc.content
     view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
     try:
@@ -169,7 +161,7 @@ def _local_path(info, url: str) -> str | None:
 def _vm_folders(vc, inv: Inventory) -> dict[str, Folder]:
     """Folders that can hold VMs, with their path from the datacenter ("/DC0/vm/Finance")."""
     raw = {moid: (p["name"], p.get("parent"), list(p.get("childType") or []))
-           for moid, _obj, p in _collect(vc, vim.Folder, ["name", "parent", "childType"])}
+           for moid, _obj, p in collect_properties(vc, vim.Folder, ["name", "parent", "childType"])}
     dc_names = {moid: dc.name for moid, dc in inv.datacenters.items()}
 
     def path(moid: str) -> str:
@@ -203,18 +195,18 @@ def read_inventory(vc) -> Inventory:
 
 def _read(vc) -> Inventory:
     inv = Inventory(vcenter_uuid=vc.about.instanceUuid or "")
-    for moid, _obj, p in _collect(vc, vim.Datacenter, ["name"]):
+    for moid, _obj, p in collect_properties(vc, vim.Datacenter, ["name"]):
         inv.datacenters[moid] = Datacenter(moid=moid, name=p["name"])
 
     host_cluster: dict[str, str] = {}
-    for moid, obj, p in _collect(vc, vim.ClusterComputeResource, ["name", "host"]):
+    for moid, obj, p in collect_properties(vc, vim.ClusterComputeResource, ["name", "host"]):
         hosts = [h._moId for h in p.get("host", [])]
         inv.clusters[moid] = Cluster(moid=moid, name=p["name"], datacenter=_datacenter_of(obj) or "",
                                      hosts=hosts)
         for h in hosts:
             host_cluster[h] = moid
 
-    for moid, obj, p in _collect(vc, vim.HostSystem, ["name", "runtime.connectionState", "runtime.powerState",
+    for moid, obj, p in collect_properties(vc, vim.HostSystem, ["name", "runtime.connectionState", "runtime.powerState",
                                                      "datastore", "network"]):
         inv.hosts[moid] = Host(
             moid=moid, name=p["name"], cluster=host_cluster.get(moid), datacenter=_datacenter_of(obj) or "",
@@ -225,7 +217,7 @@ def _read(vc) -> Inventory:
         )
 
     ds_by_name: dict[str, Datastore] = {}
-    for moid, _obj, p in _collect(vc, vim.Datastore, ["name", "summary", "info"]):
+    for moid, _obj, p in collect_properties(vc, vim.Datastore, ["name", "summary", "info"]):
         summary = p["summary"]
         url = summary.url or ""
         ds = Datastore(moid=moid, name=p["name"], type=summary.type or "", capacity=int(summary.capacity or 0),
@@ -234,14 +226,14 @@ def _read(vc) -> Inventory:
         inv.datastores[moid] = ds
         ds_by_name[ds.name] = ds
 
-    for moid, obj, p in _collect(vc, vim.Network, ["name"]):
+    for moid, obj, p in collect_properties(vc, vim.Network, ["name"]):
         inv.networks[moid] = Network(moid=moid, name=p["name"], kind=type(obj).__name__.rsplit(".", 1)[-1])
 
     inv.folders = _vm_folders(vc, inv)
 
     vm_props = ["name", "config.uuid", "config.instanceUuid", "config.hardware.device", "runtime.host",
                 "runtime.powerState", "parent", "network"]
-    for moid, _obj, p in _collect(vc, vim.VirtualMachine, vm_props):
+    for moid, _obj, p in collect_properties(vc, vim.VirtualMachine, vm_props):
         disks = []
         for dev in p.get("config.hardware.device", []) or []:
             if not isinstance(dev, vim.vm.device.VirtualDisk):

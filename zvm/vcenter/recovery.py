@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from zvm.datastore_paths import split_datastore_path
 from zvm.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from zvm.vcenter.inventory import collect_properties
 from zvm.vcenter.refs import datacenter_of, managed_object
 
 OPERATION_KEY = "zvr.operation"
@@ -121,10 +123,8 @@ def create_vm(vc, spec: RecoveryVmSpec) -> str:
 
 def find_vms(vc, key: str, value: str) -> dict[str, str]:
     """{name: moid} of the VMs whose extraConfig has ``key`` = ``value`` (one PropertyCollector read)."""
-    from zvm.vcenter.inventory import _collect
-
     out = {}
-    for moid, _obj, props in _collect(vc, vim.VirtualMachine, ["name", "config.extraConfig"]):
+    for moid, _obj, props in collect_properties(vc, vim.VirtualMachine, ["name", "config.extraConfig"]):
         extra = {o.key: o.value for o in props.get("config.extraConfig") or []}
         if extra.get(key) == value:
             out[props["name"]] = moid
@@ -247,8 +247,6 @@ def delete_vm(vc, moid: str, keep_disks: bool = True) -> bool:
 def delete_datastore_file(vc, path: str) -> bool:
     """Delete a file, or a directory with everything in it, given as "[datastore] dir/file" (vCenter's
     FileManager, so the datastore's own locking applies); False when it is not there."""
-    from zvm.vcenter.inventory import split_datastore_path
-
     name, rel = split_datastore_path(path)
     if not name or not rel.strip("/"):
         raise PermanentError(f"{path!r} is not a file of a datastore: refusing to delete it")

@@ -16,6 +16,7 @@ import threading
 from pyVmomi import vim, vmodl
 from pyVmomi.VmomiSupport import ManagedObject
 
+from zvm.datastore_paths import split_datastore_path
 from zvm.errors import TransientError
 from zvm.vcenter.inventory import (
     Cluster,
@@ -27,7 +28,6 @@ from zvm.vcenter.inventory import (
     Inventory,
     Network,
     VirtualMachine,
-    split_datastore_path,
 )
 
 PC = vmodl.query.PropertyCollector
