@@ -21,8 +21,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zvm import db as zdb
 from zvm.api import blueprints
-from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.api.cache import ResponseCache
+from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.config import ZvmConfig, load_config
 from zvm.errors import TooManyAttemptsError, ZvmError
 from zvm.service import Zvm
