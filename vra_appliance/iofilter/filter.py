@@ -49,6 +49,8 @@ class SplittingBackend:
         self.can_multi_conn = bool(getattr(inner, "can_multi_conn", False))
         if hasattr(inner, "pread_into"):
             self.pread_into = inner.pread_into
+        if hasattr(inner, "block_status"):
+            self.block_status = inner.block_status
         self._splitter = splitter
         self._gate = gate
         self._order = WriteOrder()
@@ -63,13 +65,15 @@ class SplittingBackend:
     def batch_done(self) -> None:
         """Hand this thread's completed writes to the splitter (views in them are valid until now)."""
         staged = getattr(self._local, "staged", None)
-        if staged:
-            try:
-                self._splitter.submit_writes(staged)
-            finally:
-                self._gate.leave(len(staged))
-                staged.clear()
-        self._order.release()
+        try:
+            if staged:
+                try:
+                    self._splitter.submit_writes(staged)
+                finally:
+                    self._gate.leave(len(staged))
+                    staged.clear()
+        finally:
+            self._order.release()
 
     def pread(self, offset: int, length: int) -> bytes:
         return self.inner.pread(offset, length)
