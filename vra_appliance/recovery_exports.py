@@ -23,6 +23,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from vra_appliance.recover.image import DATA, overlay_present
+from zvr_common import sparse
+
 SCRATCH_BLOCK = 64 << 10
 _ZEROS = bytes(1 << 20)
 
@@ -47,18 +50,7 @@ class ScratchBudget:
 
 def data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """(offset, length) of the allocated ranges of a sparse file (SEEK_DATA / SEEK_HOLE)."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after pos
-                return
-            raise
-        end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
-        if end > start:
-            yield start, end - start
-        pos = end
+    return iter(sparse.data_ranges(fd, 0, size))
 
 
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:
@@ -148,6 +140,14 @@ class SessionVolume:
                 parts.append(_pread_exact(self._fd, n, pos) if mine else self._base.pread(pos, n))
                 pos = run_end
         return b"".join(parts)
+
+    def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """The image's holes, except where the scratch has blocks (data)."""
+        self._check(offset, length)
+        base = getattr(self._base, "block_status", None)
+        extents = base(offset, length) if base is not None else [(length, DATA)]
+        with self._lock:
+            return overlay_present(extents, offset, self._present, self.block_size)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
         self._check(offset, len(data))

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from zvr_common import sparse
+
 from .durable import pread_exact, write_atomic
 from .errors import UnknownVolumeError
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
@@ -95,6 +97,10 @@ class Replica:
             return self._fds[volume]
         except KeyError:
             raise UnknownVolumeError(f"volume {volume!r} is not part of recovery VPG {self.vpg!r}") from None
+
+    def extents(self, volume: str, offset: int, length: int) -> list[tuple[int, bool]]:
+        """``(length, is_hole)`` of the pieces of ``[offset, offset + length)`` of a replica file."""
+        return sparse.extents(self.fd(volume), offset, length)
 
     def pread(self, volume: str, offset: int, length: int) -> bytes:
         data = pread_exact(self.fd(volume), length, offset)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from vra_appliance.sync.errors import TransientError
+from zvr_common import sparse
 
 
 @runtime_checkable
@@ -140,23 +141,7 @@ class FileVolume:
 
     def data_ranges(self, offset: int, length: int) -> list[tuple[int, int]]:
         end = min(offset + length, self.size)
-        out: list[tuple[int, int]] = []
-        pos = offset
-        while pos < end:
-            try:
-                start = os.lseek(self._fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # no data after pos
-                    break
-                if exc.errno == errno.EINVAL:  # the filesystem does not know: all data
-                    return [(offset, end - offset)]
-                raise
-            if start >= end:
-                break
-            stop = min(os.lseek(self._fd, start, os.SEEK_HOLE), end)
-            out.append((start, stop - start))
-            pos = stop
-        return out
+        return sparse.data_ranges(self._fd, offset, end - offset)
 
     def flush(self) -> None:
         os.fsync(self._fd)
