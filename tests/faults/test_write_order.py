@@ -9,10 +9,11 @@ round pipelined), each writing every 4 KiB step of it with its own pattern, 4 or
 writes also overlap in part), in the same random order: every block's last version is decided by a race
 between connections. 32 rounds, each in a region of its own (a round that went wrong stays wrong), then a
 consistent checkpoint, and the point-in-time image must equal the source by SHA-256 (tests/faults/site.py);
-for the shared ring, and for the socket (``--no-ring``). The protect VRA's buffer holds several rounds, so
-no bitmap sync resends the source's bytes over a wrong order (with the site's 4 MiB buffer, syncs hid most
-of it). On the filter before the fix, 15 to 22 of the 32 regions differed in every run. The image's block
-status (``nbdinfo --map``) lists the same data and holes as the source volume's.
+for the shared ring, and for the socket (``--no-ring``). The filter's queue and the protect VRA's buffer
+hold several rounds, so no bitmap sync resends the source's bytes over a wrong order (with the site's
+4 MiB buffer, syncs hid most of it). On the filter before the fix, 15 to 22 of the 32 regions differed in
+every run. The image's block status (``nbdinfo --map``) lists the same data and holes as the source
+volume's.
 """
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def differences(site: FaultSite) -> str:
 
 @pytest.mark.parametrize("transport", ["ring", "socket"])
 def test_overlapping_writes_on_several_connections_reach_the_replica_in_the_volume_order(short_tmp, transport):
-    # A protect buffer that holds several rounds: a full one sends writes to a bitmap sync, which resends
-    # the source's bytes and so would hide a wrong order.
-    site = FaultSite(short_tmp, filter_extra=["--no-ring"] if transport == "socket" else (), buffer_bytes=128 << 20)
+    # A filter queue and a protect buffer that hold several rounds: writes that go to a dirty map are resent
+    # by a bitmap sync from the source, which would test the sync rather than the order.
+    extra = ["--queue-mib", "256", *(["--no-ring"] if transport == "socket" else [])]
+    site = FaultSite(short_tmp, filter_extra=extra, buffer_bytes=128 << 20)
     clients: list[NbdClient] = []
     try:
         site.protect()
