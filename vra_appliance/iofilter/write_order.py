@@ -30,7 +30,8 @@ class WriteOrder:
     """The ranges of one volume that threads wrote to it and have not handed to the splitter yet."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._owner: dict[int, int] = {}  # stripe -> the thread holding it
         self._held: dict[int, list[int]] = {}  # thread -> its stripes
         self._exclusive: int | None = None  # a thread zeroing: nobody else claims anything meanwhile
@@ -42,6 +43,17 @@ class WriteOrder:
         me = threading.get_ident()
         first = offset >> STRIPE_SHIFT
         last = (offset + max(length, 1) - 1) >> STRIPE_SHIFT
+        if first == last:  # the common case, kept short: it runs for every write
+            with self._lock:
+                owner = self._owner.get(first)
+                if self._exclusive is None and (owner is None or owner == me):
+                    self._owner[first] = me
+                    held = self._held.get(me)
+                    if held is None:
+                        self._held[me] = [first]
+                    else:
+                        held.append(first)
+                    return
         while True:
             with self._cond:
                 while True:
