@@ -30,6 +30,7 @@ Three branches tell the caller what to do (the house style's transient / permane
     │   └── PeerProtocolError             a peer broke a protocol: its connection is dropped
     │       ├── SplitProtocolError            not a split stream frame (IO filter <-> VRA)
     │       └── NbdProtocolError              not an NBD handshake or request (NBD client <-> filter)
+    │           └── MetaOptionError                 a meta context option the client got wrong (answered, not fatal)
     ├── CorruptionError               stored data failed verification: resync (delta sync)
     │   ├── JournalCorruptError           a journal record with a bad checksum or structure not at the torn tail
     │   ├── RecordFormatError             one record failed its check (the journal decides: torn tail or corrupt)
@@ -236,6 +237,15 @@ class SplitProtocolError(PeerProtocolError):
 
 class NbdProtocolError(PeerProtocolError):
     """An NBD client broke the handshake or sent something that is not an NBD request."""
+
+
+class MetaOptionError(NbdProtocolError):
+    """A LIST/SET_META_CONTEXT option the client got wrong: the handshake answers it with ``rtype`` (an NBD
+    error reply) and goes on."""
+
+    def __init__(self, rtype: int, message: str):
+        super().__init__(message)
+        self.rtype = rtype
 
 
 # -- corruption -----------------------------------------------------------------------------------------------

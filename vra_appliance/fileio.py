@@ -1,5 +1,5 @@
 """The appliance's one file-I/O module: positional reads and writes that finish what a short call left,
-zero fill, the allocated ranges of a sparse file, and durable replacement of small state files.
+zero fill, and durable replacement of small state files.
 
 Every helper takes a file descriptor and raises plain ``OSError`` (callers translate it where its meaning
 is known: a journal, a sync, an NBD export). It imports only the standard library, so the pure cores
@@ -8,9 +8,8 @@ is known: a journal, a sync, an NBD export). It imports only the standard librar
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ZERO_CHUNK = bytes(1 << 20)  # what write_zeroes writes at a time; one shared read-only buffer
@@ -90,21 +89,3 @@ def write_zeroes(pwrite: Callable[[int, memoryview], object], offset: int, lengt
         n = min(len(zeros), end - offset)
         pwrite(offset, zeros[:n])
         offset += n
-
-
-def data_ranges(fd: int, end: int, start: int = 0) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the allocated ranges of a sparse file within ``[start, end)`` (SEEK_DATA /
-    SEEK_HOLE). A filesystem that cannot tell raises OSError EINVAL."""
-    pos = start
-    while pos < end:
-        try:
-            begin = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after pos
-                return
-            raise
-        if begin >= end:
-            return
-        stop = min(end, os.lseek(fd, begin, os.SEEK_HOLE))
-        yield begin, stop - begin
-        pos = stop

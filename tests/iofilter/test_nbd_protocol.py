@@ -94,7 +94,7 @@ def test_abort_is_acknowledged(served):
 def test_unsupported_options_get_unsup(served):
     c = RawNbd(str(served.sock))
     c.greet()
-    for opt in (p.OPT_STARTTLS, p.OPT_SET_META_CONTEXT, 0x7777):
+    for opt in (p.OPT_STARTTLS, 0x7777):
         c.option(opt, b"\0\0\0\0")
         assert c.option_reply()[1] == p.REP_ERR_UNSUP
     c.option(p.OPT_LIST, b"junk")

@@ -21,6 +21,7 @@ from vra_appliance.iofilter.freeze import FreezeCoordinator, FreezeError, WriteG
 from vra_appliance.iofilter.nbd import NbdServer
 from vra_appliance.iofilter.nbd_backend import ExportBackend, FileBackend
 from vra_appliance.iofilter.splitter import Splitter
+from vra_appliance.iofilter.write_order import WriteOrder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class SplittingBackend:
     Completed writes are staged per connection thread and handed to the splitter together in `batch_done`,
     which the NBD server calls before it sends the replies of a batch of requests: the split still happens
     before the VM hears of the write, with one send to the VRA per batch instead of one per write. A staged
-    write stays "in flight" at its gate until then, so a freeze orders it before the MARK.
+    write stays "in flight" at its gate until then, so a freeze orders it before the MARK. Overlapping writes
+    of several connections reach the volume in the order they reach the splitter (`WriteOrder`).
     """
 
     def __init__(self, inner: ExportBackend, splitter: Splitter, gate: WriteGate):
@@ -47,8 +49,11 @@ class SplittingBackend:
         self.can_multi_conn = bool(getattr(inner, "can_multi_conn", False))
         if hasattr(inner, "pread_into"):
             self.pread_into = inner.pread_into
+        if hasattr(inner, "block_status"):
+            self.block_status = inner.block_status
         self._splitter = splitter
         self._gate = gate
+        self._order = WriteOrder()
         self._local = threading.local()
 
     def _staged(self) -> list:
@@ -60,12 +65,15 @@ class SplittingBackend:
     def batch_done(self) -> None:
         """Hand this thread's completed writes to the splitter (views in them are valid until now)."""
         staged = getattr(self._local, "staged", None)
-        if staged:
-            try:
-                self._splitter.submit_writes(staged)
-            finally:
-                self._gate.leave(len(staged))
-                staged.clear()
+        try:
+            if staged:
+                try:
+                    self._splitter.submit_writes(staged)
+                finally:
+                    self._gate.leave(len(staged))
+                    staged.clear()
+        finally:
+            self._order.release()
 
     def pread(self, offset: int, length: int) -> bytes:
         return self.inner.pread(offset, length)
@@ -81,14 +89,15 @@ class SplittingBackend:
     def _write(self, offset: int, data, fua: bool, staged: tuple) -> None:
         self._gate.enter(self.batch_done)
         try:
+            self._order.claim(offset, len(data), self.batch_done)
             self.inner.pwrite(offset, data, fua)
         except BaseException:
             self._splitter.mark_dirty(self.name, offset, len(data))
             self._gate.leave()
             raise
         self._staged().append(staged)
-        if fua:
-            self.batch_done()
+        if fua or self._order.wanted and threading.get_ident() in self._order.wanted:
+            self.batch_done()  # FUA: the VM waits for this one; wanted: another connection waits for our range
 
     def renew_recv_buffer(self, old):
         """An NBD receive buffer in the split ring's shared memory (or None: use private memory)."""
@@ -105,7 +114,7 @@ class SplittingBackend:
 
     def _zeroing(self, op, offset: int, length: int) -> None:
         self.batch_done()  # staged writes were completed first: they go first
-        with self._gate:
+        with self._gate, self._order.exclusive():
             try:
                 op(offset, length)
             except BaseException:

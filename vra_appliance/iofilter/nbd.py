@@ -198,7 +198,7 @@ class NbdServer:
                 if export is None or self._stopping:
                     return  # removed while the handshake finished
                 export.clients.add(client)
-            Transmission(sock, session.backend, session.structured, client.stats).run()
+            Transmission(sock, session.backend, session.structured, client.stats, session.block_status).run()
         except NbdProtocolError as exc:
             log.info("NBD client dropped: %s", exc)
         except (ConnectionError, TimeoutError, OSError) as exc:

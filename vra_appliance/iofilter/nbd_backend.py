@@ -13,6 +13,7 @@ Two optional fast paths a backend may offer; the server uses them when present:
   (a backend that keeps ``data`` longer must not set this).
 - ``batch_done()``: called on the connection's thread before the replies of a batch of requests are sent
   (and when the connection ends): work that must precede the acknowledgement of a batch of writes.
+- ``block_status(offset, length)``: holes and data for NBD block status (block_status.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from vra_appliance.fileio import pread_into, write_zeroes
+from vra_appliance.iofilter.block_status import file_extents
 
 
 @runtime_checkable
@@ -124,6 +126,9 @@ class FileBackend:
             view = memoryview(data)
             while done < len(view):
                 done += os.pwritev(self._fd, [view[done:]], offset + done, flags)
+
+    def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        return file_extents(self._fd, offset, length)
 
     def flush(self) -> None:
         os.fdatasync(self._fd)

@@ -1,7 +1,8 @@
 """The NBD fixed newstyle handshake: option haggling up to the choice of an export.
 
-Supports NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO, GO and STRUCTURED_REPLY; every other option gets
-NBD_REP_ERR_UNSUP, so clients fall back (no TLS, no metadata contexts). Block size constraints
+Supports NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, and LIST/SET_META_CONTEXT for
+``base:allocation`` (block_status.py); every other option gets NBD_REP_ERR_UNSUP, so clients fall back (no
+TLS). Block size constraints
 (NBD_INFO_BLOCK_SIZE) are sent with every INFO/GO reply. A client that breaks a MUST of the protocol
 (bad magic, unknown client flags, an absurd option length) is disconnected: `NbdProtocolError`.
 """
@@ -13,7 +14,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vra_appliance.errors import NbdProtocolError
+from vra_appliance.errors import MetaOptionError, NbdProtocolError
+from vra_appliance.iofilter import block_status
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.nbd_backend import ExportBackend
 
@@ -26,6 +28,7 @@ class Session:
     backend: ExportBackend
     structured: bool
     flags: int
+    block_status: bool = False  # base:allocation was selected for this export (NBD_CMD_BLOCK_STATUS)
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -72,6 +75,7 @@ def negotiate(sock: socket.socket, lookup: Callable[[str], ExportBackend | None]
         raise NbdProtocolError(f"unknown client flags {client_flags:#x}")
     no_zeroes = bool(client_flags & p.CLIENT_FLAG_NO_ZEROES)
     structured = False
+    meta_for = None  # the backend SET_META_CONTEXT selected base:allocation for
     while True:
         magic, option, length = p.OPTION_HEADER.unpack(recv_exact(sock, p.OPTION_HEADER.size))
         if magic != p.IHAVEOPT:
@@ -88,7 +92,7 @@ def negotiate(sock: socket.socket, lookup: Callable[[str], ExportBackend | None]
             flags = transmission_flags(backend, structured)
             reply = p.EXPORT_NAME_REPLY.pack(backend.size, flags)
             sock.sendall(reply if no_zeroes else reply + bytes(124))
-            return Session(data.decode(), backend, structured, flags)
+            return Session(data.decode(), backend, structured, flags, meta_for is backend)
 
         if option == p.OPT_ABORT:
             try:
@@ -118,7 +122,21 @@ def negotiate(sock: socket.socket, lookup: Callable[[str], ExportBackend | None]
         if option in (p.OPT_INFO, p.OPT_GO):
             session = _info_or_go(sock, option, data, lookup, structured)
             if session is not None and option == p.OPT_GO:
+                session.block_status = meta_for is session.backend
                 return session
+            continue
+
+        if option in (p.OPT_LIST_META_CONTEXT, p.OPT_SET_META_CONTEXT):
+            try:
+                name, chosen = block_status.meta_option(option, data, structured, lambda n: lookup(n) is not None)
+            except MetaOptionError as exc:
+                _error(sock, option, exc.rtype, str(exc))
+                continue
+            if chosen:
+                _reply(sock, option, block_status.REP_META_CONTEXT, block_status.context_reply())
+            if option == p.OPT_SET_META_CONTEXT:
+                meta_for = lookup(name) if chosen else None
+            _reply(sock, option, p.REP_ACK)
             continue
 
         _error(sock, option, p.REP_ERR_UNSUP, f"option {option} is not supported by this server")

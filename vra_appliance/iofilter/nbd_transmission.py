@@ -17,6 +17,7 @@ import logging
 import socket
 
 from vra_appliance.errors import NbdProtocolError
+from vra_appliance.iofilter import block_status
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.nbd_backend import ExportBackend
 
@@ -31,11 +32,12 @@ _SEND_SIZE = p.MAX_PAYLOAD + 256 * 1024
 class ConnectionStats:
     """Counters of one connection; the server sums them per export (no lock on the IO path)."""
 
-    __slots__ = ("reads", "writes", "bytes_read", "bytes_written", "flushes", "trims", "zeroes", "errors")
+    __slots__ = ("reads", "writes", "bytes_read", "bytes_written", "flushes", "trims", "zeroes", "errors",
+                 "block_status")
 
     def __init__(self) -> None:
         self.reads = self.writes = self.bytes_read = self.bytes_written = 0
-        self.flushes = self.trims = self.zeroes = self.errors = 0
+        self.flushes = self.trims = self.zeroes = self.errors = self.block_status = 0
 
     def add(self, other: ConnectionStats) -> None:
         for name in self.__slots__:
@@ -49,10 +51,12 @@ class Transmission:
     """Serves one negotiated connection until the client disconnects or the socket is shut down."""
 
     def __init__(self, sock: socket.socket, backend: ExportBackend, structured: bool,
-                 stats: ConnectionStats | None = None):
+                 stats: ConnectionStats | None = None, block_status: bool = False):
+        """``block_status``: the client selected ``base:allocation`` (NBD_CMD_BLOCK_STATUS is served)."""
         self.sock = sock
         self.backend = backend
         self.structured = structured
+        self.block_status = block_status and structured
         self.stats = stats or ConnectionStats()
         self._renew = getattr(backend, "renew_recv_buffer", None)
         self._release = getattr(backend, "release_recv_buffer", None)
@@ -326,7 +330,10 @@ class Transmission:
                     if flags & p.CMD_FLAG_FUA:
                         backend.flush()
                 self.stats.zeroes += 1
-            else:  # CACHE, BLOCK_STATUS (no metadata context was negotiated), unknown commands
+            elif cmd == p.CMD_BLOCK_STATUS and self.block_status:
+                self._block_status(handle, flags, offset, length)
+                return
+            else:  # CACHE, BLOCK_STATUS without a metadata context negotiated, unknown commands
                 self._error(handle, p.NBD_EINVAL)
                 return
         except OSError as exc:
@@ -337,3 +344,17 @@ class Transmission:
             self._error(handle, p.NBD_EIO)
             return
         self._simple(handle)
+
+    def _block_status(self, handle: int, flags: int, offset: int, length: int) -> None:
+        if flags & ~p.KNOWN_CMD_FLAGS:
+            self._read_error(handle, p.NBD_EINVAL, f"unknown command flags {flags:#x}")
+            return
+        if not length or offset + length > self.backend.size:
+            self._read_error(handle, p.NBD_EINVAL, f"block status of {offset}+{length}: the range must be "
+                                                   f"non-empty and inside the export ({self.backend.size})")
+            return
+        extents = block_status.extents_of(self.backend, offset, length)  # OSError: an error chunk
+        reply = block_status.status_reply(handle, extents, length, bool(flags & p.CMD_FLAG_REQ_ONE))
+        pos = self._reserve(len(reply))
+        self._sbuf[pos:pos + len(reply)] = reply
+        self.stats.block_status += 1

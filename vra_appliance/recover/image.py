@@ -23,6 +23,9 @@ from .journal import IndexedJournal
 from .replica import Replica
 
 SCRATCH_BLOCK = 64 << 10
+HOLE = 3  # block status flags as NBD's base:allocation (docs/CONTRACTS.md section 1): hole, reads as zeroes
+DATA = 0
+_ZEROS = bytes(1 << 20)
 
 
 class ScratchOverlay:
@@ -40,6 +43,22 @@ class ScratchOverlay:
             os.close(self.fd)
             self.fd = -1
             self.path.unlink(missing_ok=True)
+
+
+def overlay_present(extents: list[tuple[int, int]], offset: int, present, block_size: int) -> list[tuple[int, int]]:
+    """``extents`` (from ``offset``) with the blocks ``present`` in a scratch overlay turned to data."""
+    out: list[tuple[int, int]] = []
+    pos = offset
+    for n, flags in extents:
+        end = pos + n
+        while pos < end:
+            run_end = min(end, (pos // block_size + 1) * block_size)
+            mine = present[pos // block_size]
+            while run_end < end and present[run_end // block_size] == mine:
+                run_end = min(end, run_end + block_size)
+            out.append((run_end - pos, DATA if mine else flags))
+            pos = run_end
+    return out
 
 
 class PointInTimeImage:
@@ -129,6 +148,23 @@ class PointInTimeImage:
                     parts.append(self._base(pos, run_end - pos))
                 pos = run_end
         return b"".join(parts)
+
+    def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """Holes of the image: where neither the journal (up to the checkpoint) nor the scratch has a write
+        and the replica file has a hole."""
+        self._check(offset, length)
+        scratch = self._scratch
+        out: list[tuple[int, int]] = []
+        with self._lock:
+            for piece in self.extents.lookup(offset, length):
+                if piece.loc is not None:
+                    out.append((piece.end - piece.start, DATA))
+                    continue
+                for n, hole in self._replica.extents(self.volume, piece.start, piece.end - piece.start):
+                    out.append((n, HOLE if hole else DATA))
+            if scratch is not None:
+                out = overlay_present(out, offset, scratch.present, scratch.block_size)
+        return out
 
     # -- writes (scratch only) -------------------------------------------------------------------------
 

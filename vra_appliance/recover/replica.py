@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vra_appliance.errors import UnknownVolumeError
 from vra_appliance.fileio import pread_exact, pwrite_all, write_atomic
+from zvr_common import sparse
 
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 
@@ -93,6 +94,10 @@ class Replica:
             return self._fds[volume]
         except KeyError:
             raise UnknownVolumeError(f"volume {volume!r} is not part of recovery VPG {self.vpg!r}") from None
+
+    def extents(self, volume: str, offset: int, length: int) -> list[tuple[int, bool]]:
+        """``(length, is_hole)`` of the pieces of ``[offset, offset + length)`` of a replica file."""
+        return sparse.extents(self.fd(volume), offset, length)
 
     def pread(self, volume: str, offset: int, length: int) -> bytes:
         data = pread_exact(self.fd(volume), length, offset)

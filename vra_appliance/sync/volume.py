@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from vra_appliance import fileio
 from vra_appliance.errors import TransientError
+from zvr_common import sparse
 
 
 @runtime_checkable
@@ -119,12 +120,7 @@ class FileVolume:
 
     def data_ranges(self, offset: int, length: int) -> list[tuple[int, int]]:
         end = min(offset + length, self.size)
-        try:
-            return list(fileio.data_ranges(self._fd, end, offset))
-        except OSError as exc:
-            if exc.errno == errno.EINVAL and offset < end:  # the filesystem does not know: all data
-                return [(offset, end - offset)]
-            raise
+        return sparse.data_ranges(self._fd, offset, end - offset)
 
     def flush(self) -> None:
         os.fsync(self._fd)

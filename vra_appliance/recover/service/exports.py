@@ -20,9 +20,12 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from vra_appliance.fileio import data_ranges, pread_exact, pwrite_all, write_zeroes
+from vra_appliance.fileio import pread_exact, pwrite_all, write_zeroes
+from vra_appliance.recover.image import DATA, overlay_present
+from zvr_common import sparse
 
 SCRATCH_BLOCK = 64 << 10
 
@@ -43,6 +46,11 @@ class ScratchBudget:
                 return False
             self.used += n
             return True
+
+
+def data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of the allocated ranges of a sparse file (SEEK_DATA / SEEK_HOLE)."""
+    return iter(sparse.data_ranges(fd, 0, size))
 
 
 def apply_scratch(scratch_path: str | os.PathLike, replica_path: str | os.PathLike, size: int,
@@ -113,6 +121,14 @@ class SessionVolume:
                 parts.append(pread_exact(self._fd, n, pos, pad=True) if mine else self._base.pread(pos, n))
                 pos = run_end
         return b"".join(parts)
+
+    def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """The image's holes, except where the scratch has blocks (data)."""
+        self._check(offset, length)
+        base = getattr(self._base, "block_status", None)
+        extents = base(offset, length) if base is not None else [(length, DATA)]
+        with self._lock:
+            return overlay_present(extents, offset, self._present, self.block_size)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
         self._check(offset, len(data))
