@@ -188,6 +188,8 @@ def build(out: Path) -> Path:
                     and (out / DESCRIPTOR.name).exists():
                 return out
             for name in (DISK, MANIFEST, DESCRIPTOR.name):  # the descriptor last: it names the disk
+                if (out / name).exists() and os.path.samefile(out / name, built / name):
+                    continue  # linked already (and rename() of two links to one file does nothing)
                 partial = out / f".{name}.{os.getpid()}"
                 partial.unlink(missing_ok=True)
                 try:

@@ -108,7 +108,7 @@ def iso(files: dict[str, bytes | str], path: Path, label: str) -> Path:
 class Vm:
     def __init__(self, disk: Path, workdir: Path, *, name: str = "vm", memory_mib: int = 1024, cpus: int = 2,
                  cdrom: Path | None = None, forwards: dict[int, int] | None = None, disk_format: str | None = None,
-                 disk_bus: str = "pvscsi", nic_model: str = "vmxnet3", kvm_grace: float = 30.0) -> None:
+                 disk_bus: str = "pvscsi", nic_model: str = "vmxnet3", kvm_grace: float = 20.0) -> None:
         _require(QEMU, "qemu-system-x86")
         _require("qemu-img", "qemu-utils")
         self.name, self.memory_mib, self.cpus = name, memory_mib, cpus

@@ -19,6 +19,8 @@ chroot "$root" useradd --system --home-dir /var/lib/zvr --no-create-home --shell
 chroot "$root" systemctl enable zvr-firstboot.service zvr-vra.service nftables.service \
   systemd-networkd.service systemd-resolved.service
 chroot "$root" systemctl disable ssh.service
+# an appliance is updated by redeploying its OVA, never by apt on its own
+chroot "$root" systemctl disable apt-daily.timer apt-daily-upgrade.timer
 # no local logins (root has no password, SSH takes a key): no logind
 chroot "$root" systemctl mask systemd-logind.service
 rm -f "$root"/etc/ssh/ssh_host_*

@@ -58,21 +58,22 @@ def vra_args(s: ovfenv.Settings, state_dir: Path) -> list[str]:
 class FirstBoot:
     """One pass is ``attempt()``; ``run()`` repeats it with backoff until the appliance is enrolled."""
 
-    def __init__(self, state_dir: Path = STATE_DIR, run_dir: Path = banner.RUN_DIR,
-                 configure: bool = True) -> None:
+    def __init__(self, state_dir: Path = STATE_DIR, run_dir: Path = banner.RUN_DIR, configure: bool = True,
+                 read_env=None, consoles: tuple[str, ...] = banner.CONSOLES) -> None:
         self.state_dir = state_dir
         self.run_dir = run_dir
         self.configure = configure  # False: check and enroll only (tests off the appliance)
+        self.read_env = read_env or (lambda: ovfenv.find(self.run_dir / "ovfenv-mnt"))
+        self.consoles = consoles
         self.status = banner.Status()
         self.applied: ovfenv.Settings | None = None
 
-    def attempt(self, text: str | None = None, source: str = "") -> bool:
+    def attempt(self) -> bool:
         """One pass; True once enrolled. Failures are recorded in ``self.status`` (and logged)."""
         st = self.status
         st.attempt += 1
         try:
-            if text is None:
-                text, source = ovfenv.find(self.run_dir / "ovfenv-mnt")
+            text, source = self.read_env()
             st.env_source = source
             settings = ovfenv.parse(text)
         except ovfenv.EnvError as exc:
@@ -93,7 +94,7 @@ class FirstBoot:
         if self.configure:
             st.addresses = system.wait_for_address(settings, ADDRESS_WAIT_S)
         st.enrollment = "enrolling"
-        banner.show(st, self.run_dir)
+        self._show()
         try:
             enroll(self.state_dir, settings.vra_id, settings.zvm_url, settings.enroll_token,
                    settings.zvm_ca_fingerprint)
@@ -110,8 +111,11 @@ class FirstBoot:
         st.enrollment, st.last_error, st.retry_in_s = "enrolled", "", 0.0
         log.info("zvr-vra: enrolled as %s with the ZVM at %s; starting vra serve on port %d",
                  settings.vra_id, settings.zvm_url, settings.control_port)
-        banner.show(st, self.run_dir)
+        self._show()
         return True
+
+    def _show(self) -> None:
+        banner.show(self.status, self.run_dir, self.consoles)
 
     def _failed(self, message: str) -> bool:
         self.status.last_error = message
@@ -122,7 +126,7 @@ class FirstBoot:
         delay = BACKOFF_START_S
         while not self.attempt():
             self.status.retry_in_s = delay
-            banner.show(self.status, self.run_dir)
+            self._show()
             sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
         return 0
