@@ -168,8 +168,15 @@ def _sha256(path: Path) -> str:
 
 
 def build_ova() -> Path:
-    """The cached build's directory (OVA, descriptor, manifest, disk, build.json); built if missing."""
-    return cached(cache_root(), cache_key(), _make)
+    """The cached build's directory (OVA, descriptor, manifest, disk, build.json); built if missing.
+    Builds of other inputs are removed but the newest one (a build is about 400 MB; packages linked
+    from one elsewhere keep their files)."""
+    built = cached(cache_root(), cache_key(), _make)
+    older = sorted((d for d in cache_root().iterdir() if re.fullmatch(r"[0-9a-f]{16}", d.name) and d != built),
+                   key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in older[1:]:
+        shutil.rmtree(d, ignore_errors=True)
+    return built
 
 
 def build(out: Path) -> Path:

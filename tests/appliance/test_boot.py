@@ -164,7 +164,7 @@ def test_the_appliance_installs_boots_enrolls_and_recovers_a_replicated_volume(b
             vpg=VPG, volumes=[VOL], filter_controls=[filt.control_path], compression=True, coordinator=True,
             recover_peer=cpb.PeerVra(vra_id=vra_id, address=f"127.0.0.1:{control_port}"),
             protect_peers=[cpb.PeerVra(vra_id=pid, address=p.address)],
-            checkpoint_interval_ms=2000, freeze_timeout_ms=2000, buffer_bytes=4 * MiB))
+            checkpoint_interval_ms=2000, freeze_timeout_ms=1000, buffer_bytes=4 * MiB))
         assert reply.ok, reply.message
 
         fio = Fio(filt.uri(VOL), short_tmp / "fio.json", rate_iops=200)
