@@ -130,6 +130,7 @@ def test_the_appliance_installs_boots_enrolls_and_recovers_a_replicated_volume(b
 
         # The environment fixed, power cycle: it enrolls, then `vra serve` runs on 4005.
         good = iso({ovfenv.FILE_NAME: ovfenv.render(env)}, short_tmp / "env-good.iso", ovfenv.ISO_LABEL)
+        vm.stop()
         started = time.monotonic()
         vm.restart(cdrom=good)
         vm.wait_for_serial(rf"zvr-vra: enrolled as {re.escape(vra_id)}", BOOT_TIMEOUT)
@@ -139,7 +140,7 @@ def test_the_appliance_installs_boots_enrolls_and_recovers_a_replicated_volume(b
         rc = ZvmControl(pki, f"127.0.0.1:{control_port}", vra_id)
         controls.append(rc)
         wait_for(lambda: _status_ok(rc), 120, "the appliance's vra serve to answer the ZVM")
-        print(f"boot to enrolled and serving: {time.monotonic() - started:.0f} s ({vm.accel})")
+        print(f"power-on to enrolled and serving the ZVM: {time.monotonic() - started:.0f} s ({vm.accel})")
         assert token not in vm.serial()
 
         # The protect side: a `vra serve` here, enrolled with the same ZVM, and an IO filter in front of it.
