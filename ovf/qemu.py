@@ -211,22 +211,26 @@ class Vm:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Press the power button and wait for the guest to shut down; kill it if it does not in time."""
-        if not self.alive():
-            return
         try:
-            self._qmp("system_powerdown")
-            self.proc.wait(timeout)
+            if self.alive():
+                self._qmp("system_powerdown")
+                self.proc.wait(timeout)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
         finally:
-            self._log.close()
+            self._close_log()
 
     def kill(self) -> None:
         if self.alive():
             self.proc.kill()
             self.proc.wait()
-            self._log.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
 
     def restart(self, cdrom: Path | None = None, timeout: float = 60.0) -> Vm:
         """Power cycle (as vCenter does when vApp options change), optionally with another CD-ROM."""
