@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = [
     "vra_appliance.iofilter.command",
     "vra_appliance.daemon",
+    "vra_appliance.appliance.command",
 ]
 
 

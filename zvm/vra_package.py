@@ -1,8 +1,9 @@
-"""The VRA appliance package the ZVM deploys: ovf/vra.ovf and the disk ovf/build.py makes.
+"""The VRA appliance package the ZVM deploys: the OVF descriptor and the appliance's disk that ovf/build.py
+makes (a Debian VM running `vra serve`; built once per set of inputs and cached, see that module).
 
-The package is built once into the data directory (``DATA_DIR/vra-ovf/``), so a read-only installation
-works, and rebuilt when the build script is newer. ``ovf_dir`` in the configuration points elsewhere (a
-prebuilt appliance).
+The package is linked into the data directory (``DATA_DIR/vra-ovf/``), so a read-only installation works.
+``ovf_dir`` in the configuration points elsewhere (a prebuilt appliance: vra.ovf with its disk beside it,
+and no build.py).
 """
 
 from __future__ import annotations
@@ -26,4 +27,7 @@ def ensure_package(data_dir: Path, source: Path | None = None) -> Path:
     spec = importlib.util.spec_from_file_location("zvr_ovf_build", build_script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build(Path(data_dir) / "vra-ovf") / "vra.ovf"
+    try:
+        return module.build(Path(data_dir) / "vra-ovf") / "vra.ovf"
+    except module.ImageError as exc:
+        raise ConfigError(f"building the VRA appliance failed: {exc}") from None
