@@ -42,6 +42,13 @@ def login():
         auth.password or "", m.hash_password("x", salt=b"0" * 16))
     if not ok:
         raise AuthenticationError("the user name or password is wrong: check them and log in again")
+    token, session = open_session(user)
+    return _session_json(session), {SESSION_HEADER: token}
+
+
+def open_session(user: m.User) -> tuple[str, m.Session]:
+    """A new session for ``user``, authenticated already (HTTP Basic here, vCenter for the vSphere Client
+    plugin: zvm/api/plugin.py). Returns the token (kept only as its hash) and the session."""
     token = secrets.token_urlsafe(32)
     now = time.time()
     # Drop this user's sessions that are long idle, so the table does not grow without bound.
@@ -50,7 +57,7 @@ def login():
     session = m.Session.create(token_hash=m.token_hash(token), user=user, created_at=now, last_used=now,
                                client=(request.remote_addr or "")[:255])
     g.user = user.username
-    return _session_json(session), {SESSION_HEADER: token}
+    return token, session
 
 
 @bp.operation("GET", "/session", summary="The current session", response=schemas.ref("Session"), cache=False)
