@@ -58,7 +58,7 @@ def _zvm_lab(lab_dir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def plugin_lab(tmp_path_factory) -> Iterator[PluginLab]:
     lab_dir = tmp_path_factory.mktemp("plugin-lab") / "lab"
-    up = _zvm_lab(lab_dir, "up", "--disk-mb", "16", "--vms", "6", "--rate", "64k")
+    up = _zvm_lab(lab_dir, "up", "--disk-mb", "16", "--vms", "8", "--rate", "64k")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         state = json.loads((lab_dir / "lab.json").read_text())

@@ -48,15 +48,19 @@ function openWizard(name, p = {}) {
       h("div", { class: "modal-content" }, h("div", { class: "modal-header" }, h("h3", { class: "modal-title", id: titleId }, wiz.title)),
         body, footer))),
     h("div", { class: "modal-backdrop", "aria-hidden": "true" }));
-  const close = () => {
+  let close = () => {
     host.remove();
     current && current.refresh && current.refresh().catch(() => {});
     if (opener && opener.isConnected) opener.focus();
   };
-  host.addEventListener("keydown", (e) => {
+  // On the document, not the dialog: a button that hides itself once pressed leaves the focus on the body.
+  const keys = (e) => {
     if (e.key === "Escape") close();
     if (e.key === "Tab") trapFocus(host, e);
-  });
+  };
+  document.addEventListener("keydown", keys);
+  const closeDialog = close;
+  close = () => { document.removeEventListener("keydown", keys); closeDialog(); };
   document.body.append(host);
   wiz.render(body, footer, close);
 }

@@ -12,12 +12,16 @@ export function checkpointPicker(vpgId) {
   const chooser = h("div", { hidden: true }, field("Kind", kind), field("Taken in", since),
     field("Checkpoint", list, { name: "CheckpointIdentifier" }));
   let checkpoints = [];
+  let asked = 0;
   async function load() {
+    const mine = ++asked; // an answer to an older choice must not replace a newer one
     const q = new URLSearchParams({ limit: "500" });
     if (kind.value === "tagged") q.set("taggedOnly", "true");
     if (kind.value === "consistent") q.set("consistentOnly", "true");
     if (since.value) q.set("startDate", new Date(Date.now() - Number(since.value) * 1000).toISOString());
-    checkpoints = await api.get(`/vpgs/${vpgId}/checkpoints?${q}`); // newest first
+    const found = await api.get(`/vpgs/${vpgId}/checkpoints?${q}`); // newest first
+    if (mine !== asked) return;
+    checkpoints = found;
     clear(list, ...checkpoints.map((c) => h("option", { value: c.CheckpointIdentifier },
       `${new Date(c.TimeStamp).toLocaleString(undefined, { hour12: false })}${c.Tag ? ` — ${c.Tag}` : ""}${c.IsConsistent ? "" : " (not consistent)"}`)));
   }

@@ -67,6 +67,7 @@ export function formWizard(title, { intro, fields = [], submit, label = "OK", da
           const res = await api.request(call.method, call.path, call.body);
           ok.hidden = true;
           cancel.textContent = "Close";
+          cancel.focus();
           if (res && res.TaskIdentifier) await followTask(res.TaskIdentifier, taskSlot);
           else taskSlot.append(alert("success", "Done.", { testid: "task-done" }));
         } catch (err) { showError(form, err, general); }

@@ -217,6 +217,7 @@ export function vpgWizard(params) {
           commit.hidden = true;
           back.hidden = true;
           cancel.textContent = "Close";
+          cancel.focus();
           await followTask(t.TaskIdentifier, taskSlot);
         } catch (err) {
           const target = fieldStep(err.field);
@@ -237,7 +238,10 @@ export function vpgWizard(params) {
         next.hidden = step === STEPS.length - 1;
         commit.hidden = finished || step !== STEPS.length - 1;
         const first = page.querySelector("input, select, textarea");
-        if (first && !keepErrors) first.focus();
+        if (first && !keepErrors) {
+          first.focus();
+          if (first.type === "text") first.select(); // typing replaces a default such as "New VPG"
+        }
       }
       show(0);
     },
