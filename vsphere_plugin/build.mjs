@@ -2,7 +2,8 @@
 // from src/ and the npm packages, nothing fetched at run time), and the icon sprite sheets the manifest
 // names (sprites.svg for the light theme, sprites-dark.svg for the dark one) from Clarity's icon shapes.
 import { build } from "esbuild";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { resolve } from "node:path";
 
 const out = resolve(process.argv[2] || "dist");
@@ -27,5 +28,9 @@ for (const [file, colour] of [["sprites.svg", "#565656"], ["sprites-dark.svg", "
   const cells = shapes.map((svg, i) =>
     `<svg x="0" y="${i * 32}" width="32" height="32" viewBox="0 0 36 36" fill="${colour}">${svg}</svg>`);
   writeFileSync(`${out}/${file}`, `<svg xmlns="http://www.w3.org/2000/svg" width="32" height="${shapes.length * 32}">${cells.join("")}</svg>\n`);
+}
+// Compressed once here, so the ZVM sends .gz files as they are to browsers that accept gzip.
+for (const name of readdirSync(out).filter((n) => /\.(js|css|svg)$/.test(n))) {
+  writeFileSync(`${out}/${name}.gz`, gzipSync(readFileSync(`${out}/${name}`), { level: 9 }));
 }
 writeFileSync(`${out}/BUILT`, new Date().toISOString() + "\n");

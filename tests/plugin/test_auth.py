@@ -81,4 +81,9 @@ def test_manifest_and_pages_are_served(plugin_lab):
     assert '<script src="/api/ui/htmlClientSdk.js">' in page.text  # the client's JS API, in the client
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert requests.get(f"{site.url}/plugin/views/nope", timeout=30).status_code == 404
+    css = requests.get(f"{site.url}/plugin/assets/app.css", timeout=30)  # requests accepts gzip
+    assert css.headers["Content-Encoding"] == "gzip" and css.headers["Content-Type"].startswith("text/css")
+    assert len(css.content) > 10 * int(css.headers["Content-Length"]) / 2  # decoded: several times larger
+    plain = requests.get(f"{site.url}/plugin/assets/app.css", headers={"Accept-Encoding": "identity"}, timeout=30)
+    assert "Content-Encoding" not in plain.headers and plain.content == css.content
     assert requests.get(f"{site.url}/", allow_redirects=False, timeout=30).headers["Location"].endswith("/plugin/")

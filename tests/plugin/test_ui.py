@@ -228,3 +228,17 @@ def test_no_serious_accessibility_violations(plugin_lab, page, theme):
     # The check can fail: an image without a text alternative is a critical violation to axe.
     page.evaluate("document.body.append(Object.assign(document.createElement('img'), {src: '/plugin/assets/sprites.svg'}))")
     assert "image-alt" in page.evaluate("async () => (await axe.run(document)).violations.map(v => v.id)")
+
+
+def test_lost_connection_shows_a_banner_and_retries(plugin_lab, page):
+    site = plugin_lab.protected
+    login(page, site, "/plugin/?poll=1000")
+    # The ZVM becomes unreachable to this browser: its API calls fail at the network level.
+    page.route("**/v1/**", lambda route: route.abort("connectionrefused"))
+    expect(page.get_by_test_id("connection-banner")).to_be_visible()
+    shoot(page, "connection-lost")
+    page.unroute("**/v1/**")
+    page.get_by_role("button", name="Retry now").click()
+    expect(page.get_by_test_id("connection-banner")).to_be_hidden()
+    first = page.get_by_test_id("updated").inner_text()
+    expect(page.get_by_test_id("updated")).not_to_have_text(first)

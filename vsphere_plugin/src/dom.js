@@ -68,7 +68,8 @@ export function field(label, control, { name, help } = {}) {
   control.setAttribute("aria-describedby", `${id}-err`);
   const wrap = h("div", { class: "clr-form-control", dataset: { fieldWrap: name || "" } },
     h("label", { for: id, class: "clr-control-label" }, label),
-    h("div", { class: "clr-control-container" }, control, help ? h("span", { class: "clr-subtext" }, help) : null, err));
+    h("div", { class: "clr-control-container" },
+      control.tagName === "SELECT" ? h("div", { class: "clr-select-wrapper" }, control) : control, help ? h("span", { class: "clr-subtext" }, help) : null, err));
   return wrap;
 }
 
@@ -153,5 +154,5 @@ export function fmtTime(iso) {
   return d.toLocaleString(undefined, { hour12: false });
 }
 export function progress(value, label) {
-  return h("progress", { max: 100, value: value || 0, "aria-label": label, class: "progress" });
+  return h("progress", { max: 100, value: value || 0, "aria-label": label, class: "zvr-progress" });
 }
