@@ -242,3 +242,34 @@ def test_lost_connection_shows_a_banner_and_retries(plugin_lab, page):
     expect(page.get_by_test_id("connection-banner")).to_be_hidden()
     first = page.get_by_test_id("updated").inner_text()
     expect(page.get_by_test_id("updated")).not_to_have_text(first)
+
+
+
+def test_vra_actions_show_checks_and_refusals(plugin_lab, page):
+    """Every host of the lab has a VRA and protected VMs, so the API refuses both an uninstall and a second
+    install: the modals show its refusal, and the install form checks the static address before sending."""
+    site = plugin_lab.protected
+    api = site.api()
+    vra = api.get(f"{site.url}/v1/vras", timeout=30).json()[0]
+    login(page, site, "/plugin/?poll=1500#/sites")
+    row = page.locator("[data-testid=vras] tr", has_text=vra["HostName"])
+    expect(row).to_contain_text("Installed")
+    row.get_by_role("button", name="Uninstall").click()
+    modal = page.get_by_test_id("modal")
+    modal.get_by_test_id("submit").click()
+    expect(modal.get_by_test_id("form-error")).to_contain_text("protected VM(s) run on host")
+    modal.get_by_role("button", name="Cancel").click()
+    # The install modal as the host's menu action opens it.
+    page.goto(f"{site.url}/plugin/views/modal?wizard=installVra&host={vra['HostIdentifier']}")
+    modal = page.get_by_test_id("modal")
+    expect(modal.get_by_label("Datastore").locator("option").first).to_be_attached()
+    modal.get_by_label("Address", exact=True).select_option("Static")
+    modal.get_by_label("IP address").fill("300.1.2.3")
+    modal.get_by_test_id("submit").click()
+    ip = modal.get_by_label("IP address")
+    expect(ip).to_have_attribute("aria-invalid", "true")
+    expect(modal.locator(f"#{ip.get_attribute('id')}-err")).to_contain_text("IPv4 address")
+    ip.fill("10.0.0.77")
+    modal.get_by_test_id("submit").click()
+    expect(modal.get_by_test_id("form-error")).to_contain_text("has a VRA already")
+    assert api.get(f"{site.url}/v1/vras/{vra['VraIdentifier']}", timeout=30).json()["State"] == "Installed"
