@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from bench.api import Process
+    from bench.api import Process, protect_evenly
     from zvm.client import ZvmClient
     from zvm.lab.vcsim import Vcsim, VcsimSpec
 
@@ -115,14 +115,7 @@ def main(argv: list[str]) -> int:
         serve.wait_for("inventory of")
         url = f"http://127.0.0.1:{port}"
         with ZvmClient(url).login("admin", password) as client:
-            site = client.local_site()["SiteIdentifier"]
-            host = client.hosts(site)[0]["HostIdentifier"]
-            datastore = client.datastores(site)[0]["DatastoreIdentifier"]
-            vms = sorted(v["VmIdentifier"] for v in client.vms(site))
-            per = max(1, len(vms) // args.vpgs)
-            for i in range(args.vpgs):
-                client.create_vpg(f"vpg-{i:03d}", vms[i * per:(i + 1) * per], recovery_site=site,
-                                  recovery_host=host, recovery_datastore=datastore)
+            protect_evenly(client, args.vpgs)
             assert len(client.vpgs()) == args.vpgs
 
         with sync_playwright() as pw:
