@@ -9,7 +9,8 @@
       getContextObjects() { return host().contextFor(window); },
       getTheme() { return { name: host().theme }; },
       getSessionInfo(cb) { host().sessionInfo().then(cb); },
-      navigateTo(options) { host().navigations.push(options); },
+      navigateTo(options) { host().navigate(options); },
+      getNavigationData() { return host().navigationFor(window); },
       getClientInfo() { return { type: "html", version: "8.0.3" }; },
     },
     event: {

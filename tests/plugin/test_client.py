@@ -48,11 +48,18 @@ def test_views_in_the_client_follow_context_theme_refresh_and_modals(plugin_lab,
     user = page.frame(name="vm").evaluate("fetch('/v1/session').then(r => r.json()).then(s => s.User)")
     assert user == f"vsphere:{site.vcenter['username']}"
 
+    # A link to the VPG asks the client to navigate (app.navigateTo) to the global view, which shows the VPG.
+    vm.get_by_role("link", name="lab-vpg").click()
+    page.wait_for_function("zvrHost.navigations.length === 1")
+    nav = page.evaluate("zvrHost.navigations[0]")
+    assert nav == {"targetViewId": "zvr.dashboard", "customData": {"route": f"vpg/{plugin_lab.vpg['identifier']}"}}
+    expect(page.frame_locator("iframe[name=navigated]").get_by_test_id("vpg-name")).to_have_text("lab-vpg")
+
     # The client's theme: every view repaints.
     for name in ("vm", "dashboard"):
         expect(page.frame_locator(f"iframe[name={name}]").locator("body")).to_have_attribute("cds-theme", "light")
     page.click("#theme")
-    for name in ("vm", "vm2", "host", "dashboard"):
+    for name in ("vm", "vm2", "host", "dashboard", "navigated"):
         expect(page.frame_locator(f"iframe[name={name}]").locator("body")).to_have_attribute("cds-theme", "dark")
     expect(dash.locator(".zvr-chart .uplot").first).to_have_attribute("data-theme", "dark")
     shoot(page, "client-host-dark")

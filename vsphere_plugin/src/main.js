@@ -80,9 +80,11 @@ function follow(route) {
   return (e) => {
     if (standalone) return; // the hash link routes
     e.preventDefault();
-    // In the client, a VPG's page is the global view with its route; the client navigates to it.
-    sdk.navigate({ customData: { route } });
-    location.href = `/plugin/views/vpg?id=${encodeURIComponent(route.split("/")[1])}`;
+    // In the client, a VPG's page is the plugin's global view told which route to show (navigation data);
+    // without navigateTo the view's own frame goes there.
+    if (!sdk.navigate({ targetViewId: "zvr.dashboard", customData: { route } })) {
+      location.href = `/plugin/views/vpg?id=${encodeURIComponent(route.split("/")[1])}`;
+    }
   };
 }
 
@@ -199,6 +201,12 @@ function embeddedPage(root) {
     clear(content, h("div", { class: "zvr-page", role: "dialog", "aria-label": wiz.title, "data-testid": "modal" }, body, footer));
     wiz.render(body, footer, () => sdk.closeClientModal());
     document.body.dataset.rendered = "true";
+    return;
+  }
+  // The global view shows the route another view navigated to (app.navigateTo's customData), if any.
+  const [routed, arg] = String((sdk.navigationData() || {}).route || "").split("/");
+  if (pageView === "dashboard" && VIEWS[routed]) {
+    run(content, VIEWS[routed], decodeURIComponent(arg || ""));
     return;
   }
   const make = VIEWS[pageView] || dashboard;

@@ -65,6 +65,13 @@ export function openClientModal(url, title, size = { width: 760, height: 620 }) 
   sdk().modal.open({ url, title, size });
 }
 export function closeClientModal(data) { sdk().modal.close(data); }
+/** Ask the client to show another view (app.navigateTo); false when there is no client to ask. */
 export function navigate(target) {
-  if (embedded() && sdk().app.navigateTo) sdk().app.navigateTo(target);
+  if (!embedded() || !sdk().app.navigateTo) return false;
+  sdk().app.navigateTo(target);
+  return true;
+}
+/** What the view was navigated to with (app.getNavigationData), or null. */
+export function navigationData() {
+  return embedded() && sdk().app.getNavigationData ? sdk().app.getNavigationData() : null;
 }

@@ -5,7 +5,8 @@ Paths (outside /v1, so the REST API and its OpenAPI document are unchanged):
 - ``/plugin/plugin.json``: the remote plugin's manifest (vsphere_plugin/plugin.json), the URL registered with
   vCenter (zvm/plugin.py); ``/plugin/`` the standalone UI; ``/plugin/views/<view>`` one view as the vSphere
   Client loads it in an iframe (it loads the client's ``/api/ui/htmlClientSdk.js``); ``/plugin/assets/...``
-  what ``vsphere_plugin/build.mjs`` built (vsphere_plugin/dist, made by ./run); ``/`` redirects to the UI.
+  what ``vsphere_plugin/build.mjs`` built (vsphere_plugin/dist, made by ./run; $ZVR_PLUGIN_DIST names another
+  directory); ``/`` redirects to the UI.
 - Browser sessions: ``POST /v1/session/add`` with the header ``X-ZVR-Session-Cookie: 1`` (the login page)
   answers with the token in an HttpOnly, SameSite=Strict cookie instead of the ``x-zerto-session`` header,
   plus a ``zvr_csrf`` cookie the page reads. A request with the cookie and no header is treated as if it
@@ -24,6 +25,7 @@ import hashlib
 import hmac
 import json
 import mimetypes
+import os
 import time
 from pathlib import Path
 
@@ -38,7 +40,8 @@ from zvm.db import transaction
 from zvm.errors import AuthenticationError, ValidationError, ZvmError
 
 ROOT = Path(vsphere_plugin.__file__).resolve().parent
-DIST = ROOT / "dist"
+# Where ./run's build put the assets; another build (an installer's, a developer's) can be named instead.
+DIST = Path(os.environ.get("ZVR_PLUGIN_DIST") or ROOT / "dist")
 MANIFEST = ROOT / "plugin.json"
 SESSION_COOKIE = "zvr_session"
 CSRF_COOKIE = "zvr_csrf"
