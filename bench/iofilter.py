@@ -135,7 +135,7 @@ class Filter:
 
 DRAIN_VRA = """
 import signal, sys, threading
-from vra_appliance.iofilter.split_protocol import SplitListener
+from vra_appliance.protect.split_listener import SplitListener
 class Drain:
     accepts_views = True
     def on_hello(self, *a): pass

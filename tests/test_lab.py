@@ -81,7 +81,7 @@ def test_lab_commands_without_a_lab(lab_dir):
     (["zvm", "--help"], ["lab", "VPG", "9081"]),
     (["zvm", "lab", "--help"], ["up", "status", "down", "wan", "workload", "image", "env"]),
     (["vra", "--help"], ["4005", "journal"]),
-    (["zvm-install", "--help"], ["--silent", "9080"]),
+    (["zvm-install", "--help"], ["--answers", "--upgrade", "--uninstall", "9080"]),
 ])
 def test_console_scripts_print_help(cmd, words):
     exe = Path(sys.executable).parent / cmd[0]

@@ -11,14 +11,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vra_appliance.protect.checkpoints import DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_INTERVAL_S, MIN_INTERVAL_S
+from vra_appliance.errors import ConfigError
 from vra_appliance.proto.v1 import control_pb2 as cpb
 
 DEFAULT_BUFFER_BYTES = 256 << 20
-
-
-class ConfigError(ValueError):
-    """A role configuration that cannot work; the message says what to change."""
+# Checkpoint cadence of a protect role (protect.checkpoints uses the same defaults).
+DEFAULT_INTERVAL_S = 5.0
+MIN_INTERVAL_S = 1.0
+DEFAULT_FREEZE_TIMEOUT_MS = 100
 
 
 @dataclass(frozen=True)

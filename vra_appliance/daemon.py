@@ -22,23 +22,23 @@ from pathlib import Path
 
 import grpc
 
-from vra_appliance.auth import Security
 from vra_appliance.config import ProtectRole, Roles
-from vra_appliance.control_service import ControlServicer
-from vra_appliance.enroll import EnrollmentError, TlsFiles, enroll
 from vra_appliance.iofilter.nbd import NbdServer
-from vra_appliance.iofilter.split_protocol import SplitListener
 from vra_appliance.protect.side import ProtectSide
+from vra_appliance.protect.split_listener import SplitListener
 from vra_appliance.protect.syncs import VpgSyncs
 from vra_appliance.protect.throttle import SiteThrottle, ThrottledTransport
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
-from vra_appliance.recovery import RecoverSide
-from vra_appliance.recovery_ops import RecoveryOpsServicer
-from vra_appliance.sync.grpc_peer import checksum_handler
-from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
+from vra_appliance.recover.service.side import RecoverySide
+from vra_appliance.rpc.checksums import checksum_handler
+from vra_appliance.rpc.control import ControlServicer
+from vra_appliance.rpc.recovery_ops import RecoveryOpsServicer
+from vra_appliance.stream.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
+from vra_appliance.trust.auth import Security
+from vra_appliance.trust.enroll import EnrollmentError, TlsFiles, enroll
 
 log = logging.getLogger("vra.serve")
 
@@ -136,7 +136,7 @@ class Daemon:
         if args.nbd_unix or args.nbd_tcp:
             self.nbd = NbdServer(unix_path=args.nbd_unix, tcp=args.nbd_tcp)
         self.protect = ProtectSide(self.vra_id, self._make_engine, make_syncs=self._make_syncs)
-        self.recover = RecoverSide(self.vra_id, self.state_dir, self.nbd, align_timeout=args.align_timeout)
+        self.recover = RecoverySide(self.vra_id, self.state_dir, self.nbd, align_timeout=args.align_timeout)
         self.roles_path = self.state_dir / "roles.json"
         self.control = ControlServicer(
             self.vra_id, self.protect, self.recover, self.security,

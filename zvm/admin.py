@@ -1,9 +1,12 @@
 """The administrator's commands, thin over zvm.client: status, sites, vras, vpgs, checkpoints, tasks, alerts;
 and the recovery operations: failover-test, failover-test-stop, failover, failover-commit, failover-rollback,
-move, move-commit, move-rollback, recovery-reports.
+move, move-commit, move-rollback, recovery-reports; and ``users`` (list, create, set-role, disable,
+enable, reset-password; admin only).
 
 Each command logs in to the ZVM given by ``--url`` (or ZVM_URL), as ``--user`` (ZVM_USER, default admin)
-with the password from ZVM_PASSWORD (or asked for), prints a table (or ``--json``), and logs out.
+with the password from ZVM_PASSWORD (or asked for), prints a table (or ``--json``), and logs out. The ZVM's
+HTTPS certificate is verified: by ``--ca-file`` (its site CA, DATA_DIR/pki/ca.pem), by ``--fingerprint``
+(pinned, as ``zvm serve`` prints it), else by the system's CAs.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from zvm.errors import ConfigError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("ZVM_URL", "http://127.0.0.1:9080"),
+    p.add_argument("--url", default=os.environ.get("ZVM_URL", "https://127.0.0.1:9080"),
                    help="the ZVM's API address (env ZVM_URL)")
     p.add_argument("--user", default=os.environ.get("ZVM_USER", "admin"), help="user name (env ZVM_USER)")
     p.add_argument("--ca-file", default=os.environ.get("ZVM_CA_FILE"),
                    help="CA bundle that signed the ZVM's HTTPS certificate (env ZVM_CA_FILE)")
+    p.add_argument("--fingerprint", default=os.environ.get("ZVM_FINGERPRINT"),
+                   help="accept only the HTTPS certificate with this SHA-256 fingerprint, as 'zvm serve' "
+                        "prints it (env ZVM_FINGERPRINT)")
     p.add_argument("--insecure", action="store_true", help="do not verify the HTTPS certificate (labs only)")
     p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
@@ -54,6 +60,58 @@ def register(subparsers) -> None:
             p.add_argument("--all", action="store_true", help="also alerts no longer active")
         p.set_defaults(func=_runner(fn))
     _register_recovery(subparsers)
+    _register_users(subparsers)
+
+
+def _register_users(subparsers) -> None:
+    users = subparsers.add_parser("users", help="users and their roles (admin only)",
+                                  description="List, create and change the ZVM's users. Roles: viewer (read "
+                                  "only), operator (also failover tests, failover, move, checkpoints, pause and "
+                                  "resume), admin (everything). A new password is read from ZVM_NEW_PASSWORD, "
+                                  "else asked for (never an option: options show in ps).")
+    sub = users.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = {
+        "list": ("every user, its role and whether it is enabled", lambda z, a: z.users()),
+        "create": ("create a user", lambda z, a: z.create_user(a.name, _new_password(a.name), a.role)),
+        "set-role": ("change a user's role", lambda z, a: z.update_user(a.name, role=a.role)),
+        "disable": ("disable a user (it cannot log in; its sessions end)",
+                    lambda z, a: z.update_user(a.name, enabled=False)),
+        "enable": ("enable a user again", lambda z, a: z.update_user(a.name, enabled=True)),
+        "reset-password": ("set a user's password (its sessions end)",
+                           lambda z, a: z.reset_password(a.name, _new_password(a.name))),
+    }
+    for action, (text, call) in actions.items():
+        p = sub.add_parser(action, help=text, description=text[:1].upper() + text[1:] + ".")
+        _common(p)
+        if action != "list":
+            p.add_argument("name", help="the user name")
+        if action in ("create", "set-role"):
+            p.add_argument("--role", choices=["viewer", "operator", "admin"], required=action == "set-role",
+                           default="viewer" if action == "create" else None)
+        p.set_defaults(func=_runner(_users_call(call)))
+
+
+def _users_call(call):
+    def run(zvm: ZvmClient, args):
+        answer = call(zvm, args)
+        users = answer if isinstance(answer, list) else [answer]
+        rows = [{"User": u["UserName"], "Role": u["Role"], "Enabled": "yes" if u["Enabled"] else "no",
+                 "Sessions": u["ActiveSessions"], "Created": u["CreatedAt"]} for u in users]
+        return answer, rows, ["User", "Role", "Enabled", "Sessions", "Created"]
+
+    return run
+
+
+def _new_password(user: str) -> str:
+    password = os.environ.get("ZVM_NEW_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigError("no new password: set ZVM_NEW_PASSWORD, or run in a terminal to be asked")
+    first = getpass.getpass(f"new password of {user}: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("the two passwords differ: run the command again")
+    return first
 
 
 def _register_recovery(subparsers) -> None:
@@ -144,7 +202,7 @@ def _password(user: str) -> str:
 def _runner(fn):
     def run(args) -> int:
         verify: bool | str = False if args.insecure else (args.ca_file or True)
-        with ZvmClient(args.url, verify=verify) as zvm:
+        with ZvmClient(args.url, verify=verify, fingerprint=None if args.insecure else args.fingerprint) as zvm:
             zvm.login(args.user, _password(args.user))
             data, rows, columns = fn(zvm, args)
         if args.json:

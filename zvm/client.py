@@ -14,6 +14,11 @@ returns the API's JSON (dicts with the public ZVM field names). Errors are the p
 ``TransientError`` (5xx, or the ZVM cannot be reached: retry). A task that ends ``Failed`` raises
 ``TaskFailedError`` from ``wait_for_task``.
 
+The server is verified: by the system's CAs, by a CA bundle (``verify="/path/ca.pem"``, e.g. the site CA
+``DATA_DIR/pki/ca.pem`` that signs the certificate a ZVM makes for itself), or by pinning the SHA-256
+fingerprint of its certificate (``fingerprint="AB:CD:..."``, printed by ``zvm serve``). ``verify=False``
+(no verification) is for labs only.
+
 The HTTP seam is a ``requests.Session`` given to the constructor (tests mount an adapter on it).
 """
 
@@ -24,13 +29,17 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from zvm.errors import (
     AuthenticationError,
+    AuthorizationError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     PermanentError,
     SessionError,
+    TooManyAttemptsError,
     TransientError,
     UnsupportedMediaTypeError,
     ValidationError,
@@ -38,7 +47,15 @@ from zvm.errors import (
 )
 
 SESSION_HEADER = "x-zerto-session"
-_BY_STATUS = {400: ValidationError, 404: NotFoundError, 409: ConflictError, 415: UnsupportedMediaTypeError}
+_BY_STATUS = {400: ValidationError, 403: AuthorizationError, 404: NotFoundError, 409: ConflictError,
+              415: UnsupportedMediaTypeError}
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 class TaskFailedError(PermanentError):
@@ -72,17 +89,44 @@ def _params(**kw) -> dict:
     return out
 
 
+def normalize_fingerprint(fingerprint: str) -> str:
+    """A SHA-256 fingerprint as 64 lowercase hex digits (colons and case as people write them are fine)."""
+    hexed = fingerprint.replace(":", "").replace(" ", "").lower()
+    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
+        raise ConfigError(f"fingerprint {fingerprint!r}: give the SHA-256 of the certificate, 64 hex digits "
+                         "(colons allowed), as 'zvm serve' prints it")
+    return hexed
+
+
+class PinnedAdapter(HTTPAdapter):
+    """HTTPS accepted only from a server whose certificate has this SHA-256 fingerprint (whoever signed it)."""
+
+    def __init__(self, fingerprint: str, **kw):
+        self.fingerprint = normalize_fingerprint(fingerprint)
+        super().__init__(**kw)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["assert_fingerprint"] = self.fingerprint
+        super().init_poolmanager(*args, **kwargs)
+
+
 class ZvmClient:
-    def __init__(self, url: str, *, verify: bool | str = True, timeout: float = 60.0,
-                 session: requests.Session | None = None):
+    def __init__(self, url: str, *, verify: bool | str = True, fingerprint: str | None = None,
+                 timeout: float = 60.0, session: requests.Session | None = None):
         """``url``: ``https://host:9080`` (the /v1 prefix is added). ``verify``: True (system CAs), a CA
-        bundle path, or False (labs only)."""
+        bundle path, or False (labs only). ``fingerprint``: the server certificate's SHA-256 (hex, colons
+        allowed): then that certificate alone is accepted, whoever signed it."""
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
             self.url = self.url[:-3]
         self.timeout = timeout
         self.http = session or requests.Session()
-        self.http.verify = verify
+        # Given with every request: a Session's own verify gives way to REQUESTS_CA_BUNDLE in the environment.
+        self.verify = verify
+        if fingerprint:
+            # The pin replaces chain verification (the certificate may be signed by a CA the client lacks).
+            self.http.mount("https://", PinnedAdapter(fingerprint))
+            self.verify = False
         self.token: str | None = None
 
     # --- plumbing -------------------------------------------------------------------------------------
@@ -92,7 +136,7 @@ class ZvmClient:
         headers = {SESSION_HEADER: self.token} if self.token else {}
         try:
             resp = self.http.request(method, f"{self.url}/v1{path}", json=json, params=params, auth=auth,
-                                     headers=headers, timeout=self.timeout)
+                                     headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise TransientError(f"the ZVM at {self.url} cannot be reached ({exc}): check the address and "
                                  "that it runs, then retry") from exc
@@ -111,6 +155,9 @@ class ZvmClient:
             code, message, field = None, resp.text[:200], None
         if resp.status_code == 401:
             cls = SessionError if code == "SessionRequired" else AuthenticationError
+        elif resp.status_code == 429:
+            return TooManyAttemptsError(message or "HTTP 429", code=code,
+                                        retry_after=_int(resp.headers.get("Retry-After"), 1))
         elif resp.status_code >= 500:
             cls = TransientError
         else:
@@ -150,6 +197,24 @@ class ZvmClient:
 
     def openapi(self) -> dict:
         return self.request("GET", "/openapi.json")
+
+    # --- users (admin) --------------------------------------------------------------------------------
+
+    def users(self) -> list[dict]:
+        return self.request("GET", "/users")
+
+    def user(self, username: str) -> dict:
+        return self.request("GET", f"/users/{username}")
+
+    def create_user(self, username: str, password: str, role: str = "viewer") -> dict:
+        return self.request("POST", "/users", json={"UserName": username, "Password": password, "Role": role})
+
+    def update_user(self, username: str, *, role: str | None = None, enabled: bool | None = None) -> dict:
+        body = {k: v for k, v in (("Role", role), ("Enabled", enabled)) if v is not None}
+        return self.request("PUT", f"/users/{username}", json=body)
+
+    def reset_password(self, username: str, password: str) -> dict:
+        return self.request("POST", f"/users/{username}/resetPassword", json={"Password": password})
 
     # --- sites and inventory --------------------------------------------------------------------------
 

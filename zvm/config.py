@@ -1,18 +1,24 @@
 """The ZVM's configuration: defaults, then a TOML file, then ``ZVM_*`` environment variables, then options.
 
 Every key is checked for its type and range when loaded, and an unknown key is refused with the list of
-known ones, so a typo never passes silently. Secrets (the vCenter and admin passwords) may come from the
-environment so they stay out of files and process listings.
+known ones, so a typo never passes silently. Secrets (the vCenter and admin passwords, a database URL with
+a password) may come from the environment or from a file of their own (``admin_password_file``,
+``database_url_file``, ``vcenter_password_file``: the file's first line), so they stay out of process
+listings (``ps``) and of the configuration file.
 
     data_dir = "/var/lib/zvm"          # SQLite database, secret.key, certificates
     database_url = ""                  # empty: sqlite:///<data_dir>/zvm.db; or postgresql://...
+    database_password_encrypted = ""   # the PostgreSQL password, encrypted with <data_dir>/secret.key
     host = "0.0.0.0"
     port = 9080
     peer_port = 9081
     public_address = ""                # how peers and VRAs reach this ZVM; empty: the host name
     site_name = "Site A"
-    tls_certificate = ""               # PEM files: HTTPS on the API when both are set
-    tls_key = ""
+    tls_certificate = ""               # PEM files for HTTPS; empty: a certificate signed by the site CA is
+    tls_key = ""                       #   made at first start (DATA_DIR/pki/api.pem) and its fingerprint printed
+    insecure_http = false              # true: plain HTTP, passwords in clear (labs on loopback only)
+    login_free_failures = 5            # failed logins per user name / client address before throttling
+    login_max_delay = 300              # seconds: the longest a throttled user name or address waits
     session_idle_timeout = 1800        # seconds
     vcenter_url = "https://vc.example/sdk"
     vcenter_username = "administrator@vsphere.local"
@@ -45,6 +51,9 @@ ENV_PREFIX = "ZVM_"
 class ZvmConfig:
     data_dir: Path = Path("/var/lib/zvm")
     database_url: str = ""
+    # The PostgreSQL password kept out of database_url, encrypted with the data directory's secret.key
+    # (zvm/db.py SecretBox) as the installer writes it, so the configuration file holds no password in clear.
+    database_password_encrypted: str = ""
     host: str = "0.0.0.0"
     port: int = 9080
     peer_port: int = 9081
@@ -54,9 +63,15 @@ class ZvmConfig:
     site_contact: str = ""
     tls_certificate: str = ""
     tls_key: str = ""
+    insecure_http: bool = False
     session_idle_timeout: int = 1800
+    login_free_failures: int = 5
+    login_max_delay: int = 300
     admin_username: str = "admin"
     admin_password: str = ""
+    admin_password_file: str = ""
+    database_url_file: str = ""
+    vcenter_password_file: str = ""
     vcenter_url: str = ""
     vcenter_username: str = ""
     vcenter_password: str = ""
@@ -76,12 +91,18 @@ class ZvmConfig:
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                  if f.name not in ("vcenter_password", "admin_password", "vra_pairing_secret")}
+        from zvm.db import redact
+
+        shown["database_url"] = redact(self.database_url)
         return f"ZvmConfig({shown})"
 
     @property
     def database(self) -> str:
-        from zvm.db import default_url
+        from zvm.db import SecretBox, default_url, with_password
 
+        if self.database_url and self.database_password_encrypted:
+            password = SecretBox.in_dir(self.data_dir).decrypt(self.database_password_encrypted)
+            return with_password(self.database_url, password)
         return self.database_url or default_url(self.data_dir)
 
     @property
@@ -105,6 +126,11 @@ class ZvmConfig:
             raise ConfigError(f"task_workers = {self.task_workers}: give 1..32 (tasks the ZVM runs at once)")
         if bool(self.tls_certificate) != bool(self.tls_key):
             raise ConfigError("HTTPS needs both tls_certificate and tls_key (PEM files): set both or neither")
+        if self.insecure_http and self.tls_certificate:
+            raise ConfigError("insecure_http (--insecure-http) and tls_certificate both set: choose HTTPS or "
+                              "plain HTTP")
+        if not 1 <= self.login_free_failures <= 1000 or not 1 <= self.login_max_delay <= 86400:
+            raise ConfigError("login_free_failures must be 1..1000 and login_max_delay 1..86400 seconds")
         for name in ("tls_certificate", "tls_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
@@ -183,4 +209,22 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             raise ConfigError(f"unknown option {key!r}")
         if value is not None:
             values[key] = _coerce(key, value, "option") if not isinstance(value, Path) else value
+    for name in SECRET_FILES:
+        if values.get(f"{name}_file"):
+            values[name] = read_secret_file(values[f"{name}_file"], f"{name}_file")
     return ZvmConfig(**values).validate()
+
+
+SECRET_FILES = ("admin_password", "database_url", "vcenter_password")
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The first line of a secret's file, without its line end."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{what} = {path!r}: cannot read it ({exc.strerror})") from None
+    if not value:
+        raise ConfigError(f"{what} = {path!r}: the file is empty (its first line is the secret)")
+    return value

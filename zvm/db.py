@@ -10,7 +10,13 @@ locked is a ``TransientError`` (retry), a broken constraint a ``ConflictError``.
 
 Secrets (vCenter and peer credentials, private keys) are stored encrypted with Fernet (AES-128-CBC and
 HMAC-SHA256) under a key kept in the data directory, readable by the service's user only (0600). The key
-never goes into the database, so a copy of the database alone reveals no credential.
+never goes into the database, so a copy of the database alone reveals no credential. The data directory
+is the service user's only (0700, ``private_dir``) and the SQLite file (with its -wal and -shm, which SQLite
+creates with the database file's mode) 0600: it holds password and token hashes.
+
+SQLite under concurrent writers: WAL (readers never wait), a busy timeout (a writer waits for another up to
+10 s instead of failing with "database is locked"), and write transactions that take the lock at BEGIN; the
+callers keep transactions short (no password hashing, no network call inside one).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import peewee
 from cryptography.fernet import Fernet, InvalidToken
@@ -49,6 +55,7 @@ def open_database(url: str) -> peewee.Database:
         path = unquote(parts.path)
         if not path or path == "/":
             raise ConfigError(f"database URL {url!r} names no file: use sqlite:////absolute/path/zvm.db")
+        private_file(Path(path))
         # Every transaction takes the write lock at BEGIN: a deferred one that reads, then writes, fails
         # at once with "database is locked" when another writer committed in between.
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10, lock_type="IMMEDIATE")
@@ -63,6 +70,26 @@ def open_database(url: str) -> peewee.Database:
     raise ConfigError(f"database URL {redact(url)!r}: the scheme must be sqlite:// or postgresql://")
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` made if missing, and readable by its owner only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """The database file (created empty if missing) and its -wal / -shm, readable by their owner only."""
+    if path.parent.is_dir():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -70,6 +97,23 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with ``password`` in it (replacing any there): the inverse of ``without_password``."""
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+
+
+def without_password(url: str) -> tuple[str, str]:
+    """(the URL without its password, the password): to keep the password apart, encrypted."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username or ''}@{host}").geturl(), unquote(parts.password)
 
 
 def bind(db: peewee.Database) -> peewee.Database:

@@ -2,6 +2,7 @@
 
     ZvmError                      every error the product raises on purpose
     ├── TransientError            retry later: a peer, vCenter, VRA or the database did not answer in time
+    │   └── TooManyAttemptsError  too many failed logins: wait ``retry_after`` seconds (HTTP 429)
     ├── PermanentError            stop and report: bad input, wrong credentials, a missing object
     │   ├── ConfigError           the configuration or a command-line option is wrong
     │   ├── ValidationError       a request's body or parameters are wrong (names the field)
@@ -9,6 +10,7 @@
     │   ├── ConflictError         the object's state does not allow this now (e.g. a VPG is being deleted)
     │   ├── AuthenticationError   credentials were refused
     │   │   └── SessionError      no session, or it expired: log in again
+    │   ├── AuthorizationError    the user's role does not allow this operation (HTTP 403)
     │   └── NotFoundError         the named object does not exist
     └── CorruptionError           data cannot be trusted: resync
 
@@ -46,6 +48,17 @@ class TransientError(ZvmError):
 
     code = "Unavailable"
     http_status = 503
+
+
+class TooManyAttemptsError(TransientError):
+    """Logins from this client or for this user failed too often: none is checked for ``retry_after`` s."""
+
+    code = "TooManyAttempts"
+    http_status = 429
+
+    def __init__(self, message: str = "", *, retry_after: int = 1, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = max(1, int(retry_after))
 
 
 class PermanentError(ZvmError):
@@ -92,6 +105,13 @@ class SessionError(AuthenticationError):
     """The call needs a session (header ``x-zerto-session``) and has none, or its session expired."""
 
     code = "SessionRequired"
+
+
+class AuthorizationError(PermanentError):
+    """The user is logged in, but its role does not allow the operation."""
+
+    code = "NotPermitted"
+    http_status = 403
 
 
 class NotFoundError(PermanentError):

@@ -36,7 +36,7 @@ class Migration:
 
 
 # Tables whose changes do not show in any cached API answer: no trigger.
-UNTRACKED = {"schema_version", "revision", "session", "pairing_token"}
+UNTRACKED = {"schema_version", "revision", "session", "pairing_token", "login_failure"}
 
 
 def install_revision_triggers(db: peewee.Database, all_models: Sequence[type[peewee.Model]]) -> None:
@@ -94,9 +94,29 @@ def _recovery_operations(db: peewee.Database, migrator: SchemaMigrator) -> None:
     install_revision_triggers(db, models.ALL_MODELS)
 
 
+def _users_and_roles(db: peewee.Database, migrator: SchemaMigrator) -> None:
+    """Users can be disabled; events keep the client address; failed logins are counted (throttling)."""
+    from playhouse.migrate import migrate as run
+
+    def missing(table: str, column: str) -> bool:
+        return column not in {c.name for c in db.get_columns(table)}
+
+    ops = []
+    if missing("user", "disabled"):
+        ops.append(migrator.add_column("user", "disabled", models.User.disabled))
+    if missing("user", "updated_at"):
+        ops.append(migrator.add_column("user", "updated_at", models.User.updated_at))
+    if missing("event", "client"):
+        ops.append(migrator.add_column("event", "client", models.Event.client))
+    run(*ops)
+    db.create_tables([models.LoginFailure])
+    install_revision_triggers(db, models.ALL_MODELS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(2, "revision counter bumped by triggers (API response cache)", _add_revision),
     Migration(3, "recovery operations; VM moids unique per VPG", _recovery_operations),
+    Migration(4, "users: disabled, roles enforced; event client address; login failures", _users_and_roles),
 ]
 
 

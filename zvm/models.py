@@ -10,7 +10,8 @@
     RecoveryOperation                 a failover test, failover or move of a VPG (its recovery site's ZVM runs it)
     VpgSettings                       a draft of a VPG's settings (vpgSettings create-edit-commit)
     Task, Alert, Event                long operations, raised conditions, the audit trail
-    User ──< Session                  API users (scrypt password hashes) and their sessions (token hashes)
+    User ──< Session                  API users (scrypt password hashes, a role) and their sessions (token hashes)
+    LoginFailure                      failed logins per user name and per client address (login throttling)
     Revision                          a counter bumped by triggers on every change (API response cache)
     PairingToken                      tokens this site handed out for a peer to pair with (hashes only)
     SchemaVersion                     migrations applied (zvm/migrations.py)
@@ -23,6 +24,7 @@ credentials encrypted (zvm.db.SecretBox).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -84,6 +86,14 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+@functools.cache
+def unusable_password_hash() -> str:
+    """What an unknown user name's password is checked against: the hash of a random secret no one knows, at
+    the same cost as a real one, so an unknown user takes the same single scrypt run as a wrong password.
+    (The caller still refuses an unknown user whatever this check says.)"""
+    return hash_password(base64.b64encode(os.urandom(24)).decode())
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
@@ -101,17 +111,37 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+ROLES = ("viewer", "operator", "admin")  # each may do what the ones before it may
+
+
+def role_allows(role: str, needed: str) -> bool:
+    """Whether a user with ``role`` may call an operation that needs ``needed`` (an unknown role: nothing)."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
 class User(BaseModel):
     username = CharField(unique=True, max_length=128)
     password_hash = CharField(max_length=255)
-    role = CharField(default="admin", max_length=32)
+    role = CharField(default="admin", max_length=32)  # one of ROLES
+    disabled = BooleanField(default=False)  # a disabled user cannot log in; its sessions were ended
     created_at = DoubleField(default=now)
+    updated_at = DoubleField(null=True)
 
     def set_password(self, password: str) -> None:
         self.password_hash = hash_password(password)
 
     def check_password(self, password: str) -> bool:
         return verify_password(password, self.password_hash)
+
+
+class LoginFailure(BaseModel):
+    """Recent failed logins of one key: ``user:NAME`` or ``addr:ADDRESS`` (zvm/api/throttle.py)."""
+
+    key = CharField(primary_key=True, max_length=300)
+    failures = IntegerField(default=0)
+    last_failure_at = DoubleField(default=now)
+    blocked_until = DoubleField(default=0.0)
+    alerted = BooleanField(default=False)  # the lockout of this streak was reported already
 
 
 class Session(BaseModel):
@@ -423,11 +453,12 @@ class Event(BaseModel):
     task = CharField(null=True, max_length=255)
     result = CharField(default="Succeeded", max_length=16)  # InProgress, Succeeded, Failed, Refused
     detail = TextField(default="")
+    client = CharField(default="", max_length=255)  # where the request came from (address), when one did
     started_at = DoubleField(default=now, index=True)
     completed_at = DoubleField(null=True)
 
 
 ALL_MODELS = [
-    SchemaVersion, Revision, User, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra, Vpg, VpgVm,
-    VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event, RecoveryOperation,
+    SchemaVersion, Revision, User, LoginFailure, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra,
+    Vpg, VpgVm, VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event, RecoveryOperation,
 ]

@@ -2,7 +2,10 @@
 
 The parent process loads and checks the configuration, brings the database schema up to date and creates
 the first administrator (printing a generated password once, when none was given), then hands over to
-gunicorn: ``workers`` processes of ``threads`` threads serve the API (HTTPS when a certificate is set).
+gunicorn: ``workers`` processes of ``threads`` threads serve the API. The API speaks HTTPS: with the
+configured certificate, else with one made at first start and signed by the site CA (zvm/https.py), whose
+SHA-256 fingerprint is printed; plain HTTP only when asked for with ``--insecure-http``. Files the service
+creates are its user's only (umask 077).
 Exactly one worker at a time runs the background loops (tasks, inventory, monitoring, the peer service):
 the one holding the data directory's ``engine.lock``; when it exits, another takes over.
 """
@@ -12,7 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
+from zvm import db as zdb
 from zvm.config import ZvmConfig, load_config
 from zvm.errors import ConfigError
 
@@ -23,8 +28,12 @@ def register(subparsers) -> None:
         description=(
             "Run the ZVM service under gunicorn. With only --data-dir it keeps everything there: an embedded "
             "SQLite database, the key that encrypts stored credentials, certificates. Options override the "
-            "configuration file, which overrides ZVM_* environment variables' defaults; secrets are best "
-            "given by environment (ZVM_ADMIN_PASSWORD, ZVM_VCENTER_PASSWORD)."),
+            "configuration file and ZVM_* environment variables (ZVM_PORT ...). Secrets never belong on the "
+            "command line, where any user sees them in ps: give them by environment (ZVM_ADMIN_PASSWORD, "
+            "ZVM_DATABASE_URL, ZVM_VCENTER_PASSWORD) or in a file of their own (--admin-password-file, "
+            "--database-url-file, ZVM_VCENTER_PASSWORD_FILE). The API speaks HTTPS: without --tls-certificate, "
+            "with a certificate made at first start and signed by the site CA (DATA_DIR/pki/ca.pem; its "
+            "fingerprint is printed); plain HTTP only with --insecure-http."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", metavar="FILE", help="TOML configuration file (see docs/OPERATIONS.md)")
     p.add_argument("--data-dir", metavar="DIR", help="state directory (database, keys, certificates)")
@@ -32,11 +41,19 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, help="REST API port (default 9080)")
     p.add_argument("--peer-port", type=int, help="peer service port (default 9081)")
     p.add_argument("--public-address", help="address peers and VRAs use to reach this ZVM")
-    p.add_argument("--database-url", help="postgresql://user:password@host:port/name (default: SQLite)")
+    p.add_argument("--database-url", help="postgresql://user:password@host:port/name (default: SQLite). "
+                   "With a password, give it by environment (ZVM_DATABASE_URL) or --database-url-file "
+                   "instead: options show in ps")
+    p.add_argument("--database-url-file", metavar="FILE", help="read the database URL from this file's first line")
     p.add_argument("--site-name", help="this site's name")
-    p.add_argument("--admin-password", help="the admin password (default: generated and shown once)")
-    p.add_argument("--tls-certificate", metavar="PEM", help="certificate for HTTPS")
+    p.add_argument("--admin-password", help="the admin password (default: generated and shown once). Shows in "
+                   "ps: prefer ZVM_ADMIN_PASSWORD or --admin-password-file")
+    p.add_argument("--admin-password-file", metavar="FILE", help="read the admin password from this file's first line")
+    p.add_argument("--tls-certificate", metavar="PEM", help="certificate for HTTPS (default: one made at first "
+                   "start, signed by the site CA DATA_DIR/pki/ca.pem)")
     p.add_argument("--tls-key", metavar="PEM", help="private key for HTTPS")
+    p.add_argument("--insecure-http", action="store_true", default=None,
+                   help="serve plain HTTP: passwords and tokens travel in clear (labs on loopback only)")
     p.add_argument("--vcenter-url", help="the site's vCenter, e.g. https://vc.example/sdk")
     p.add_argument("--vcenter-username", help="vCenter user")
     p.add_argument("--vcenter-verify", help="true, false (labs only) or a CA bundle file")
@@ -46,9 +63,9 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace, env=None) -> ZvmConfig:
-    keys = ["data_dir", "host", "port", "peer_port", "public_address", "database_url", "site_name",
-            "admin_password", "tls_certificate", "tls_key", "vcenter_url", "vcenter_username", "vcenter_verify",
-            "workers", "threads"]
+    keys = ["data_dir", "host", "port", "peer_port", "public_address", "database_url", "database_url_file",
+            "site_name", "admin_password", "admin_password_file", "tls_certificate", "tls_key", "insecure_http",
+            "vcenter_url", "vcenter_username", "vcenter_verify", "workers", "threads"]
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = load_config(args.config, env=env, **overrides)
     if not args.data_dir and not args.config and "ZVM_DATA_DIR" not in (env or os.environ):
@@ -59,14 +76,37 @@ def config_from_args(args: argparse.Namespace, env=None) -> ZvmConfig:
 def run(args: argparse.Namespace) -> int:
     from zvm.service import Zvm
 
+    os.umask(0o077)  # the database, keys and certificates are the service user's only
+    for secret in ("admin_password", "database_url"):
+        if getattr(args, secret, None) and (secret != "database_url" or "@" in args.database_url):
+            print(f"zvm: --{secret.replace('_', '-')} on the command line shows in ps: use "
+                  f"ZVM_{secret.upper()} or --{secret.replace('_', '-')}-file", file=sys.stderr, flush=True)
     config = config_from_args(args)
     zvm = Zvm(config).open()
     if zvm.generated_admin_password:
         print(f"zvm: created user {config.admin_username!r} with password {zvm.generated_admin_password} "
-              "(shown only this once: keep it, or set another with --admin-password)", flush=True)
+              "(shown only this once: keep it, or set another with --admin-password-file)", flush=True)
+    zdb.connect(zvm.db)
+    site_name = zvm.local_site().name
     zvm.stop()  # close the database before gunicorn forks
+    https_setup(config, site_name)
     ZvmGunicorn(config).run()
     return 0
+
+
+def https_setup(config: ZvmConfig, site_name: str) -> None:
+    """Make (or keep) the API's certificate when none is configured, and say how clients verify it."""
+    if config.insecure_http:
+        print(f"zvm: WARNING: plain HTTP on {config.host}:{config.port} (--insecure-http): passwords and "
+              "session tokens travel in clear", flush=True)
+        return
+    if not config.tls:
+        from zvm.https import ensure_api_certificate, host_names
+
+        cert = ensure_api_certificate(config.data_dir, site_name, host_names(config.host, config.public_address))
+        config.tls_certificate, config.tls_key = str(cert.cert), str(cert.key)
+        print(f"zvm: HTTPS with a certificate signed by the site CA {cert.ca}; SHA-256 fingerprint "
+              f"{cert.fingerprint()} (clients: --ca-file {cert.ca} or --fingerprint)", flush=True)
 
 
 def _gunicorn_options(config: ZvmConfig) -> dict:
@@ -74,7 +114,7 @@ def _gunicorn_options(config: ZvmConfig) -> dict:
         "bind": [f"{config.host}:{config.port}"],
         "workers": config.workers,
         "threads": config.threads,
-        "worker_class": "gthread",
+        "worker_class": "zvm.serve_worker.ZvmWorker",
         "timeout": 60,
         "graceful_timeout": 20,
         "loglevel": config.log_level,

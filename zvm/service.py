@@ -90,7 +90,7 @@ class Zvm:
     # --- state ------------------------------------------------------------------------------------------
 
     def open(self, *, run_migrations: bool = True) -> Zvm:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        zdb.private_dir(self.config.data_dir)
         self.secrets = zdb.SecretBox.in_dir(self.config.data_dir)
         self.db = zdb.bind(zdb.open_database(self.config.database))
         zdb.connect(self.db)

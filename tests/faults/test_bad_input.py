@@ -19,24 +19,25 @@ import grpc
 import pytest
 
 from tests.replication.lab import SECRET, Lab, wait_for
-from vra_appliance.auth import SECRET_KEY, Security
-from vra_appliance.proto.v1 import control_pb2 as cpb
-from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
-from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
-from vra_appliance.recover import MemoryJournal
-from vra_appliance.sync.checksums import DeltaParams
-from vra_appliance.sync.delta import ReplicaChecksums
-from vra_appliance.sync.errors import (
+from vra_appliance.errors import (
     ChecksumListError,
     PermanentError,
     UnknownVolumeError,
     UnknownVpgError,
     VolumeSizeError,
 )
-from vra_appliance.sync.grpc_peer import METHOD, GrpcChecksumPeer, checksum_handler
+from vra_appliance.proto.v1 import control_pb2 as cpb
+from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
+from vra_appliance.recover import MemoryJournal
+from vra_appliance.recover.service.receiver import RecoveryEndpoint, VpgReceiver
+from vra_appliance.rpc.checksums import checksum_handler
+from vra_appliance.stream.transport_grpc import SERVER_OPTIONS
+from vra_appliance.sync.checksums import DeltaParams
+from vra_appliance.sync.delta import ReplicaChecksums
+from vra_appliance.sync.grpc_peer import METHOD, GrpcChecksumPeer
 from vra_appliance.sync.messages import DeltaOpen, GroupDigests, LeafRequest
 from vra_appliance.sync.volume import FileVolume
-from vra_appliance.transport_grpc import SERVER_OPTIONS
+from vra_appliance.trust.auth import SECRET_KEY, Security
 
 from .site import VOL, VPG
 
@@ -122,7 +123,7 @@ class ImpostorRecovery:
         sides = {VPG: LyingChecksums({VOL: self.replica}, lie)}
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=SERVER_OPTIONS)
         pb_grpc.add_ReplicationServicer_to_server(
-            __import__("vra_appliance.transport_grpc", fromlist=["ReplicationServicer"]).ReplicationServicer(
+            __import__("vra_appliance.stream.transport_grpc", fromlist=["ReplicationServicer"]).ReplicationServicer(
                 endpoint, Security(pairing_secret=SECRET)), self.server)
         self.server.add_generic_rpc_handlers((checksum_handler(sides.get),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")

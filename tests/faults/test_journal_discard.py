@@ -219,7 +219,7 @@ def test_discard_corrupt_journal_then_delta_sync(site: TwoVpgSite) -> None:
 
 def test_discard_interrupted_by_a_crash_is_finished_on_restart(site: TwoVpgSite) -> None:
     """The VRA dies right after the discard was marked (before anything was deleted): the restart finishes it.
-    The marker is what DiscardJournal writes first (vra_appliance/recovery.py)."""
+    The marker is what DiscardJournal writes first (vra_appliance/recover/service/side.py)."""
     cp_g = _corrupt_and_restart(site)
     digest_g = sha256_file(site.source[VOL_G])
     reply = site.p.control.ForceSync(cpb.ForceSyncRequest(vpg=VPG_F, reason=cpb.SYNC_REASON_JOURNAL_CORRUPT))

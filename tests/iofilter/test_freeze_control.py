@@ -12,7 +12,7 @@ from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter.control import ControlError, FilterControl
 from vra_appliance.iofilter.freeze import FreezeCoordinator, FreezeError, WriteGate
-from vra_appliance.iofilter.split_protocol import SplitListener
+from vra_appliance.protect.split_listener import SplitListener
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter import split_protocol as sp
 from vra_appliance.iofilter.control import FilterControl
-from vra_appliance.iofilter.split_protocol import SplitListener
+from vra_appliance.protect.split_listener import SplitListener
 
 
 @pytest.fixture

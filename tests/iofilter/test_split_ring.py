@@ -22,13 +22,14 @@ from tests.iofilter.conftest import MiB, sha256
 from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.test_split import start_vra_process
 from tests.iofilter.vra_stub import RecordingVra
+from vra_appliance.errors import RingCorrupt
 from vra_appliance.iofilter import split_protocol as sp
 from vra_appliance.iofilter import split_ring
 from vra_appliance.iofilter.control import FilterControl
 from vra_appliance.iofilter.dirty_map import DirtyMap
-from vra_appliance.iofilter.split_protocol import SplitListener
-from vra_appliance.iofilter.split_ring import RingCorrupt, RingReader, RingWriter
+from vra_appliance.iofilter.split_ring import RingReader, RingWriter
 from vra_appliance.iofilter.splitter import Splitter
+from vra_appliance.protect.split_listener import SplitListener
 
 
 @pytest.fixture

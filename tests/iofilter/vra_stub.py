@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from vra_appliance.iofilter.split_protocol import SplitListener
+from vra_appliance.protect.split_listener import SplitListener
 
 
 class RecordingVra:

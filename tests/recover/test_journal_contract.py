@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vra_appliance.errors import PermanentError
 from vra_appliance.recover import (
     CheckpointInfo,
     IndexedJournal,
@@ -13,7 +14,6 @@ from vra_appliance.recover import (
     TransientError,
     WriteRecord,
 )
-from vra_appliance.recover.errors import PermanentError
 
 from .conftest import checkpoint, digest, writes
 

@@ -1,4 +1,4 @@
-"""RecoverSide.discard_journal in process (the DiscardJournal RPC's core), over real file journals and replica
+"""RecoverySide.discard_journal in process (the DiscardJournal RPC's core), over real file journals and replica
 files: what it deletes and resets, what it refuses, and a discard a crash interrupted, finished when the role
 is taken up again. The end-to-end path (real daemons, a corrupted segment, the delta sync after it) is in
 tests/faults/test_journal_discard.py."""
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from vra_appliance.config import RecoverRole, ReplicaVolume
+from vra_appliance.errors import UnknownVpgError
 from vra_appliance.recover import CheckpointRecord, WriteRecord
 from vra_appliance.recover.segments import vpg_dirname
-from vra_appliance.recovery import DISCARD_MARKER, DiscardRefused, RecoverSide
+from vra_appliance.recover.service.side import DISCARD_MARKER, DiscardRefused, RecoverySide
 
 SIZE = 1 << 20
 
@@ -25,7 +26,7 @@ def _role(tmp: Path, vpg: str) -> RecoverRole:
                        ("host-a",), history_s=0.0 if vpg == "vpg-f" else 3600.0)
 
 
-def _fill(side: RecoverSide, vpg: str, n: int = 8) -> None:
+def _fill(side: RecoverySide, vpg: str, n: int = 8) -> None:
     rvpg = side.get(vpg).rvpg
     now = time.time_ns()
     seq = rvpg.last_seq()
@@ -40,7 +41,7 @@ def _promotion(tmp: Path, vpg: str) -> dict:
 
 @pytest.fixture
 def side(tmp_path):
-    s = RecoverSide("recover-r", tmp_path / "state")
+    s = RecoverySide("recover-r", tmp_path / "state")
     for vpg in ("vpg-f", "vpg-g"):
         s.configure(_role(tmp_path, vpg))
         _fill(s, vpg)
@@ -60,7 +61,7 @@ def test_healthy_journal_is_refused_without_force_and_nothing_changes(side, tmp_
 
 
 def test_unknown_vpg(side) -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownVpgError):
         side.discard_journal("vpg-x", "test", force=True)
 
 
@@ -99,7 +100,7 @@ def test_a_discard_interrupted_after_the_journal_is_deleted_is_finished_on_resta
     assert marker.exists()
     assert (tmp_path / "journal" / "streams" / f"{vpg_dirname('vpg-f')}.positions").exists()
 
-    again = RecoverSide("recover-r", tmp_path / "state")
+    again = RecoverySide("recover-r", tmp_path / "state")
     try:
         for vpg in ("vpg-f", "vpg-g"):
             again.configure(_role(tmp_path, vpg))
@@ -115,7 +116,7 @@ def test_a_discard_interrupted_after_the_journal_is_deleted_is_finished_on_resta
 
 def test_refused_while_a_recovery_session_holds_images(side) -> None:
     rvpg = side.get("vpg-g").rvpg
-    image = rvpg.image("vol-1", "cp-9")  # what a failover test's session holds (vra_appliance/recovery_ops.py)
+    image = rvpg.image("vol-1", "cp-9")  # what a failover test's session holds (vra_appliance/rpc/recovery_ops.py)
     try:
         with pytest.raises(DiscardRefused, match="recovery session"):
             side.discard_journal("vpg-g", "test", force=True)

@@ -230,7 +230,7 @@ def test_promoter_loop_starts_and_stops(tmp_path):
     site.vpg.start()  # idempotent
     site.vpg.promoter.wake()
     site.vpg.stop()
-    assert site.vpg.promoter._thread is None
+    assert not site.vpg.promoter.running
     site.vpg.stop()
     site.close()
 

@@ -1,4 +1,4 @@
-"""A recovery session's volume (vra_appliance/recovery_exports.py): a point-in-time image under a scratch
+"""A recovery session's volume (vra_appliance/recover/service/exports.py): a point-in-time image under a scratch
 overlay. Reads see the image with the scratch's writes on top; the image is never written; the scratch's
 limit refuses writes with ENOSPC and says so; applying the scratch onto a replica equal to the image makes
 it equal to what the VM saw, copying only the blocks written, and doing it again changes nothing."""
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from vra_appliance.recovery_exports import (
+from vra_appliance.recover.service.exports import (
     SCRATCH_BLOCK,
     ScratchBudget,
     SessionVolume,

@@ -54,8 +54,8 @@ class VraControl:
     def __init__(self, address: str) -> None:
         import grpc
 
-        from vra_appliance.auth import SECRET_KEY
         from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+        from vra_appliance.trust.auth import SECRET_KEY
 
         self.channel = grpc.insecure_channel(address)
         self.stub = cpb_grpc.ControlStub(self.channel)

@@ -8,12 +8,12 @@ from concurrent import futures
 import grpc
 import pytest
 
-from vra_appliance.auth import Security
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
-from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
 from vra_appliance.recover import MemoryJournal
-from vra_appliance.transport import InProcessTransport, Transport
-from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
+from vra_appliance.recover.service.receiver import RecoveryEndpoint, VpgReceiver
+from vra_appliance.stream.transport import InProcessTransport, Transport
+from vra_appliance.stream.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
+from vra_appliance.trust.auth import Security
 
 from .lab import wait_for  # noqa: F401 (re-exported for the tests)
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import grpc
 
-from vra_appliance.auth import SECRET_KEY
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.control import FilterControl
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
+from vra_appliance.trust.auth import SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "lab-pairing-secret"

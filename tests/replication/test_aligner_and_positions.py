@@ -9,13 +9,13 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
-from vra_appliance.positions import PositionsLog, replay
-from vra_appliance.receiver import VpgReceiver
 from vra_appliance.recover import CheckpointRecord, WriteRecord
 from vra_appliance.recover.filejournal import FileJournal
-from vra_appliance.transport import Hello
-from vra_appliance.wire import StreamMarker, StreamWrite, seal
+from vra_appliance.recover.service.positions import PositionsLog, replay
+from vra_appliance.recover.service.receiver import VpgReceiver
+from vra_appliance.stream.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.stream.transport import Hello
+from vra_appliance.stream.wire import StreamMarker, StreamWrite, seal
 
 
 @st.composite

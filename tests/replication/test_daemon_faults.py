@@ -12,9 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from vra_appliance.auth import Security
 from vra_appliance.proto.v1 import control_pb2 as cpb
-from vra_appliance.transport import (
+from vra_appliance.stream.transport import (
     BAD_CHECKSUM,
     GAP,
     JOURNAL_ERROR,
@@ -23,8 +22,9 @@ from vra_appliance.transport import (
     Hello,
     Refused,
 )
-from vra_appliance.transport_grpc import GrpcTransport
-from vra_appliance.wire import StreamMarker, StreamWrite, seal
+from vra_appliance.stream.transport_grpc import GrpcTransport
+from vra_appliance.stream.wire import StreamMarker, StreamWrite, seal
+from vra_appliance.trust.auth import Security
 
 from .lab import SECRET, Lab, run, sha256_file, wait_for
 

@@ -9,8 +9,8 @@ from concurrent.futures import Future
 import pytest
 
 from vra_appliance.protect.vpg import ProtectedVpg
-from vra_appliance.receiver import load_journal_epoch
-from vra_appliance.transport import Ack, Welcome
+from vra_appliance.recover.service.receiver import load_journal_epoch
+from vra_appliance.stream.transport import Ack, Welcome
 
 
 class Scripted:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from vra_appliance.protect.side import ProtectSide
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
 from vra_appliance.recover import CheckpointRecord, WriteRecord
-from vra_appliance.transport import InProcessTransport, Refused, TransientError
-from vra_appliance.wire import CODEC_NONE, CODEC_ZSTD
+from vra_appliance.stream.transport import InProcessTransport, Refused, TransientError
+from vra_appliance.stream.wire import CODEC_NONE, CODEC_ZSTD
 
 from .conftest import Recovery
 

@@ -11,7 +11,7 @@ from concurrent import futures
 
 import grpc
 
-from vra_appliance.transport_grpc import CHANNEL_OPTIONS
+from vra_appliance.stream.transport_grpc import CHANNEL_OPTIONS
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from vra_appliance.protect.compression import MAX_LEVEL, MIN_LEVEL, AdaptiveLevel
 from vra_appliance.protect.throttle import SiteThrottle, ThrottledTransport, TokenBucket
-from vra_appliance.wire import StreamWrite, seal
+from vra_appliance.stream.wire import StreamWrite, seal
 
 
 class Clock:

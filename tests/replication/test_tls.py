@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vra_appliance.auth import Security
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
-from vra_appliance.transport import UNPAIRED_PEER, Hello, Refused, TransientError
-from vra_appliance.transport_grpc import GrpcTransport
-from vra_appliance.wire import StreamWrite, seal
+from vra_appliance.stream.transport import UNPAIRED_PEER, Hello, Refused, TransientError
+from vra_appliance.stream.transport_grpc import GrpcTransport
+from vra_appliance.stream.wire import StreamWrite, seal
+from vra_appliance.trust.auth import Security
 
 from .lab import Proc, wait_for
 

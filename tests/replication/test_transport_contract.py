@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from vra_appliance.recover import CheckpointRecord, WriteRecord
-from vra_appliance.transport import (
+from vra_appliance.stream.transport import (
     BAD_CHECKSUM,
     GAP,
     JOURNAL_FULL,
@@ -18,7 +18,7 @@ from vra_appliance.transport import (
     Refused,
     TransientError,
 )
-from vra_appliance.wire import StreamMarker, StreamWrite, seal
+from vra_appliance.stream.wire import StreamMarker, StreamWrite, seal
 
 
 def writes(first: int, n: int, volume: str = "vol-1", size: int = 4096) -> list[StreamWrite]:

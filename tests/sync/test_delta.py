@@ -11,9 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.sync.conftest import MemVolume, file_digest
-from vra_appliance.sync.checksums import DIGEST_SIZE, DeltaParams, Hasher, block_ranges, differing
-from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, delta_sync, hash_range
-from vra_appliance.sync.errors import (
+from vra_appliance.errors import (
     BlockSizeMismatchError,
     ChecksumListError,
     PermanentError,
@@ -22,6 +20,8 @@ from vra_appliance.sync.errors import (
     UnknownVolumeError,
     VolumeSizeError,
 )
+from vra_appliance.sync.checksums import DIGEST_SIZE, DeltaParams, Hasher, block_ranges, differing
+from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, delta_sync, hash_range
 from vra_appliance.sync.initial import choose_initial
 from vra_appliance.sync.messages import (
     CloseRequest,

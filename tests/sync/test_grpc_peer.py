@@ -10,16 +10,17 @@ import grpc
 import pytest
 
 from tests.sync.conftest import MemVolume
-from vra_appliance.sync.checksums import DeltaParams
-from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, apply
-from vra_appliance.sync.errors import (
+from vra_appliance.errors import (
     ChecksumListError,
     TransientError,
     UnknownVolumeError,
     UnknownVpgError,
     VolumeSizeError,
 )
-from vra_appliance.sync.grpc_peer import GrpcChecksumPeer, checksum_handler
+from vra_appliance.rpc.checksums import checksum_handler
+from vra_appliance.sync.checksums import DeltaParams
+from vra_appliance.sync.delta import DeltaSync, ReplicaChecksums, apply
+from vra_appliance.sync.grpc_peer import GrpcChecksumPeer
 from vra_appliance.sync.messages import DeltaOpen, LeafRequest
 from zvm.lab.wan import WanEmulator
 

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from vra_appliance.errors import UnknownVolumeError
 from vra_appliance.recover import MemoryJournal, RecoveryVPG, ReplicaVolume, WriteRecord
 from vra_appliance.sync.checksums import DeltaParams
 from vra_appliance.sync.delta import DeltaSync, apply
-from vra_appliance.sync.errors import UnknownVolumeError
 from vra_appliance.sync.messages import DeltaOpen
 from vra_appliance.sync.replica_side import JournalTipChecksums
 from vra_appliance.sync.state import Phase, Reason, SyncKind, VolumeSyncState
@@ -131,9 +131,9 @@ def test_a_new_volume_or_a_bitmap_need_before_any_sync_is_an_initial_sync(reason
 
 
 def test_a_replaced_role_keeps_the_sync_state_of_its_volumes() -> None:
-    from vra_appliance.auth import Security
     from vra_appliance.config import PeerVra, ProtectRole
     from vra_appliance.protect.syncs import VpgSyncs
+    from vra_appliance.trust.auth import Security
 
     engine = SimpleNamespace(set_syncing=lambda syncing: None)  # all the runner calls here
     old = VpgSyncs(ProtectRole(VPG, ("v1", "v2"), (), PeerVra("r", "127.0.0.1:1")), engine, [], Security())

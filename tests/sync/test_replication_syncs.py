@@ -23,17 +23,17 @@ from concurrent import futures
 import grpc
 import pytest
 
-from vra_appliance.auth import Security
 from vra_appliance.protect.vpg import ProtectedVpg, ProtectSettings
 from vra_appliance.proto.v1 import replication_pb2_grpc as pb_grpc
-from vra_appliance.receiver import RecoveryEndpoint, VpgReceiver
 from vra_appliance.recover import CheckpointRecord, MemoryJournal, WriteRecord
+from vra_appliance.recover.service.receiver import RecoveryEndpoint, VpgReceiver
+from vra_appliance.stream.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
 from vra_appliance.sync.delta import ReplicaChecksums
 from vra_appliance.sync.protect_adapter import ProtectedVpgLink
 from vra_appliance.sync.runner import VpgSyncRunner
 from vra_appliance.sync.state import Phase, Reason
 from vra_appliance.sync.volume import FileVolume
-from vra_appliance.transport_grpc import SERVER_OPTIONS, GrpcTransport, ReplicationServicer
+from vra_appliance.trust.auth import Security
 from zvm.lab.wan import WanEmulator
 
 SECRET = "sync-test-secret"

@@ -5,7 +5,10 @@
 //   - places every datastore under -dir, so the datastores are real directories the tests can reach,
 //   - gives every VM disk a real, sparse flat file of -disk-mb MiB and a text VMDK descriptor,
 //   - implements ExtensionManager Register/Find/Unregister/UpdateExtension (missing in govmomi 0.24),
-//     so that vSphere client plugin registration can be tested.
+//     so that vSphere client plugin registration can be tested,
+//   - with -tls, serves https with a self-signed certificate (as a real vCenter does), or the one given by
+//     -tls-cert/-tls-key, so that pinning vCenter's certificate by its SHA-256 fingerprint, and trusting
+//     it through a CA bundle, can be tested.
 //
 // On start it prints one JSON line to stdout: {"url": ..., "datastores": {name: directory}} and then
 // serves until SIGINT or SIGTERM.
@@ -13,6 +16,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -191,6 +195,9 @@ func main() {
 	username := flag.String("username", "administrator@vsphere.local", "login user name")
 	password := flag.String("password", "", "login password (empty: any non-empty user and password)")
 	autostart := flag.Bool("autostart", true, "power on the VMs the model creates")
+	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate instead of http")
+	tlsCert := flag.String("tls-cert", "", "with -tls: serve this PEM certificate (chain) instead")
+	tlsKey := flag.String("tls-key", "", "with -tls: the PEM private key of -tls-cert")
 	flag.Parse()
 
 	if *dir != "" {
@@ -236,6 +243,17 @@ func main() {
 		u.User = url.UserPassword(*username, *password)
 	}
 	model.Service.Listen = u
+	if *useTLS {
+		model.Service.TLS = new(tls.Config)
+		if *tlsCert != "" {
+			pair, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "vcsim: cannot load -tls-cert/-tls-key: %v\n", err)
+				os.Exit(2)
+			}
+			model.Service.TLS.Certificates = []tls.Certificate{pair}
+		}
+	}
 	server := model.Service.NewServer()
 	defer server.Close()
 

@@ -73,6 +73,8 @@ def start_serve(data_dir: Path, *args: str, env: dict | None = None, port: int |
     port = port or free_port()
     cmd = [sys.executable, "-m", "zvm.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1", "--threads", "4", *args]
+    if scheme == "http":
+        cmd.append("--insecure-http")  # these tests are about other things; tests/security covers HTTPS
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             env={**os.environ, **(env or {})})
     sp = ServeProcess(proc=proc, port=port, scheme=scheme)

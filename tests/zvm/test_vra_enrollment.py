@@ -26,14 +26,14 @@ from tests.zvm.conftest import ADMIN_PASSWORD
 from tests.zvm.fakes import ApiClient
 from tests.zvm.pg import free_port
 from tests.zvm.procs import start_serve
-from vra_appliance.auth import Security
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.proto.v1 import control_pb2_grpc as cpb_grpc
 from vra_appliance.proto.v1 import recovery_pb2 as rpb
 from vra_appliance.proto.v1 import recovery_pb2_grpc as rpb_grpc
-from vra_appliance.transport import Hello, TransientError
-from vra_appliance.transport_grpc import GrpcTransport
-from vra_appliance.wire import StreamWrite, seal
+from vra_appliance.stream.transport import Hello, TransientError
+from vra_appliance.stream.transport_grpc import GrpcTransport
+from vra_appliance.stream.wire import StreamWrite, seal
+from vra_appliance.trust.auth import Security
 from zvm import models as m
 from zvm.client import ZvmClient
 from zvm.peer.enrollment import site_enrollment

@@ -15,73 +15,30 @@ import json
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
+
+from vra_appliance.errors import ControlError
+from zvr_common.sockserver import StreamServer
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1024 * 1024
 
 
-class ControlError(Exception):
-    """The filter refused a control request; the message is the filter's reason."""
-
-
 class ControlServer:
+    """The filter's control socket: one JSON request per line, one JSON reply per line."""
+
     def __init__(self, path: str | os.PathLike, dispatch: Callable[[dict], dict]):
         self.path = os.fspath(path)
         self.dispatch = dispatch
-        self._lsock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
+        self._server = StreamServer(self.path, self._serve, name="iofilter-control", what="control requests",
+                                    backlog=8)
 
     def start(self) -> None:
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(self.path)
-        lsock.listen(8)
-        self._lsock = lsock
-        t = threading.Thread(target=self._accept_loop, name="iofilter-control", daemon=True)
-        self._threads.append(t)
-        t.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        if self._lsock is not None:
-            try:
-                self._lsock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._lsock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in list(self._threads):
-            t.join()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-    def _accept_loop(self) -> None:
-        while not self._stopping:
-            try:
-                conn, _ = self._lsock.accept()
-            except OSError:
-                return
-            with self._lock:
-                if self._stopping:
-                    conn.close()
-                    return
-                self._conns.add(conn)
-                t = threading.Thread(target=self._serve, args=(conn,), name="iofilter-control-conn", daemon=True)
-                self._threads.append(t)
-            t.start()
+        self._server.stop()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -96,10 +53,6 @@ class ControlServer:
                     conn.sendall(_encode(self._answer(line)))
         except OSError:
             pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
 
     def _answer(self, line: bytes) -> dict:
         try:

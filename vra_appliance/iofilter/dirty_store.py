@@ -15,14 +15,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vra_appliance.recover.durable import write_atomic
+from vra_appliance.errors import DirtyStoreError
+from vra_appliance.fileio import write_atomic
 
 FORMAT = 1
 SUFFIX = ".zdirty"
-
-
-class DirtyStoreError(Exception):
-    """A sidecar that cannot be written; the message says which file and why."""
 
 
 @dataclass

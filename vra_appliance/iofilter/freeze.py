@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vra_appliance.errors import FreezeError
+
 MAX_TIMEOUT_MS = 1000.0
 
 
@@ -102,10 +104,6 @@ class WriteGate:
                     return False
                 self._cond.wait(left)
             return True
-
-
-class FreezeError(Exception):
-    """A freeze or thaw request that cannot be carried out; the message says why."""
 
 
 class FreezeCoordinator:

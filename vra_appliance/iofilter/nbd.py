@@ -22,9 +22,11 @@ import stat
 import threading
 from dataclasses import dataclass, field
 
+from vra_appliance.errors import NbdProtocolError
 from vra_appliance.iofilter.nbd_backend import ExportBackend, FileBackend
-from vra_appliance.iofilter.nbd_handshake import HandshakeError, negotiate
-from vra_appliance.iofilter.nbd_transmission import ConnectionStats, ProtocolError, Transmission
+from vra_appliance.iofilter.nbd_handshake import negotiate
+from vra_appliance.iofilter.nbd_transmission import ConnectionStats, Transmission
+from zvr_common.sockserver import StreamServer
 
 __all__ = ["ExportBackend", "FileBackend", "NbdServer", "parse_hostport"]
 
@@ -79,8 +81,7 @@ class NbdServer:
         self._lock = threading.Lock()
         self._exports: dict[str, _Export] = {}
         self._pending: set[_Client] = set()  # connections still in the handshake
-        self._listeners: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
+        self._servers: list[StreamServer] = []
         self._stopping = False
         for name, backend in (exports or {}).items():
             self.add_export(backend, name)
@@ -130,53 +131,31 @@ class NbdServer:
     def start(self) -> None:
         if self.unix_path is not None:
             _remove_stale_socket(self.unix_path)
-            lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            lsock.bind(self.unix_path)
-            self._listen(lsock)
+            self._listen(self.unix_path)
         if self._tcp_want is not None:
-            host, port = self._tcp_want
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            lsock = socket.socket(family, socket.SOCK_STREAM)
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                lsock.bind((host, port))
-            except OSError as exc:
-                lsock.close()
+                self.tcp_address = self._listen(self._tcp_want)
+            except OSError:
                 self.stop()
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}; "
-                              "pick another --tcp address or stop what uses it") from exc
-            self.tcp_address = lsock.getsockname()[:2]
-            self._listen(lsock)
+                raise
 
-    def _listen(self, lsock: socket.socket) -> None:
-        lsock.listen(64)
-        self._listeners.append(lsock)
-        t = threading.Thread(target=self._accept_loop, args=(lsock,), name="nbd-accept", daemon=True)
-        self._threads.append(t)
-        t.start()
+    def _listen(self, address):
+        server = StreamServer(address, self._accept, name="nbd", what="NBD clients", backlog=64,
+                              on_accept=_no_delay)
+        server.start()
+        self._servers.append(server)
+        return server.address
 
     def stop(self, close_exports: bool = True) -> None:
         """Stop listening, disconnect every client (waiting for their threads), close the backends."""
         self._stopping = True
-        for lsock in self._listeners:
-            try:
-                lsock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            lsock.close()
-        for t in self._threads:
-            t.join()
-        self._listeners.clear()
-        self._threads.clear()
+        for server in self._servers:  # every connection, in its handshake or serving an export, ends
+            server.stop()
+        self._servers.clear()
         with self._lock:
-            pending = list(self._pending)
+            self._pending.clear()
             exports = list(self._exports.items())
             self._exports.clear()
-        for client in pending:
-            client.kick()
-        for client in pending:
-            if client.thread is not None:
-                client.thread.join()
         for _name, export in exports:
             self._disconnect(export)
             if close_exports:
@@ -194,22 +173,14 @@ class NbdServer:
                 client.thread.join()
 
     # -- connections ----------------------------------------------------------------------------------
-    def _accept_loop(self, lsock: socket.socket) -> None:
-        while not self._stopping:
-            try:
-                sock, _addr = lsock.accept()
-            except OSError:
+    def _accept(self, sock: socket.socket) -> None:
+        client = _Client(sock)
+        client.thread = threading.current_thread()
+        with self._lock:
+            if self._stopping:
                 return
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(sock)
-            with self._lock:
-                if self._stopping:
-                    sock.close()
-                    return
-                self._pending.add(client)
-            client.thread = threading.Thread(target=self._serve, args=(client,), name="nbd-client", daemon=True)
-            client.thread.start()
+            self._pending.add(client)
+        self._serve(client)
 
     def _serve(self, client: _Client) -> None:
         sock = client.sock
@@ -228,7 +199,7 @@ class NbdServer:
                     return  # removed while the handshake finished
                 export.clients.add(client)
             Transmission(sock, session.backend, session.structured, client.stats).run()
-        except (HandshakeError, ProtocolError) as exc:
+        except NbdProtocolError as exc:
             log.info("NBD client dropped: %s", exc)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.debug("NBD client connection ended: %s", exc)
@@ -239,6 +210,11 @@ class NbdServer:
                     export.clients.discard(client)
                     export.retired.add(client.stats)
             sock.close()
+
+
+def _no_delay(sock: socket.socket) -> None:
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _remove_stale_socket(path: str) -> None:

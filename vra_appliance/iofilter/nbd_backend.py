@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from vra_appliance.fileio import pread_into, write_zeroes
+
 
 @runtime_checkable
 class ExportBackend(Protocol):
@@ -49,7 +51,6 @@ class ExportBackend(Protocol):
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _FALLOC_FL_ZERO_RANGE = 0x10
-_ZERO_CHUNK = bytes(1024 * 1024)
 
 
 def _load_fallocate():
@@ -112,13 +113,9 @@ class FileBackend:
         return data
 
     def pread_into(self, offset: int, buf: memoryview) -> None:
-        done = os.preadv(self._fd, [buf], offset)
-        while done < len(buf):
-            n = os.preadv(self._fd, [buf[done:]], offset + done)
-            if n == 0:
-                buf[done:] = bytes(len(buf) - done)
-                return
-            done += n
+        done = pread_into(self._fd, offset, buf)
+        if done < len(buf):  # a file shorter than at open time: the missing tail reads as zeroes
+            buf[done:] = bytes(len(buf) - done)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
         flags = os.RWF_DSYNC if fua else 0
@@ -143,11 +140,7 @@ class FileBackend:
         self._write_zero_bytes(offset, length)
 
     def _write_zero_bytes(self, offset: int, length: int) -> None:
-        end = offset + length
-        while offset < end:
-            n = min(len(_ZERO_CHUNK), end - offset)
-            self.pwrite(offset, memoryview(_ZERO_CHUNK)[:n])
-            offset += n
+        write_zeroes(self.pwrite, offset, length)
 
     def close(self) -> None:
         if self._fd >= 0:

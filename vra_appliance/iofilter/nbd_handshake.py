@@ -3,7 +3,7 @@
 Supports NBD_OPT_EXPORT_NAME, ABORT, LIST, INFO, GO and STRUCTURED_REPLY; every other option gets
 NBD_REP_ERR_UNSUP, so clients fall back (no TLS, no metadata contexts). Block size constraints
 (NBD_INFO_BLOCK_SIZE) are sent with every INFO/GO reply. A client that breaks a MUST of the protocol
-(bad magic, unknown client flags, an absurd option length) is disconnected: `HandshakeError`.
+(bad magic, unknown client flags, an absurd option length) is disconnected: `NbdProtocolError`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vra_appliance.errors import NbdProtocolError
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.nbd_backend import ExportBackend
-
-
-class HandshakeError(Exception):
-    """The client broke the handshake protocol; the server drops the connection."""
 
 
 @dataclass
@@ -72,15 +69,15 @@ def negotiate(sock: socket.socket, lookup: Callable[[str], ExportBackend | None]
     sock.sendall(p.HANDSHAKE.pack(p.NBDMAGIC, p.IHAVEOPT, p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES))
     (client_flags,) = p.CLIENT_FLAGS.unpack(recv_exact(sock, 4))
     if client_flags & ~(p.CLIENT_FLAG_FIXED_NEWSTYLE | p.CLIENT_FLAG_NO_ZEROES):
-        raise HandshakeError(f"unknown client flags {client_flags:#x}")
+        raise NbdProtocolError(f"unknown client flags {client_flags:#x}")
     no_zeroes = bool(client_flags & p.CLIENT_FLAG_NO_ZEROES)
     structured = False
     while True:
         magic, option, length = p.OPTION_HEADER.unpack(recv_exact(sock, p.OPTION_HEADER.size))
         if magic != p.IHAVEOPT:
-            raise HandshakeError(f"bad option magic {magic:#x}")
+            raise NbdProtocolError(f"bad option magic {magic:#x}")
         if length > p.MAX_OPTION_LENGTH:
-            raise HandshakeError(f"option {option} has {length} bytes of data; at most "
+            raise NbdProtocolError(f"option {option} has {length} bytes of data; at most "
                                  f"{p.MAX_OPTION_LENGTH} are accepted")
         data = recv_exact(sock, length)
 

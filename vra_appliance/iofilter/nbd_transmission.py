@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from vra_appliance.errors import NbdProtocolError
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.nbd_backend import ExportBackend
 
@@ -25,10 +26,6 @@ _HDR = p.REQUEST.size
 _RECV_SIZE = p.MAX_PAYLOAD + 256 * 1024  # one maximal write plus room to batch small requests behind it
 _SHARED_RESET = 1024 * 1024  # a backend's receive buffer is renewed once this much of it was parsed
 _SEND_SIZE = p.MAX_PAYLOAD + 256 * 1024
-
-
-class ProtocolError(Exception):
-    """The client sent something that is not an NBD request; the connection is dropped."""
 
 
 class ConnectionStats:
@@ -146,7 +143,7 @@ class Transmission:
 
     # -- main loop ------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Serve requests until NBD_CMD_DISC or end of stream. Raises ProtocolError on garbage."""
+        """Serve requests until NBD_CMD_DISC or end of stream. Raises NbdProtocolError on garbage."""
         try:
             self._serve()
         finally:
@@ -168,7 +165,7 @@ class Transmission:
                 continue
             magic, flags, cmd, handle, offset, length = unpack_from(buf, start)
             if magic != p.REQUEST_MAGIC:
-                raise ProtocolError(f"bad request magic {magic:#x}")
+                raise NbdProtocolError(f"bad request magic {magic:#x}")
             if cmd == p.CMD_WRITE:
                 if length > p.MAX_PAYLOAD:
                     start, end = self._discard_payload(start + _HDR, end, length)

@@ -52,6 +52,7 @@ import os
 import platform
 import struct
 
+from vra_appliance.errors import RingCorrupt
 from vra_appliance.iofilter import split_protocol as sp
 
 RING_MAGIC = int.from_bytes(b"ZSPLRING", "little")
@@ -87,10 +88,6 @@ def ring_bytes(queue_bytes: int) -> int:
 
 def _aligned(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
-
-
-class RingCorrupt(Exception):
-    """The ring's consumer fields or frames are not what the layout allows (a broken peer)."""
 
 
 class Slab:

@@ -37,10 +37,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from vra_appliance.errors import RingCorrupt, SplitProtocolError
 from vra_appliance.iofilter import split_protocol as sp
 from vra_appliance.iofilter import split_ring
 from vra_appliance.iofilter.dirty_map import DirtyMap
-from vra_appliance.iofilter.split_ring import RingCorrupt, RingWriter
+from vra_appliance.iofilter.split_ring import RingWriter
 
 log = logging.getLogger(__name__)
 
@@ -657,12 +658,12 @@ class Splitter:
                 for pos in range(0, n, header.size):
                     magic, ftype, _f, _v, seq, length = header.unpack_from(pending, pos)
                     if magic != sp.MAGIC or ftype != sp.ACK or length:
-                        raise sp.SplitProtocolError(f"unexpected frame type {ftype} from the VRA")
+                        raise SplitProtocolError(f"unexpected frame type {ftype} from the VRA")
                     last = seq
                 pending = pending[n:]
                 if last is not None:
                     self._acked(last)
-        except (OSError, sp.SplitProtocolError) as exc:
+        except (OSError, SplitProtocolError) as exc:
             reason = str(exc)
         self._disconnected(gen, reason)
 

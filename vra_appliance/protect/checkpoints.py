@@ -31,11 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from vra_appliance.config import DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_INTERVAL_S, MIN_INTERVAL_S
+from zvr_common.loop import Loop
+
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 5.0
-MIN_INTERVAL_S = 1.0
-DEFAULT_FREEZE_TIMEOUT_MS = 100
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ class CheckpointCoordinator:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.participants)), thread_name_prefix=f"cp-{vpg}")
         self._next_due = clock() + interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a failed checkpoint is logged by the loop, and the next one is tried when it falls due
+        self._loop = Loop(f"checkpoints-{vpg}", MIN_INTERVAL_S, target=self.sync_once, logger=log,
+                          delay=lambda: max(0.01, self._next_due - self._clock()), max_backoff=MIN_INTERVAL_S)
         self.last: CheckpointResult | None = None
         self.taken = 0
         self.failed = 0
@@ -177,21 +178,8 @@ class CheckpointCoordinator:
         return self.take()
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"checkpoints-{self.vpg}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("VPG %s: checkpoint failed", self.vpg)
-            self._stop.wait(max(0.01, self._next_due - self._clock()))
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop(timeout=None)
         self._pool.shutdown(wait=True)

@@ -1,6 +1,6 @@
 """The protect side of one VRA: its filters' split streams -> the ``ProtectedVpg`` of each volume's VPG.
 
-``ProtectSide`` is the ``SplitHandler`` of the VRA's ``SplitListener`` (vra_appliance.iofilter.split_protocol):
+``ProtectSide`` is the ``SplitHandler`` of the VRA's ``SplitListener`` (vra_appliance.protect.split_listener):
 it routes every write to the VPG of its volume, notices gaps in a filter's ``filter_seq`` (the filter put
 writes in its dirty map: the VPGs on that filter need a bitmap sync), and is the checkpoint ``Participant``
 of this VRA: ``freeze`` / ``thaw`` drive the local filters' control sockets for one VPG.

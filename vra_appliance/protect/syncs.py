@@ -20,15 +20,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 
-from vra_appliance.auth import Security
 from vra_appliance.config import ProtectRole
-from vra_appliance.sync.errors import TransientError
+from vra_appliance.errors import TransientError
+from vra_appliance.stream.transport_grpc import CHANNEL_OPTIONS
 from vra_appliance.sync.grpc_peer import GrpcChecksumPeer
 from vra_appliance.sync.protect_adapter import FilterDirtySource, ProtectedVpgLink
 from vra_appliance.sync.runner import VpgSyncRunner
 from vra_appliance.sync.state import VpgSyncState
 from vra_appliance.sync.volume import FileVolume, VolumeReader
-from vra_appliance.transport_grpc import CHANNEL_OPTIONS
+from vra_appliance.trust.auth import Security
 
 
 class FilterVolumes(Mapping[str, VolumeReader]):

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from vra_appliance.transport import Ack, Hello, Transport, Welcome
-from vra_appliance.wire import Batch
+from vra_appliance.stream.transport import Ack, Hello, Transport, Welcome
+from vra_appliance.stream.wire import Batch
 
 
 class TokenBucket:

@@ -30,11 +30,19 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from vra_appliance.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.errors import ApplianceError, TransientError
 from vra_appliance.protect.compression import AdaptiveLevel
 from vra_appliance.protect.dirty import ExtentMap
-from vra_appliance.transport import GAP, Ack, Hello, Refused, ReplicationError, TransientError, Transport
-from vra_appliance.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
+from vra_appliance.stream.aligner import Aligner, Checkpoint, Dropped, Item, Mark
+from vra_appliance.stream.transport import (
+    GAP,
+    Ack,
+    Hello,
+    Refused,
+    Transport,
+)
+from vra_appliance.stream.wire import CODEC_NONE, CODEC_ZSTD, Batch, StreamMarker, StreamWrite, seal
+from zvr_common.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +161,10 @@ class ProtectedVpg:
         self._filter_of: dict[str, str] = {}  # volume -> the filter (aligner input) that carries its writes
         self._marker_seqs: dict[str, int] = {}
         self.counters = _Counters()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._kicked = False
+        # The sender: woken by a kick (a write queued, an ack, a reconnect due); otherwise at the next
+        # deadline it computes (a batch falls due, a retry), at most a second apart.
+        self._loop = Loop(f"protect-{vpg}", 1.0, target=self._send_pass, delay=self._next_wakeup_locked,
+                          max_backoff=1.0, logger=log)
 
     # -- from the split listener (any filter thread) -------------------------------------------------------
     def on_write(self, filter_id: str, volume: str, offset: int, data: bytes) -> None:
@@ -295,7 +304,7 @@ class ProtectedVpg:
         with self._cv:
             while self._held_bytes() + length > self._sync_limit():
                 left = deadline - self._clock()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0 or self._loop.stopping:
                     return False
                 self._cv.wait(min(left, 0.1))
             data = read(offset, length)
@@ -399,7 +408,7 @@ class ProtectedVpg:
                 return 0
         self._drain_aligner()
         sent = self._resend()
-        while not self._stop.is_set():
+        while not self._loop.stopping:
             records = self._take_batch()
             if records is None:
                 break
@@ -410,8 +419,8 @@ class ProtectedVpg:
         return sent
 
     def _kick(self) -> None:
-        self._kicked = True
         self._cv.notify_all()
+        self._loop.wake()
 
     def _window_full(self) -> bool:
         inflight = sum(e.batch.wire_bytes for e in self._buffer if e.future is not None)
@@ -496,7 +505,7 @@ class ProtectedVpg:
     def _send(self, entry: _Sent) -> bool:
         try:
             fut = self.transport.send(entry.batch)
-        except ReplicationError as exc:
+        except ApplianceError as exc:
             self._disconnect(exc)
             return False
         with self._cv:
@@ -559,7 +568,7 @@ class ProtectedVpg:
                 self._reset_stream(exc)
             self._disconnect(exc)
             return
-        except ReplicationError as exc:
+        except ApplianceError as exc:
             self._disconnect(exc)
             return
         with self._cv:
@@ -617,7 +626,7 @@ class ProtectedVpg:
     def _disconnect(self, exc: BaseException) -> None:
         try:
             self.transport.close()
-        except ReplicationError:
+        except ApplianceError:
             pass
         with self._cv:
             was = self.connected
@@ -650,21 +659,18 @@ class ProtectedVpg:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"protect-{self.vpg}", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("VPG %s: sender failed", self.vpg)
-                self._disconnect(TransientError("sender failed"))
-            with self._cv:
-                if not self._kicked and not self._stop.is_set():
-                    self._cv.wait(self._next_wakeup())
-                self._kicked = False
+    def _send_pass(self) -> None:
+        try:
+            self.sync_once()
+        except Exception:
+            self._disconnect(TransientError("sender failed"))
+            raise  # the loop logs it
+
+    def _next_wakeup_locked(self) -> float:
+        with self._cv:
+            return self._next_wakeup()
 
     def _next_wakeup(self) -> float:
         now = self._clock()
@@ -680,12 +686,9 @@ class ProtectedVpg:
         return min(waits)
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._cv:
-            self._kick()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop(timeout=None)
+        with self._cv:  # waiters for room or acks see the loop stopping
+            self._cv.notify_all()
         getattr(self.transport, "shutdown", self.transport.close)()
 
     # -- status ----------------------------------------------------------------------------------------------------

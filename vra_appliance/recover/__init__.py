@@ -1,10 +1,14 @@
 """Recovery side of replication: the journal, the promoter, checkpoints and point-in-time images.
 
-A pure, testable core: no grpc, flask, peewee or pyVmomi. See docs/FORMAT.md for the on-disk format and
+A pure, testable core: no grpc, flask, peewee or pyVmomi, and nothing of the appliance but its two leaf
+modules (``vra_appliance.errors``, the exception tree, and ``vra_appliance.fileio``), and of the
+product's shared base only ``zvr_common.loop`` (the promoter's loop). The running service
+over it (receivers, the recover roles of a VRA, session exports) is the subpackage ``recover.service``,
+which the core never imports. See docs/FORMAT.md for the on-disk format and
 docs/CONTRACTS.md section 4 for the Journal contract.
 """
 
-from .errors import (
+from vra_appliance.errors import (
     CheckpointNotFoundError,
     CorruptionError,
     ImagePinnedError,
@@ -13,10 +17,10 @@ from .errors import (
     JournalFullError,
     JournalGapError,
     PermanentError,
-    RecoverError,
     TransientError,
     UnknownVolumeError,
 )
+
 from .filejournal import FileJournal
 from .image import PointInTimeImage
 from .journal import Entry, IndexedJournal, Journal
@@ -24,7 +28,6 @@ from .memory import MemoryJournal
 from .promoter import PromotionResult, RetentionPolicy
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 from .replica import ReplicaVolume
-from .site import RecoverySite, UnknownVPGError
 from .vpg import JournalState, RecoveryVPG, VPGStatus
 
 __all__ = [
@@ -47,13 +50,10 @@ __all__ = [
     "PointInTimeImage",
     "PromotionResult",
     "Record",
-    "RecoverError",
-    "RecoverySite",
     "RecoveryVPG",
     "ReplicaVolume",
     "RetentionPolicy",
     "TransientError",
-    "UnknownVPGError",
     "UnknownVolumeError",
     "VPGStatus",
     "WriteRecord",

@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .durable import fsync_dir, pread_exact
-from .errors import JournalClosedError, JournalCorruptError, JournalFullError
-from .format import FormatError, decode_records, encode_record, encode_segment_start
+from vra_appliance.errors import JournalClosedError, JournalCorruptError, JournalFullError, RecordFormatError
+from vra_appliance.fileio import fsync_dir, pread_exact
+
+from .format import decode_records, encode_record, encode_segment_start
 from .journal import Entry, batch_vpg, new_records
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 from .segments import (
@@ -281,7 +282,7 @@ class FileJournal:
                     buf = pread_exact(fd, stop - start, start)
                     try:
                         records = decode_records(buf, start, st.vpg)
-                    except FormatError as exc:
+                    except RecordFormatError as exc:
                         st.corrupt = JournalCorruptError(st.vpg, f"{segment.path}:{exc.offset}", exc.detail)
                         raise st.corrupt from exc
                     for k, record in enumerate(records):

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import crc32c
 
+from vra_appliance.errors import RecordFormatError
+
 from .records import CheckpointRecord, Record, WriteRecord
 
 MAGIC = b"ZVRJSEG\x00"
@@ -36,13 +38,6 @@ SEG_HEAD = struct.Struct("<HHIQH")  # format version, reserved, reserved, first_
 _PAD = bytes(ALIGN)
 
 
-class FormatError(Exception):
-    """A record failed its checksum or structure check (the journal turns this into JournalCorruptError)."""
-
-    def __init__(self, offset: int, detail: str) -> None:
-        self.offset = offset
-        self.detail = detail
-        super().__init__(f"offset {offset}: {detail}")
 
 
 def align(n: int) -> int:
@@ -246,10 +241,10 @@ def decode_records(buf: bytes, base: int, vpg: str) -> list[Record]:
     while pos < len(buf):
         frame = _check_frame(buf, pos)
         if isinstance(frame, str):
-            raise FormatError(base + pos, frame)
+            raise RecordFormatError(base + pos, frame)
         meta = _decode_meta(buf, pos, vpg, frame)
         if isinstance(meta, str):
-            raise FormatError(base + pos, meta)
+            raise RecordFormatError(base + pos, meta)
         if meta.checkpoint is not None:
             out.append(meta.checkpoint)
         else:

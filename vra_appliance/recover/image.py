@@ -15,14 +15,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .durable import pread_exact
-from .errors import RecoverError
+from vra_appliance.errors import ApplianceError
+from vra_appliance.fileio import pread_exact, pwrite_all, write_zeroes
+
 from .extents import ExtentMap
 from .journal import IndexedJournal
 from .replica import Replica
 
 SCRATCH_BLOCK = 64 << 10
-_ZEROS = bytes(1 << 20)
 
 
 class ScratchOverlay:
@@ -105,7 +105,7 @@ class PointInTimeImage:
                     parts.append(self._replica.pread(self.volume, piece.start, n))
                 else:
                     parts.append(self._journal.read_data(self.vpg, piece.loc, piece.skip, n))
-        except RecoverError as exc:
+        except ApplianceError as exc:
             raise OSError(errno.EIO, f"image {self.name}: {exc}") from exc
         return b"".join(parts)
 
@@ -149,11 +149,8 @@ class PointInTimeImage:
             for block in {first, last}:  # edge blocks written in part: copy them first
                 b_start, b_end = block * bs, min((block + 1) * bs, self.size)
                 if not scratch.present[block] and (offset > b_start or end < b_end):
-                    os.pwrite(scratch.fd, self._base(b_start, b_end - b_start), b_start)
-            view, pos = memoryview(data), offset
-            while view:
-                n = os.pwrite(scratch.fd, view, pos)
-                view, pos = view[n:], pos + n
+                    pwrite_all(scratch.fd, self._base(b_start, b_end - b_start), b_start)
+            pwrite_all(scratch.fd, data, offset)
             scratch.present[first : last + 1] = b"\x01" * (last - first + 1)
         if fua:
             os.fsync(scratch.fd)
@@ -161,11 +158,7 @@ class PointInTimeImage:
     def write_zeroes(self, offset: int, length: int, may_trim: bool = False) -> None:
         self._writable()
         self._check(offset, length)
-        pos, end = offset, offset + length
-        while pos < end:
-            n = min(end - pos, len(_ZEROS))
-            self.pwrite(pos, _ZEROS[:n])
-            pos += n
+        write_zeroes(self.pwrite, offset, length)
 
     def trim(self, offset: int, length: int) -> None:
         # NBD lets a trimmed range read back as anything; keeping the old content is the safe choice

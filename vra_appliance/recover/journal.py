@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from .errors import JournalGapError
+from vra_appliance.errors import JournalGapError
+
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord, validate
 
 

@@ -8,7 +8,8 @@ import bisect
 import threading
 from collections.abc import Iterator, Sequence
 
-from .errors import JournalClosedError, JournalFullError
+from vra_appliance.errors import JournalClosedError, JournalFullError
+
 from .format import encoded_size
 from .journal import Entry, batch_vpg, new_records
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord

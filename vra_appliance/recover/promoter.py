@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from zvr_common.loop import Loop
+
 from .journal import IndexedJournal
 from .replica import Replica
 
@@ -124,9 +126,7 @@ class Promoter:
         self._early_ts: int | None = None
         self.pinned = False
         self.last_error: Exception | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._loop = Loop(f"promoter-{vpg}", interval_s, target=self.promote_once, logger=log)
 
     def redo(self) -> None:
         """Finish a promotion a crash interrupted: apply its range again, then commit and trim."""
@@ -205,33 +205,20 @@ class Promoter:
     # -- loop ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"promoter-{self.vpg}", daemon=True)
-        self._thread.start()
+        self._loop.start()
+
+    @property
+    def running(self) -> bool:
+        return self._loop.running
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def request_room(self, needed: int) -> None:
         """A batch of ``needed`` bytes was refused: make room for it in the next round, then wake."""
         self.room_wanted = needed
-        self._wake.set()
+        self._loop.wake()
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.promote_once()
-            except Exception as exc:  # kept in last_error for the VPG status; the loop retries next round
-                log.warning("VPG %s: promotion failed: %s", self.vpg, exc)
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+        # a failed round is kept in last_error for the VPG status; the loop logs it and retries
+        self._loop.stop(timeout=None)

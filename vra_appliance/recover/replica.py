@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import pread_exact, write_atomic
-from .errors import UnknownVolumeError
+from vra_appliance.errors import UnknownVolumeError
+from vra_appliance.fileio import pread_exact, pwrite_all, write_atomic
+
 from .records import CheckpointInfo, CheckpointRecord, Record, WriteRecord
 
 STATE_FILE = "promotion"
@@ -33,10 +34,7 @@ class ReplicaIO:
     """The system calls that change replica files; tests subclass it to simulate a crash."""
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
+        pwrite_all(fd, data, offset)
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)

@@ -16,8 +16,9 @@ from urllib.parse import quote, unquote
 
 import crc32c
 
-from .durable import fsync_dir, write_atomic
-from .errors import JournalCorruptError
+from vra_appliance.errors import JournalCorruptError
+from vra_appliance.fileio import fsync_dir, write_atomic
+
 from .format import T_CHECKPOINT, Meta, scan_segment
 from .records import CheckpointInfo
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .errors import (
+from vra_appliance.errors import (
     CheckpointNotFoundError,
     JournalCorruptError,
     JournalFullError,
     UnknownVolumeError,
 )
+
 from .extents import build_extent_map
 from .image import PointInTimeImage
 from .journal import IndexedJournal

@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from vra_appliance.sync.errors import ChecksumListError, SyncParamsError
+from vra_appliance.errors import ChecksumListError, SyncParamsError
 
 ALGORITHM = "sha256-128"
 ALGORITHMS = (ALGORITHM,)

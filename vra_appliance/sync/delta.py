@@ -34,6 +34,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vra_appliance.errors import (
+    BlockSizeMismatchError,
+    ChecksumListError,
+    UnknownVolumeError,
+    VolumeSizeError,
+)
 from vra_appliance.sync.checksums import (
     DIGEST_SIZE,
     DeltaParams,
@@ -41,12 +47,6 @@ from vra_appliance.sync.checksums import (
     block_ranges,
     differing,
     split_digests,
-)
-from vra_appliance.sync.errors import (
-    BlockSizeMismatchError,
-    ChecksumListError,
-    UnknownVolumeError,
-    VolumeSizeError,
 )
 from vra_appliance.sync.messages import (
     DeltaOpen,

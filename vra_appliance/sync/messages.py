@@ -20,8 +20,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from vra_appliance.errors import ChecksumListError, SyncParamsError
 from vra_appliance.sync.checksums import DIGEST_SIZE, DeltaParams
-from vra_appliance.sync.errors import ChecksumListError, SyncParamsError
 
 
 class _Reader:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from vra_appliance.errors import DirtyMapLostError, PermanentError, TransientError
 from vra_appliance.iofilter.control import ControlError
-from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncError, TransientError
 
 
 class ProtectedVpgLink:
@@ -91,4 +91,4 @@ class FilterDirtySource:
         return [(int(o), int(n)) for o, n in reply.get("extents", [])]
 
     def give_back(self, volume: str, extents: list[tuple[int, int]]) -> None:
-        raise SyncError("the IO filter's control socket cannot take extents back; keep them in the VRA's map")
+        raise PermanentError("the IO filter's control socket cannot take extents back; keep them in the VRA's map")

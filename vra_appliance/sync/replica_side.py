@@ -24,8 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from vra_appliance.errors import TransientError
 from vra_appliance.sync.delta import ReplicaChecksums
-from vra_appliance.sync.errors import TransientError
 from vra_appliance.sync.messages import DeltaOpen, GroupDigests, LeafDigests, LeafRequest
 
 

@@ -35,13 +35,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vra_appliance.errors import ApplianceError, DirtyMapLostError, PermanentError, TransientError
 from vra_appliance.sync.bitmap import BitmapSync, coalesce
 from vra_appliance.sync.delta import ChecksumPeer, DeltaSync
-from vra_appliance.sync.errors import DirtyMapLostError, PermanentError, SyncError, TransientError
 from vra_appliance.sync.initial import InitialSync
 from vra_appliance.sync.state import Reason, SyncKind, VpgSyncState
 from vra_appliance.sync.throttle import Throttle
 from vra_appliance.sync.volume import VolumeReader
+from zvr_common.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class DirtySource(Protocol):
         ...
 
     def give_back(self, volume: str, extents: list[tuple[int, int]]) -> None:
-        """Record extents as dirty again (an interrupted sync); a source that cannot raises SyncError."""
+        """Record extents as dirty again (an interrupted sync); a source that cannot raises an ApplianceError."""
         ...
 
 
@@ -156,9 +157,7 @@ class VpgSyncRunner:
         self._syncing = False  # what the link was told last
         self.streaming_since_ns = 0  # when the link was last told the syncs are over (consistent from then on)
         self._lock = threading.Lock()  # the state; held around set_syncing so the link follows the state
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop(f"sync-{vpg}", interval, target=self.sync_once, logger=log)
 
     # -- needs ---------------------------------------------------------------------------------------------------
     def need(self, reason: Reason | str, volumes: Iterable[str] | None = None) -> None:
@@ -173,7 +172,7 @@ class VpgSyncRunner:
                     self._restart.add(v)
             if not self.state.checkpoint_consistent:
                 self._set_syncing(True)
-        self._wake.set()
+        self._loop.wake()
 
     def _set_syncing(self, syncing: bool) -> None:
         """Tell the link (under ``_lock``, so that it always follows the state)."""
@@ -271,7 +270,7 @@ class VpgSyncRunner:
                 self.state[volume].need(Reason.FILTER_RESTARTED)
                 self.state[volume].interrupt()
             log.warning("VPG %s volume %s: %s", self.vpg, volume, exc)
-        except (SyncError, OSError) as exc:
+        except (ApplianceError, OSError) as exc:
             report.error = str(exc)
             if bitmap is not None:
                 self._give_back(volume, bitmap.pending())
@@ -318,7 +317,7 @@ class VpgSyncRunner:
             n = min(piece, end - offset)
             deadline = time.monotonic() + self.room_timeout
             while True:
-                if self._stop.is_set():
+                if self._loop.stopping:
                     raise TransientError(f"the sync of VPG {self.vpg} is stopping")
                 if volume in self._restart:
                     raise _Restart(f"VPG {self.vpg} volume {volume}: a more thorough sync is needed; it runs next")
@@ -337,7 +336,7 @@ class VpgSyncRunner:
             try:
                 src.give_back(volume, extents)
                 return
-            except SyncError:
+            except ApplianceError:
                 continue
         log.error("VPG %s volume %s: no dirty map takes back %d extents; a delta sync is needed",
                   self.vpg, volume, len(extents))
@@ -363,22 +362,7 @@ class VpgSyncRunner:
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"sync-{self.vpg}", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("VPG %s: sync runner failed", self.vpg)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop(timeout=None)

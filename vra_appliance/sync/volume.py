@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from vra_appliance.sync.errors import TransientError
+from vra_appliance import fileio
+from vra_appliance.errors import TransientError
 
 
 @runtime_checkable
@@ -34,14 +35,7 @@ class VolumeWriter(Protocol):
     def pread_into(self, offset: int, buf) -> int:
         """Fill ``buf`` (a writable buffer) from ``offset``; returns the bytes read (less only at the end).
         Reading into a reused buffer spares the page faults of a fresh allocation per window."""
-        view = memoryview(buf)
-        done = 0
-        while done < len(view):
-            n = os.preadv(self._fd, [view[done:]], offset + done)
-            if n == 0:
-                break
-            done += n
-        return done
+        ...
 
     def pwrite(self, offset: int, data: bytes) -> None: ...
 
@@ -112,51 +106,25 @@ class FileVolume:
         return self._fd
 
     def pread(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
-        while len(data) < length:  # short reads happen on some filesystems; end of file is a real error
-            more = os.pread(self._fd, length - len(data), offset + len(data))
-            if not more:
-                raise OSError(errno.EIO, f"short read at {offset + len(data)} of {self.path}")
-            data += more
+        data = fileio.pread_exact(self._fd, length, offset)
+        if len(data) < length:  # short reads happen on some filesystems; end of file is a real error
+            raise OSError(errno.EIO, f"short read at {offset + len(data)} of {self.path}")
         return data
 
     def pread_into(self, offset: int, buf) -> int:
-        """Fill ``buf`` (a writable buffer) from ``offset``; returns the bytes read (less only at the end).
-        Reading into a reused buffer spares the page faults of a fresh allocation per window."""
-        view = memoryview(buf)
-        done = 0
-        while done < len(view):
-            n = os.preadv(self._fd, [view[done:]], offset + done)
-            if n == 0:
-                break
-            done += n
-        return done
+        return fileio.pread_into(self._fd, offset, buf)
 
     def pwrite(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
+        fileio.pwrite_all(self._fd, data, offset)
 
     def data_ranges(self, offset: int, length: int) -> list[tuple[int, int]]:
         end = min(offset + length, self.size)
-        out: list[tuple[int, int]] = []
-        pos = offset
-        while pos < end:
-            try:
-                start = os.lseek(self._fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # no data after pos
-                    break
-                if exc.errno == errno.EINVAL:  # the filesystem does not know: all data
-                    return [(offset, end - offset)]
-                raise
-            if start >= end:
-                break
-            stop = min(os.lseek(self._fd, start, os.SEEK_HOLE), end)
-            out.append((start, stop - start))
-            pos = stop
-        return out
+        try:
+            return list(fileio.data_ranges(self._fd, end, offset))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and offset < end:  # the filesystem does not know: all data
+                return [(offset, end - offset)]
+            raise
 
     def flush(self) -> None:
         os.fsync(self._fd)

@@ -3,11 +3,17 @@
 Errors are translated here, at the boundary: a ``ZvmError`` becomes ``{"Code", "Message", "Field"}`` with
 the error's HTTP status; Flask's own (unknown path, wrong method) get the same shape; anything else is a 500
 ``InternalError`` whose details go to the log, never to the caller.
+
+Bodies are limited to ``MAX_BODY``, whether sent with a Content-Length or chunked (413 either way; a
+chunked body is never cut short silently). No answer is a redirect built from the request's Host header:
+paths are matched as given (``/v1//vpgs`` is a 404, not a redirect to ``http://HOST/v1/vpgs``).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import flask
@@ -15,8 +21,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zvm import db as zdb
 from zvm.api import blueprints, plugin
+from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.config import ZvmConfig, load_config
-from zvm.errors import ZvmError
+from zvm.errors import TooManyAttemptsError, ZvmError
 from zvm.service import Zvm
 
 log = logging.getLogger("zvm.api")
@@ -39,11 +46,38 @@ _HTTP_CODES = {404: ("NotFound", "no such path: see GET /v1/openapi.json for the
                415: ("UnsupportedMediaType", "send the body as JSON (Content-Type: application/json)")}
 
 
+def _limit_chunked_body() -> flask.Response | None:
+    """Read a body sent without Content-Length (chunked) up to the limit: 413 past it, else hand it on as a
+    body of known length (Werkzeug would cut it at the limit without a word)."""
+    environ = flask.request.environ
+    if flask.request.content_length is not None or flask.request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return None
+    data = bytearray()
+    while len(data) <= MAX_BODY:
+        chunk = stream.read(min(65536, MAX_BODY + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > MAX_BODY:
+        environ["zvm.close_connection"] = True  # zvm/serve_worker.py: the rest of the body is not read
+        code, message = _HTTP_CODES[413]
+        return _error(code, message, 413)
+    environ["wsgi.input"] = io.BytesIO(bytes(data))
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return None
+
+
 def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None = None,
-               start: bool = False, zvm: Zvm | None = None) -> flask.Flask:
+               start: bool = False, zvm: Zvm | None = None,
+               clock: Callable[[], float] = time.time) -> flask.Flask:
     """The API app of one ZVM. ``config`` is a ZvmConfig or a mapping of its keys (checked the same way).
 
-    ``start`` runs the background loops (the service does; tests drive them by hand)."""
+    ``start`` runs the background loops (the service does; tests drive them by hand). ``clock`` is what
+    login throttling reads (tests give a fake one)."""
     if isinstance(config, Mapping):
         config = load_config(env={}, **config)
     zvm = zvm or Zvm(config, vcenter_factory=vcenter_factory).open()
@@ -51,12 +85,21 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["zvm"] = zvm
+    app.extensions["login_throttle"] = LoginThrottle(
+        ThrottlePolicy(free_failures=config.login_free_failures, max_delay=float(config.login_max_delay)), clock)
+    # No redirect to a "canonical" URL: Werkzeug would build it from the Host header the client sent.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.url_map.redirect_defaults = False
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)
     app.register_blueprint(plugin.bp)  # the vSphere Client plugin and web UI, outside /v1
 
     @app.before_request
     def _open_db():
+        too_large = _limit_chunked_body()
+        if too_large is not None:
+            return too_large
         zdb.connect(zvm.db)
 
     # SQLite connections stay open in their thread (opening one runs its pragmas each time); a
@@ -74,12 +117,15 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     def _zvm_error(exc: ZvmError):
         if exc.http_status >= 500:
             log.warning("%s: %s", exc.code, exc)
-        return _error(exc.code, str(exc), exc.http_status, exc.field)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttemptsError) else None
+        return _error(exc.code, str(exc), exc.http_status, exc.field, headers=headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code, message = _HTTP_CODES.get(exc.code, (type(exc).__name__, exc.description or exc.name))
         headers = {"Allow": ", ".join(exc.valid_methods or [])} if isinstance(exc, MethodNotAllowed) else None
+        if exc.code == 413:
+            flask.request.environ["zvm.close_connection"] = True
         return _error(code, message, exc.code or 500, headers=headers)
 
     @app.errorhandler(Exception)

@@ -1,8 +1,9 @@
 """Per-request helpers the handlers share: the service, the session, the write transaction and the audit.
 
 Every call but login needs a session: ``require_session`` reads the ``x-zerto-session`` header, finds the
-session by the token's hash, refuses it when idle longer than the configured timeout, and notes the user in
-``flask.g``. Every call that changes state runs in ``run_write``: one transaction around the handler, and
+session by the token's hash, refuses it when idle longer than the configured timeout or when its user was
+disabled, and notes the user and role in ``flask.g``; ``require_role`` then refuses (403, audited) a user
+whose role is below the operation's. Every call that changes state runs in ``run_write``: one transaction around the handler, and
 an event (who, what, how it ended) written after it, also when the request was refused.
 """
 
@@ -16,7 +17,7 @@ from flask import g, request
 
 from zvm import models as m
 from zvm.db import transaction
-from zvm.errors import SessionError, ZvmError
+from zvm.errors import AuthorizationError, SessionError, ZvmError
 
 SESSION_HEADER = "x-zerto-session"
 
@@ -38,19 +39,33 @@ def require_session() -> None:
     zvm = service()
     # Every call runs this: plain SQL, not a query built anew each time.
     db = zvm.db
-    row = db.execute_sql(f'SELECT s.id, s.last_used, u.username FROM "session" s JOIN "user" u '
+    row = db.execute_sql(f'SELECT s.id, s.last_used, u.username, u.role, u.disabled FROM "session" s JOIN "user" u '
                          f"ON u.id = s.user_id WHERE s.token_hash = {db.param}", (m.token_hash(token),)).fetchone()
     now = time.time()
     timeout = zvm.config.session_idle_timeout
-    if row is None or now - row[1] > timeout:
+    if row is None or now - row[1] > timeout or row[4]:
         raise SessionError("the session is unknown or expired (idle for more than "
                            f"{timeout} s): log in again with POST /v1/session/add")
-    session_id, last_used, username = row
+    session_id, last_used, username, role, _ = row
     # Note the use at most every few seconds: a read should not cost a write each time.
     if now - last_used > min(30.0, timeout / 10):
         m.Session.update(last_used=now).where(m.Session.id == session_id).execute()
     g.session_id = session_id
     g.user = username
+    g.role = role
+
+
+def require_role(op) -> None:
+    """Refuse, and audit, a session whose user's role is below what ``op`` (a spec.Operation) needs."""
+    role = getattr(g, "role", "")
+    if m.role_allows(role, op.role):
+        return
+    exc = AuthorizationError(f"{op.summary.lower()} needs the {op.role} role; user {current_user()!r} has the "
+                             f"{role or 'no'} role: ask an administrator")
+    started = time.time()
+    with transaction():
+        _record(op, started, refused=exc, kind="AccessDenied")
+    raise exc
 
 
 def pascal(name: str) -> str:
@@ -79,7 +94,7 @@ def run_write(op, call):
         raise
 
 
-def _record(op, started: float, *, result=None, refused: ZvmError | None = None) -> None:
+def _record(op, started: float, *, result=None, refused: ZvmError | None = None, kind: str | None = None) -> None:
     entity = getattr(g, "event_entity", "") or next(iter((request.view_args or {}).values()), "")
     task = None
     payload = result[0] if isinstance(result, tuple) else result
@@ -94,7 +109,8 @@ def _record(op, started: float, *, result=None, refused: ZvmError | None = None)
     else:
         outcome, detail = "Succeeded", ""
     m.Event.create(
-        kind=getattr(g, "event_kind", None) or pascal(op.operation_id), category=op.tag, user=current_user() or getattr(g, "login_user", ""),
+        kind=kind or getattr(g, "event_kind", None) or pascal(op.operation_id), category=op.tag,
+        user=current_user(),
         description=getattr(g, "event_description", op.summary), entity_id=str(entity)[:64], task=task,
-        result=outcome, detail=detail, started_at=started,
+        result=outcome, detail=detail, client=(request.remote_addr or "")[:255], started_at=started,
         completed_at=None if outcome == "InProgress" else time.time())

@@ -86,13 +86,13 @@ def _set_dismissed(identifier: str, dismissed: bool) -> dict:
     return render.alert(a)
 
 
-@alerts.operation("POST", "/alerts/{alertIdentifier}/dismiss", summary="Dismiss an alert",
+@alerts.operation("POST", "/alerts/{alertIdentifier}/dismiss", role="operator", summary="Dismiss an alert",
                   response=schemas.ref("Alert"), errors=[409])
 def dismiss_alert(alertIdentifier):
     return _set_dismissed(alertIdentifier, True)
 
 
-@alerts.operation("POST", "/alerts/{alertIdentifier}/undismiss", summary="Undismiss an alert",
+@alerts.operation("POST", "/alerts/{alertIdentifier}/undismiss", role="operator", summary="Undismiss an alert",
                   response=schemas.ref("Alert"), errors=[409])
 def undismiss_alert(alertIdentifier):
     return _set_dismissed(alertIdentifier, False)

@@ -192,29 +192,35 @@ def vsphere_user(ticket: str) -> str:
         return vc.user
 
 
+def _vsphere_event(user: str, result: str, detail: str, started: float) -> None:
+    with transaction():
+        m.Event.create(kind="VsphereLogin", category="Session", user=user, description="vSphere Client login",
+                       entity_id="", result=result, detail=detail, started_at=started, completed_at=time.time())
+
+
 @bp.post("/plugin/auth/vsphere")
 def vsphere_login():
     started = time.time()
     body = request.get_json(silent=True) or {}
     ticket = body.get("CloneTicket")
+    username = ""
     try:
         if not isinstance(ticket, str) or not ticket or len(ticket) > 4096:
             raise ValidationError("CloneTicket: give the ticket of the vSphere Client's session "
                                   "(htmlClientSdk.app.getSessionInfo)", field="CloneTicket")
-        name = vsphere_user(ticket)
-    except ZvmError as exc:
+        username = f"{VSPHERE_USER_PREFIX}{vsphere_user(ticket)}"[:128]
         with transaction():
-            m.Event.create(kind="VsphereLogin", category="Session", user="", description="vSphere Client login",
-                           entity_id="", result="Refused", detail=f"{exc.code}: {exc}", started_at=started,
-                           completed_at=time.time())
+            # A vSphere user has no ZVM password: the hash is of a random secret no one knows. The role is
+            # the users' default until vCenter privileges are mapped to roles (docs/PLUGIN.md).
+            user, _ = m.User.get_or_create(username=username,
+                                           defaults={"password_hash": m.unusable_password_hash()})
+            if user.disabled:
+                raise AuthenticationError(f"the ZVM user {username} is disabled: ask a ZVM administrator")
+            token = open_session(service(), user, request.remote_addr or "").token
+    except ZvmError as exc:
+        _vsphere_event(username, "Refused", f"{exc.code}: {exc}", started)
         return _json_error(exc.code, str(exc), exc.http_status, exc.field)
-    username = f"{VSPHERE_USER_PREFIX}{name}"[:128]
-    with transaction():
-        # A vSphere user has no ZVM password: the hash is one no password matches.
-        user, _ = m.User.get_or_create(username=username, defaults={"password_hash": "vsphere$no-password"})
-        token, _session = open_session(user)
-        m.Event.create(kind="VsphereLogin", category="Session", user=username, description="vSphere Client login",
-                       entity_id="", result="Succeeded", detail="", started_at=started, completed_at=time.time())
+    _vsphere_event(username, "Succeeded", "", started)
     resp = flask.jsonify({"User": username})
     _set_session_cookies(resp, token)
     return resp

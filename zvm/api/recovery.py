@@ -30,7 +30,7 @@ def _next(vpgIdentifier: str, task_kind: str, params: dict) -> dict:
     return render.task_id(recovery.order_next(vpg, task_kind, params, service().local_site()))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/failoverTest", summary="Start a failover test", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/failoverTest", role="operator", summary="Start a failover test", status=202,
               body=schemas.ref("FailoverTestInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def failover_test(vpgIdentifier, body):
@@ -43,7 +43,7 @@ def failover_test(vpgIdentifier, body):
     return _start(vpgIdentifier, "FailoverTest", body)
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/failoverTestStop", summary="Stop a failover test", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/failoverTestStop", role="operator", summary="Stop a failover test", status=202,
               body=schemas.ref("FailoverTestStopInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def failover_test_stop(vpgIdentifier, body):
@@ -52,7 +52,7 @@ def failover_test_stop(vpgIdentifier, body):
     return _next(vpgIdentifier, "FailoverTestStop", dict(body or {}))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/Failover", summary="Fail over", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/Failover", role="operator", summary="Fail over", status=202,
               body=schemas.ref("FailoverInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def failover(vpgIdentifier, body):
@@ -61,20 +61,20 @@ def failover(vpgIdentifier, body):
     return _start(vpgIdentifier, "Failover", dict(body or {}))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/FailoverCommit", summary="Commit a failover", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/FailoverCommit", role="operator", summary="Commit a failover", status=202,
               body=schemas.ref("FailoverCommitInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def failover_commit(vpgIdentifier, body):
     return _next(vpgIdentifier, "FailoverCommit", dict(body or {}))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/FailoverRollback", summary="Roll a failover back", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/FailoverRollback", role="operator", summary="Roll a failover back", status=202,
               response=schemas.ref("TaskId"), errors=ERRORS)
 def failover_rollback(vpgIdentifier):
     return _next(vpgIdentifier, "FailoverRollback", {})
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/move", summary="Move (planned migration)", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/move", role="operator", summary="Move (planned migration)", status=202,
               body=schemas.ref("MoveInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def move(vpgIdentifier, body):
@@ -85,14 +85,14 @@ def move(vpgIdentifier, body):
     return _start(vpgIdentifier, "Move", params)
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/moveCommit", summary="Commit a move", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/moveCommit", role="operator", summary="Commit a move", status=202,
               body=schemas.ref("FailoverCommitInput"), body_required=False, response=schemas.ref("TaskId"),
               errors=ERRORS)
 def move_commit(vpgIdentifier, body):
     return _next(vpgIdentifier, "MoveCommit", dict(body or {}))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/moveRollback", summary="Roll a move back", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/moveRollback", role="operator", summary="Roll a move back", status=202,
               response=schemas.ref("TaskId"), errors=ERRORS)
 def move_rollback(vpgIdentifier):
     return _next(vpgIdentifier, "MoveRollback", {})

@@ -65,6 +65,12 @@ def event(e: m.Event) -> dict:
         "TaskIdentifier": e.task,
         "Result": e.result,
         "Detail": e.detail,
+        "ClientAddress": e.client or "",
         "Started": iso(e.started_at),
         "Completed": iso(e.completed_at),
     }
+
+
+def user(u: m.User, active_sessions: int) -> dict:
+    return {"UserName": u.username, "Role": u.role, "Enabled": not u.disabled, "CreatedAt": iso(u.created_at),
+            "UpdatedAt": iso(u.updated_at), "ActiveSessions": active_sessions}

@@ -4,6 +4,8 @@ OpenAPI document publishes them (``components.schemas``). Field names follow the
 
 from __future__ import annotations
 
+from zvm.models import ROLES as USER_ROLES
+
 
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -92,7 +94,12 @@ ERROR_CODES = ["InvalidRequest", "UnsupportedMediaType", "SessionRequired", "Aut
                "NotFound", "VpgNotFound", "VraNotFound", "SiteNotFound", "TaskNotFound", "AlertNotFound",
                "EventNotFound", "VmNotFound", "VpgSettingsNotFound", "Conflict", "MethodNotAllowed",
                "Unavailable", "InvalidConfiguration", "Refused", "Corruption", "InternalError",
-               "PayloadTooLarge", "NotImplemented", "Interrupted", "PeerUnreachable", "OperationNotFound"]
+               "PayloadTooLarge", "NotImplemented", "Interrupted", "PeerUnreachable", "OperationNotFound",
+               "NotPermitted", "TooManyAttempts", "UserNotFound", "UriTooLong", "RequestHeaderTooLarge",
+               "BadRequest"]
+ROLES = list(USER_ROLES)
+USER_NAME = string("Letters, digits and . _ @ -", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9._@-]+$")
+PASSWORD = string("At least 8 characters.", minLength=8, maxLength=1024)
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({
@@ -103,6 +110,7 @@ COMPONENTS: dict[str, dict] = {
     "TaskId": obj({"TaskIdentifier": string("Follow it with GET /v1/tasks/{TaskIdentifier}.")}),
     "Session": obj({
         "User": string(),
+        "Role": string(enum=ROLES),
         "CreatedAt": date_time(),
         "LastUsedAt": date_time(),
         "IdleTimeoutInSeconds": integer(),
@@ -428,7 +436,27 @@ COMPONENTS: dict[str, dict] = {
         "TaskIdentifier": string(nullable=True),
         "Result": string(enum=["InProgress", "Succeeded", "Failed", "Refused"]),
         "Detail": string(),
+        "ClientAddress": string("Where the request came from, when one did."),
         "Started": date_time(),
         "Completed": date_time(nullable=True),
     }),
+    "User": obj({
+        "UserName": string(),
+        "Role": string(enum=ROLES),
+        "Enabled": boolean(),
+        "CreatedAt": date_time(),
+        "UpdatedAt": date_time(nullable=True),
+        "ActiveSessions": integer(),
+    }),
+    "UserCreate": obj({
+        "UserName": USER_NAME,
+        "Password": PASSWORD,
+        "Role": string("viewer: read only; operator: also failover tests, failover, move, checkpoints, pause "
+                       "and resume; admin: everything.", enum=ROLES),
+    }, closed=True),
+    "UserUpdate": obj({
+        "Role": string(enum=ROLES),
+        "Enabled": boolean("false: the user cannot log in and its sessions end."),
+    }, required=[], closed=True),
+    "PasswordReset": obj({"Password": PASSWORD}, closed=True),
 }

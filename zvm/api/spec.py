@@ -4,7 +4,10 @@ A resource module makes an ``ApiBlueprint`` and decorates each handler with ``@b
 the method, the path (OpenAPI style, ``/vpgs/{vpgIdentifier}``), the query parameters, the body schema and
 the response schema. The decorator registers the Flask route and wraps the handler so that, in order:
 
-1. the session is checked (every operation but login needs one; a missing or expired one is 401),
+1. the session is checked (every operation but login needs one; a missing or expired one is 401), then
+   the user's role against the one the operation declares (``role``: viewer, operator or admin; by default
+   viewer for reads and admin for changes). A refusal is 403 and an audit event; the OpenAPI document shows
+   each operation's role (``x-zvr-role`` and its description),
 2. the query and body are checked against their schemas (400 naming the field),
 3. the handler runs; for a method that changes state, inside one database transaction, so a refused or
    failed request leaves nothing half-written,
@@ -30,6 +33,7 @@ from zvm.api import schemas
 from zvm.api.cache import COMPRESS_FROM, choose_encoding, current_revision
 from zvm.api.validate import check, coerce_query
 from zvm.errors import SessionError, UnsupportedMediaTypeError, ValidationError
+from zvm.models import ROLES
 
 ENROLLMENT_TOKEN_HEADER = "x-zvr-enrollment-token"
 
@@ -37,10 +41,12 @@ ENROLLMENT_TOKEN_HEADER = "x-zvr-enrollment-token"
 ERROR_STATUSES = {
     400: "The request is invalid: the message names the field and what to fix. Nothing was changed.",
     401: "No session, an expired one, or refused credentials: log in with POST /v1/session/add.",
+    403: "The user's role does not allow this operation: ask an administrator (see the operation's role).",
     404: "The object named in the path does not exist.",
     405: "The path does not take this method.",
     409: "The object's state does not allow this now; the message says what to wait for. Nothing changed.",
     415: "The body must be JSON (Content-Type: application/json).",
+    429: "Too many failed logins for this user or from this address: wait the Retry-After seconds.",
     503: "A dependency (database, vCenter, peer site) did not answer: retry later.",
 }
 
@@ -71,6 +77,8 @@ class Operation:
     auth: str | None  # "session", "basic", "enrollment" (a VRA's one-time token: zvm/peer/enrollment.py)
     errors: tuple[int, ...]
     cache: bool  # the answer depends only on the stored state (zvm/api/cache.py)
+    role: str | None  # the least role (zvm.models.ROLES) a session's user needs; None: no session is used
+    own_transaction: bool  # the handler writes and audits in its own short transactions (login)
     handler: Callable = field(repr=False)
 
     @property
@@ -99,11 +107,21 @@ class ApiBlueprint(Blueprint):
                   query: Sequence[Param] = (), body: Mapping | None = None, body_required: bool = True,
                   status: int = 200, response: Mapping | None = None, response_description: str = "",
                   response_headers: Mapping[str, Mapping] | None = None, auth: str | None = "session",
-                  errors: Sequence[int] = (), cache: bool | None = None):
+                  errors: Sequence[int] = (), cache: bool | None = None, role: str | None = None,
+                  own_transaction: bool = False):
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
+        if auth == "session":
+            role = role or ("viewer" if method in ("GET", "HEAD") else "admin")
+        elif role is not None:
+            raise ValueError("only operations called with a session declare a role")
+
         def decorate(fn: Callable) -> Callable:
             errs = {400, 405, 503, *errors}
             if auth:
                 errs.add(401)
+            if auth == "session":
+                errs.add(403)
             if "{" in path:
                 errs.add(404)
             if body is not None:
@@ -113,7 +131,8 @@ class ApiBlueprint(Blueprint):
                            query=tuple(query), body=body, body_required=body_required, status=status,
                            response=response, response_description=response_description or summary,
                            response_headers=response_headers or {}, auth=auth, errors=tuple(sorted(errs)),
-                           cache=(method == "GET") if cache is None else cache, handler=fn)
+                           cache=(method == "GET") if cache is None else cache, role=role,
+                           own_transaction=own_transaction, handler=fn)
             self.operations.append(op)
             view = _wrap(op)
             self.add_url_rule(_flask_rule(path), endpoint=fn.__name__, view_func=view, methods=[method])
@@ -169,6 +188,7 @@ def _wrap(op: Operation) -> Callable:
     def view(**path_params):
         if op.auth == "session":
             context.require_session()
+            context.require_role(op)
         elif op.auth == "enrollment" and not request.headers.get(ENROLLMENT_TOKEN_HEADER):
             raise SessionError(f"this call takes no session but the VRA's enrollment token, in the "
                                f"{ENROLLMENT_TOKEN_HEADER} header")
@@ -181,6 +201,8 @@ def _wrap(op: Operation) -> Callable:
                 kwargs["body"] = _parse_body(op)
             return kwargs
 
+        if op.own_transaction:
+            return _respond(op, op.handler(**parsed()))
         if op.writes:
             # parsed inside: a malformed body or query is a refused request, audited like the others
             return _respond(op, context.run_write(op, lambda: op.handler(**parsed())))
@@ -228,8 +250,12 @@ def _error_response(status: int) -> dict:
 
 def _operation_doc(op: Operation) -> dict:
     doc: dict = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
-    if op.description:
-        doc["description"] = op.description
+    description = op.description
+    if op.role:
+        doc["x-zvr-role"] = op.role
+        description = f"{description}\n\nRole needed: {op.role}.".strip()
+    if description:
+        doc["description"] = description
     params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
               for n in op.path_params]
     params += [{"name": p.name, "in": "query", "required": p.required, "schema": dict(p.schema),
@@ -273,8 +299,10 @@ def openapi_document(blueprints: Sequence[ApiBlueprint], *, version: str, prefix
                 "The ZVM manages one site: its vCenter inventory, the VRAs on its hosts, the pairing with "
                 "the peer site, and the VPGs that replicate VMs to the recovery site. Log in with "
                 "POST /v1/session/add (HTTP Basic) and send the token it returns in the x-zerto-session "
-                "header on every other call. Errors are JSON objects with a stable Code and a Message that "
-                "says what to fix."),
+                "header on every other call. Each operation needs a role (x-zvr-role): viewer (read "
+                "only), operator (failover tests, failover, move, checkpoints, pause and resume) or admin "
+                "(everything). Errors are JSON objects with a stable Code and a Message that says what to "
+                "fix."),
         },
         "tags": tags,
         "paths": paths,

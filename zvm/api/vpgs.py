@@ -124,7 +124,7 @@ def _actionable(vpg: m.Vpg, action: str) -> None:
                             "from here; use that site's ZVM")
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/pause", summary="Pause replication", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/pause", role="operator", summary="Pause replication", status=202,
               response=schemas.ref("TaskId"), errors=[409])
 def pause_vpg(vpgIdentifier):
     """Writes are tracked in the IO filters' dirty maps while paused; resume sends them (bitmap sync)."""
@@ -137,7 +137,7 @@ def pause_vpg(vpgIdentifier):
     return render.task_id(create_task("PauseVpg", vpg=vpg.identifier))
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/resume", summary="Resume replication", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/resume", role="operator", summary="Resume replication", status=202,
               response=schemas.ref("TaskId"), errors=[409])
 def resume_vpg(vpgIdentifier):
     vpg = get_vpg(vpgIdentifier)
@@ -192,7 +192,7 @@ def list_checkpoints(vpgIdentifier, query):
     return [checkpoint_json(c, vpg.identifier) for c in q]
 
 
-@bp.operation("POST", "/vpgs/{vpgIdentifier}/checkpoints", summary="Take a tagged checkpoint", status=202,
+@bp.operation("POST", "/vpgs/{vpgIdentifier}/checkpoints", role="operator", summary="Take a tagged checkpoint", status=202,
               body=schemas.ref("CheckpointCreate"), response=schemas.ref("TaskId"), errors=[409])
 def insert_tagged_checkpoint(vpgIdentifier, body):
     vpg = get_vpg(vpgIdentifier)

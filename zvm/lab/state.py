@@ -83,7 +83,7 @@ class LabState:
 
     def vra_metadata(self, vra: dict) -> tuple:
         """What a Control call to ``vra`` carries: nothing with mutual TLS, the pairing secret otherwise."""
-        from vra_appliance.auth import SECRET_KEY
+        from vra_appliance.trust.auth import SECRET_KEY
 
         return () if vra.get("tls") or not self.secret else ((SECRET_KEY, self.secret),)
 

@@ -162,7 +162,8 @@ def start_zvms(lab: Lab) -> str:
         wait_ready(proc, lambda s=site: lab.client(s), "answer on its REST API", timeout=120)
         st.zvms[site]["site_identifier"] = lab.client(site).local_site()["SiteIdentifier"]
     st.save()
-    return ", ".join(f"{site} {st.zvms[site]['url']}/v1" for site in SITES)
+    return (", ".join(f"{site} {st.zvms[site]['url']}/v1" for site in SITES)
+            + " (plain HTTP on loopback: the lab runs them with insecure_http; a real ZVM serves HTTPS)")
 
 
 def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
@@ -176,7 +177,9 @@ def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
         "public_address": net.wan_face(site, 10), "site_name": SITE_NAMES[site],
         "vcenter_url": sim.url, "vcenter_username": sim.username,
         "filter_control_template": str(Path(st.run_dir) / SHORT[site] / "{host}" / "filter.ctl"),
-        "workers": 1, "threads": 4}))
+        "workers": 1, "threads": 4,
+        # The lab's ZVMs listen on loopback addresses only, so it keeps plain HTTP (and says so at start).
+        "insecure_http": True}))
     if site not in st.zvms:
         st.zvms[site] = {"url": net.zvm_url(site), "username": "admin", "password": secrets.token_urlsafe(12),
                          "config": str(config)}

@@ -80,6 +80,9 @@ class VcsimSpec:
     username: str = "administrator@vsphere.local"
     password: str = "vmware"
     listen: str = "127.0.0.1:0"
+    tls: bool = False  # https with a self-signed certificate, as a real vCenter (pin it by fingerprint)
+    tls_cert: str = ""  # with tls: this PEM certificate and key instead (e.g. signed by a test CA)
+    tls_key: str = ""
 
     def args(self, data_dir: Path) -> list[str]:
         return [
@@ -87,7 +90,8 @@ class VcsimSpec:
             f"-host={self.hosts_per_cluster}", f"-standalone-host={self.standalone_hosts}",
             f"-vm={self.vms_per_pool}", f"-ds={self.datastores}", f"-pg={self.portgroups}",
             f"-disk-mb={self.disk_mb}", f"-dir={data_dir}", f"-username={self.username}",
-            f"-password={self.password}",
+            f"-password={self.password}", f"-tls={'true' if self.tls else 'false'}",
+            *([f"-tls-cert={self.tls_cert}", f"-tls-key={self.tls_key}"] if self.tls_cert else []),
         ]
 
 

@@ -80,13 +80,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.headers.get("Content-Length") or "0"
+        if not raw.isdigit():
+            raise ValidationError("Content-Length must be a number of bytes")
+        length = int(raw)
         if length > MAX_BODY:
             raise ValidationError("the request is too large")
         try:
             data = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError as exc:
-            raise ValidationError(f"the body is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError(f"the body is not JSON: {str(exc)[:100]}") from None
         if not isinstance(data, dict):
             raise ValidationError("the body must be a JSON object")
         return data
@@ -106,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             zdb.connect(service.zvm.db)
             route = (method, self.path.split("?", 1)[0])
             if route == ("POST", "/peer/v1/pair"):
-                self._reply(200, service.pair(self._body()))
+                self._reply(200, service.pair(self._body(), self.client_address[0]))
             elif route == ("GET", "/peer/v1/ping"):
                 self._reply(200, service.ping(self._caller()))
             elif route == ("GET", "/peer/v1/inventory"):
@@ -129,6 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(404, {"Code": "NotFound", "Message": f"no {method} {self.path} on the peer service"})
         except ZvmError as exc:
             self._reply(exc.http_status, {"Code": exc.code, "Message": str(exc)})
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            # A paired site's body of the wrong shape (the handlers read it as they go): its fault, not ours.
+            log.warning("peer service: %s %s: malformed body (%s: %s)", method, self.path, type(exc).__name__, exc)
+            self._reply(400, {"Code": "InvalidRequest",
+                              "Message": f"the body is malformed ({type(exc).__name__}): check the fields"})
         except Exception:  # noqa: BLE001 - a peer gets an answer, the log gets the details
             log.exception("peer service: %s %s failed", method, self.path)
             self._reply(500, {"Code": "InternalError", "Message": "the peer ZVM failed; see its log"})
@@ -226,12 +234,36 @@ class PeerService(PeerVpgs):
     def __init__(self, zvm):
         self.zvm = zvm
 
-    def pair(self, body: dict) -> dict:
-        token, site, ca_pem = body.get("Token"), body.get("Site") or {}, body.get("CaPem")
+    def pair(self, body: dict, client: str = "") -> dict:
+        """Pair with the calling site. Every attempt is an event with the claimed site and the address."""
+        try:
+            return self._pair(body, client)
+        except ZvmError as exc:
+            site = body.get("Site") if isinstance(body.get("Site"), dict) else {}
+            name = site.get("SiteName") if isinstance(site.get("SiteName"), str) else ""
+            now = time.time()
+            with zdb.transaction():
+                m.Event.create(kind="PairedBySite", category="Site", user=f"peer:{name}"[:128], client=client[:255],
+                               description=f"Pairing attempt by site {name[:64]!r} refused", result="Refused",
+                               detail=f"{exc.code}: {exc}"[:1000], started_at=now, completed_at=now)
+            raise
+
+    def _pair(self, body: dict, client: str) -> dict:
+        token, site, ca_pem = body.get("Token"), body.get("Site"), body.get("CaPem")
         if not isinstance(token, str) or not token or not isinstance(ca_pem, str) or "BEGIN CERTIFICATE" not in ca_pem:
             raise ValidationError("pairing needs Token, Site and CaPem")
-        if not site.get("SiteIdentifier") or not site.get("SiteName"):
-            raise ValidationError("pairing needs the caller's SiteIdentifier and SiteName")
+        if not isinstance(site, dict):
+            raise ValidationError("Site must be an object: the caller's SiteIdentifier, SiteName, Address ...")
+        for key in ("SiteIdentifier", "SiteName"):
+            if not isinstance(site.get(key), str) or not site[key] or len(site[key]) > 255:
+                raise ValidationError(f"pairing needs the caller's {key}: a string of 1..255 characters")
+        for key in ("Location", "Address", "Version"):
+            if not isinstance(site.get(key, ""), str):
+                raise ValidationError(f"Site.{key} must be a string")
+        for key in ("ApiPort", "PeerPort"):
+            port = site.get(key)
+            if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+                raise ValidationError(f"Site.{key} must be a TCP port (1..65535)")
         secret = token.split(".", 1)[0]
         now = time.time()
         local = self.zvm.local_site()
@@ -254,7 +286,7 @@ class PeerService(PeerVpgs):
                                       version=str(site.get("Version", ""))[:32])
             m.PeerSite.create(site=peer_site, host_name=peer_site.zvm_address, port=peer_site.peer_port,
                               certificate_pem=ca_pem, state="Paired", paired_at=now, last_seen=now)
-            m.Event.create(kind="PairedBySite", category="Site", user="peer:" + peer_site.name,
+            m.Event.create(kind="PairedBySite", category="Site", user="peer:" + peer_site.name, client=client[:255],
                            description=f"Site {peer_site.name} paired with this site", entity_id=peer_site.identifier,
                            result="Succeeded", started_at=now, completed_at=now)
             create_task("UpdateVraTrust", site=peer_site.identifier)  # this site's VRAs trust its CA

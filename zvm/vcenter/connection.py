@@ -62,13 +62,19 @@ def _ssl_context(config: VCenterConfig) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _check_thumbprint(host: str, port: int, expected: str, timeout: float) -> None:
+def server_thumbprint(host: str, port: int, timeout: float = 30.0) -> str:
+    """SHA-256 (hex) of the certificate the server at host:port presents, not verified: what an
+    administrator compares with the one vCenter shows before pinning it."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw) as tls:
         der = tls.getpeercert(binary_form=True)
-    got = hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(der).hexdigest()
+
+
+def _check_thumbprint(host: str, port: int, expected: str, timeout: float) -> None:
+    got = server_thumbprint(host, port, timeout)
     if got != expected.replace(":", "").lower():
         raise AuthenticationError(
             f"vCenter {host}:{port} presented a certificate with SHA-256 thumbprint {got}, not the "
