@@ -143,6 +143,18 @@ def _get(conn: http.client.HTTPConnection, path: str, headers: dict) -> tuple[in
     return resp.status, data, wire
 
 
+def protect_evenly(client, vpgs: int) -> None:
+    """``vpgs`` VPGs through the API, the site's VMs shared out evenly, each recovering to its own site."""
+    site = client.local_site()["SiteIdentifier"]
+    host = client.hosts(site)[0]["HostIdentifier"]
+    datastore = client.datastores(site)[0]["DatastoreIdentifier"]
+    vms = sorted(v["VmIdentifier"] for v in client.vms(site))
+    per = max(1, len(vms) // vpgs)
+    for i in range(vpgs):
+        client.create_vpg(f"vpg-{i:03d}", vms[i * per:(i + 1) * per], recovery_site=site,
+                          recovery_host=host, recovery_datastore=datastore)
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -284,15 +296,8 @@ def main(argv: list[str]) -> int:
         from zvm.client import ZvmClient
 
         with ZvmClient(url).login("admin", password) as client:
-            site = client.local_site()["SiteIdentifier"]
-            host = client.hosts(site)[0]["HostIdentifier"]
-            datastore = client.datastores(site)[0]["DatastoreIdentifier"]
-            vms = sorted(v["VmIdentifier"] for v in client.vms(site))
-            per = max(1, len(vms) // args.vpgs)
             t0 = time.perf_counter()
-            for i in range(args.vpgs):
-                client.create_vpg(f"vpg-{i:03d}", vms[i * per:(i + 1) * per], recovery_site=site,
-                                  recovery_host=host, recovery_datastore=datastore)
+            protect_evenly(client, args.vpgs)
             extra["create_vpgs_s"] = round(time.perf_counter() - t0, 3)
             assert len(client.vpgs()) == args.vpgs
             headers = {"x-zerto-session": client.token}

@@ -20,7 +20,7 @@ import flask
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zvm import db as zdb
-from zvm.api import blueprints
+from zvm.api import blueprints, plugin
 from zvm.api.cache import ResponseCache
 from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.config import ZvmConfig, load_config
@@ -96,6 +96,7 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
         zvm.response_cache = ResponseCache()
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)
+    app.register_blueprint(plugin.bp)  # the vSphere Client plugin and web UI, outside /v1
 
     @app.before_request
     def _open_db():

@@ -53,16 +53,23 @@ def authenticate(zvm, throttle: LoginThrottle, username: str, password: str, add
     if user is None or user.disabled or not matches:
         reason = "unknown user" if user is None else "user disabled" if user.disabled else "wrong password"
         refuse(throttle, username, address, reason)
-    token = secrets.token_urlsafe(32)
-    now = time.time()
     with transaction():
         throttle.succeeded(username)
-        # Drop this user's sessions that are long idle, so the table does not grow without bound.
-        m.Session.delete().where(m.Session.user == user,
-                                 m.Session.last_used < now - zvm.config.session_idle_timeout).execute()
-        session = m.Session.create(token_hash=m.token_hash(token), user=user, created_at=now, last_used=now,
-                                   client=address)
-        _event(username, address, "Succeeded", f"role {user.role}", now)
+        opened = open_session(zvm, user, address)
+        _event(username, address, "Succeeded", f"role {user.role}", opened.session.created_at)
+    return opened
+
+
+def open_session(zvm, user: m.User, address: str) -> OpenedSession:
+    """A new session for ``user``, who proved who they are already: by password (``authenticate``), or by
+    a vCenter session the vSphere Client handed over (zvm/api/plugin.py). Call inside a transaction."""
+    token = secrets.token_urlsafe(32)
+    now = time.time()
+    # Drop this user's sessions that are long idle, so the table does not grow without bound.
+    m.Session.delete().where(m.Session.user == user,
+                             m.Session.last_used < now - zvm.config.session_idle_timeout).execute()
+    session = m.Session.create(token_hash=m.token_hash(token), user=user, created_at=now, last_used=now,
+                               client=address[:255])
     return OpenedSession(session=session, token=token)
 
 

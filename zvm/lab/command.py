@@ -111,6 +111,7 @@ def _print_summary(lab: Lab) -> None:
         z, sim = st.zvms[site], st.vcenters[site]
         _say(f"{site} site")
         _say(f"  ZVM (REST API)  {z['url']}/v1    user {z['username']}   password {z['password']}")
+        _say(f"  ZVM (web UI)    {z['url']}/plugin/")
         _say(f"  vCenter         {sim.url}    user {sim.username}   password {sim.password}")
         _say(f"  VRAs            {', '.join(v['name'] + ' ' + v['address'] for v in st.vras[site])}")
     vms = ", ".join(vm["name"] for vm in st.vpg["vms"])

@@ -97,9 +97,13 @@ def _find_version(scheme: str, host: str, port: int, path: str, ssl_context) -> 
 
 
 class VCenter:
-    """An open session to one vCenter. Use as a context manager, or call ``close()``."""
+    """An open session to one vCenter. Use as a context manager, or call ``close()``.
 
-    def __init__(self, config: VCenterConfig):
+    With ``clone_ticket`` the session is a clone of another one (``SessionManager.CloneSession``): how the
+    ZVM acts as the vSphere Client's user, who handed it a ticket of their session; ``config``'s user name
+    and password are not used then."""
+
+    def __init__(self, config: VCenterConfig, *, clone_ticket: str | None = None):
         self.config = config
         scheme, host, port, path = config.endpoint()
         ssl_context = None
@@ -117,9 +121,16 @@ class VCenter:
                                    version=version, sslContext=ssl_context,
                                    httpConnectionTimeout=config.timeout)
             self.si = vim.ServiceInstance("ServiceInstance", stub)
-            self.si.content.sessionManager.Login(config.username, config.password, None)
+            if clone_ticket is not None:
+                self.si.content.sessionManager.CloneSession(clone_ticket)
+            else:
+                self.si.content.sessionManager.Login(config.username, config.password, None)
         except vim.fault.InvalidLogin as exc:
             stub.DropConnections()
+            if clone_ticket is not None:
+                raise AuthenticationError(
+                    f"vCenter {host}:{port} refused the session ticket (unknown, used already, or expired): "
+                    "reload the view in the vSphere Client") from exc
             raise AuthenticationError(
                 f"vCenter {host}:{port} refused the login of {config.username!r}: check the user name "
                 "and password") from exc
@@ -134,6 +145,11 @@ class VCenter:
         except Exception as exc:  # pyVim raises a bare Exception for "is down or is not a VIM server"
             raise TransientError(f"vCenter {host}:{port} cannot be reached: {exc}") from exc
         self.content = self.si.RetrieveContent()
+
+    @property
+    def user(self) -> str:
+        """The vCenter user this session acts as."""
+        return self.content.sessionManager.currentSession.userName
 
     @property
     def about(self) -> vim.AboutInfo:

@@ -1,0 +1,137 @@
+// Every action of the plugin as a modal, by name: the VPG wizard and the one-page actions. ``actionsFor``
+// says which a VPG offers in its state; the API still decides (a refusal shows in the modal).
+import * as api from "../api.js";
+import { h } from "../dom.js";
+import { checkpointPicker } from "./checkpoints.js";
+import { formWizard, refuse } from "./form.js";
+import { vpgWizard } from "./vpg.js";
+
+const POLICIES = ["Commit", "Rollback", "None"];
+const vpgPath = (p, action) => `/vpgs/${encodeURIComponent(p.vpg)}${action ? `/${action}` : ""}`;
+const compact = (o) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined && v !== ""));
+
+function withPicker(title, p, fields, build, opts = {}) {
+  const picker = checkpointPicker(p.vpg);
+  return formWizard(title, {
+    ...opts, fields, extra: () => picker.el,
+    submit: async (v) => build(v, await picker.value()),
+  });
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+export const WIZARDS = {
+  vpg: (p) => vpgWizard(p),
+  failoverTest: (p) => withPicker("Failover test", p, [
+    { name: "ScratchLimitInMB", label: "Scratch limit (MB, 0: none)", kind: "number", min: 0 },
+  ], (v, cp) => ({ method: "POST", path: vpgPath(p, "failoverTest"), body: compact({ CheckpointIdentifier: cp, ScratchLimitInMB: v.ScratchLimitInMB }) }),
+  { label: "Start test", intro: "Test VMs are created on the test network from the checkpoint; replication goes on." }),
+  failoverTestStop: (p) => formWizard("Stop failover test", {
+    label: "Stop test",
+    fields: [{ name: "FailoverTestSuccess", label: "The test succeeded", kind: "checkbox", value: true },
+      { name: "FailoverTestSummary", label: "Notes", kind: "textarea" }],
+    submit: (v) => ({ method: "POST", path: vpgPath(p, "failoverTestStop"), body: compact(v) }),
+  }),
+  failover: (p) => withPicker("Failover", p, [
+    { name: "CommitPolicy", label: "Commit policy", kind: "select", options: POLICIES },
+    { name: "CommitPolicyTimeoutInSeconds", label: "Commit after (seconds)", kind: "number", value: 600, min: 0 },
+    { name: "ShutdownPolicy", label: "Source VMs", kind: "select", options: [["None", "Leave as they are"], ["Shutdown", "Shut down"], ["ForceShutdown", "Shut down, then power off"]] },
+    { name: "ShutdownTimeoutInSeconds", label: "Shutdown timeout (seconds)", kind: "number", value: 300, min: 1 },
+    { name: "ReverseProtection", label: "Reverse protection on commit", kind: "checkbox", value: false },
+  ], (v, cp) => ({ method: "POST", path: vpgPath(p, "Failover"), body: compact({ ...v, CheckpointIdentifier: cp }) }),
+  { label: "Fail over", danger: true }),
+  move: (p) => formWizard("Move", {
+    label: "Move", danger: true, intro: "Planned migration: the source VMs shut down, a last sync, then recovery. No data is lost.",
+    fields: [{ name: "CommitPolicy", label: "Commit policy", kind: "select", options: POLICIES },
+      { name: "CommitPolicyTimeoutInSeconds", label: "Commit after (seconds)", kind: "number", value: 600, min: 0 },
+      { name: "ForceShutdown", label: "Power off VMs that do not shut down in time", kind: "checkbox", value: true },
+      { name: "ShutdownTimeoutInSeconds", label: "Shutdown timeout (seconds)", kind: "number", value: 300, min: 1 },
+      { name: "ReverseProtection", label: "Reverse protection", kind: "checkbox", value: true }],
+    submit: (v) => ({ method: "POST", path: vpgPath(p, "move"), body: compact(v) }),
+  }),
+  failoverCommit: (p) => formWizard("Commit failover", {
+    fields: [{ name: "ReverseProtection", label: "Reverse protection", kind: "checkbox", value: false }],
+    submit: (v) => ({ method: "POST", path: vpgPath(p, "FailoverCommit"), body: v }), label: "Commit" }),
+  failoverRollback: (p) => formWizard("Roll back failover", {
+    intro: "The recovered VMs are removed; the source VMs stay protected.", label: "Roll back", danger: true,
+    submit: () => ({ method: "POST", path: vpgPath(p, "FailoverRollback") }) }),
+  moveCommit: (p) => formWizard("Commit move", {
+    fields: [{ name: "ReverseProtection", label: "Reverse protection", kind: "checkbox", value: true }],
+    submit: (v) => ({ method: "POST", path: vpgPath(p, "moveCommit"), body: v }), label: "Commit" }),
+  moveRollback: (p) => formWizard("Roll back move", { label: "Roll back", danger: true,
+    submit: () => ({ method: "POST", path: vpgPath(p, "moveRollback") }) }),
+  tag: (p) => formWizard("Tag checkpoint", {
+    label: "Tag", intro: "A checkpoint is taken now and tagged with this name.",
+    fields: [{ name: "CheckpointName", label: "Tag", kind: "text" }],
+    submit: (v) => ({ method: "POST", path: vpgPath(p, "checkpoints"), body: v }),
+  }),
+  pause: (p) => formWizard("Pause replication", { label: "Pause", intro: "Writes are tracked and sent when replication resumes.",
+    submit: () => ({ method: "POST", path: vpgPath(p, "pause") }) }),
+  resume: (p) => formWizard("Resume replication", { label: "Resume", submit: () => ({ method: "POST", path: vpgPath(p, "resume") }) }),
+  forceSync: (p) => formWizard("Force sync", { label: "Force sync", intro: "Every volume is compared block by block and what differs is sent.",
+    submit: () => ({ method: "POST", path: vpgPath(p, "forcesync") }) }),
+  delete: (p) => formWizard("Delete VPG", {
+    label: "Delete", danger: true,
+    fields: [{ name: "KeepRecoveryVolumes", label: "Keep the recovery volumes", kind: "checkbox", value: false },
+      { name: "Force", label: "Delete even if the VRAs cannot be reached", kind: "checkbox", value: false }],
+    submit: (v) => ({ method: "DELETE", path: vpgPath(p), body: v }),
+  }),
+  installVra: (p) => installVra(p),
+  uninstallVra: (p) => formWizard(`Uninstall ${p.name || "VRA"}`, { label: "Uninstall", danger: true,
+    submit: () => ({ method: "DELETE", path: `/vras/${encodeURIComponent(p.vra)}` }) }),
+  unpair: (p) => formWizard(`Unpair ${p.name || "site"}`, { label: "Unpair", danger: true,
+    intro: "VPGs between the two sites stop replicating.",
+    submit: () => ({ method: "DELETE", path: `/peersites/${encodeURIComponent(p.site)}` }) }),
+};
+
+function installVra(p) {
+  let local = null;
+  const state = { ds: [], nets: [] };
+  const wiz = formWizard("Install VRA", {
+    label: "Install",
+    fields: [
+      { name: "DatastoreIdentifier", label: "Datastore", kind: "select", options: [] },
+      { name: "NetworkIdentifier", label: "Network", kind: "select", options: [] },
+      { name: "Mode", label: "Address", kind: "select", options: [["Dhcp", "DHCP"], ["Static", "Static IP"]] },
+      { name: "VraIPAddress", label: "IP address", kind: "text", help: "static only" },
+      { name: "SubnetMask", label: "Subnet mask", kind: "text", value: "255.255.255.0" },
+      { name: "DefaultGateway", label: "Gateway", kind: "text" },
+    ],
+    submit: (v) => {
+      const body = { HostIdentifier: p.host, DatastoreIdentifier: v.DatastoreIdentifier, NetworkIdentifier: v.NetworkIdentifier };
+      if (v.Mode === "Static") {
+        if (!IPV4.test(v.VraIPAddress)) refuse("VraIPAddress", "give an IPv4 address, e.g. 10.0.0.21");
+        if (!IPV4.test(v.SubnetMask)) refuse("SubnetMask", "give a subnet mask, e.g. 255.255.255.0");
+        if (v.DefaultGateway && !IPV4.test(v.DefaultGateway)) refuse("DefaultGateway", "give an IPv4 address or leave it empty");
+        body.VraNetworkDataApi = { VraIPConfigurationTypeApi: "Static", VraIPAddress: v.VraIPAddress, SubnetMask: v.SubnetMask, DefaultGateway: v.DefaultGateway };
+      }
+      return { method: "POST", path: "/vras", body };
+    },
+  });
+  const render = wiz.render;
+  wiz.render = async (body, footer, close) => {
+    render(body, footer, close);
+    local = await api.get("/localsite");
+    [state.ds, state.nets] = await Promise.all([api.get(`/virtualizationsites/${local.SiteIdentifier}/datastores`),
+      api.get(`/virtualizationsites/${local.SiteIdentifier}/networks`)]);
+    const fill = (name, items, id, label) => {
+      const s = body.querySelector(`[data-field="${name}"]`);
+      s.replaceChildren(...items.map((x) => h("option", { value: x[id] }, x[label])));
+    };
+    fill("DatastoreIdentifier", state.ds, "DatastoreIdentifier", "DatastoreName");
+    fill("NetworkIdentifier", state.nets, "NetworkIdentifier", "VirtualizationNetworkName");
+  };
+  return wiz;
+}
+
+export function actionsFor(v) {
+  const sub = v.SubStatus;
+  const out = [["vpg", "Edit VPG"]];
+  if (sub === "Testing") out.push(["failoverTestStop", "Stop failover test"]);
+  else out.push(["failoverTest", "Failover test"]);
+  if (sub === "FailingOverBeforeCommit") out.push(["failoverCommit", "Commit failover"], ["failoverRollback", "Roll back failover"]);
+  else if (sub === "MovingBeforeCommit") out.push(["moveCommit", "Commit move"], ["moveRollback", "Roll back move"]);
+  else out.push(["failover", "Failover"], ["move", "Move"]);
+  out.push(["tag", "Tag checkpoint"], v.IsPaused ? ["resume", "Resume"] : ["pause", "Pause"], ["forceSync", "Force sync"], ["delete", "Delete"]);
+  return out.map(([name, label]) => ({ name, label }));
+}
