@@ -34,9 +34,9 @@ class Scripted:
 def _engine() -> tuple[ProtectedVpg, Scripted]:
     t = Scripted()
     e = ProtectedVpg("vpg-1", "protect-a", t, volumes={"vol-1"})
-    e._connect()
-    e.acked_seq = 40  # as if records up to 40 had been acknowledged
-    e._next_seq = 41
+    e.sender._connect()
+    e.sender.acked_seq = 40  # as if records up to 40 had been acknowledged
+    e.sender._next_seq = 41
     return e, t
 
 
@@ -51,7 +51,7 @@ def _engine() -> tuple[ProtectedVpg, Scripted]:
 def test_welcome_after_reconnect(welcome: Welcome, lost: bool) -> None:
     e, t = _engine()
     t.welcome = welcome
-    e._connect()
+    e.sender._connect()
     assert e.needs_delta_sync is lost
     assert e.not_consistent is lost
     assert e.status()["counters"]["recovery_journal_lost"] == int(lost)
