@@ -44,7 +44,12 @@ export function pressed(button, work) {
     try {
       await work();
     } finally {
-      if (button.isConnected) {
+      // A button whose work is done for good (data-done) stays disabled where it is: hiding it would move
+      // the next button under the pointer, and a double click's second click would land on it.
+      if (button.isConnected && button.dataset.done) {
+        button.removeAttribute("aria-busy");
+        button.textContent = label;
+      } else if (button.isConnected) {
         button.disabled = false;
         button.removeAttribute("aria-busy");
         button.textContent = label;

@@ -65,7 +65,7 @@ export function formWizard(title, { intro, fields = [], submit, label = "OK", da
         } catch (err) { showError(form, err, general); return; }
         try {
           const res = await api.request(call.method, call.path, call.body);
-          ok.hidden = true;
+          ok.dataset.done = "true";
           cancel.textContent = "Close";
           cancel.focus();
           if (res && res.TaskIdentifier) await followTask(res.TaskIdentifier, taskSlot);

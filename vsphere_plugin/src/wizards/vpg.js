@@ -214,8 +214,8 @@ export function vpgWizard(params) {
             Networks: doc.Networks, BootGroups: doc.BootGroups, Vms: doc.Vms });
           const t = await api.post(`/vpgSettings/${sid}/commit`);
           finished = true;
-          commit.hidden = true;
-          back.hidden = true;
+          commit.dataset.done = "true";
+          back.disabled = true;
           cancel.textContent = "Close";
           cancel.focus();
           await followTask(t.TaskIdentifier, taskSlot);
@@ -236,7 +236,7 @@ export function vpgWizard(params) {
         clear(page, h("h3", { tabindex: "-1", "data-testid": "step-title" }, STEPS[step]), pages[step]());
         back.disabled = step === 0;
         next.hidden = step === STEPS.length - 1;
-        commit.hidden = finished || step !== STEPS.length - 1;
+        commit.hidden = step !== STEPS.length - 1;
         const first = page.querySelector("input, select, textarea");
         if (first && !keepErrors) {
           first.focus();
