@@ -186,3 +186,20 @@ def test_vra_package_built_by_several_installs_at_once_is_whole_for_each(tmp_pat
     same = subprocess.run(["qemu-img", "compare", "-q", str(disks[0]), str(alone)])
     assert same.returncode == 0
     assert [p.name for p in ovf.parent.iterdir() if p.name.startswith(".") and p.name not in (".build.lock", ".built-from")] == []
+
+
+def test_protected_vm_counts_take_only_vpgs_protected_by_this_site(api):
+    """Moids are per vCenter: the VMs of a VPG this site recovers carry the other vCenter's moids, which can
+    equal local ones; they must not count as protected VMs on a local host (an uninstall was refused)."""
+    local = m.Site.get(m.Site.is_local == True)  # noqa: E712 - peewee expression
+    peer = m.Site.create(name="peer")
+    vra = m.Vra.create(site=local, host_moid="host-0", host_name="esx0.lab", name="Z-VRA-esx0.lab",
+                       state="Installed", datastore_moid="datastore-1", network_moid="network-1")
+    recovered_here = m.Vpg.create(name="from peer", protected_site=peer, recovery_site=local)
+    m.VpgVm.create(vpg=recovered_here, vm_moid="vm-0", name="peer's vm")  # vm-0 is also a local VM on host-0
+    assert api.get(f"/vras/{vra.identifier}").json["ProtectedVmsCount"] == 0
+
+    protected_here = m.Vpg.create(name="local", protected_site=local, recovery_site=peer)
+    m.VpgVm.create(vpg=protected_here, vm_moid="vm-3", name="vm3")  # on host-0 (vm-i on host-(i % 3))
+    assert api.get(f"/vras/{vra.identifier}").json["ProtectedVmsCount"] == 1
+    assert [v["ProtectedVmsCount"] for v in api.get("/vras").json] == [1]

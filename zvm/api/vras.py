@@ -24,9 +24,12 @@ def vra_name(host_name: str) -> str:
 
 
 def _protected_counts(site: m.Site) -> dict[str, int]:
+    """Host moid -> how many of this site's VMs on it a VPG protects. Moids are per vCenter: a VPG this site
+    recovers lists the other vCenter's moids, which may equal local ones, so only VPGs protected here count."""
     rows = (m.InvVm.select(m.InvVm.host, peewee.fn.COUNT(m.VpgVm.id))
             .join(m.VpgVm, on=(m.VpgVm.vm_moid == m.InvVm.moid))
-            .where(m.InvVm.site == site).group_by(m.InvVm.host).tuples())
+            .join(m.Vpg, on=(m.VpgVm.vpg == m.Vpg.id))
+            .where(m.InvVm.site == site, m.Vpg.protected_site == site).group_by(m.InvVm.host).tuples())
     return {host: count for host, count in rows}
 
 
