@@ -69,19 +69,21 @@ def _add_revision(db: peewee.Database, migrator: SchemaMigrator) -> None:
     install_revision_triggers(db, models.ALL_MODELS)
 
 
+def _missing(db: peewee.Database, table: str, column: str) -> bool:
+    """The table has no such column yet (a migration step adds it only then, so a rerun changes nothing)."""
+    return column not in {c.name for c in db.get_columns(table)}
+
+
 def _recovery_operations(db: peewee.Database, migrator: SchemaMigrator) -> None:
     """Recovery operations: their table; the recovery VRA of a VPG, re-IP settings of its VMs and where each
     volume's replica is; VM moids unique per VPG instead of everywhere (a recovery site keeps the VMs of the
     VPGs it recovers, whose moids are the other vCenter's)."""
-    def missing(table: str, column: str) -> bool:
-        return column not in {c.name for c in db.get_columns(table)}
-
     ops = []
-    if missing("vpg", "recovery_vra"):
+    if _missing(db, "vpg", "recovery_vra"):
         ops.append(migrator.add_column("vpg", "recovery_vra", models.Vpg.recovery_vra))
-    if missing("vpg_vm", "nics"):
+    if _missing(db, "vpg_vm", "nics"):
         ops.append(migrator.add_column("vpg_vm", "nics", models.VpgVm.nics))
-    if missing("vpg_volume", "recovery_path"):
+    if _missing(db, "vpg_volume", "recovery_path"):
         ops.append(migrator.add_column("vpg_volume", "recovery_path", models.VpgVolume.recovery_path))
     indexes = {i.name: i for i in db.get_indexes("vpg_vm")}
     if "vpg_vm_vm_moid" in indexes and indexes["vpg_vm_vm_moid"].unique:
@@ -95,17 +97,12 @@ def _recovery_operations(db: peewee.Database, migrator: SchemaMigrator) -> None:
 
 def _users_and_roles(db: peewee.Database, migrator: SchemaMigrator) -> None:
     """Users can be disabled; events keep the client address; failed logins are counted (throttling)."""
-    from playhouse.migrate import migrate as run
-
-    def missing(table: str, column: str) -> bool:
-        return column not in {c.name for c in db.get_columns(table)}
-
     ops = []
-    if missing("user", "disabled"):
+    if _missing(db, "user", "disabled"):
         ops.append(migrator.add_column("user", "disabled", models.User.disabled))
-    if missing("user", "updated_at"):
+    if _missing(db, "user", "updated_at"):
         ops.append(migrator.add_column("user", "updated_at", models.User.updated_at))
-    if missing("event", "client"):
+    if _missing(db, "event", "client"):
         ops.append(migrator.add_column("event", "client", models.Event.client))
     run(*ops)
     db.create_tables([models.LoginFailure])
