@@ -18,7 +18,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def build() -> Path:
     target = lib_path()
     if target.exists():
         return target
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    cc = shutil.which(os.environ.get("CC") or "gcc") or (None if os.environ.get("CC") else shutil.which("cc"))
     if cc is None:
         raise NativeUnavailable(f"the IO filter's write path ({SOURCE.name}) must be compiled and no C compiler "
                                 f"was found: install Debian's gcc and libc6-dev (apt-get install gcc libc6-dev, "
@@ -162,11 +161,3 @@ def address(buffer) -> int:
         return ctypes.addressof(holder)
     finally:
         del holder  # releases the export: the buffer may be closed later
-
-
-if __name__ == "__main__":  # ./run: build at set-up
-    try:
-        print(build())
-    except NativeUnavailable as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(1)
