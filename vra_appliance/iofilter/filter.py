@@ -245,12 +245,19 @@ class IoFilter:
         if volume not in self.gates:
             raise ControlError(f"unknown volume {volume!r}; this filter serves {sorted(self.gates)}")
         clear = bool(request.get("clear", False))
-        extents, over = self.splitter.dirty_extents(volume, clear)
+        passed = True
+        if clear:  # a sync takes them: only once the VRA has what was on its way (the sync barrier)
+            extents, over, passed = self.splitter.take_dirty(volume)
+        else:
+            extents, over = self.splitter.dirty_extents(volume)
         unclean = self.unclean[volume]
-        if clear:
+        if clear and passed:
             self.unclean[volume] = False
-        return {"ok": True, "volume": volume, "extents": [list(x) for x in extents], "over_coverage": over,
-                "unclean": unclean}
+        reply = {"ok": True, "volume": volume, "extents": [list(x) for x in extents], "over_coverage": over,
+                 "unclean": unclean}
+        if clear:
+            reply["barrier"] = passed
+        return reply
 
     def status(self) -> dict:
         return {"filter_id": self.filter_id, "volumes": {
