@@ -24,7 +24,7 @@ import time
 from vra_appliance.errors import RingCorrupt
 
 _FOLD_CHUNK = 256
-BARRIER_TIMEOUT_S = 5.0
+BARRIER_TIMEOUT_S = 2.0  # well inside the VRA control client's 5 s: a late answer would lose the extents
 
 
 class DirtyFold:
