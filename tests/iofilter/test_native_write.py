@@ -80,7 +80,7 @@ def test_writes_straddle_the_ring_wrap_and_a_full_ring_overflows_into_the_dirty_
     assert filt.splitter.wait_drained(20)
     snap = filt.splitter.snapshot()
     assert ring.z.head > 4 * ring.size  # around the ring several times
-    assert snap["frames_in_place"] > 3000  # published by the compiled loop, read where the kernel put them
+    assert snap["frames_in_place"] > 1000  # published by the compiled loop, read where the kernel put them
     writes = [e for e in vra.events if e[0] == "write"]
     assert [e[4] for e in writes] == sorted(e[4] for e in writes)
     for _kind, _vol, offset, data, _seq in writes:
