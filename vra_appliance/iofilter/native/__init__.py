@@ -68,7 +68,12 @@ def cache_dir() -> Path:
 
 
 def key() -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes() + "\0".join(CFLAGS).encode())
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as exc:
+        raise NativeUnavailable(f"the IO filter's write path source {SOURCE} is missing ({exc}): reinstall the "
+                                f"package") from exc
+    digest = hashlib.sha256(source + "\0".join(CFLAGS).encode())
     return digest.hexdigest()[:16]
 
 
