@@ -62,10 +62,9 @@ class Transmission:
         self.stats = stats or ConnectionStats()
         self._renew = getattr(backend, "renew_recv_buffer", None)
         self._release = getattr(backend, "release_recv_buffer", None)
-        self._pwrite_from = getattr(backend, "pwrite_from", None)
         self._native = getattr(backend, "native", None)  # a native.ZVol: writes take the compiled loop
-        if self._renew is None or self._release is None or (self._pwrite_from is None and self._native is None):
-            self._renew = None
+        if self._renew is None or self._release is None or self._native is None:
+            self._renew = None  # the backend's receive buffers are for the compiled loop
         self._private: memoryview | None = None
         self._private_addr = 0
         self._shared = None  # the backend's receive buffer we are using, if any
@@ -75,7 +74,6 @@ class Transmission:
         self._sview = memoryview(self._sbuf)
         self._spos = 0
         self._pread_into = getattr(backend, "pread_into", None)
-        self._batch_done = getattr(backend, "batch_done", None)
         self._views_ok = bool(getattr(backend, "accepts_views", False))
 
     # -- receive buffers -------------------------------------------------------------------------------
@@ -117,8 +115,6 @@ class Transmission:
 
     # -- output ---------------------------------------------------------------------------------------
     def _flush_replies(self) -> None:
-        if self._batch_done is not None:
-            self._batch_done()  # before the replies: the backend's post-write work precedes the VM's ack
         if self._spos:
             self.sock.sendall(self._sview[:self._spos])
             self._spos = 0
@@ -160,8 +156,6 @@ class Transmission:
             else:
                 self._serve()
         finally:
-            if self._batch_done is not None:
-                self._batch_done()  # writes that reached the backend are completed even if no reply can go out
             self.release_buffers()
 
     def _serve(self) -> None:
@@ -255,9 +249,8 @@ class Transmission:
     def _refill(self, start: int, end: int, need: int) -> tuple[int, int]:
         """Make at least ``need`` bytes available from ``start``; (-1, -1) on end of stream.
 
-        Replies (and the backend's `batch_done`) go out only when the client has nothing more for us right
-        now (a non-blocking recv finds the socket empty), or before parsed bytes in the buffer are reused:
-        write payloads handed to the backend as views stay valid until its ``batch_done``.
+        Replies go out only when the client has nothing more for us right now (a non-blocking recv finds the
+        socket empty), or before parsed bytes in the buffer are reused.
         """
         sock = self.sock
         while end - start < need:
@@ -315,10 +308,7 @@ class Transmission:
         if fua:
             self._flush_replies()  # a synchronous write is slow: do not hold earlier replies behind it
         try:
-            if self._shared is not None:
-                self._pwrite_from(offset, data, fua, self._shared, start)
-            else:
-                self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
+            self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
         except OSError as exc:
             self._error(handle, p.nbd_error(exc.errno))
             return
