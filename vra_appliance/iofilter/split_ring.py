@@ -36,11 +36,12 @@ a quiet spell (the filter rings for any frame). One ring per sleep epoch is enou
 costs the filter at most one ``send`` and the VRA one wakeup, and a steady load costs neither.
 
 Memory ordering: x86-64 only (total store order). The producer stores the data, then head; the consumer
-loads head, then the data; TSO keeps both orders. The u64 fields are aligned and stored with one
-8-byte move (memoryview item assignment). The two "store mine, then load yours" steps that decide a
-doorbell (filter: head then state; VRA: state then head) each have a locked instruction in between (a
-``threading.Lock`` round trip is a full fence on x86-64), and the VRA's sleep has a timeout anyway, so
-a doorbell lost to a bug costs latency, never a hang. On other machines the filter does not offer a ring
+loads head, then the data; TSO keeps both orders. The filter's side of this (frames, head, the doorbell
+decision) is in C (native/zwrite.c, shared with the compiled write path): head is stored with a release
+store, and between storing head and loading the VRA's state there is a full fence; the VRA (Python) stores
+its fields with one aligned 8-byte move (memoryview item assignment) and has a locked instruction (a
+``threading.Lock`` round trip) between storing its state and loading head. Its sleep has a timeout anyway,
+so a doorbell lost to a bug costs latency, never a hang. On other machines the filter does not offer a ring
 and the split stream stays on the socket.
 """
 
