@@ -110,6 +110,8 @@ class Monitor(Loop):
         self._pool: ThreadPoolExecutor | None = None
         self._watch: dict[str, VpgWatch] = {}
         self._journals: dict[str, AlertSpec] = {}  # vpg -> its RecoveryJournalCorrupt, as last seen
+        self._journals_checked: set[str] = set()  # VPGs whose alert from before this monitor was looked for
+        self._vras: dict[str, m.Vra] = {}  # the installed VRAs of this pass
         self._recorder = history.Recorder()
         self._buckets: list[history.Bucket] = []  # finished history buckets not written yet
         self._listed: dict[int, list] = {}  # vpg id -> checkpoints listed this pass, to store
@@ -132,6 +134,7 @@ class Monitor(Loop):
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="zvm-monitor-probe")
         rnd = probe(self._pool, self.zvm, control, vras, remote)
         names = {v.identifier: v.name for v in vras}
+        self._vras = {v.identifier: v for v in vras}
         by_vpg: dict[str, dict[str, dict]] = {}
         for vra_id, status in rnd.vras.items():
             for vpg_id, roles in (status or {}).items():
@@ -159,7 +162,7 @@ class Monitor(Loop):
             m.Vra.update(reachable=False).where(m.Vra.identifier.in_(silent)).execute()
         wanted: list[AlertSpec] = []
         for vpg in m.Vpg.select():
-            fields = dict(updates.get(vpg.id) or {})
+            fields = {k: v for k, v in (updates.get(vpg.id) or {}).items() if getattr(vpg, k) != v}  # changes only
             w = self._watch.get(vpg.identifier, VpgWatch())
             if vpg.id in self._listed:
                 self._store_checkpoints(vpg, self._listed[vpg.id])
@@ -292,7 +295,7 @@ class Monitor(Loop):
             alert = journal_alert(vpg.identifier, vpg.name, recover["state"], recover.get("error", ""))
             if alert is not None:
                 self._journals[vpg.identifier] = alert
-            elif self._journals.pop(vpg.identifier, None) is not None or _journal_alert_active(vpg):
+            elif self._journals.pop(vpg.identifier, None) is not None or self._alert_from_before(vpg):
                 restart = (vpg.status, vpg.substatus) == ("Error", "Error")
         mirror = not protect and vpg.protected_site_id != self.zvm.local_site_id()
         healthy = ((mirror or (bool(protect) and all(p["state"] == "ok" for p in protect)))
@@ -324,7 +327,7 @@ class Monitor(Loop):
     def _list(self, control, vpg: m.Vpg, vra_id: str | None, recover: dict | None, w: VpgWatch,
               now: float) -> list | None:
         """The recovery journal's checkpoints, asked only when its newest changed (or now and then)."""
-        vra = m.Vra.get_or_none(m.Vra.identifier == vra_id) if vra_id else None
+        vra = self._vras.get(vra_id) if vra_id else None
         if vra is None or control is None:
             return None
         counters = recover["counters"] if recover else {}
@@ -338,6 +341,13 @@ class Monitor(Loop):
             return None
         w.listed_marker, w.listed_at = marker, now
         return listed
+
+    def _alert_from_before(self, vpg: m.Vpg) -> bool:
+        """A RecoveryJournalCorrupt alert of the VPG raised before this monitor started (looked for once)."""
+        if vpg.identifier in self._journals_checked:
+            return False
+        self._journals_checked.add(vpg.identifier)
+        return _journal_alert_active(vpg)
 
     # --- peers, checkpoints -----------------------------------------------------------------------------
 
