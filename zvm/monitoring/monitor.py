@@ -54,6 +54,7 @@ from zvm.monitoring.rules import (
     vpg_alerts,
     vpg_status,
 )
+from zvm.peer.messages import checkpoints_to_json
 from zvm.placement import vra_ref
 from zvr_common.loop import Loop
 
@@ -65,6 +66,7 @@ PRUNE_EVERY_S = 300.0
 LIST_EVERY_S = 30.0  # the journal's checkpoints are listed when the newest changed, and at least this often
 STALLED_AFTER_S = 15.0  # no new consistent checkpoint for this long while every role answers: stalled
 WRITE_ATTEMPTS = 5
+RECOVER_REPORT_MAX_AGE_S = 1.5  # a peer's question is answered from the last pass when it is this fresh
 STREAMING = ("ok", "syncing", "bitmap-sync-needed")  # protect role states in which the stream runs
 
 # Substatuses a recovery operation sets and clears itself (zvm.orchestration.recovery)
@@ -112,6 +114,8 @@ class Monitor(Loop):
         self._journals: dict[str, AlertSpec] = {}  # vpg -> its RecoveryJournalCorrupt, as last seen
         self._journals_checked: set[str] = set()  # VPGs whose alert from before this monitor was looked for
         self._vras: dict[str, m.Vra] = {}  # the installed VRAs of this pass
+        # VPG -> (when, the peer's vpg_status answer) for a VPG recovered here (zvm.peer.service answers from it)
+        self._recover_seen: dict[str, tuple[float, dict]] = {}
         self._recorder = history.Recorder()
         self._buckets: list[history.Bucket] = []  # finished history buckets not written yet
         self._listed: dict[int, list] = {}  # vpg id -> checkpoints listed this pass, to store
@@ -191,6 +195,8 @@ class Monitor(Loop):
             del self._watch[vpg_id]
         for vpg_id in [v for v in self._journals if v not in known]:
             del self._journals[vpg_id]
+        for vpg_id in [v for v in self._recover_seen if v not in known]:
+            del self._recover_seen[vpg_id]
         wanted += list(self._journals.values())
         wanted += recovery_alerts()
         self.events.write()
@@ -222,6 +228,12 @@ class Monitor(Loop):
             if recover is None and w.recover_vra and rnd.vras.get(w.recover_vra, "gone") is None:
                 why_recover = f"the recovery VRA {names.get(w.recover_vra, w.recover_vra)} does not answer"
             listed = self._list(control, vpg, recover_at, recover, w, now)
+            if recover is not None:
+                known = listed if listed is not None else self._recover_seen.get(vpg.identifier, (0, {}))[1].get(
+                    "Checkpoints")
+                if known is not None:
+                    self._recover_seen[vpg.identifier] = (time.monotonic(), {
+                        "Recover": recover, "Checkpoints": checkpoints_to_json(known), "Vra": recover_at})
         else:
             remote = rnd.remote.get(vpg.identifier)
             recover, listed = (remote.recover, remote.checkpoints) if remote else (None, None)
@@ -341,6 +353,14 @@ class Monitor(Loop):
             return None
         w.listed_marker, w.listed_at = marker, now
         return listed
+
+    def recover_report(self, vpg: str, max_age: float = RECOVER_REPORT_MAX_AGE_S) -> dict | None:
+        """The peer service's answer for a VPG recovered here, as this monitor's last pass read it from the
+        recovery VRA, when that pass was at most ``max_age`` seconds ago (else None: ask the VRA)."""
+        seen = self._recover_seen.get(vpg)
+        if seen is None or time.monotonic() - seen[0] > max_age:
+            return None
+        return seen[1]
 
     def _alert_from_before(self, vpg: m.Vpg) -> bool:
         """A RecoveryJournalCorrupt alert of the VPG raised before this monitor started (looked for once)."""
