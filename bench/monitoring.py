@@ -12,7 +12,8 @@ VRAs and VPGs, and a real ``Monitor`` with the ZVM's gRPC client.
 
 - **freshness**: the time from a change at a VRA to the database the API answers from showing it: a protect
   role's substatus turning DeltaSync, a VRA killed (its server stopped: the VPG's substatus turns
-  DisconnectedFromPeer), and back. Median and max over trials.
+  DisconnectedFromPeer). Each change comes at a random moment of the interval between two passes. Median and
+  max over trials.
 - **CPU**: the ZVM process's CPU time (user + system) while only monitoring runs, as ms per VRA per minute,
   for 6 and for 60 VRAs.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -175,13 +177,17 @@ def run_design(name: str, count: int, interval: float, workers: int, cpu_window:
         cpu1, wall1 = os.times(), time.monotonic()
         cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         fresh: dict[str, list[float]] = {"substatus": [], "vra killed": []}
+        rng = random.Random(count)
         for t in range(trials):
             vpg = f"vpg-{t % (count // 2)}"
             protect = 2 * (t % (count // 2))
+            # a change comes at any moment between two passes, not just after one (the wait ends on a pass)
+            time.sleep(rng.uniform(0, interval))
             sims.tell(f"substatus {protect} DeltaSync")
             fresh["substatus"].append(wait_shown(zvm, vpg, "DeltaSync", 4 * interval + 10))
             sims.tell(f"substatus {protect}")
             wait_shown(zvm, vpg, "None", 4 * interval + 10)
+            time.sleep(rng.uniform(0, interval))
             sims.tell(f"kill {protect}")
             fresh["vra killed"].append(wait_shown(zvm, vpg, "DisconnectedFromPeer", 4 * interval + 10))
             sims.tell(f"start {protect}")
