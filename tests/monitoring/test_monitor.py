@@ -15,6 +15,7 @@ from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg
 from zvm import models as m
 from zvm.monitoring.monitor import Monitor
+from zvm.vra_control import CheckpointEntry
 
 THRESHOLD = 10
 
@@ -143,8 +144,13 @@ def test_a_locked_database_delays_a_pass_and_the_next_figures_are_current(api):
 def test_the_peer_service_answers_from_the_last_pass(api):
     vid, vra, control, protect, recover = setup(api)
     monitor = Monitor(api.zvm, control=control)
+    t0 = time.time()
+    control.checkpoints[vid] = [CheckpointEntry("c1", t0 - 1, None, True)]
+    recover["counters"]["newest_consistent_checkpoint_s"] = t0 - 1
     monitor.run_once()
+    monitor.run_once()  # the journal's list did not change: not asked again, the answer keeps it
     seen = monitor.recover_report(vid)
-    assert seen["Recover"] is recover and seen["Vra"] == vra and seen["Checkpoints"] == []
+    assert seen["Recover"] is recover and seen["Vra"] == vra
+    assert [c["checkpoint_id"] for c in seen["Checkpoints"]] == ["c1"]
     assert monitor.recover_report(vid, max_age=0.0) is None  # too old: the peer service asks the VRA
     assert monitor.recover_report("other") is None

@@ -143,7 +143,7 @@ class Monitor(Loop):
         for vra_id, status in rnd.vras.items():
             for vpg_id, roles in (status or {}).items():
                 by_vpg.setdefault(vpg_id, {})[vra_id] = roles
-        updates = {vpg.id: self._assess(control, vpg, by_vpg.get(vpg.identifier, {}), rnd, names, local, now)
+        updates = {vpg.id: self._assess_one(control, vpg, by_vpg.get(vpg.identifier, {}), rnd, names, local, now)
                    for vpg in vpgs}
         for attempt in range(WRITE_ATTEMPTS):
             try:
@@ -208,6 +208,16 @@ class Monitor(Loop):
 
     # --- one VPG ----------------------------------------------------------------------------------------
 
+    def _assess_one(self, *args) -> dict:
+        """``_assess``, with a bug in one VPG's figures logged and kept from stopping every other VPG's."""
+        try:
+            return self._assess(*args)
+        except ZvmError:
+            raise
+        except Exception:  # noqa: BLE001 - one VPG's bug must not freeze the others' figures
+            log.exception("monitoring VPG %s failed; its figures wait for the next pass", args[1].identifier)
+            return {}
+
     def _assess(self, control, vpg: m.Vpg, by_vra: dict[str, dict], rnd: Round, names: dict, local: int,
                 now: float) -> dict:
         """The VPG's new figures and substatus from this pass's answers (no database write)."""
@@ -229,11 +239,11 @@ class Monitor(Loop):
                 why_recover = f"the recovery VRA {names.get(w.recover_vra, w.recover_vra)} does not answer"
             listed = self._list(control, vpg, recover_at, recover, w, now)
             if recover is not None:
-                known = listed if listed is not None else self._recover_seen.get(vpg.identifier, (0, {}))[1].get(
-                    "Checkpoints")
+                before = self._recover_seen.get(vpg.identifier)
+                known = checkpoints_to_json(listed) if listed is not None else before[1]["Checkpoints"] if before else None
                 if known is not None:
                     self._recover_seen[vpg.identifier] = (time.monotonic(), {
-                        "Recover": recover, "Checkpoints": checkpoints_to_json(known), "Vra": recover_at})
+                        "Recover": recover, "Checkpoints": known, "Vra": recover_at})
         else:
             remote = rnd.remote.get(vpg.identifier)
             recover, listed = (remote.recover, remote.checkpoints) if remote else (None, None)

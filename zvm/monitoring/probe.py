@@ -16,8 +16,8 @@ from zvm.errors import ZvmError
 from zvm.peer.messages import checkpoints_from_json
 from zvm.placement import peer_client, vra_ref
 
-VRA_TIMEOUT_S = 1.5
-PEER_TIMEOUT_S = 2.0
+VRA_TIMEOUT_S = 3.0
+PEER_TIMEOUT_S = 5.0
 
 
 @dataclass
