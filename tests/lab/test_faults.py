@@ -222,6 +222,7 @@ def test_a_move_is_never_seen_half_done(lab):
         poller.close()
     assert poller.error is None, poller.error
     seen = poller.samples
+    print(f"{len(seen)} samples of both ZVMs and vCenters during the move")  # for the record, with -s
     assert seen and seen[-1]["listed"]["recovery"] and not seen[-1]["listed"]["protected"]
     for i, s in enumerate(seen):
         owners = [site for site in SITES if s["listed"][site]]

@@ -4,10 +4,12 @@ fio's nbd engine does not reconnect: when a filter goes away its writes fail at 
 goes on failing and logging as fast as it can (its log grew to 2.7 GB in 100 s). This runner starts fio with
 its output through a pipe and watches it:
 
-- an error line from fio, or fio ending, means an export went away: fio is stopped (its whole run: one
-  failed job would leave the other VMs idle behind it), then started again once every filter's NBD socket
-  accepts a connection, probed with a growing delay (0.2 s doubling to 5 s: a filter down for minutes is
-  not hammered);
+- an error line from fio while a filter's NBD socket does not answer, or fio ending, means an export went
+  away: fio is stopped (its whole run: one failed job would leave the other VMs idle behind it), then
+  started again once every filter's socket accepts a connection, probed with a growing delay (0.2 s
+  doubling to 5 s: a filter down for minutes is not hammered);
+- fio's first run ending by itself while every filter answers is not an outage but fio refusing its job
+  (a bad rate, say): the runner ends with fio's exit status, and the lab shows the end of the log;
 - fio's output reaches the log bounded: at most ``LINES_PER_RUN`` lines of each run, then one line saying
   how many were left out.
 
@@ -30,6 +32,7 @@ LINES_PER_RUN = 40
 FIRST_PROBE_S = 0.2
 MAX_PROBE_S = 5.0
 ERROR_MARKS = ("error", "fail", "nbd_")
+ERRORS_BEFORE_RESTART = 20  # error lines while every filter answers: fio's handle died with a filter that came back
 
 
 def say(msg: str) -> None:
@@ -73,12 +76,13 @@ def _terminate_on(stop: threading.Event, proc: subprocess.Popen) -> None:
             return
 
 
-def run_once(fio: list[str], stop: threading.Event) -> str:
-    """Run fio until it fails, ends or ``stop`` is set; returns why it ended."""
+def run_once(fio: list[str], sockets: list[str], stop: threading.Event) -> tuple[int | None, str]:
+    """Run fio until a filter goes away, fio ends or ``stop`` is set. Returns fio's exit status when it
+    ended by itself (None when stopped here) and why it ended."""
     proc = subprocess.Popen(fio, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, errors="replace")
-    logged = skipped = 0
-    why = "fio ended"
+    logged = skipped = errors = 0
+    why = ""
     assert proc.stdout is not None
     threading.Thread(target=_terminate_on, args=(stop, proc), daemon=True).start()
     for line in proc.stdout:
@@ -88,14 +92,18 @@ def run_once(fio: list[str], stop: threading.Event) -> str:
         else:
             skipped += 1
         if any(mark in line.lower() for mark in ERROR_MARKS):
-            why = f"fio reported an error ({line.strip()[:200]}): an IO filter went away"
-            proc.kill()
-            break
+            errors += 1
+            down = [s for s in sockets if not socket_answers(s)]
+            if down or errors > ERRORS_BEFORE_RESTART:  # gone, or back already while fio spins on its old handle
+                why = (f"fio reported an error ({line.strip()[:200]}): "
+                       + (f"the IO filter at {', '.join(down)} went away" if down else "an IO filter restarted"))
+                proc.kill()
+                break
     proc.stdout.close()
     code = proc.wait()
     if skipped:
         say(f"({skipped} more lines of fio's output not logged)")
-    return why if why != "fio ended" else f"fio ended (exit status {code})"
+    return (None, why) if why else (code, f"fio ended (exit status {code})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,15 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    first = True
     while not stop.is_set():
         wait_for_sockets(args.socket, stop)
         if stop.is_set():
             break
         started = time.monotonic()
-        why = run_once(fio, stop)
+        code, why = run_once(fio, args.socket, stop)
         if stop.is_set():
             break
         say(why)
+        if first and code is not None and all(socket_answers(s) for s in args.socket):
+            say("fio refused its job (every filter answers): not starting it again")
+            return code or 1
+        first = False
         # fio failing at once again and again (a filter that answers but refuses the export) is not a loop
         stop.wait(FIRST_PROBE_S if time.monotonic() - started > MAX_PROBE_S else MAX_PROBE_S)
     say("stopped")
