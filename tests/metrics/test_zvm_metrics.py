@@ -35,8 +35,8 @@ def parse(text: str) -> dict[tuple[str, tuple], float]:
 def zvm(tmp_path_factory):
     data = tmp_path_factory.mktemp("zvm-metrics")
     listen = f"127.0.0.1:{free_port()}"
-    server = start_serve(data, "--workers", "2", env={"ZVM_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                                                      "ZVM_METRICS_LISTEN": listen})
+    server = start_serve(data, "--workers", "2", "--peer-port", str(free_port()),
+                         env={"ZVM_ADMIN_PASSWORD": ADMIN_PASSWORD, "ZVM_METRICS_LISTEN": listen})
     try:
         server.wait_for(r"Booting worker")
         session = requests.Session()
@@ -219,3 +219,16 @@ def test_the_latency_histogram_counts_the_requests_of_every_worker(zvm):
     assert count() == start + 20
     pids = {p.name for p in (zvm["data"] / "metrics").iterdir()}
     assert len(pids) >= 2, pids  # both workers wrote figures
+
+
+def test_a_metrics_listen_address_that_is_taken_is_logged_and_the_zvm_serves(zvm, tmp_path):
+    taken = zvm["listener"].split("//")[1].split("/")[0]
+    server = start_serve(tmp_path / "zvm", "--peer-port", str(free_port()),
+                         env={"ZVM_ADMIN_PASSWORD": ADMIN_PASSWORD, "ZVM_METRICS_LISTEN": taken})
+    try:
+        server.wait_for(r"metrics_listen = .*: cannot listen there")
+        session = requests.Session()
+        assert wait_for(lambda: _login(session, server.url), 60, "the API to answer")
+        assert session.get(f"{server.url}/metrics", timeout=30).status_code == 200
+    finally:
+        server.stop()

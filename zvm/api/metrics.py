@@ -92,7 +92,13 @@ class MetricsListener:
 
     def start(self) -> None:
         reg = metrics.registry(lambda: self.zvm.db)
-        self.server, self.thread = exposition.start_http_server(self.port, addr=self.host.strip("[]"), registry=reg)
+        try:
+            self.server, self.thread = exposition.start_http_server(self.port, addr=self.host.strip("[]"),
+                                                                    registry=reg)
+        except OSError as exc:  # the ZVM's work goes on without it
+            log.error("metrics_listen = %s:%d: cannot listen there (%s); /metrics stays on the API port only",
+                      self.host, self.port, exc)
+            return
         self.port = self.server.server_address[1]
         log.info("metrics served without authentication on %s:%d/metrics (metrics_listen)", self.host, self.port)
 
