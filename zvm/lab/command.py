@@ -113,6 +113,8 @@ def _print_summary(lab: Lab) -> None:
         _say(f"  ZVM (REST API)  {z['url']}/v1    user {z['username']}   password {z['password']}")
         _say(f"  ZVM (web UI)    {z['url']}/plugin/")
         _say(f"  vCenter         {sim.url}    user {sim.username}   password {sim.password}")
+        if z.get("metrics"):
+            _say(f"  metrics         {z['metrics']}   (Prometheus, no login; the VRAs' on port 9465)")
         _say(f"  VRAs            {', '.join(v['name'] + ' ' + v['address'] for v in st.vras[site])}")
     vms = ", ".join(vm["name"] for vm in st.vpg["vms"])
     _say(f"\nVPG {st.vpg['name']} ({st.vpg['identifier']}): {vms}, replicating to the recovery site")
