@@ -230,8 +230,13 @@ def _make(out: Path) -> None:
 
 
 def build() -> GuestImage:
-    """The cached guest image, built if missing (see the module docstring)."""
-    return GuestImage(cached(cache_root(), cache_key(), _make))
+    """The cached guest image, built if missing (see the module docstring); builds of other inputs are
+    removed."""
+    built = cached(cache_root(), cache_key(), _make)
+    for old in cache_root().iterdir():
+        if old != built and re.fullmatch(r"[0-9a-f]{16}", old.name):
+            shutil.rmtree(old, ignore_errors=True)
+    return GuestImage(built)
 
 
 def main() -> int:

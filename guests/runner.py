@@ -213,3 +213,19 @@ class Guest:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def acknowledged_before(reports_log: Path, when: float) -> int:
+    """The highest transaction id a guest's reports log (``AppLog``'s record: "<host time> <report>" lines)
+    shows acknowledged before the time ``when`` (seconds since the epoch); 0 if none or no log."""
+    highest = 0
+    try:
+        lines = Path(reports_log).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in lines:
+        stamp, _, report = line.partition(" ")
+        m = COMMIT.match(report)
+        if m and float(stamp) < when:
+            highest = max(highest, int(m.group(1)))
+    return highest

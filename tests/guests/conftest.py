@@ -24,3 +24,7 @@ def short_tmp():
     yield d
     if not os.environ.get("ZVR_KEEP_FAULT_DIRS"):  # set it to look at the processes' and guests' logs
         shutil.rmtree(d, ignore_errors=True)
+
+
+# the ZVM app fixtures of tests/zvm (a ZVM on SQLite in a temp dir, a fake vCenter seam)
+from tests.zvm.conftest import ADMIN_PASSWORD, fake_vcenter, make_app  # noqa: E402, F401

@@ -79,20 +79,12 @@ class GuestSite:
             assert time.monotonic() < deadline, f"no consistent checkpoint: {reply}"
             time.sleep(0.5)
 
-    def check(self, checkpoint_id: str, expect: int, name: str = "recovered",
-              corrupt: tuple[int, bytes] | None = None) -> CheckResult:
-        """Boot the image at ``checkpoint_id`` (with a scratch overlay) in check mode. ``corrupt``: (offset,
-        bytes) written into the scratch overlay first, as a damaged block of the image would read."""
+    def check(self, checkpoint_id: str, expect: int, name: str = "recovered") -> CheckResult:
+        """Boot the image at ``checkpoint_id`` (with a scratch overlay) in check mode."""
         export = self.r.control.OpenImage(cpb.OpenImageRequest(
             vpg=VPG, volume=VOL, checkpoint_id=checkpoint_id, writable=True)).export_name
         uri = f"nbd+unix:///{export}?socket={self.r.nbd}"
         try:
-            if corrupt is not None:
-                offset, data = corrupt
-                blob = self.tmp / "corrupt.bin"
-                blob.write_bytes(data)
-                subprocess.run(["qemu-io", "-f", "raw", "-c", f"write -s {blob} {offset} {len(data)}", uri],
-                               check=True, capture_output=True)
             guest = Guest(self.image, uri, self.tmp, name, mode="check", expect=expect).start()
             self.guests.append(guest)
             try:
