@@ -229,3 +229,20 @@ def acknowledged_before(reports_log: Path, when: float) -> int:
         if m and float(stamp) < when:
             highest = max(highest, int(m.group(1)))
     return highest
+
+
+def follow(app_log: Path, reports_log: Path, interval: float = 0.2) -> None:
+    """Copy a guest's reports into ``reports_log`` with the host's time, until killed (for guests that
+    outlive the process that started them: the lab's)."""
+    app = AppLog(Path(app_log), Path(reports_log))
+    while True:
+        app.poll()
+        time.sleep(interval)
+
+
+if __name__ == "__main__":  # python -m guests.runner follow APP_LOG REPORTS_LOG
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "follow":
+        sys.exit("usage: python -m guests.runner follow APP_LOG REPORTS_LOG")
+    follow(Path(sys.argv[2]), Path(sys.argv[3]))
