@@ -142,5 +142,5 @@ def test_without_a_guest_runner_the_check_is_refused_naming_the_setting(short_tm
         m.Vpg.create(identifier=VPG, name="guests", protected_site=m.Site.create(name="A"), recovery_site=local)
     resp = api.post(f"/vpgs/{VPG}/checkpoints/cp-1/verify")
     assert resp.status == 409, resp
-    assert "guest_runner" in str(resp.json) and "GuestRunnerUnavailable" in str(resp.json)
+    assert "no guest runner is configured" in str(resp.json) and "guest_runner" in str(resp.json)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 
 def blueprints() -> list:
-    from zvm.api import monitoring, openapi, recoverability, recovery, session, sites, users, vms, vpgs, vpgsettings, vras
+    from zvm.api import monitoring, openapi, recovery, session, sites, users, vms, vpgs, vpgsettings, vras
+    from zvm.api.recoverability import bp as recoverability
 
     return [session.bp, users.bp, sites.localsite, sites.peersites, sites.vsites, vras.bp, vpgsettings.bp, vpgs.bp,
             recovery.bp, vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, recovery.reports,
-            recoverability.bp, openapi.bp]
+            recoverability, openapi.bp]
 
 
 def create_app(*args, **kwargs):

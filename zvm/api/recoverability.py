@@ -20,8 +20,8 @@ bp = ApiBlueprint("recoverability", __name__, tag="Vpgs", description="Virtual P
 def verify_checkpoint(vpgIdentifier, checkpointIdentifier):
     """Boots every VM of the VPG at the checkpoint on a scratch overlay, in a guest with no network, and runs
     its checks (file system, database integrity, acknowledged transactions present, none torn); the result
-    is tagged on the checkpoint. Needs a guest runner on this (the recovery site's) ZVM: 409
-    GuestRunnerUnavailable names the setting otherwise."""
+    is tagged on the checkpoint. Needs a guest runner on this (the recovery site's) ZVM: a 409 names the
+    setting otherwise."""
     vpg = get_vpg(vpgIdentifier)
     cp = check_vpg_can_verify(vpg, checkpointIdentifier, service().config)
     note_entity(vpg.identifier, f"check checkpoint {cp.identifier} of VPG {vpg.name}")

@@ -94,6 +94,7 @@ def watch(lab_dir: Path, interval: float = 1.0) -> None:
 
 
 def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> None:
+    image = build()
     while True:
         state = LabState.load(lab_dir)
         seen: set[str] = set()
@@ -114,7 +115,7 @@ def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> No
                 for vm in op["Vms"]:
                     name = f"recovered-{vm['VmName']}"
                     if vm["PoweredOn"] and vm["Disks"] and name not in names:
-                        g = Guest(build(), vm["Disks"][0]["Uri"], guests_dir(state), name).start()
+                        g = Guest(image, vm["Disks"][0]["Uri"], guests_dir(state), name).start()
                         running.append(g)
                         print(f"guest-watch: {op['Type']} of {op['VpgName']}: booting {vm['VmName']} "
                               f"(boot group {vm['BootGroupName'] or '-'})", flush=True)

@@ -76,11 +76,11 @@ def check_vpg_can_verify(vpg: m.Vpg, checkpoint_id: str, config) -> m.Checkpoint
     """The checkpoint, if this ZVM can check it now; else the error to give (API and task both ask)."""
     problem = runner_problem(config)
     if problem:
-        raise GuestRunnerMissing(problem, code="GuestRunnerUnavailable")
+        raise GuestRunnerMissing(problem)
     cp = m.Checkpoint.get_or_none(m.Checkpoint.vpg == vpg, m.Checkpoint.identifier == checkpoint_id)
     if cp is None:
         raise NotFoundError(f"VPG {vpg.name} has no checkpoint {checkpoint_id!r}: list them with "
-                            f"GET /v1/vpgs/{vpg.identifier}/checkpoints", code="CheckpointNotFound")
+                            f"GET /v1/vpgs/{vpg.identifier}/checkpoints")
     site = m.Site.get_or_none(m.Site.id == vpg.recovery_site_id)
     if site is not None and not site.is_local:
         raise ConflictError(f"VPG {vpg.name} recovers to site {site.name}: ask that site's ZVM to check its "
@@ -177,5 +177,5 @@ def verify_checkpoint(ctx: TaskContext) -> dict:
         reconcile_alerts(verdict_alerts(), now, scope={ALERT})
     ctx.progress(100, text[:500])
     if not passed:
-        raise PermanentError(text, code="CheckpointCheckFailed")
+        raise PermanentError(text)
     return {"CheckpointIdentifier": cp.identifier, "Passed": passed, "Seconds": seconds, "Vms": findings}
