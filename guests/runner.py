@@ -165,6 +165,8 @@ class Guest:
             m = rx.search(self.app.poll())
             if m:
                 return m
+            if self.proc is None:
+                raise GuestError(f"guest {self.name}: not started (call start())")
             if not self.alive() or time.monotonic() >= deadline:
                 why = (f"QEMU exited ({self.proc.returncode})" if not self.alive()
                        else f"not within {timeout:.0f} s")
