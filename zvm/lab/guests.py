@@ -19,6 +19,7 @@ replica volumes; protected guests do not follow a move (``zvm lab attach`` resta
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def start(state: LabState, jobs: list[dict], count: int) -> list[dict]:
             raise LabError(f"writing the guest image onto {name}'s disk failed: {proc.stderr.strip()} "
                            "(the disk must be at least 64 MiB: zvm lab up --disk-mb)")
         _boot(state, name, first["uri"], "protected")
+    (guests_dir(state) / "guests.json").write_text(json.dumps(names[:count]) + "\n")
     state.add(spawn("guest-watch", "workload", [sys.executable, "-m", "zvm.lab.guests", "watch", str(state.lab_dir)],
                     state.logs / "guest-watch.log"))
     state.save()
@@ -93,10 +95,16 @@ def watch(lab_dir: Path, interval: float = 1.0) -> None:
                 g.kill()
 
 
+def _source_guest(names: list[str], recovered_name: str) -> str | None:
+    """The guest a recovered VM comes from (a failover test's VM is "<name> - testing recovery")."""
+    return next((n for n in names if recovered_name == n or recovered_name.startswith(n + " - ")), None)
+
+
 def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> None:
     image = build()
     while True:
         state = LabState.load(lab_dir)
+        guest_names = json.loads((guests_dir(state) / "guests.json").read_text())
         seen: set[str] = set()
         for site in ("protected", "recovery"):
             try:
@@ -113,8 +121,9 @@ def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> No
                 running = booted.setdefault(key, [])
                 names = {g.name for g in running}
                 for vm in op["Vms"]:
-                    name = f"recovered-{vm['VmName']}"
-                    if vm["PoweredOn"] and vm["Disks"] and name not in names:
+                    source = _source_guest(guest_names, vm["VmName"])
+                    name = f"recovered-{source}"
+                    if source and vm["PoweredOn"] and vm["Disks"] and name not in names:
                         g = Guest(image, vm["Disks"][0]["Uri"], guests_dir(state), name).start()
                         running.append(g)
                         print(f"guest-watch: {op['Type']} of {op['VpgName']}: booting {vm['VmName']} "
