@@ -27,4 +27,4 @@ def short_tmp():
 
 
 # the ZVM app fixtures of tests/zvm (a ZVM on SQLite in a temp dir, a fake vCenter seam)
-from tests.zvm.conftest import ADMIN_PASSWORD, fake_vcenter, make_app  # noqa: E402, F401
+from tests.zvm.conftest import make_app  # noqa: E402, F401
