@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +39,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
+from guests.runner import GuestImage  # noqa: E402
 from ovf.debian_image import ImageError, cached, debian_sources, input_hash, require_tools  # noqa: E402
 
 PACKAGES = ("linux-image-cloud-amd64", "busybox-static", "sqlite3", "e2fsprogs")
@@ -52,29 +52,6 @@ LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 LOADER = "lib64/ld-linux-x86-64.so.2"
 FS_UUID = "5a7e0000-0000-4000-8000-00000000c0de"
 FS_BLOCK = 4096  # as sqlite's page (mkfs would take 1 KiB for so small a disk)
-
-
-@dataclass(frozen=True)
-class GuestImage:
-    """A built guest: boot ``kernel`` with ``initrd``; ``disk`` is the root disk to copy (never boot it)."""
-
-    dir: Path
-
-    @property
-    def kernel(self) -> Path:
-        return self.dir / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.dir / "initrd.gz"
-
-    @property
-    def disk(self) -> Path:
-        return self.dir / "disk.raw"
-
-    @property
-    def disk_bytes(self) -> int:
-        return DISK_MIB << 20
 
 
 def cache_root() -> Path:

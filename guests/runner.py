@@ -34,6 +34,30 @@ READY = re.compile(r"^ZVR-APP READY rows=(\d+) max=(\d+)", re.M)
 CHECK = re.compile(r"^ZVR-CHECK (.*)$", re.M)
 
 
+@dataclass(frozen=True)
+class GuestImage:
+    """A built guest (guests/image.py): boot ``kernel`` with ``initrd``; ``disk`` is the root disk to copy
+    (never boot it itself)."""
+
+    dir: Path
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd.gz"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.raw"
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.disk.stat().st_size
+
+
 class GuestError(Exception):
     """The guest could not run or did not report in time; the message has the end of its console."""
 

@@ -27,6 +27,7 @@ import logging
 import time
 from pathlib import Path
 
+from guests.runner import Guest, GuestError, GuestImage, acknowledged_before, available
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, PermanentError, ValidationError, ZvmError
@@ -54,22 +55,19 @@ def runner_problem(config) -> str | None:
         return ("no guest runner is configured: recoverability checks boot the checkpoint in QEMU on the "
                 "recovery site's ZVM machine; set guest_runner = \"local\" (ZVM_GUEST_RUNNER=local) there, "
                 "with qemu-system-x86 installed (docs/GUESTS.md)")
-    try:
-        from guests.runner import available
-    except ImportError:
-        return "the guests package (guest image and runner) is not installed with this ZVM"
     return available()
 
 
-def _image(config):
-    from guests.image import GuestImage, build
-
+def _image(config) -> GuestImage:
     if config.guest_image_dir:
         image = GuestImage(Path(config.guest_image_dir))
         if not image.kernel.is_file() or not image.initrd.is_file():
             raise PermanentError(f"guest_image_dir = {config.guest_image_dir!r} has no vmlinuz and initrd.gz: "
                                  "point it at the output of `python -m guests.image`")
         return image
+    # building needs the source tree's image tooling (ovf/, mmdebstrap), which an installed ZVM lacks
+    from guests.image import build
+
     return build()
 
 
@@ -114,8 +112,6 @@ def verify_checkpoint(ctx: TaskContext) -> dict:
         raise NotFoundError(f"VPG {ctx.param('Vpg')} no longer exists")
     config = ctx.zvm.config
     cp = check_vpg_can_verify(vpg, ctx.param("Checkpoint"), config)
-    from guests.runner import Guest, GuestError, acknowledged_before
-
     image = _image(config)
     vra = m.Vra.get_or_none(m.Vra.identifier == vpg.recovery_vra)
     if vra is None or not vra.control_address:
