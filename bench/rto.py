@@ -14,7 +14,16 @@ checkpoint in B's journal). Then, on B (the recovery site):
 Each RTO is split by phase (the operation's own figures: Prepare, OpenImages, CreateVms, PowerOn, Verify;
 ``queue_s`` is the rest: the API call, the task's start, the operation's bookkeeping). No boot delays.
 
-Baseline, in the same run, against the same recovery vcsim: the bare vCenter calls, i.e. creating the same
+With real guests (``--guests 1,3``, the default; ``--guests ""`` for none): the same world with the VMs'
+disks holding the guest of guests/image.py (written through the IO filters, replicated, a checkpoint
+taken), then a failover test, and every recovered VM booted under QEMU from its disk's NBD export (as the
+recovery host powers it on; all at once) until its application answers (the guest's READY report: the
+database opened and queried). RTO: from the failover test's order to the last application answering.
+Baseline: booting the same image from a local file, the same number at once, to the same READY (the boot
+alone), before and after the failover test (the faster of the two); ``ratio`` is what the product adds
+around the boot.
+
+Baseline of the vcsim rows, in the same run, against the same recovery vcsim: the bare vCenter calls, i.e. creating the same
 number of VMs (one disk, one NIC) and powering them on directly through pyVmomi, one after the other as the
 orchestration does; ``ratio`` is RTO / baseline: what the orchestration costs on top of vCenter.
 """
@@ -106,44 +115,117 @@ def measure(world, n: int) -> list[dict]:
     return rows
 
 
+def _boot_all(image, drives: list[str], work: Path, tag: str) -> float:
+    """Boot one guest per drive at once (run mode); seconds until the last application answered."""
+    from guests.runner import Guest
+
+    started = time.perf_counter()
+    guests = [Guest(image, d, work, f"{tag}-{i}").start() for i, d in enumerate(drives)]
+    try:
+        for g in guests:
+            g.ready(600)
+        return time.perf_counter() - started
+    finally:
+        for g in guests:
+            g.kill()
+
+
+def _local_boot(image, n: int, work: Path) -> float:
+    """The baseline: the same image booted from local files (copies), ``n`` at once."""
+    import subprocess
+
+    drives = []
+    for i in range(n):
+        disk = work / f"local-{i}.raw"
+        subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
+        drives.append(str(disk))
+    return _boot_all(image, drives, work, "local")
+
+
+def measure_guests(world, n: int, image, work: Path) -> dict:
+    """Put the guest on every protected disk, replicate it, then failover test to the applications up."""
+    from tests.replication.lab import run
+
+    for sock, export in world.nbd_of_volume.values():
+        run(["nbdcopy", str(image.disk), f"nbd+unix:///{export}?socket={sock}"], timeout=600)
+    cp, _ = world.checkpoint("guests")
+    world.b_knows(cp)
+    before = _local_boot(image, n, work)
+    b = world.b
+    started = time.perf_counter()
+    task = b.failover_test(world.vpg, checkpoint=cp)
+    world.run_b()
+    result = b.wait_for_task(task)["Result"]
+    ordered_to_up = time.perf_counter() - started
+    uris = [vm["Disks"][0]["Uri"] for vm in result["Vms"]]
+    boot = _boot_all(image, uris, work, "recovered")
+    rto = ordered_to_up + boot
+    end = b.failover_test_stop(world.vpg)
+    world.run_b()
+    b.wait_for_task(end)
+    baseline = min(before, _local_boot(image, n, work))  # before and after: the machine's load moves
+    return {"vms": n, "operation": "failover test, real guests", "rto_s": round(rto, 3),
+            "ordered_to_up_s": round(ordered_to_up, 3), "boot_to_app_s": round(boot, 3),
+            "baseline_s": round(baseline, 3), "ratio": round(rto / baseline, 2) if baseline else None,
+            "baseline": "boot from a local file to the application answering"}
+
+
+def _world(n: int, spec, label: str, prefix: int, body) -> list[dict]:
+    """Build the two-site world of ``n`` VMs, run ``body(world, work)``, tear everything down."""
+    from tests.recovery_ops.world import build
+    from zvm.lab.vcsim import Vcsim
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-rto-{label}-"))
+    sims: list = []
+
+    def start(name: str, spec, work=work, sims=sims) -> Vcsim:
+        sim = Vcsim.start(name, work / name, spec)
+        sims.append(sim)
+        return sim
+
+    world = None
+    try:
+        t0 = time.perf_counter()
+        world = build(start, f"rto{label}", prefix, work, spec=spec, vm_count=n, boot_delay=0, workload=False)
+        print(f"rto: {n} VMs ({label}): the two sites are up and replicating ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+        return body(world, work)
+    finally:
+        if world is not None:
+            world.close()
+        for sim in sims:
+            sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench rto", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,50", help="VMs per VPG, comma-separated")
     parser.add_argument("--disk-mb", type=int, default=8, help="size of every VM disk")
+    parser.add_argument("--guests", default="1,3", help="VMs per VPG for the real-guest rows (\"\": none)")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x]
 
-    from tests.recovery_ops.world import build
-    from zvm.lab.vcsim import Vcsim, VcsimSpec
+    from zvm.lab.vcsim import VcsimSpec
 
     rows: list[dict] = []
     for n in sizes:
-        work = Path(tempfile.mkdtemp(prefix=f"bench-rto-{n}-"))
-        sims: list = []
-
-        def start(name: str, spec, work=work, sims=sims) -> Vcsim:
-            sim = Vcsim.start(name, work / name, spec)
-            sims.append(sim)
-            return sim
-
         spec = VcsimSpec(hosts_per_cluster=2, vms_per_pool=max(3, n), datastores=1, portgroups=2,
                          disk_mb=args.disk_mb)
-        world = None
-        try:
-            t0 = time.perf_counter()
-            world = build(start, f"rto{n}", 90 + sizes.index(n), work, spec=spec, vm_count=n, boot_delay=0,
-                          workload=False)
-            print(f"rto: {n} VMs: the two sites are up and replicating ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
-            rows += measure(world, n)
-        finally:
-            if world is not None:
-                world.close()
-            for sim in sims:
-                sim.stop()
-            shutil.rmtree(work, ignore_errors=True)
+        rows += _world(n, spec, str(n), 90 + sizes.index(n), lambda world, work, n=n: measure(world, n))
+    guest_counts = [int(x) for x in args.guests.split(",") if x]
+    if guest_counts:
+        from guests.image import DISK_MIB, build
+
+        image = build()
+        for n in guest_counts:
+            spec = VcsimSpec(hosts_per_cluster=2, vms_per_pool=max(3, n), datastores=1, portgroups=2,
+                             disk_mb=DISK_MIB)
+            rows.append(_world(n, spec, f"g{n}", 76 + guest_counts.index(n),
+                               lambda world, work, n=n: measure_guests(world, n, image, work)))
     emit("rto", rows, {"baseline": "pyVmomi CreateVM_Task + PowerOnVM_Task of the same number of VMs (one disk, "
-                                   "one NIC), one after the other, against the same recovery vcsim",
+                                   "one NIC), one after the other, against the same recovery vcsim; real-guest "
+                                   "rows: the guest image booted from local files, as many at once",
                        "targets_s": TARGETS})
     return 0

@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     "zvm.serve",
     "zvm.admin",
     "zvm.plugin",
+    "zvm.verify",
 ]
 
 

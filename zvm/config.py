@@ -32,6 +32,9 @@ listings (``ps``) and of the configuration file.
     task_workers = 4                   # tasks run at once (those of one VPG or VRA always one at a time)
     metrics_listen = ""                # "HOST:PORT": /metrics without authentication there too (empty: only
                                        #   on the API port, for a session or HTTP Basic of a viewer)
+    guest_runner = ""                  # recoverability checks: "local" (QEMU on this machine) or "" (none)
+    guest_image_dir = ""               #   the guest's vmlinuz + initrd.gz (guests/image.py); empty: built here
+    guest_reports_dir = ""             #   <VM name>-reports.log of protected guests (what they acknowledged)
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ class ZvmConfig:
     threads: int = 8
     task_workers: int = 4
     metrics_listen: str = ""
+    # Recoverability checks (zvm/orchestration/recoverability.py, docs/GUESTS.md): where the checked guest boots
+    guest_runner: str = ""
+    guest_image_dir: str = ""
+    guest_reports_dir: str = ""
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
     log_level: str = "info"
 
@@ -142,6 +149,8 @@ class ZvmConfig:
             raise ConfigError("vcenter_url is set but vcenter_username is not: set both")
         if self.vcenter_verify.lower() not in ("true", "false") and not Path(self.vcenter_verify).is_file():
             raise ConfigError(f"vcenter_verify = {self.vcenter_verify!r}: use true, false or a CA bundle file")
+        if self.guest_runner not in ("", "local"):
+            raise ConfigError(f"guest_runner = {self.guest_runner!r}: use \"local\" (QEMU on this machine) or \"\"")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level = {self.log_level!r}: use debug, info, warning or error")
         try:

@@ -12,7 +12,7 @@ from zvm.api import blueprints
 OPERATIONS = [op for bp in blueprints() for op in bp.operations if op.auth == "session"]
 OPERATOR_OPERATIONS = {"failover_test", "failover_test_stop", "failover", "failover_commit", "failover_rollback",
                        "move", "move_commit", "move_rollback", "pause_vpg", "resume_vpg", "insert_tagged_checkpoint",
-                       "dismiss_alert", "undismiss_alert"}
+                       "dismiss_alert", "undismiss_alert", "verify_checkpoint"}
 
 
 def test_every_operation_declares_a_role_and_the_document_shows_it(admin):

@@ -10,6 +10,7 @@ def blueprints() -> list:
     from zvm.api import (
         monitoring,
         openapi,
+        recoverability,
         recovery,
         session,
         sites,
@@ -23,7 +24,7 @@ def blueprints() -> list:
 
     return [session.bp, users.bp, sites.localsite, sites.peersites, sites.vsites, vras.bp, vpgsettings.bp, vpgs.bp,
             recovery.bp, vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, recovery.reports,
-            statistics.bp, openapi.bp]
+            statistics.bp, recoverability.bp, openapi.bp]
 
 
 def create_app(*args, **kwargs):

@@ -374,6 +374,8 @@ def register(sub) -> None:
     up.add_argument("--rate", default="256k", help="the workload's write rate per VM, fio syntax (default 256k)")
     up.add_argument("--latency-ms", type=float, default=5.0, help="WAN one-way latency (default 5)")
     up.add_argument("--bandwidth-mbps", type=float, default=100.0, help="WAN bandwidth, Mbit/s (default 100)")
+    up.add_argument("--guests", type=int, default=0, help="VMs that run a real Debian guest with a database "
+                    "(QEMU, 256 MiB each) instead of fio; recovered VMs then boot as guests too (docs/GUESTS.md)")
     lab_sub.add_parser("status", help="sites, VRAs, VPGs with RPO and journal history, WAN, workload")
     lab_sub.add_parser("down", help="stop everything the lab started")
     wan = lab_sub.add_parser("wan", help="cut, restore or shape the WAN between the sites")
@@ -420,7 +422,8 @@ def register(sub) -> None:
         command = args.lab_command
         if command == "up":
             return lab_up(lab_dir, UpOptions(hosts=args.hosts, vms=args.vms, disk_mb=args.disk_mb, rate=args.rate,
-                                             latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps))
+                                             latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps,
+                                             guests=args.guests))
         if command == "status":
             return lab_status(lab_dir)
         if command == "down":

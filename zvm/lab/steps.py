@@ -54,6 +54,7 @@ class UpOptions:
     rate: str = "256k"
     latency_ms: float = 5.0
     bandwidth_mbps: float = 100.0
+    guests: int = 0  # VMs that run a real guest instead of fio (zvm/lab/guests.py)
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
         # Prometheus without authentication on a port of its own (/metrics on the API port needs a login)
         "metrics_listen": f"{net.zvm(site)}:{ZVM_METRICS_PORT}",
         # The lab's ZVMs listen on loopback addresses only, so it keeps plain HTTP (and says so at start).
-        "insecure_http": True}))
+        "insecure_http": True, **(_guest_settings(st) if lab.opts.guests else {})}))
     if site not in st.zvms:
         st.zvms[site] = {"url": net.zvm_url(site), "username": "admin", "password": secrets.token_urlsafe(12),
                          "config": str(config)}
@@ -204,6 +205,12 @@ def zvm_env(state: LabState, site: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZVM_")}
     env.update(ZVM_ADMIN_PASSWORD=state.zvms[site]["password"], ZVM_VCENTER_PASSWORD=state.vcenters[site].password)
     return env
+
+
+def _guest_settings(st: LabState) -> dict:
+    from zvm.lab import guests  # recoverability checks of the lab's guests
+
+    return guests.zvm_settings(st)
 
 
 def restart_zvm(lab: Lab, site: str) -> None:
@@ -414,8 +421,14 @@ def start_filters(lab: Lab) -> str:
 
 def start_workload(lab: Lab) -> str:
     jobs = attach.workload_jobs(lab.state)
-    workload.start(lab.state, jobs, lab.opts.rate)
-    return f"fio: random writes of 4-64 KiB at {lab.opts.rate}/s into each of {len(jobs)} disks, through the filters"
+    said = ""
+    if lab.opts.guests:  # zvm/lab/guests.py: real guests on the first VMs, fio on the others
+        from zvm.lab import guests
+
+        jobs = guests.start(lab.state, jobs, lab.opts.guests)
+        said = f"{lab.opts.guests} VMs run a Debian guest with a sqlite workload (QEMU, through the filters); "
+    workload.start(lab.state, jobs, lab.opts.rate, paused=not jobs)
+    return said + f"fio: random writes of 4-64 KiB at {lab.opts.rate}/s into each of {len(jobs)} disks, through the filters"
 
 
 # --- 11. replication --------------------------------------------------------------------------------------

@@ -3,4 +3,4 @@ zvm.orchestration.tasks.handler)."""
 
 from __future__ import annotations
 
-from zvm.orchestration import peers, recovery, vpgs, vras  # noqa: F401 - PairSite, CreateVpg, InstallVra, Failover...
+from zvm.orchestration import peers, recoverability, recovery, vpgs, vras  # noqa: F401 - PairSite, CreateVpg, InstallVra, Failover..., VerifyCheckpoint
