@@ -6,6 +6,7 @@ import "@cds/core/icon/register.js";
 import { ClarityIcons, shieldCheckIcon, sunIcon, moonIcon, logoutIcon } from "@cds/core/icon";
 import * as api from "./api.js";
 import { alert, button, clear, field, h, input, showError } from "./dom.js";
+import * as roles from "./roles.js";
 import * as sdk from "./sdk.js";
 import { dashboard } from "./views/dashboard.js";
 import { vpgs } from "./views/vpgs.js";
@@ -168,7 +169,9 @@ function shell(root) {
     h("div", { class: "branding" }, h("a", { href: "#/dashboard", class: "nav-link" },
       h("cds-icon", { shape: "shield-check", size: "lg", "aria-hidden": "true" }), h("span", { class: "title" }, "ZVR"))),
     h("nav", { class: "header-nav", "aria-label": "Main" }, links),
-    h("div", { class: "header-actions" }, themeBtn,
+    h("div", { class: "header-actions" },
+      h("span", { class: "nav-text zvr-user", "data-testid": "user", "data-role": roles.current().role },
+        `${roles.current().user} (${roles.current().role})`), themeBtn,
       h("button", { type: "button", class: "btn btn-link nav-link", "aria-label": "Log out", "data-testid": "logout",
         onclick: async () => { await api.logout(); location.reload(); } }, h("cds-icon", { shape: "logout", "aria-hidden": "true" }))));
   clear(root, banner, h("div", { class: "main-container" }, header, h("div", { class: "content-container" }, content)));
@@ -224,10 +227,12 @@ async function start() {
     clearTimeout(timer);
     run.token = null;
     await loginPage(root);
+    await roles.load();
     shell(root);
   });
   try {
     await ensureSession(root);
+    await roles.load();
   } catch (err) {
     clear(root, alert("danger", `Cannot open a ZVM session: ${err.message}`, { testid: "view-error" }));
     return;

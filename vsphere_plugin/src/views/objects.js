@@ -5,6 +5,7 @@ import { badge, button, card, clear, fmtAge, fmtTime, h, table } from "../dom.js
 import { contextObjects } from "../sdk.js";
 import { vpgTable } from "./dashboard.js";
 import { vraButton } from "./sites.js";
+import { guardAction } from "../wizards/index.js";
 
 function context(kind) {
   const objs = contextObjects();
@@ -24,7 +25,7 @@ export function vmView(root, ctx) {
     if (!pvm) {
       clear(root, h("h1", {}, "ZVR protection"),
         h("p", { "data-testid": "vm-status", "data-vm": obj.moid }, `This VM (${obj.moid}) is not protected.`),
-        button("Protect...", async () => ctx.openWizard("vpg", { vms: obj.moid }), { testid: "protect" }));
+        guardAction(button("Protect...", async () => ctx.openWizard("vpg", { vms: obj.moid }), { testid: "protect" }), "vpg"));
       return;
     }
     const v = await api.get(`/vpgs/${pvm.VpgIdentifier}`);

@@ -1,7 +1,7 @@
 // The VPG list: filter by name and status, sort by any column, and the actions of each VPG (as modals).
 import * as api from "../api.js";
 import { badge, button, clear, fmtAge, h, input, select } from "../dom.js";
-import { actionsFor } from "../wizards/index.js";
+import { actionsFor, guardAction } from "../wizards/index.js";
 
 const COLUMNS = [
   ["VpgName", "VPG"], ["Status", "Status"], ["SubStatus", "Substatus"], ["Priority", "Priority"],
@@ -20,7 +20,7 @@ export function vpgs(root, ctx) {
   status.addEventListener("change", draw);
   clear(root,
     h("div", { class: "zvr-row" }, h("h1", {}, "VPGs"),
-      button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" })),
+      guardAction(button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" }), "vpg")),
     h("div", { class: "zvr-row", role: "search" },
       h("label", { for: "vpg-filter-text" }, "Filter"), Object.assign(text, { id: "vpg-filter-text" }),
       h("label", { for: "vpg-filter-status" }, "Status"), Object.assign(status, { id: "vpg-filter-status" })),
@@ -60,10 +60,15 @@ export function vpgs(root, ctx) {
   return { refresh };
 }
 
-/** A select of the VPG's actions; choosing one opens its modal. */
+/** A select of the VPG's actions; choosing one opens its modal. An action the user's role may not start is
+ * a disabled option that says which role it needs. */
 export function actionMenu(vpg, ctx) {
   const s = select([["", "Actions…"], ...actionsFor(vpg).map((a) => [a.name, a.label])],
     { "aria-label": `Actions of ${vpg.VpgName}`, "data-testid": `actions-${vpg.VpgName}` });
+  for (const o of [...s.options].slice(1)) {
+    guardAction(o, o.value, { vpg: vpg.VpgIdentifier });
+    if (o.disabled) o.textContent = `${o.textContent} (${o.title.replace(/ \(you are .*\)$/, "")})`;
+  }
   s.addEventListener("change", () => {
     const name = s.value;
     s.value = "";
