@@ -7,7 +7,7 @@ import { guardAction } from "../wizards/index.js";
 
 export function sites(root, ctx) {
   // Built once: a poll repaints the tables, never the pairing form being filled in or the token shown.
-  const tokenOut = input({ readonly: true, hidden: true, "aria-label": "Pairing token", "data-testid": "token" });
+  const tokenOut = input({ readonly: true, hidden: true, "aria-label": "The pairing token to give the peer site", "data-testid": "token" });
   const here = h("p", { "data-testid": "local-site" });
   const peersSlot = h("div");
   const vrasSlot = h("div");
