@@ -109,10 +109,17 @@ def _users_and_roles(db: peewee.Database, migrator: SchemaMigrator) -> None:
     install_revision_triggers(db, models.ALL_MODELS)
 
 
+def _vpg_samples(db: peewee.Database, migrator: SchemaMigrator) -> None:
+    """The VPGs' monitoring history (zvm.monitoring.history)."""
+    db.create_tables([models.VpgSample])
+    install_revision_triggers(db, models.ALL_MODELS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(2, "revision counter bumped by triggers (API response cache)", _add_revision),
     Migration(3, "recovery operations; VM moids unique per VPG", _recovery_operations),
     Migration(4, "users: disabled, roles enforced; event client address; login failures", _users_and_roles),
+    Migration(5, "VPG monitoring history (statistics)", _vpg_samples),
 ]
 
 

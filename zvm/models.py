@@ -10,6 +10,7 @@
     RecoveryOperation                 a failover test, failover or move of a VPG (its recovery site's ZVM runs it)
     VpgSettings                       a draft of a VPG's settings (vpgSettings create-edit-commit)
     Task, Alert, Event                long operations, raised conditions, the audit trail
+    VpgSample                         per-VPG monitoring history: RPO, throughput, IOPS, journal (zvm.monitoring.history)
     User ──< Session                  API users (scrypt password hashes, a role) and their sessions (token hashes)
     LoginFailure                      failed logins per user name and per client address (login throttling)
     Revision                          a counter bumped by triggers on every change (API response cache)
@@ -458,7 +459,29 @@ class Event(BaseModel):
     completed_at = DoubleField(null=True)
 
 
+class VpgSample(BaseModel):
+    """One bucket of a VPG's monitoring history at one resolution (5 s, 60 s or 900 s; see
+    zvm.monitoring.history): the RPO's min, max and average over the bucket, the average rates, and the journal
+    as last seen in it. A bucket with no report is absent, never a row of zeros."""
+
+    vpg = CharField(max_length=255)  # the VPG's identifier: its history is pruned with it, not by a cascade
+    resolution = IntegerField()  # seconds per bucket
+    bucket = DoubleField()  # the bucket's start, a multiple of the resolution
+    count = IntegerField(default=1)  # monitoring passes folded into it (the weight of its averages)
+    rpo_min = DoubleField(default=0.0)  # seconds
+    rpo_max = DoubleField(default=0.0)
+    rpo_avg = DoubleField(default=0.0)
+    iops = DoubleField(default=0.0)  # writes per second by the VMs
+    throughput_mb = DoubleField(default=0.0)  # MB/s the VMs wrote (before compression)
+    wan_throughput_mb = DoubleField(default=0.0)  # MB/s sent to the recovery site (after compression)
+    journal_used_mb = DoubleField(default=0.0)
+    history_minutes = DoubleField(default=0.0)
+
+    class Meta:
+        indexes = ((("vpg", "resolution", "bucket"), True),)
+
+
 ALL_MODELS = [
     SchemaVersion, Revision, User, LoginFailure, Session, Site, PeerSite, PairingToken, *INVENTORY_MODELS, Vra,
-    Vpg, VpgVm, VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event, RecoveryOperation,
+    Vpg, VpgVm, VpgVolume, Checkpoint, VpgSettings, Task, Alert, Event, RecoveryOperation, VpgSample,
 ]

@@ -28,12 +28,12 @@ def test_a_version_1_database_is_upgraded(db_url):
     db = zdb.bind(zdb.open_database(db_url))
     zdb.connect(db)
     try:
-        v1_models = [mod for mod in m.ALL_MODELS if mod not in (m.Revision, m.RecoveryOperation)]
+        v1_models = [mod for mod in m.ALL_MODELS if mod not in (m.Revision, m.RecoveryOperation, m.VpgSample)]
         db.create_tables(v1_models)
         m.SchemaVersion.create(version=1, description="baseline")
         site = m.Site.create(name="from v1", is_local=True)
-        assert migrate(db) == latest_version() == 4
-        assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2, 3, 4]
+        assert migrate(db) == latest_version() == 5
+        assert [r.version for r in m.SchemaVersion.select().order_by(m.SchemaVersion.version)] == [1, 2, 3, 4, 5]
         before = m.Revision.get_by_id(1).value
         m.Vpg.create(name="after upgrade", protected_site=site, recovery_site=site)
         assert m.Revision.get_by_id(1).value > before
@@ -59,7 +59,7 @@ def test_a_version_2_database_gets_recovery_operations_and_vm_moids_unique_per_v
     peer = m.Site.create(name="peer")
     a = m.Vpg.create(name="a", protected_site=site, recovery_site=peer)
     database.execute_sql(f"INSERT INTO vpg_vm (vpg_id, vm_moid, name, boot_group) VALUES ({a.id}, 'vm-1', 'x', '')")
-    assert migrate(database) == 4
+    assert migrate(database) == 5
     assert {"recovery_vra"} <= {c.name for c in database.get_columns("vpg")}
     b = m.Vpg.create(name="b", protected_site=peer, recovery_site=site)
     m.VpgVm.create(vpg=b, vm_moid="vm-1", name="the peer's vm-1")  # the same moid in the other vCenter
@@ -81,12 +81,23 @@ def test_a_version_3_database_gets_user_roles_event_addresses_and_login_counts(d
     database.execute_sql("INSERT INTO \"user\" (username, password_hash, role, created_at) VALUES ('old', 'h', 'admin', 1)")
     database.execute_sql("INSERT INTO event (identifier, kind, category, \"user\", description, entity_id, result, "
                          "detail, started_at) VALUES ('e1', 'Login', 'Session', 'old', '', '', 'Succeeded', '', 1)")
-    assert migrate(database) == 4
+    assert migrate(database) == 5
     user = m.User.get(m.User.username == "old")
     assert (user.role, user.disabled, user.updated_at) == ("admin", False, None)
     assert m.Event.get(m.Event.identifier == "e1").client == ""
     m.LoginFailure.create(key="user:old", failures=1)
     assert "login_failure" in database.get_tables()
+
+
+def test_a_version_4_database_gets_the_vpg_monitoring_history(database):
+    database.drop_tables([m.VpgSample])
+    m.SchemaVersion.delete().execute()
+    m.SchemaVersion.create(version=4, description="v4")
+    assert migrate(database) == 5
+    m.VpgSample.create(vpg="v", resolution=5, bucket=100.0, rpo_max=3.0)
+    with pytest.raises(ConflictError):  # one bucket per VPG, resolution and start
+        with zdb.transaction():
+            m.VpgSample.create(vpg="v", resolution=5, bucket=100.0)
 
 
 def test_every_change_to_shown_state_bumps_the_revision_and_sessions_do_not(database):
