@@ -217,8 +217,7 @@ def test_no_serious_accessibility_violations(plugin_lab, page, theme):
         else:
             page.goto(f"{site.url}/plugin/?poll=60000#/{route}")
             page.wait_for_selector("body[data-rendered=true] .zvr-page h1")
-        if route == "sites":
-            shoot(page, f"sites-{theme}")
+        shoot(page, f"{route.split('/')[0]}-{theme}")  # each main view in both themes, as test artefacts
         violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']}))
             .violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
             .map(v => `${v.id}: ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`)""")
