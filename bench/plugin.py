@@ -106,10 +106,12 @@ def main(argv: list[str]) -> int:
     try:
         password = "bench-Pass-1"
         port = _free_port()
+        # Plain HTTP on loopback (a ZVM serves HTTPS by default): both pages pay the same, the ratios hold.
         serve = Process([sys.executable, "-m", "zvm.cli", "serve", "--data-dir", str(work / "zvm"),
-                         "--host", "127.0.0.1", "--port", str(port), "--admin-password", password,
+                         "--host", "127.0.0.1", "--port", str(port), "--insecure-http",
                          "--vcenter-url", sim.url, "--vcenter-username", sim.username, "--vcenter-verify", "false",
-                         "--site-name", "Bench"], env={"ZVM_VCENTER_PASSWORD": sim.password})
+                         "--site-name", "Bench"], env={"ZVM_VCENTER_PASSWORD": sim.password,
+                                                       "ZVM_ADMIN_PASSWORD": password})
         procs.append(serve)
         serve.wait_for("inventory of")
         url = f"http://127.0.0.1:{port}"

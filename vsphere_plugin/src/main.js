@@ -187,7 +187,7 @@ function shell(root) {
 }
 
 // --- a page inside the vSphere Client
-function embeddedPage(root) {
+async function embeddedPage(root) {
   const content = h("div");
   clear(root, banner, content);
   if (pageView === "modal") {
@@ -199,6 +199,7 @@ function embeddedPage(root) {
     if (name === "vpg" && !p.vms && vmIds.length) p.vms = vmIds.join(",");
     const hostObj = objs.find((o) => o.type === "HostSystem");
     if (name === "installVra" && !p.host && hostObj) p.host = hostObj.moid;
+    await roles.ready(); // its button is enabled by the user's role
     const wiz = WIZARDS[name](p);
     const body = h("div", { class: "modal-body zvr-standalone-modal" });
     const footer = h("div", { class: "modal-footer" });
@@ -239,7 +240,7 @@ async function start() {
     return;
   }
   if (standalone) shell(root);
-  else embeddedPage(root);
+  else await embeddedPage(root);
 }
 
 start();

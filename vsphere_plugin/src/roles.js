@@ -7,15 +7,22 @@ import * as api from "./api.js";
 const ORDER = ["viewer", "operator", "admin"];
 let user = null;
 let role = null;
-let ops = null; // [{method, re, literal, role}] from the OpenAPI document; null: unknown, the API decides
+let ops = null; // [{method, re, params, role}] from the OpenAPI document; null: unknown, the API decides
+let opsRead = null;
 
-/** Read the user's role and the operations' roles; call once a session is open. */
+/** Read the user and its role once a session is open; the operations' roles are read on first need (ready). */
 export async function load() {
-  const [session, doc] = await Promise.all([api.get("/session"), api.get("/openapi.json").catch(() => null)]);
+  const session = await api.get("/session");
   user = session.User;
   role = session.Role;
-  ops = doc ? compile(doc) : null;
   return { user, role };
+}
+
+/** Resolves once the operations' roles are known; a view with actions awaits it before drawing them (the
+ * dashboard, which has none, never reads the document). */
+export function ready() {
+  opsRead = opsRead || api.get("/openapi.json").then((doc) => { ops = compile(doc); }, () => { ops = null; });
+  return opsRead;
 }
 
 export const current = () => ({ user, role });

@@ -4,6 +4,7 @@
 import * as api from "../api.js";
 import { badge, button, card, clear, field, h, input, showError, table } from "../dom.js";
 import { guardAction } from "../wizards/index.js";
+import * as roles from "../roles.js";
 
 export function sites(root, ctx) {
   // Built once: a poll repaints the tables, never the pairing form being filled in or the token shown.
@@ -12,22 +13,26 @@ export function sites(root, ctx) {
   const peersSlot = h("div");
   const vrasSlot = h("div");
   const title = h("h2", { class: "card-title", style: "margin:0;font-size:0.8rem" }, "This site");
+  const makeToken = button("Make a pairing token", async () => {
+    const t = await api.post("/peersites/generatetoken");
+    tokenOut.value = t.Token;
+    tokenOut.hidden = false;
+  }, { kind: "btn-secondary", testid: "generate-token" });
+  const pairing = pairForm(ctx);
   clear(root,
     h("h1", {}, "Sites and VRAs"),
     h("div", { class: "zvr-grid" },
       h("section", { class: "card", "aria-label": "This site" }, h("div", { class: "card-header" }, title),
         h("div", { class: "card-block" }, here,
-          guardAction(button("Make a pairing token", async () => {
-            const t = await api.post("/peersites/generatetoken");
-            tokenOut.value = t.Token;
-            tokenOut.hidden = false;
-          }, { kind: "btn-secondary", testid: "generate-token" }), "generateToken"), tokenOut)),
-      card("Pair with a site", pairForm(ctx))),
+          makeToken, tokenOut)),
+      card("Pair with a site", pairing)),
     card("Paired sites", peersSlot),
     card("VRAs", vrasSlot));
 
   async function refresh() {
-    const local = await api.get("/localsite");
+    const [local] = await Promise.all([api.get("/localsite"), roles.ready()]);
+    guardAction(makeToken, "generateToken"); // once the roles are known (the form is built before)
+    guardAction(pairing.querySelector("[data-testid=pair]"), "pair");
     const [peers, hosts, vras] = await Promise.all([api.get("/peersites"),
       api.get(`/virtualizationsites/${local.SiteIdentifier}/hosts`), api.get("/vras")]);
     const vraOf = Object.fromEntries(vras.map((v) => [v.HostIdentifier, v]));
@@ -68,11 +73,11 @@ function pairForm(ctx) {
     field("Peer ZVM address", host, { name: "HostName" }), field("Peer service port", port, { name: "Port" }),
     field("Pairing token", token, { name: "Token", help: "made on the peer site: Sites and VRAs › Make a pairing token" }),
     general);
-  form.append(guardAction(button("Pair", async () => {
+  form.append(button("Pair", async () => {
     try {
       const t = await api.post("/peersites", { HostName: host.value.trim(), Port: Number(port.value), Token: token.value.trim() });
       await ctx.watchTask(t.TaskIdentifier, general);
     } catch (err) { showError(form, err, general); }
-  }, { testid: "pair" }), "pair"));
+  }, { testid: "pair" }));
   return form;
 }

@@ -6,6 +6,7 @@ import { badge, card, clear, fmtAge, fmtTime, h, progress, table } from "../dom.
 import { actionMenu } from "./vpgs.js";
 import { timeChart } from "../chart.js";
 import { vpgReader } from "../statistics.js";
+import * as roles from "../roles.js";
 
 export function vpg(root, ctx, id) {
   // Made once: a poll gives them new data, the page keeps them (and their size) across repaints.
@@ -19,7 +20,7 @@ export function vpg(root, ctx, id) {
     const [v, vms, checkpoints, tasks, events, stats] = await Promise.all([
       api.get(`/vpgs/${id}`), api.get(`/vms?vpgIdentifier=${encodeURIComponent(id)}`),
       api.get(`/vpgs/${id}/checkpoints?limit=500`), api.get(`/tasks?vpgIdentifier=${encodeURIComponent(id)}&limit=20`),
-      api.get(`/events?entityIdentifier=${encodeURIComponent(id)}&limit=20`), history()]);
+      api.get(`/events?entityIdentifier=${encodeURIComponent(id)}&limit=20`), history(), roles.ready()]);
     const s = stats.series;
     const limit = v.JournalHardLimitInMB;
     clear(root,

@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { badge, button, clear, fmtAge, h, input, select } from "../dom.js";
 import { actionsFor, guardAction } from "../wizards/index.js";
+import * as roles from "../roles.js";
 
 const COLUMNS = [
   ["VpgName", "VPG"], ["Status", "Status"], ["SubStatus", "Substatus"], ["Priority", "Priority"],
@@ -16,11 +17,12 @@ export function vpgs(root, ctx) {
   const status = select([["", "any status"], "MeetingSLA", "Initializing", "RpoNotMeetingSLA", "HistoryNotMeetingSLA",
     "NotMeetingSLA", "Paused", "FailingOver", "Moving", "Recovered", "Error"], { "data-testid": "vpg-status-filter" });
   const body = h("div");
+  const create = button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" });
   text.addEventListener("input", draw);
   status.addEventListener("change", draw);
   clear(root,
     h("div", { class: "zvr-row" }, h("h1", {}, "VPGs"),
-      guardAction(button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" }), "vpg")),
+      create),
     h("div", { class: "zvr-row", role: "search" },
       h("label", { for: "vpg-filter-text" }, "Filter"), Object.assign(text, { id: "vpg-filter-text" }),
       h("label", { for: "vpg-filter-status" }, "Status"), Object.assign(status, { id: "vpg-filter-status" })),
@@ -54,7 +56,8 @@ export function vpgs(root, ctx) {
   }
 
   async function refresh() {
-    list = await api.get("/vpgs");
+    [list] = await Promise.all([api.get("/vpgs"), roles.ready()]);
+    guardAction(create, "vpg");
     draw();
   }
   return { refresh };
