@@ -62,7 +62,8 @@ function reader(path, toSeries) {
   let last = null;
   let at = 0;
   let readUpTo = null;
-  return async (force = false) => {
+  let reading = null; // a read in flight: a refresh that comes meanwhile waits for it instead of asking again
+  const read = async (force) => {
     if (!force && last && Date.now() - at < REREAD_MS) return last;
     const hour = lastHour();
     const from = readUpTo === null ? hour.start : Math.max(hour.start, readUpTo - 2 * INTERVAL);
@@ -86,6 +87,10 @@ function reader(path, toSeries) {
     last = { hour, series: toSeries(held, hour.start), available: answer !== null };
     at = Date.now();
     return last;
+  };
+  return (force = false) => {
+    reading = reading || read(force).finally(() => { reading = null; });
+    return reading;
   };
 }
 
