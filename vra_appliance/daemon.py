@@ -24,6 +24,8 @@ import grpc
 
 from vra_appliance.config import ProtectRole, Roles
 from vra_appliance.iofilter.nbd import NbdServer
+from vra_appliance.metrics import DEFAULT_LISTEN as DEFAULT_METRICS_LISTEN
+from vra_appliance.metrics import MetricsServer, VraCollector
 from vra_appliance.protect.side import ProtectSide
 from vra_appliance.protect.split_listener import SplitListener
 from vra_appliance.protect.syncs import VpgSyncs
@@ -103,6 +105,9 @@ def register(subparsers) -> None:
     p.add_argument("--dirty-budget-kib", type=int, default=64, metavar="KIB",
                    help="protect side: memory per volume for the extents of writes this VRA had to let go "
                         "(16 bytes each; past it neighbours merge and the bitmap sync resends more)")
+    p.add_argument("--metrics-listen", default=DEFAULT_METRICS_LISTEN, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics, without authentication (keep it on "
+                        "loopback or a monitoring network); 'off': none")
     p.add_argument("-v", "--verbose", action="store_true", help="log role changes, connections and checkpoints")
     p.set_defaults(func=run)
 
@@ -146,6 +151,10 @@ class Daemon:
         self.split: SplitListener | None = None
         self.server: grpc.Server | None = None
         self.port = 0
+        listen = getattr(args, "metrics_listen", "off") or "off"
+        self.metrics = None if listen == "off" else MetricsServer(listen, VraCollector(
+            self.vra_id, self.protect, self.recover, lambda: dict(self.control.coordinators),
+            lambda: [c for role in list(self.control.roles.protect.values()) for c in role.filter_controls]))
 
     def _enroll(self, args: argparse.Namespace) -> TlsFiles:
         if not args.zvm_ca_fingerprint:
@@ -213,10 +222,14 @@ class Daemon:
             tmp = Path(self.args.port_file + ".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, self.args.port_file)
+        if self.metrics is not None:
+            self.metrics.start()
         log.info("VRA %s serving gRPC on port %d (%s)", self.vra_id, self.port,
                  "mutual TLS" if self.security.tls else "pairing secret" if self.security.pairing_secret else "open")
 
     def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.server is not None:
             self.server.stop(grace=1.0).wait()
         self.control.stop()

@@ -30,6 +30,8 @@ listings (``ps``) and of the configuration file.
     workers = 2                        # gunicorn worker processes
     threads = 8                        # threads per worker
     task_workers = 4                   # tasks run at once (those of one VPG or VRA always one at a time)
+    metrics_listen = ""                # "HOST:PORT": /metrics without authentication there too (empty: only
+                                       #   on the API port, for a session or HTTP Basic of a viewer)
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class ZvmConfig:
     workers: int = 2
     threads: int = 8
     task_workers: int = 4
+    metrics_listen: str = ""
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
     log_level: str = "info"
 
@@ -146,6 +149,11 @@ class ZvmConfig:
         except (KeyError, IndexError, ValueError):
             raise ConfigError(f"filter_control_template = {self.filter_control_template!r}: use only {{vra_id}}, "
                               "{host} and {host_name}") from None
+        if self.metrics_listen:
+            host, _, port = self.metrics_listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ConfigError(f"metrics_listen = {self.metrics_listen!r}: give HOST:PORT (e.g. 127.0.0.1:9464, "
+                                  "or the address of a monitoring network), or leave it empty")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgres")):
             raise ConfigError("database_url must start with sqlite:/// or postgresql://")
         return self

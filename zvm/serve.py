@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"zvm: --{secret.replace('_', '-')} on the command line shows in ps: use "
                   f"ZVM_{secret.upper()} or --{secret.replace('_', '-')}-file", file=sys.stderr, flush=True)
     config = config_from_args(args)
+    from zvm.metrics_dir import prepare_multiprocess
+
+    prepare_multiprocess(config.data_dir)  # the workers' API latency figures, added up by any scrape
     zvm = Zvm(config).open()
     if zvm.generated_admin_password:
         print(f"zvm: created user {config.admin_username!r} with password {zvm.generated_admin_password} "
@@ -134,6 +137,9 @@ def _post_worker_init(worker) -> None:
 
 
 def _worker_exit(server, worker) -> None:
+    from zvm.metrics import worker_exited
+
+    worker_exited(worker.pid)
     app = getattr(worker.app, "callable", None)
     if app is not None:
         app.extensions["zvm"].stop()

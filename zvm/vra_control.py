@@ -135,7 +135,7 @@ class VraControl(Protocol):
     def remove_vpg(self, vra: VraRef, vpg: str) -> str: ...
     def checkpoint(self, vra: VraRef, vpg: str, tag: str, wait_durable: bool = True) -> CheckpointEntry: ...
     def list_checkpoints(self, vra: VraRef, vpg: str) -> list[CheckpointEntry]: ...
-    def status(self, vra: VraRef) -> dict: ...
+    def status(self, vra: VraRef, timeout: float | None = None) -> dict: ...
     def force_sync(self, vra: VraRef, vpg: str, volumes: list[str] | None = None,
                    reason: str = "forced") -> str: ...
     def discard_journal(self, vra: VraRef, vpg: str, reason: str, force: bool = False) -> JournalDiscard: ...
@@ -255,12 +255,12 @@ class GrpcVraControl:
         return [CheckpointEntry(c.checkpoint_id, c.timestamp_ns / 1e9, c.tag or None, c.consistent)
                 for c in reply.checkpoints]
 
-    def status(self, vra: VraRef) -> dict:
+    def status(self, vra: VraRef, timeout: float | None = None) -> dict:
         """{vpg: {role: {"state", "error", "needs_bitmap_sync", "counters", "substatus", "syncs"}}}: the protect
         role's ``substatus`` is "InitialSync", "DeltaSync" or "BitmapSync" while a volume needs or runs one, ""
         when streaming; ``syncs`` the last syncs that ended and the running one (``{"volume", "kind",
-        "completed", "running", "bytes", "wire_bytes"}``)."""
-        reply = self._call(vra, "Status", cpb.StatusRequest())
+        "completed", "running", "bytes", "wire_bytes", "started_s", "finished_s"}``)."""
+        reply = self._call(vra, "Status", cpb.StatusRequest(), timeout=timeout)
         out: dict = {}
         for st in reply.vpgs:
             out.setdefault(st.vpg, {})[st.role] = {"state": st.state, "error": st.error,
@@ -327,4 +327,5 @@ class GrpcVraControl:
 
 def _sync(r, running: bool) -> dict:
     return {"volume": r.volume, "kind": r.kind, "completed": r.completed, "running": running, "bytes": r.bytes,
-            "wire_bytes": r.wire_bytes, "error": r.error}
+            "wire_bytes": r.wire_bytes, "error": r.error, "started_s": r.started_ns / 1e9,
+            "finished_s": r.finished_ns / 1e9 if r.finished_ns else None}

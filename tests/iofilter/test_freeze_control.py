@@ -160,76 +160,26 @@ def test_control_counters_dirty_and_bad_requests(make_filter):
         assert ctl.counters()["ok"]  # the connection survived
 
 
-class _Bytes:
-    """The smallest inner backend for the splitting wrapper."""
-
-    name, size, read_only = "v", 1 << 20, False
-
-    def __init__(self):
-        self.data = bytearray(self.size)
-
-    def pwrite(self, offset, data, fua=False):
-        self.data[offset:offset + len(data)] = data
-
-
-@pytest.fixture
-def staged_filter(sockdir, vra):
-    """A SplittingBackend over an in-memory volume, splitting to ``vra``, as one connection thread uses it."""
-    from vra_appliance.iofilter.dirty_map import DirtyMap
-    from vra_appliance.iofilter.filter import SplittingBackend
-    from vra_appliance.iofilter.splitter import Splitter
-
-    splitter = Splitter("f", ["v"], str(sockdir / "vra.sock"), DirtyMap())
-    splitter.start()
-    assert splitter.wait_connected(5)
-    gate = WriteGate()
-    backend = SplittingBackend(_Bytes(), splitter, gate)
-    coordinator = FreezeCoordinator({"v": gate}, splitter.mark, splitter.is_dirty)
-    yield backend, splitter, coordinator
-    splitter.stop(0.5)
-
-
-def test_staged_writes_are_in_flight_until_their_batch_is_done(staged_filter, vra):
-    backend, splitter, coordinator = staged_filter
-    backend.pwrite(0, b"A")  # completed locally, staged until the batch's replies go out
-    result = {}
-    freezer = threading.Thread(target=lambda: result.update(coordinator.freeze("cp", ["v"], timeout_ms=1000)))
-    freezer.start()
-    assert not result  # the MARK cannot be queued while A is staged
-    backend.batch_done()
-    freezer.join(5)
-    assert result == {"ok": True, "marked": True, "dirty": False}
-    coordinator.thaw("cp")
-    assert splitter.wait_drained(5)
-    assert [(e[0], e[3] if e[0] == "write" else e[1]) for e in vra.events[1:]] == [("write", b"A"), ("mark", "cp")]
-
-
-def test_a_held_write_first_releases_the_staged_ones(staged_filter, vra):
-    """One connection thread: A staged, then a freeze, then B. B's wait at the gate hands A off first, so
-    the freeze completes (A before the MARK) instead of timing out, and B lands after the MARK."""
-    backend, splitter, coordinator = staged_filter
-    a_staged, go_b = threading.Event(), threading.Event()
-
-    def connection():  # staging is per connection thread: A and B come from the same one
-        backend.pwrite(0, b"A")
-        a_staged.set()
-        go_b.wait()
-        backend.pwrite(1, b"B")
-        backend.batch_done()
-
-    writer = threading.Thread(target=connection)
-    writer.start()
-    a_staged.wait()
-    result = {}
-    freezer = threading.Thread(target=lambda: result.update(coordinator.freeze("cp", ["v"], timeout_ms=1000)))
-    freezer.start()
-    assert wait_until(lambda: coordinator.gates["v"].holding)
-    go_b.set()
-    freezer.join(5)
-    assert result == {"ok": True, "marked": True, "dirty": False}
-    assert writer.is_alive() and all(e[3] != b"B" for e in vra.events if e[0] == "write")  # B is held
-    assert coordinator.thaw("cp")["expired"] is False
-    writer.join(5)
-    assert splitter.wait_drained(5)
-    assert [(e[0], e[3] if e[0] == "write" else e[1]) for e in vra.events[1:]] == [
-        ("write", b"A"), ("mark", "cp"), ("write", b"B")]
+def test_a_hold_that_expires_lets_the_compiled_writes_go_on_by_themselves(make_filter, vra, sockdir):
+    """The compiled write loop sees the hold as a flag and waits at the gate in Python; when the hold's
+    deadline passes without a thaw, the waiting write completes and the flag is cleared, so later writes
+    do not wait (and the checkpoint is reported expired)."""
+    filt = make_filter(vra=str(sockdir / "vra.sock"))
+    assert filt.splitter.wait_connected(5)
+    c = RawNbd(str(filt.unix_path))
+    c.connect_export("vol-a")
+    assert c.write(0, b"before") == 0
+    with FilterControl(filt.control_path) as ctl:
+        assert ctl.freeze("cp", ["vol-a"], timeout_ms=300)["marked"] is True
+        held = threading.Thread(target=lambda: c.write(4096, b"held"))
+        held.start()
+        assert wait_until(lambda: filt.gates["vol-a"].held_writes == 1)
+        held.join(5)
+        assert not held.is_alive()  # past the deadline: it went on without a thaw
+        for i in range(50):  # the flag is clear: these do not wait at the gate
+            assert c.write(8192 + i * 512, b"later") == 0
+        assert filt.gates["vol-a"].held_writes == 1
+        assert ctl.thaw("cp")["expired"] is True
+    assert filt.splitter.wait_drained(5)
+    seen = [(e[0], e[3] if e[0] == "write" else e[1]) for e in vra.events if e[0] in ("write", "mark")]
+    assert seen[:3] == [("write", b"before"), ("mark", "cp"), ("write", b"held")] and len(seen) == 53

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -9,9 +10,10 @@ import threading
 import pytest
 
 from tests.lab.helpers import pid_alive, wait_for
-from zvm.lab import processes
+from zvm.lab import faults, processes
 from zvm.lab.links import Links, LinksControl
 from zvm.lab.network import VRA_PORT, LabNetwork, pick_network
+from zvm.lab.state import LabState
 from zvm.lab.steps import pick_vms
 from zvm.lab.workload import job_text
 
@@ -33,7 +35,8 @@ def test_each_site_has_its_own_subnet_and_the_recovery_vras_are_reached_through_
     assert net.vra_address("protected", 0) == net.vra_listen("protected", 0) == "127.150.1.21"
     assert net.vra_listen("recovery", 2) == "127.150.2.23"
     assert net.vra_address("recovery", 2) == "127.150.12.23"
-    assert len(set(net.listeners(3))) == len(net.listeners(3)) == 3 * 2 + 6 + 3
+    # per site: the ZVM API, peer and metrics ports, the WAN face; gRPC and metrics of each VRA; the WAN links
+    assert len(set(net.listeners(3))) == len(net.listeners(3)) == 2 * (4 + 3 * 2) + 3
 
 
 def test_pick_network_skips_a_subnet_whose_ports_are_taken():
@@ -151,3 +154,39 @@ def test_the_lab_needs_nothing_of_the_checkout(monkeypatch, tmp_path):
     assert state.default_lab_dir() == tmp_path / "lab-data"
     monkeypatch.setenv("ZVR_LAB_DIR", str(tmp_path / "elsewhere"))
     assert state.default_lab_dir() == tmp_path / "elsewhere"
+
+
+def test_kill_and_restart_a_lab_process_its_children_included(tmp_path):
+    """`zvm lab kill` ends the whole group (SIGKILL), `restart` starts the same command line again, and a
+    process frozen with --signal STOP is continued, not started twice."""
+    state = LabState(lab_dir=tmp_path / "lab")
+    script = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    state.add(processes.spawn("sleeper", "test", [sys.executable, "-c", script], tmp_path / "sleeper.log"))
+    try:
+        first = state.process("sleeper")
+        wait_for(lambda: len(processes.process_groups().get(first.pid, [])) == 2, 30, "its child")
+        assert [(p["name"], p["state"]) for p in faults.listing(state)] == [("sleeper", "running")]
+        faults.kill(state, "sleeper")
+        assert not first.group_alive() and faults.listing(state)[0]["state"] == "dead"
+        assert "started again" in faults.restart(state, "sleeper")
+        second = LabState.load(state.lab_dir).process("sleeper")
+        assert second.pid != first.pid and second.alive() and second.argv == first.argv
+        faults.kill(state, "sleeper", faults.parse_signal("stop"))
+        assert faults.listing(state)[0]["state"] == "stopped"
+        assert "continued" in faults.restart(state, "sleeper")
+        assert state.process("sleeper").pid == second.pid and faults.listing(state)[0]["state"] == "running"
+        with pytest.raises(processes.LabError, match="no process 'nope'.*sleeper"):
+            faults.kill(state, "nope")
+    finally:
+        processes.stop(state.processes, timeout=5)
+
+
+@pytest.mark.parametrize(("text", "sig"), [("KILL", signal.SIGKILL), ("9", signal.SIGKILL), ("sigstop", signal.SIGSTOP),
+                                           ("term", signal.SIGTERM)])
+def test_signals_by_name_or_number(text, sig):
+    assert faults.parse_signal(text) == sig
+
+
+def test_a_signal_that_is_none_is_refused_clearly():
+    with pytest.raises(processes.LabError, match="'KILLL' is not a signal: give a name"):
+        faults.parse_signal("KILLL")

@@ -213,7 +213,7 @@ class FakeVraControl:
         self.calls.append(("forcesync", vra.vra_id, vpg))
         return "ok"
 
-    def status(self, vra):
+    def status(self, vra, timeout=None):
         from zvm.errors import TransientError
 
         if vra.vra_id not in self.statuses:

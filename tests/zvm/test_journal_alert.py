@@ -4,6 +4,8 @@ The whole path through real VRAs and two ZVMs is tests/zvm/test_journal_corrupt.
 
 from __future__ import annotations
 
+import time
+
 from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg
 from zvm import models as m
@@ -49,6 +51,6 @@ def test_corrupt_journal_raises_the_alert_and_error_status_until_usable_again(ap
     got = api.get(f"/vpgs/{vid}").json
     assert (got["Status"], got["SubStatus"]) == ("Initializing", "DeltaSync")
     assert api.get("/alerts", query_string={"isActive": "true"}).json == []
-    control.checkpoints[vid] = [CheckpointEntry("c1", 1_700_000_000.0, None, True)]
+    control.checkpoints[vid] = [CheckpointEntry("c1", time.time() - 1, None, True)]  # RPO: its age
     restarted.run_once()
     assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"

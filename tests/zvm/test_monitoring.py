@@ -36,7 +36,8 @@ def figs(**kw) -> VpgFigures:
     ({"journal_hard_limit_mb": 110}, [("VpgJournalNearLimit", "Warning")], "MeetingSLA"),
     ({"journal_hard_limit_mb": 100}, [("VpgJournalAtLimit", "Error")], "MeetingSLA"),
     ({"status": "Initializing", "actual_rpo_s": 9999}, [], "Initializing"),
-    ({"paused": True, "actual_rpo_s": 9999}, [], "MeetingSLA"),
+    # paused: the RPO grows, and is judged (the alert says it is paused)
+    ({"paused": True, "actual_rpo_s": 9999}, [("VpgRpoOverThreshold", "Error")], "RpoNotMeetingSLA"),
 ])
 def test_vpg_alert_rules(kw, codes, status):
     f = figs(**kw)
@@ -70,8 +71,10 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
         "VpgHistoryBelow75", "VraUnreachable"}
     assert api.get(f"/vpgs/{vid}").json["Status"] == "HistoryNotMeetingSLA"
 
-    protect = {"state": "ok", "counters": {"rpo_ms": 420_000.0, "bytes": 0.0, "writes": 0.0}}
-    recover = {"state": "ok", "counters": {"journal_bytes": float(5 << 20), "history_covered_s": 6 * 3600.0}}
+    # RPO: the age of the newest consistent checkpoint durable in the recovery journal (420 s at t0 + 20)
+    protect = {"state": "ok", "counters": {"rpo_ms": 0.0, "bytes": 0.0, "writes": 0.0}}
+    recover = {"state": "ok", "counters": {"journal_bytes": float(5 << 20), "history_covered_s": 6 * 3600.0,
+                                           "newest_consistent_checkpoint_s": t0 - 400}}
     control.statuses[vra] = {vid: {"protect": protect, "recover": recover}}
     assert monitor.run_once(now=t0 + 10) == {"raised": 1, "updated": 0, "cleared": 1}
     protect["counters"].update(bytes=float(20 << 20), writes=1500.0)
@@ -80,7 +83,7 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
     assert (got["Status"], got["ActualRPO"], got["IOPs"], got["ThroughputInMB"]) == ("NotMeetingSLA", 420, 150, 2.0)
     assert got["JournalUsedStorageMb"] == 5.0 and api.get("/vras").json[0]["Reachable"] is True
 
-    protect["counters"]["rpo_ms"] = 5000.0
+    recover["counters"]["newest_consistent_checkpoint_s"] = t0 + 25
     recover["counters"]["history_covered_s"] = 11 * 3600.0
     monitor.run_once(now=t0 + 30)
     assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
@@ -106,8 +109,9 @@ def test_a_new_vpg_meets_its_sla_once_roles_are_ok_and_the_journal_has_a_consist
     monitor = Monitor(api.zvm, control=control)
     monitor.run_once()
     assert api.get(f"/vpgs/{vid}").json["Status"] == "Initializing"  # no checkpoint yet
-    control.checkpoints[vid] = [CheckpointEntry("c1", 1_700_000_000.0, None, False),
-                                CheckpointEntry("c2", 1_700_000_005.0, "nightly", True)]
+    t = time.time()
+    control.checkpoints[vid] = [CheckpointEntry("c1", t - 6, None, False),
+                                CheckpointEntry("c2", t - 1, "nightly", True)]
     monitor.run_once()
     got = api.get(f"/vpgs/{vid}").json
     assert (got["Status"], got["SubStatus"], got["ActualRPO"]) == ("MeetingSLA", "None", 1)
@@ -131,6 +135,6 @@ def test_monitor_marks_a_silent_peer_site(api):
     alert = api.get("/alerts", query_string={"code": "PeerSiteUnreachable"}).json[0]
     assert alert["EntityIdentifier"] == site.identifier and alert["IsActive"]
     monitor.peer_probe = lambda p: True
-    monitor.run_once()
+    monitor.run_once(now=time.time() + 5)  # the peer is asked every 5 s (the VRAs every second)
     assert m.PeerSite.get_by_id(peer.id).state == "Paired"
     assert api.get("/alerts", query_string={"code": "PeerSiteUnreachable", "isActive": "true"}).json == []

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from vra_appliance.iofilter.native import NativeUnavailable
 from vra_appliance.iofilter.nbd import DEFAULT_NBD_PORT
 
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                         filter_id=args.filter_id, queue_bytes=args.queue_mib * 1024 * 1024,
                         dirty_budget_bytes=args.dirty_budget_kib * 1024, ring=not args.no_ring)
         filt.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, NativeUnavailable) as exc:
         print(f"vra iofilter: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()

@@ -7,21 +7,23 @@ The NBD server knows nothing of splitting: each volume's `FileBackend` is wrappe
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from vra_appliance.iofilter import dirty_store
+from vra_appliance.iofilter import dirty_store, native
 from vra_appliance.iofilter.control import ControlError, ControlServer
 from vra_appliance.iofilter.dirty_map import EXTENT_BYTES, DirtyMap
 from vra_appliance.iofilter.freeze import FreezeCoordinator, FreezeError, WriteGate
 from vra_appliance.iofilter.nbd import NbdServer
-from vra_appliance.iofilter.nbd_backend import ExportBackend, FileBackend
+from vra_appliance.iofilter.nbd_backend import FileBackend
 from vra_appliance.iofilter.splitter import Splitter
-from vra_appliance.iofilter.write_order import WriteOrder
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,16 @@ class SplittingBackend:
     """A volume's backend as the VM sees it: writes wait at the gate during a freeze, go to the volume, and
     are then handed to the splitter. A write that fails part way marks its range dirty (it may have landed).
 
-    With a split ring, the NBD connection receives into the ring's slabs (`renew_recv_buffer`), so a write's
-    data reaches the VRA where the kernel put it (`pwrite_from`).
-
-    Completed writes are staged per connection thread and handed to the splitter together in `batch_done`,
-    which the NBD server calls before it sends the replies of a batch of requests: the split still happens
-    before the VM hears of the write, with one send to the VRA per batch instead of one per write. A staged
-    write stays "in flight" at its gate until then, so a freeze orders it before the MARK. Overlapping writes
-    of several connections reach the volume in the order they reach the splitter (`WriteOrder`).
+    The NBD connection's write loop is compiled (native/zwrite.c, through `Transmission`): it receives
+    into the split ring's slabs (`renew_recv_buffer`), writes to the volume and publishes the write into
+    the ring itself. What it cannot publish (no ring, a full or closed one, private memory, a failed write)
+    it stages, with this volume's lock held, and `hand_off` gives it to the splitter (socket, ring copy or
+    dirty map) before the replies go out. That per-volume lock, held from the write to the volume until
+    the write reached the split stream, is the write order across connections (issue 19 part 1):
+    overlapping writes reach the volume and the split stream in one order. Zeroing takes it too.
     """
 
-    def __init__(self, inner: ExportBackend, splitter: Splitter, gate: WriteGate):
+    def __init__(self, inner: FileBackend, splitter: Splitter, gate: WriteGate):
         self.inner = inner
         self.name = inner.name
         self.size = inner.size
@@ -53,51 +54,61 @@ class SplittingBackend:
             self.block_status = inner.block_status
         self._splitter = splitter
         self._gate = gate
-        self._order = WriteOrder()
-        self._local = threading.local()
+        self._lib = lib = native.lib()  # NativeUnavailable (what to install) if it cannot be built
+        self._vol_id = ctypes.create_string_buffer(self.name.encode())
+        self.native = native.ZVol(fd=inner.fileno(), size=inner.size, read_only=int(inner.read_only),
+                                  vol_addr=ctypes.addressof(self._vol_id), vlen=len(self.name.encode()))
+        self._vp = ctypes.pointer(self.native)
+        if lib.zvol_init(self._vp):
+            raise OSError("pthread_mutex_init failed for a volume")
+        gate.attach_native(lambda held: lib.zvol_set_held(self._vp, int(held)), lambda: lib.zvol_inflight(self._vp))
 
-    def _staged(self) -> list:
-        staged = getattr(self._local, "staged", None)
-        if staged is None:
-            staged = self._local.staged = []
-        return staged
-
-    def batch_done(self) -> None:
-        """Hand this thread's completed writes to the splitter (views in them are valid until now)."""
-        staged = getattr(self._local, "staged", None)
+    def hand_off(self, conn_ptr, view: memoryview, slab) -> list[tuple[int, int]]:
+        """Give the writes the compiled loop staged (``conn_ptr``: its ``native.ZConn``; their data in
+        ``view``, the connection's receive buffer, a ``slab`` of the ring or None) to the splitter, then
+        unlock the volume. Returns ``(handle, errno)`` of the writes that failed (their ranges are dirty)."""
+        conn = conn_ptr.contents
+        writes, failed, name = [], [], self.name
         try:
-            if staged:
-                try:
-                    self._splitter.submit_writes(staged)
-                finally:
-                    self._gate.leave(len(staged))
-                    staged.clear()
+            for staged in conn.staged[:conn.nstaged]:
+                offset, n, pos = staged.offset, staged.length, staged.pos
+                if staged.err:
+                    failed.append((staged.handle, staged.err))
+                    self._splitter.mark_dirty(name, offset, n)
+                elif slab is not None:
+                    writes.append((name, offset, view[pos:pos + n], slab, pos))
+                else:
+                    writes.append((name, offset, view[pos:pos + n]))
+            if writes:
+                self._splitter.submit_writes(writes)
         finally:
-            self._order.release()
+            self._lib.zconn_release(conn_ptr)
+        return failed
+
+    def wait_gate(self) -> None:
+        """The compiled loop found the gate held: wait for the thaw (or the hold's deadline)."""
+        self._gate.pass_held()
 
     def pread(self, offset: int, length: int) -> bytes:
         return self.inner.pread(offset, length)
 
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
-        self._write(offset, data, fua, (self.name, offset, data))
+        """One write outside an NBD connection (the ExportBackend contract); NBD writes take the compiled path."""
+        with self._gate, self._volume_locked():
+            try:
+                self.inner.pwrite(offset, data, fua)
+            except BaseException:
+                self._splitter.mark_dirty(self.name, offset, len(data))
+                raise
+            self._splitter.submit_writes([(self.name, offset, data)])
 
-    def pwrite_from(self, offset: int, data, fua: bool, buf, start: int) -> None:
-        """`pwrite` of ``data``, which is ``buf.view[start:start + len(data)]`` of a receive buffer from
-        `renew_recv_buffer`: the splitter can then refer to the data where it is instead of copying it."""
-        self._write(offset, data, fua, (self.name, offset, data, buf, start))
-
-    def _write(self, offset: int, data, fua: bool, staged: tuple) -> None:
-        self._gate.enter(self.batch_done)
+    @contextmanager
+    def _volume_locked(self) -> Iterator[None]:
+        self._lib.zvol_lock(self._vp)  # releases the GIL while it waits
         try:
-            self._order.claim(offset, len(data), self.batch_done)
-            self.inner.pwrite(offset, data, fua)
-        except BaseException:
-            self._splitter.mark_dirty(self.name, offset, len(data))
-            self._gate.leave()
-            raise
-        self._staged().append(staged)
-        if fua or self._order.wanted and threading.get_ident() in self._order.wanted:
-            self.batch_done()  # FUA: the VM waits for this one; wanted: another connection waits for our range
+            yield
+        finally:
+            self._lib.zvol_unlock(self._vp)
 
     def renew_recv_buffer(self, old):
         """An NBD receive buffer in the split ring's shared memory (or None: use private memory)."""
@@ -113,8 +124,7 @@ class SplittingBackend:
         self._zeroing(lambda o, n: self.inner.write_zeroes(o, n, may_trim), offset, length)
 
     def _zeroing(self, op, offset: int, length: int) -> None:
-        self.batch_done()  # staged writes were completed first: they go first
-        with self._gate, self._order.exclusive():
+        with self._gate, self._volume_locked():
             try:
                 op(offset, length)
             except BaseException:
@@ -123,7 +133,6 @@ class SplittingBackend:
             self._splitter.submit_zero(self.name, offset, length)
 
     def flush(self) -> None:
-        self.batch_done()
         self.inner.flush()
 
     def close(self) -> None:
@@ -236,12 +245,19 @@ class IoFilter:
         if volume not in self.gates:
             raise ControlError(f"unknown volume {volume!r}; this filter serves {sorted(self.gates)}")
         clear = bool(request.get("clear", False))
-        extents, over = self.splitter.dirty_extents(volume, clear)
+        passed = True
+        if clear:  # a sync takes them: only once the VRA has what was on its way (the sync barrier)
+            extents, over, passed = self.splitter.take_dirty(volume)
+        else:
+            extents, over = self.splitter.dirty_extents(volume)
         unclean = self.unclean[volume]
-        if clear:
+        if clear and passed:
             self.unclean[volume] = False
-        return {"ok": True, "volume": volume, "extents": [list(x) for x in extents], "over_coverage": over,
-                "unclean": unclean}
+        reply = {"ok": True, "volume": volume, "extents": [list(x) for x in extents], "over_coverage": over,
+                 "unclean": unclean}
+        if clear:
+            reply["barrier"] = passed
+        return reply
 
     def status(self) -> dict:
         return {"filter_id": self.filter_id, "volumes": {

@@ -43,6 +43,24 @@ class WriteGate:
         self._inflight = 0
         self._hold: Hold | None = None
         self.held_writes = 0
+        self._set_native_held: Callable[[bool], None] | None = None
+        self._native_inflight: Callable[[], int] | None = None
+
+    def attach_native(self, set_held: Callable[[bool], None], inflight: Callable[[], int]) -> None:
+        """The compiled write path of this volume (native/zwrite.c) counts its writes in flight itself and
+        reads a flag set while a hold is on: ``set_held(bool)`` sets it, ``inflight()`` reads its count."""
+        self._set_native_held, self._native_inflight = set_held, inflight
+
+    def pass_held(self) -> None:
+        """For a compiled-path write that found the flag set: wait here until the hold ends (thaw or
+        deadline); an expired hold also clears the flag, so the compiled path goes on by itself."""
+        self.__enter__()
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0 and self._hold is not None:
+                self._cond.notify_all()
+            if self._set_native_held is not None and not (self._hold and self._hold.holding(time.monotonic())):
+                self._set_native_held(False)
 
     def enter(self, before_wait: Callable[[], None] | None = None) -> None:
         """Enter for one write; ``before_wait`` runs first if the gate is holding (e.g. hand off writes the
@@ -88,22 +106,31 @@ class WriteGate:
     def hold(self, hold: Hold) -> None:
         with self._cond:
             self._hold = hold
+            if self._set_native_held is not None:
+                self._set_native_held(True)
 
     def release(self, hold: Hold) -> None:
         with self._cond:
             if self._hold is hold:
                 self._hold = None
+                if self._set_native_held is not None:
+                    self._set_native_held(False)
             self._cond.notify_all()
 
     def wait_idle(self, deadline: float) -> bool:
-        """Wait until no write is in flight; False if the deadline came first."""
+        """Wait until no write is in flight (the compiled path's included); False if the deadline came first."""
         with self._cond:
             while self._inflight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-            return True
+        # the compiled path's writes in flight take a pwrite and a publish (or a batch's hand-off): poll
+        while self._native_inflight is not None and self._native_inflight():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.0001)
+        return True
 
 
 class FreezeCoordinator:

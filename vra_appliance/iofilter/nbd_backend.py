@@ -9,10 +9,7 @@ Two optional fast paths a backend may offer; the server uses them when present:
 - ``pread_into(offset, buf)``: fill the writable buffer ``buf`` (a memoryview) from ``offset``, so a read
   reply needs no intermediate ``bytes``.
 - ``accepts_views = True``: ``pwrite`` may be handed a memoryview into the connection's receive buffer that
-  is valid only during the call, or until the connection's next ``batch_done()`` if the backend has one
-  (a backend that keeps ``data`` longer must not set this).
-- ``batch_done()``: called on the connection's thread before the replies of a batch of requests are sent
-  (and when the connection ends): work that must precede the acknowledgement of a batch of writes.
+  is valid only during the call (a backend that keeps ``data`` longer must not set this).
 - ``block_status(offset, length)``: holes and data for NBD block status (block_status.py).
 """
 

@@ -13,11 +13,13 @@ connections except the backend.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import socket
 
 from vra_appliance.errors import NbdProtocolError
-from vra_appliance.iofilter import block_status
+from vra_appliance.iofilter import block_status, native
 from vra_appliance.iofilter import nbd_proto as p
 from vra_appliance.iofilter.nbd_backend import ExportBackend
 
@@ -60,10 +62,11 @@ class Transmission:
         self.stats = stats or ConnectionStats()
         self._renew = getattr(backend, "renew_recv_buffer", None)
         self._release = getattr(backend, "release_recv_buffer", None)
-        self._pwrite_from = getattr(backend, "pwrite_from", None)
-        if self._renew is None or self._release is None or self._pwrite_from is None:
-            self._renew = None
+        self._native = getattr(backend, "native", None)  # a native.ZVol: writes take the compiled loop
+        if self._renew is None or self._release is None or self._native is None:
+            self._renew = None  # the backend's receive buffers are for the compiled loop
         self._private: memoryview | None = None
+        self._private_addr = 0
         self._shared = None  # the backend's receive buffer we are using, if any
         self._reset_at = _RECV_SIZE // 2 if self._renew is None else _SHARED_RESET
         self._rbuf = self._rview = self._use(self._renew(None) if self._renew is not None else None)
@@ -71,7 +74,6 @@ class Transmission:
         self._sview = memoryview(self._sbuf)
         self._spos = 0
         self._pread_into = getattr(backend, "pread_into", None)
-        self._batch_done = getattr(backend, "batch_done", None)
         self._views_ok = bool(getattr(backend, "accepts_views", False))
 
     # -- receive buffers -------------------------------------------------------------------------------
@@ -82,6 +84,8 @@ class Transmission:
             return shared.view
         if self._private is None:
             self._private = memoryview(bytearray(_RECV_SIZE))
+            if self._native is not None:
+                self._private_addr = native.address(self._private)
         return self._private
 
     def _renew_buffer(self, start: int, end: int, need: int) -> None:
@@ -111,8 +115,6 @@ class Transmission:
 
     # -- output ---------------------------------------------------------------------------------------
     def _flush_replies(self) -> None:
-        if self._batch_done is not None:
-            self._batch_done()  # before the replies: the backend's post-write work precedes the VM's ack
         if self._spos:
             self.sock.sendall(self._sview[:self._spos])
             self._spos = 0
@@ -149,58 +151,106 @@ class Transmission:
     def run(self) -> None:
         """Serve requests until NBD_CMD_DISC or end of stream. Raises NbdProtocolError on garbage."""
         try:
-            self._serve()
+            if self._native is not None:
+                self._serve_native()
+            else:
+                self._serve()
         finally:
-            if self._batch_done is not None:
-                self._batch_done()  # writes that reached the backend are completed even if no reply can go out
             self.release_buffers()
 
     def _serve(self) -> None:
-        buf = view = self._rview
-        unpack_from = p.REQUEST.unpack_from
         start = end = 0
         while True:
-            avail = end - start
-            if avail < _HDR:
+            if end - start < _HDR:
                 start, end = self._refill(start, end, _HDR)
                 if end < 0:
                     return
-                buf = view = self._rview  # the refill may have moved on to another buffer
                 continue
-            magic, flags, cmd, handle, offset, length = unpack_from(buf, start)
-            if magic != p.REQUEST_MAGIC:
-                raise NbdProtocolError(f"bad request magic {magic:#x}")
-            if cmd == p.CMD_WRITE:
-                if length > p.MAX_PAYLOAD:
-                    start, end = self._discard_payload(start + _HDR, end, length)
-                    self._error(handle, p.NBD_EINVAL)
-                    continue
-                need = _HDR + length
-                if avail < need:
-                    start, end = self._refill(start, end, need)
-                    if end < 0:
-                        return  # the client dropped mid-write: nothing of the partial payload is written
-                    buf = view = self._rview
-                    continue
-                data_start = start + _HDR
-                start += need
-                self._write(handle, flags, offset, length, view[data_start:start], data_start)
-                continue
-            start += _HDR
-            if cmd == p.CMD_READ:
-                self._read(handle, flags, offset, length)
-            elif cmd == p.CMD_DISC:
-                self._flush_replies()
+            start, end = self._one(start, end)
+            if end < 0:
                 return
+
+    def _one(self, start: int, end: int) -> tuple[int, int]:
+        """Serve the request whose header is complete at ``start``; (-1, -1): the connection is over."""
+        view = self._rview
+        magic, flags, cmd, handle, offset, length = p.REQUEST.unpack_from(view, start)
+        if magic != p.REQUEST_MAGIC:
+            raise NbdProtocolError(f"bad request magic {magic:#x}")
+        if cmd == p.CMD_WRITE:
+            if length > p.MAX_PAYLOAD:
+                start, end = self._discard_payload(start + _HDR, end, length)
+                self._error(handle, p.NBD_EINVAL)
+                return start, end
+            need = _HDR + length
+            if end - start < need:
+                start, end = self._refill(start, end, need)
+                if end < 0:
+                    return -1, -1  # the client dropped mid-write: nothing of the partial payload is written
+                view = self._rview  # the refill may have moved on to another buffer
+            data_start = start + _HDR
+            start += need
+            self._write(handle, flags, offset, length, view[data_start:start], data_start)
+            return start, end
+        start += _HDR
+        if cmd == p.CMD_READ:
+            self._read(handle, flags, offset, length)
+        elif cmd == p.CMD_DISC:
+            self._flush_replies()
+            return -1, -1
+        else:
+            self._other(cmd, handle, flags, offset, length)
+        return start, end
+
+    def _serve_native(self) -> None:
+        """The compiled loop (native/zwrite.c) serves plain writes with the GIL released and returns here for
+        everything else: a staged hand-off (always first), more room in the receive buffer, a held gate, or
+        one request for `_one` (READ, FLUSH, TRIM, WRITE_ZEROES, DISC, a write it refuses, bad magic)."""
+        lib = native.lib()
+        conn = native.ZConn(sock=self.sock.fileno(), sbuf=native.address(self._sbuf), scap=_SEND_SIZE,
+                            vol=ctypes.addressof(self._native), reset_at=self._reset_at,
+                            known_flags=p.KNOWN_CMD_FLAGS & ~p.CMD_FLAG_FAST_ZERO, fua_flag=p.CMD_FLAG_FUA,
+                            max_payload=p.MAX_PAYLOAD)
+        cp = ctypes.pointer(conn)
+        stats, backend = self.stats, self.backend
+        start = end = counted_writes = counted_bytes = 0
+        while True:
+            shared = self._shared
+            if shared is not None:
+                conn.rbuf, conn.rlen, conn.ring = shared.addr, len(shared.view), ctypes.addressof(shared.ring.z)
+                conn.slab_pos, conn.slab_idx = shared.pos, shared.index
             else:
-                self._other(cmd, handle, flags, offset, length)
+                conn.rbuf, conn.rlen, conn.ring, conn.slab_pos, conn.slab_idx = self._private_addr, len(self._rview), 0, 0, -1
+            conn.start, conn.end, conn.spos = start, end, self._spos
+            rc = lib.zconn_run(cp)
+            start, end, self._spos = conn.start, conn.end, conn.spos
+            stats.writes += conn.writes - counted_writes
+            stats.bytes_written += conn.bytes - counted_bytes
+            counted_writes, counted_bytes = conn.writes, conn.bytes
+            if conn.nstaged or conn.locked:
+                for handle, err in backend.hand_off(cp, self._rview, shared):
+                    self._error(handle, p.nbd_error(err))
+            if rc == native.RC_HANDOFF:
+                continue
+            if rc == native.RC_EOF:
+                return
+            if rc == native.RC_SOCKERR:
+                raise OSError(conn.err, os.strerror(conn.err))
+            if rc == native.RC_GATE:
+                backend.wait_gate()
+            elif rc == native.RC_REFILL:
+                self._flush_replies()
+                self._renew_buffer(start, end, conn.need)
+                start, end = 0, end - start
+            else:  # RC_PY
+                start, end = self._one(start, end)
+                if end < 0:
+                    return
 
     def _refill(self, start: int, end: int, need: int) -> tuple[int, int]:
         """Make at least ``need`` bytes available from ``start``; (-1, -1) on end of stream.
 
-        Replies (and the backend's `batch_done`) go out only when the client has nothing more for us right
-        now (a non-blocking recv finds the socket empty), or before parsed bytes in the buffer are reused:
-        write payloads handed to the backend as views stay valid until its ``batch_done``.
+        Replies go out only when the client has nothing more for us right now (a non-blocking recv finds the
+        socket empty), or before parsed bytes in the buffer are reused.
         """
         sock = self.sock
         while end - start < need:
@@ -258,10 +308,7 @@ class Transmission:
         if fua:
             self._flush_replies()  # a synchronous write is slow: do not hold earlier replies behind it
         try:
-            if self._shared is not None:
-                self._pwrite_from(offset, data, fua, self._shared, start)
-            else:
-                self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
+            self.backend.pwrite(offset, data if self._views_ok else bytes(data), fua)
         except OSError as exc:
             self._error(handle, p.nbd_error(exc.errno))
             return

@@ -36,23 +36,28 @@ a quiet spell (the filter rings for any frame). One ring per sleep epoch is enou
 costs the filter at most one ``send`` and the VRA one wakeup, and a steady load costs neither.
 
 Memory ordering: x86-64 only (total store order). The producer stores the data, then head; the consumer
-loads head, then the data; TSO keeps both orders. The u64 fields are aligned and stored with one
-8-byte move (memoryview item assignment). The two "store mine, then load yours" steps that decide a
-doorbell (filter: head then state; VRA: state then head) each have a locked instruction in between (a
-``threading.Lock`` round trip is a full fence on x86-64), and the VRA's sleep has a timeout anyway, so
-a doorbell lost to a bug costs latency, never a hang. On other machines the filter does not offer a ring
+loads head, then the data; TSO keeps both orders. The filter's side of this (frames, head, the doorbell
+decision) is in C (native/zwrite.c, shared with the compiled write path): head is stored with a release
+store, and between storing head and loading the VRA's state there is a full fence; the VRA (Python) stores
+its fields with one aligned 8-byte move (memoryview item assignment) and has a locked instruction (a
+``threading.Lock`` round trip) between storing its state and loading head. Its sleep has a timeout anyway,
+so a doorbell lost to a bug costs latency, never a hang. On other machines the filter does not offer a ring
 and the split stream stays on the socket.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import mmap
 import os
 import platform
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from vra_appliance.errors import RingCorrupt
+from vra_appliance.iofilter import native
 from vra_appliance.iofilter import split_protocol as sp
 
 RING_MAGIC = int.from_bytes(b"ZSPLRING", "little")
@@ -93,23 +98,31 @@ def _aligned(n: int) -> int:
 class Slab:
     """One receive buffer in the shared memory (see the module docstring)."""
 
-    __slots__ = ("ring", "index", "pos", "view", "last_seq")
+    __slots__ = ("ring", "index", "pos", "view", "addr")
 
     def __init__(self, ring: RingWriter, index: int, pos: int, view: memoryview):
         self.ring = ring
         self.index = index
         self.pos = pos  # of its first byte in the data mapping
         self.view = view
-        self.last_seq = 0  # filter_seq of the last REF frame into it
+        self.addr = ring.data_addr + pos  # for the compiled write path
+
+    @property
+    def last_seq(self) -> int:
+        """filter_seq of the last REF frame into it (written by whoever published it, C or Python)."""
+        return self.ring.slab_seq[self.index]
 
 
 class RingWriter:
     """The filter's side: creates the memfd, writes frames, publishes head, reads what the VRA consumed.
 
-    Not thread-safe: the splitter calls it under its lock (doorbell decisions excepted, see `bell_word`).
+    The writer's state (head, seq, ...) lives in a ``native.ZRing`` that the compiled write path
+    (native/zwrite.c) publishes into as well: every frame is written with the ring's lock held
+    (``with ring.locked():``), and ``seq`` (the next filter_seq) belongs to the ring while it is attached.
     """
 
     def __init__(self, size: int, slabs: int = 0, slab_bytes: int = SLAB_BYTES):
+        self._lib = native.lib()
         self.size = size
         self.data_size = size + slabs * slab_bytes
         fd = os.memfd_create("zvr-split-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -127,18 +140,77 @@ class RingWriter:
         ctl = self._ctl
         ctl[_MAGIC], ctl[_LAYOUT], ctl[_SIZE], ctl[_DATA_SIZE] = RING_MAGIC, RING_LAYOUT, size, self.data_size
         self._ctl[_REWOUND_AT] = _NEVER
-        self._head = 0  # private copy; the consumer never writes head
-        self._tail = 0  # the consumer's tail as last read (a tail at the rewind point counts as past it)
-        self._rewound_at = _NEVER
-        self._rewound_to = 0
-        self.frames = 0
+        self.data_addr = native.address(self._dmap)
+        self.slab_seq = (ctypes.c_uint64 * max(1, slabs))()
+        z = self.z = native.ZRing(size=size, data_size=self.data_size, ctl_addr=native.address(self._cmap),
+                                  data_addr=self.data_addr, slab_seq_addr=ctypes.addressof(self.slab_seq),
+                                  nslabs=slabs, slab_bytes=slab_bytes, rewound_at=_NEVER, live=0, bell_fd=-1,
+                                  rang=-1, seq=1)
+        self._zp = ctypes.pointer(z)
+        if self._lib.zring_init(self._zp):
+            raise OSError("pthread_mutex_init failed for the split ring")
         self._prefixes: dict[bytes, struct.Struct] = {}
-        self._ref_prefixes: dict[bytes, struct.Struct] = {}
         self._free = [Slab(self, i, size + i * slab_bytes, self._data[size + i * slab_bytes:size + (i + 1) * slab_bytes])
                       for i in reversed(range(slabs))]  # pop() takes the lowest: few slabs stay in the caches
         self._pinned: list[Slab] = []
         self._out = 0  # slabs held by connections
         self._closing = False
+
+    # -- the writer's state, shared with the compiled write path ----------------------------------------
+    @property
+    def _head(self) -> int:
+        return self.z.head
+
+    @property
+    def frames(self) -> int:
+        return self.z.frames
+
+    @property
+    def seq(self) -> int:
+        """The next filter_seq (read and advanced with the lock held)."""
+        return self.z.seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self.z.seq = value
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The ring's lock (a C mutex; waiting for it releases the GIL): around writing frames."""
+        self._lib.zring_lock(self._zp)
+        try:
+            yield
+        finally:
+            self._lib.zring_unlock(self._zp)
+
+    def attach(self, seq: int) -> None:
+        """Writes may go into the ring from now on, numbered from ``seq`` (before any other thread sees it)."""
+        self.z.seq = seq
+        self.z.live = 1
+
+    def set_bell(self, fd: int) -> None:
+        """The VRA took the ring: doorbells go to ``fd`` (the split stream's socket)."""
+        with self.locked():
+            self.z.bell_fd = fd
+
+    def detach(self) -> int:
+        """Nothing goes into the ring any more (the compiled path stops publishing, no doorbell is sent):
+        returns the next filter_seq, which the splitter's stream continues from."""
+        with self.locked():
+            self.z.live = 0
+            self.z.bell_fd = -1
+            return self.z.seq
+
+    def bell(self, urgent: bool) -> None:
+        """Ring the VRA's doorbell if it sleeps (or naps and ``urgent`` or the ring is filling); once per sleep."""
+        with self.locked():
+            self._lib.zring_bell(self._zp, int(urgent))
+
+    def native_stats(self) -> dict[str, int]:
+        """What the compiled write path published into this ring."""
+        z = self.z
+        return {"frames_sent": z.frames_sent, "bytes_sent": z.bytes_sent, "frames_in_place": z.in_place,
+                "sends": z.sends}
 
     def close_fd(self) -> None:
         """The VRA has its own copy of the descriptor (or will never get one)."""
@@ -201,22 +273,16 @@ class RingWriter:
         (self._pinned if slab.last_seq > self._ctl[_TAIL_SEQ] else self._free).append(slab)
         self._free.sort(key=lambda s: -s.index)
 
-    # -- writing frames ------------------------------------------------------------------------------
+    # -- writing frames (the ring's lock held, or a single thread) --------------------------------------
+    def _check(self, rc: int) -> bool:
+        if rc == -2:
+            raise RingCorrupt(f"consumer tail {self._ctl[_TAIL]} outside [{self.z.tail}, {self.z.head}] or unaligned")
+        return rc >= 0
+
     def _reserve(self, length: int) -> int:
         """The position for a frame of ``length`` bytes (a PAD is written first if it must wrap); -1: no room."""
-        need = _aligned(length)
-        size, head = self.size, self._head
-        pos = head % size
-        pad = size - pos if size - pos < need else 0
-        if head + pad + need - self._tail > size:
-            self._tail = self.consumed()
-            if head + pad + need - self._tail > size:
-                return -1
-        if pad:
-            sp.HEADER.pack_into(self._dmap, pos, sp.MAGIC, PAD, 0, 0, 0, pad - sp.HEADER.size)
-            pos = 0
-        self._head = head + pad + need
-        self.frames += 1
+        pos = self._lib.zring_reserve(self._zp, length)
+        self._check(pos)
         return pos
 
     def rewind(self) -> None:
@@ -226,12 +292,7 @@ class RingWriter:
         walk through the whole ring (64 MiB by default), always into memory that has left the CPU caches:
         a 64 KiB copy into a cold ring costs three times one into a warm one. The VRA learns of the jump
         from ``rewound_at`` (published with head), so the whole ring is room at once."""
-        pos = self._head % self.size
-        if pos >= min(REWIND_BYTES, self.size // 4) and self.consumed() == self._head:
-            self._rewound_at = self._head
-            self._rewound_to = self._tail = self._head + self.size - pos
-            self._head = self._rewound_to
-            self._ctl[_REWOUND_AT] = self._rewound_at
+        self._check(self._lib.zring_rewind(self._zp))
 
     def put_write(self, volume: bytes, seq: int, offset: int, data) -> bool:
         """A WRITE frame; False (nothing written) when the ring has no room for it."""
@@ -251,63 +312,41 @@ class RingWriter:
 
     def put_ref(self, volume: bytes, seq: int, offset: int, slab: Slab, start: int, n: int) -> bool:
         """A REF frame for the ``n`` bytes at ``start`` in ``slab``; False when the ring has no room."""
-        vlen = len(volume)
-        pos = self._reserve(sp.HEADER.size + vlen + REF_BODY.size)
-        if pos < 0:
-            return False
-        prefix = self._ref_prefixes.get(volume)
-        if prefix is None:
-            prefix = self._ref_prefixes[volume] = struct.Struct(f">IBBHQI{vlen}sQQQ")
-        prefix.pack_into(self._dmap, pos, sp.MAGIC, REF, 0, vlen, seq, vlen + REF_BODY.size, volume, offset,
-                         slab.pos + start, n)
-        slab.last_seq = seq
-        return True
+        return self._check(self._lib.zring_put_ref(self._zp, volume, len(volume), seq, offset, slab.pos + start,
+                                                   n, slab.index))
 
     def put_frame(self, frame: bytes) -> bool:
         """A complete small frame (ZERO, MARK); False when the ring has no room for it."""
-        pos = self._reserve(len(frame))
-        if pos < 0:
-            return False
-        self._data[pos:pos + len(frame)] = frame
-        return True
+        return self._check(self._lib.zring_put_frame(self._zp, frame, len(frame)))
 
     def publish(self) -> None:
         """Make every frame written so far visible to the VRA (data first, then head: TSO keeps the order)."""
-        self._ctl[_FRAMES_WRITTEN] = self.frames
-        self._ctl[_HEAD] = self._head
+        self._lib.zring_publish(self._zp)
 
     # -- what the VRA did ------------------------------------------------------------------------------
     def consumed(self) -> int:
         """The VRA's tail, checked: aligned, not behind what it said before, not past head."""
-        tail = self._ctl[_TAIL]
-        if tail == self._rewound_at:
-            tail = self._rewound_to
-        if tail % ALIGN or tail < self._tail or tail > self._head:
-            raise RingCorrupt(f"consumer tail {tail} outside [{self._tail}, {self._head}] or unaligned")
+        tail = self._lib.zring_consumed(self._zp)
+        self._check(-2 if tail < 0 else 0)
         return tail
 
     @property
     def used(self) -> int:
         """Bytes published and not yet consumed (as last read)."""
-        return self._head - self._tail
+        return self.z.head - self.z.tail
 
     def refresh(self) -> tuple[int, int]:
         """Re-read the VRA's progress: (bytes still in the ring, frames still in the ring)."""
-        self._tail = self.consumed()
-        return self._head - self._tail, max(0, self.frames - self._ctl[_FRAMES_READ])
+        tail = self.z.tail = self.consumed()
+        return self.z.head - tail, max(0, self.z.frames - self._ctl[_FRAMES_READ])
 
     @property
     def tail_seq(self) -> int:
         return self._ctl[_TAIL_SEQ]
 
     def bell_word(self) -> int:
-        """The VRA's state word (read after publishing head, with a fence in between)."""
+        """The VRA's state word."""
         return self._ctl[_STATE]
-
-    def wants_bell(self, word: int, urgent: bool) -> bool:
-        """Whether the VRA, in state ``word``, needs a doorbell for what was just published."""
-        mode = word & 3
-        return mode == SLEEP or (mode == NAP and (urgent or self._head - self._tail > self.size // 4))
 
     def unconsumed(self) -> list[tuple[int, int, str, int, int]]:
         """Every frame the VRA has not consumed: (type, seq, volume, offset, length) for WRITE and ZERO,

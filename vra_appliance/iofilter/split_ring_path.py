@@ -34,8 +34,12 @@ class RingPath:
         """Put ``writes`` into the ring and publish them (lock held); True if the ring turned out corrupt.
         A write received into one of this ring's slabs (``(volume, offset, data, slab, start)``) becomes a
         REF frame; any other write is copied into the ring."""
-        seq = self._seq
-        self._seq = seq + len(writes)
+        with ring.locked():
+            return self._ring_writes_locked(ring, writes)
+
+    def _ring_writes_locked(self, ring: RingWriter, writes: list) -> bool:
+        seq = ring.seq
+        ring.seq = seq + len(writes)
         vol_bytes, stats, placed, nbytes, i = self._vol_bytes, self.stats, 0, 0, 0
         try:
             ring.rewind()
@@ -93,18 +97,19 @@ class RingPath:
             ring = self._ring
             if ring is None or not self._connected:
                 return None
-            seq = self._seq
-            try:
-                if not ring.put_frame(frame_of_seq(seq)):
-                    return False
-            except RingCorrupt:
-                broken = True
-            else:
-                broken = False
-                self._seq = seq + 1
-                ring.publish()
-                self.stats["frames_sent"] += 1
-                self.stats["sends"] += 1
+            with ring.locked():
+                seq = ring.seq
+                try:
+                    if not ring.put_frame(frame_of_seq(seq)):
+                        return False
+                except RingCorrupt:
+                    broken = True
+                else:
+                    broken = False
+                    ring.seq = seq + 1
+                    ring.publish()
+                    self.stats["frames_sent"] += 1
+                    self.stats["sends"] += 1
         if broken:
             self._ring_broken(ring)
             return False
@@ -112,23 +117,11 @@ class RingPath:
         return True
 
     def _ring_bell(self, ring: RingWriter, urgent: bool) -> None:
-        """Ring the VRA's doorbell if it sleeps (or naps and ``urgent`` or the ring is filling). Called after
-        the publishing lock was released: that release is the fence between storing head and reading the
-        VRA's state."""
-        with self._bell_lock:
-            if self._ring is not ring or not self._ring_live:
-                return
-            word = ring.bell_word()
-            if word == self._rang or not ring.wants_bell(word, urgent):
-                return
-            self._rang = word
-            sock = self._sock  # None once the connection broke (set under the other lock)
-            if sock is None:
-                return
-            try:
-                sock.send(b"\0", socket.MSG_DONTWAIT)
-            except OSError:  # full: bells are pending anyway; broken: the ack thread sees it
-                pass
+        """Ring the VRA's doorbell if it sleeps (or naps and ``urgent`` or the ring is filling): the ring
+        decides under its lock, after the frames were published (see split_ring.py), and sends nothing once
+        it was detached (the socket may be closing)."""
+        if self._ring_live:
+            ring.bell(urgent)
 
     def _ring_broken(self, ring: RingWriter) -> None:
         with self._lock:
@@ -175,9 +168,9 @@ class RingPath:
             if self._ring is not ring:
                 return  # disconnected meanwhile: already folded
             self._ring = None
+            self._seq = ring.detach()
+            self._count_native(ring)
             self._folding += 1
-        with self._bell_lock:
-            pass
         try:
             self._fold([f for f in ring.unconsumed() if f[0] != sp.MARK])
         finally:
@@ -185,6 +178,11 @@ class RingPath:
                 ring.close()
                 self._folding -= 1
                 self._cond.notify_all()
+
+    def _count_native(self, ring: RingWriter) -> None:
+        """Add what the compiled write path published into ``ring`` to the counters (lock held, detached)."""
+        for name, value in ring.native_stats().items():
+            self.stats[name] += value
 
     def _wait_ring(self, gen: int) -> None:
         """With a ring, the sender has nothing to send: it waits for the connection's end."""

@@ -19,8 +19,9 @@ one module each, all on this class's state and lock:
 - ``split_fold.DirtyFold``: the dirty map: folding what the VRA missed, and the control socket's access.
 
 Locking: one lock (``_lock``, with its Condition ``_cond``) guards the seq, the connection state, the queue,
-the counters and the dirty map; no socket call is made while it is held. ``_bell_lock`` orders doorbell sends
-against closing the ring and the socket.
+the counters and the dirty map; no socket call is made while it is held. A ring has a lock of its own (a C
+mutex shared with the compiled write path, native/zwrite.c, taken inside this one): its frames, its seq while
+it is attached, and its doorbell.
 """
 
 from __future__ import annotations
@@ -84,8 +85,6 @@ class Splitter(RingPath, SocketPath, DirtyFold):
         self._on_lost = on_lost
         self._ring: RingWriter | None = None  # the connection's ring (frames go there, not to the socket)
         self._ring_live = False  # the VRA accepted the ring: it reads it and doorbells may be sent
-        self._bell_lock = threading.Lock()  # doorbell sends vs. closing the ring and the socket
-        self._rang = -1  # the VRA state word last rung for (one doorbell per sleep)
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "acked_seq": 0, "diverted_writes": 0,
                       "diverted_bytes": 0, "connects": 0, "disconnects": 0, "marks": 0, "sends": 0, "acks": 0,
                       "frames_in_place": 0}
@@ -158,7 +157,12 @@ class Splitter(RingPath, SocketPath, DirtyFold):
                 except RingCorrupt:  # the next ACK or write drops the connection
                     pass
             transport = None if not self._connected else "socket" if self._ring is None else "ring"
-            return {**self.stats, "vra": state, "vra_address": self.address, "next_seq": self._seq,
+            stats = dict(self.stats)
+            if self._ring is not None:
+                for name, value in self._ring.native_stats().items():
+                    stats[name] += value
+            return {**stats, "vra": state, "vra_address": self.address,
+                    "next_seq": self._seq if self._ring is None else self._ring.seq,
                     "transport": transport,
                     "queue_frames": frames, "queue_bytes": nbytes, "queue_budget": self.queue_bytes,
                     "dirty_bytes": self.dirty.covered_bytes(), "dirty_extents": self.dirty.extent_count,
@@ -266,7 +270,9 @@ class Splitter(RingPath, SocketPath, DirtyFold):
                 self._connected = True
                 self._sending = True  # HELLO goes out before any frame: writes meanwhile are queued
                 self._sock = sock
-                self._ring, self._ring_live, self._rang = ring, False, -1  # with a ring: writes go there
+                self._ring, self._ring_live = ring, False  # with a ring: writes go there
+                if ring is not None:
+                    ring.attach(first_seq)  # the ring numbers the writes from now on
                 registered = True  # from now on the ring is closed by whoever takes it out of self._ring
                 self.stats["connects"] += 1
                 gen = self._gen
@@ -287,6 +293,8 @@ class Splitter(RingPath, SocketPath, DirtyFold):
                 if self._await_accept(sock):
                     with self._cond:
                         self._ring_live = self._ring is ring
+                        if self._ring_live:
+                            ring.set_bell(sock.fileno())
                         self._cond.notify_all()
                 else:
                     self._decline_ring(ring)
@@ -355,6 +363,9 @@ class Splitter(RingPath, SocketPath, DirtyFold):
             self._connected = False
             sock, self._sock = self._sock, None
             ring, self._ring, self._ring_live = self._ring, None, False
+            if ring is not None:
+                self._seq = ring.detach()  # no writer publishes into it any more; the stream goes on from here
+                self._count_native(ring)
             lost = [f for _, _, batch in self._inflight for f in batch]
             lost.extend(self._queue)
             self._inflight.clear()
@@ -371,8 +382,6 @@ class Splitter(RingPath, SocketPath, DirtyFold):
                 pass
         lost_track = False
         if ring is not None:
-            with self._bell_lock:  # no doorbell decision is still reading the ring
-                pass
             try:
                 lost.extend(ring.unconsumed())
             except RingCorrupt as exc:

@@ -20,7 +20,7 @@ import flask
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from zvm import db as zdb
-from zvm.api import blueprints, plugin
+from zvm.api import blueprints, metrics, plugin
 from zvm.api.cache import ResponseCache
 from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.config import ZvmConfig, load_config
@@ -97,6 +97,7 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
     for bp in blueprints():
         app.register_blueprint(bp, url_prefix=PREFIX)
     app.register_blueprint(plugin.bp)  # the vSphere Client plugin and web UI, outside /v1
+    metrics.install(app)  # GET /metrics (Prometheus), outside /v1, and the API's latency histogram
 
     @app.before_request
     def _open_db():

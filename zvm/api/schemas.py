@@ -82,7 +82,7 @@ VPG_SUBSTATUSES = ["None", "InitialSync", "BitmapSync", "DeltaSync", "Replicatio
                    "WaitingForVras", "ConfiguringVras", "Deleting", "Error", "Testing", "StoppingTest",
                    "FailingOver", "FailingOverBeforeCommit", "FailingOverCommitting", "FailingOverRollingBack",
                    "Moving", "MovingBeforeCommit", "MovingCommitting", "MovingRollingBack", "WaitingForPeer",
-                   "NeedsConfiguration"]
+                   "NeedsConfiguration", "DisconnectedFromPeer"]
 RECOVERY_TYPES = ["FailoverTest", "Failover", "Move"]
 RECOVERY_STATES = ["Starting", "Running", "BeforeCommit", "Stopping", "Committing", "RollingBack", "Stopped",
                    "Committed", "RolledBack", "Failed"]

@@ -2,8 +2,8 @@
 
 ``up`` runs the steps of :mod:`zvm.lab.steps` (vCenters, WAN, ZVMs, pairing, VRAs, a VPG, IO filters, a
 workload) with numbered progress; every process it starts is detached and recorded in
-``<lab dir>/lab.json``, so ``status``, ``down`` and the controls (``wan``, ``workload``, ``image``, ``env``)
-work from any later shell. A failed step says which and why, and stops everything started before it.
+``<lab dir>/lab.json``, so ``status``, ``down`` and the controls (``wan``, ``workload``, ``image``, ``env``,
+and the fault controls ``ps``, ``kill``, ``restart`` of :mod:`zvm.lab.faults`) work from any later shell. A failed step says which and why, and stops everything started before it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from zvm.client import ZvmClient
 from zvm.errors import ZvmError
-from zvm.lab import attach, images, processes, workload
+from zvm.lab import attach, faults, images, processes, workload
 from zvm.lab.links import LinksControl
 from zvm.lab.processes import LabError
 from zvm.lab.state import SITES, LabState, default_lab_dir
@@ -113,6 +113,8 @@ def _print_summary(lab: Lab) -> None:
         _say(f"  ZVM (REST API)  {z['url']}/v1    user {z['username']}   password {z['password']}")
         _say(f"  ZVM (web UI)    {z['url']}/plugin/")
         _say(f"  vCenter         {sim.url}    user {sim.username}   password {sim.password}")
+        if z.get("metrics"):
+            _say(f"  metrics         {z['metrics']}   (Prometheus, no login; the VRAs' on port 9465)")
         _say(f"  VRAs            {', '.join(v['name'] + ' ' + v['address'] for v in st.vras[site])}")
     vms = ", ".join(vm["name"] for vm in st.vpg["vms"])
     _say(f"\nVPG {st.vpg['name']} ({st.vpg['identifier']}): {vms}, replicating to the recovery site")
@@ -127,6 +129,7 @@ def _print_summary(lab: Lab) -> None:
         f"./run zvm vpgs; ./run zvm checkpoints {st.vpg['name']} --tagged",
         f"curl -si -X POST -u admin:{a['password']} {a['url']}/v1/session/add   (token in x-zerto-session)",
         "./run zvm lab wan cut; sleep 20; ./run zvm lab wan restore",
+        "./run zvm lab ps; ./run zvm lab kill NAME; ./run zvm lab restart NAME   faults, one command each",
         f"./run zvm lab image {st.vpg['vms'][0]['name']}                 its disk at the latest checkpoint, over NBD",
         "./run zvm lab down                            stop everything the lab started",
     ):
@@ -170,7 +173,8 @@ def lab_status(lab_dir: Path) -> int:
         _say(f"\nworkload: fio at {state.workload['rate']}/s per VM, "
              + ("PAUSED" if state.workload.get("paused") else "running"))
     if len(running) != len(state.processes):
-        _say("\nSome of the lab's processes have stopped: 'zvm lab down' then 'zvm lab up' restarts it.")
+        _say("\nSome of the lab's processes have stopped: 'zvm lab restart NAME' starts one again ('zvm lab ps' "
+             "lists them); 'zvm lab down' then 'zvm lab up' makes a new lab.")
         return 1
     return 0
 
@@ -262,9 +266,41 @@ def lab_workload(lab_dir: Path, args) -> int:
         _say("workload resumed")
     else:
         names = {v["id"]: vm["name"] for vm in state.vpg.get("vms", []) for v in vm["volumes"]}
-        writes = ", ".join(f"{names.get(vid, vid)} {n}" for vid, n in workload.volume_writes(state).items())
-        _say(f"workload {'paused' if state.workload.get('paused') else 'running'} at {state.workload['rate']}/s "
-             f"per VM; writes so far: {writes}")
+        filters = workload.filter_states(state)
+        writes = ", ".join(f"{names.get(vid, vid)} {n}" for f in filters.values() for vid, n in f["writes"].items())
+        proc = state.process("workload")
+        running = proc is not None and proc.alive()
+        how = "paused" if state.workload.get("paused") else "running" if running else "NOT RUNNING"
+        _say(f"workload {how} at {state.workload['rate']}/s per VM; writes so far: {writes or 'none'}")
+        down = {name: f for name, f in filters.items() if not f["up"]}
+        for name, f in down.items():
+            _say(f"  IO filter {name} is DOWN ({f['error']}): the workload waits for it and writes again when it "
+                 f"is back ('zvm lab restart {name}')")
+        return 1 if down or how == "NOT RUNNING" else 0
+    return 0
+
+
+def lab_ps(lab_dir: Path) -> int:
+    state = _load(lab_dir)
+    rows = faults.listing(state)
+    width = max(len(r["name"]) for r in rows) if rows else 4
+    _say(f"{'NAME':<{width}}  {'KIND':<9} {'PID':>8}  STATE")
+    for r in rows:
+        _say(f"{r['name']:<{width}}  {r['kind']:<9} {r['pid']:>8}  {r['state']}")
+    return 0
+
+
+def lab_kill(lab_dir: Path, name: str, sig: str) -> int:
+    state = _load(lab_dir)
+    signum = faults.parse_signal(sig)
+    proc = faults.kill(state, name, signum)
+    _say(f"{name} (pid {proc.pid}) sent {signum.name}; 'zvm lab restart {name}' brings it back")
+    return 0
+
+
+def lab_restart(lab_dir: Path, name: str) -> int:
+    state = _load(lab_dir)
+    _say(faults.restart(state, name))
     return 0
 
 
@@ -363,6 +399,19 @@ def register(sub) -> None:
                        description="Give each host's IO filter the disks of the VMs that run there now (under "
                                    "the volume ids their ZVM protects them with) and point the workload at the "
                                    "VPG's VMs where they run: what a hypervisor and the VMs do by themselves.")
+    lab_sub.add_parser("ps", help="the lab's processes: name, kind, pid, state (the names kill and restart take)")
+    kill = lab_sub.add_parser("kill", help="a fault: kill one of the lab's processes (SIGKILL to its group)",
+                              description="Send a signal to one of the lab's processes and its children (names: "
+                                          "'zvm lab ps'). SIGKILL by default: a crash. --signal STOP freezes it "
+                                          "(a part that does not answer); 'zvm lab restart' continues it.")
+    kill.add_argument("name", help="a process of the lab ('zvm lab ps'): vra-..., iofilter-..., zvm-protected, "
+                                   "zvm-recovery, vcsim-..., wan, workload")
+    kill.add_argument("--signal", default="KILL", help="signal name or number (default KILL)")
+    restart = lab_sub.add_parser("restart", help="start one of the lab's processes again, as the lab started it",
+                                 description="Stop the process if it runs, then start it again with the same "
+                                             "command line, state and address, and wait until it is ready; a "
+                                             "stopped one (kill --signal STOP) is continued.")
+    restart.add_argument("name", help="a process of the lab ('zvm lab ps')")
     env = lab_sub.add_parser("env", help="print ZVM_URL, ZVM_USER, ZVM_PASSWORD for the zvm CLI")
     env.add_argument("site", choices=SITES, nargs="?", default="protected")
 
@@ -384,6 +433,12 @@ def register(sub) -> None:
             return lab_image(lab_dir, args)
         if command == "attach":
             return lab_attach(lab_dir)
+        if command == "ps":
+            return lab_ps(lab_dir)
+        if command == "kill":
+            return lab_kill(lab_dir, args.name, args.signal)
+        if command == "restart":
+            return lab_restart(lab_dir, args.name)
         if command == "env":
             return lab_env(lab_dir, args.site)
         lab.print_help()

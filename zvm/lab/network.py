@@ -23,6 +23,8 @@ from dataclasses import dataclass
 ZVM_API_PORT = 9080
 ZVM_PEER_PORT = 9081
 VRA_PORT = 4005
+ZVM_METRICS_PORT = 9464  # Prometheus, without authentication (each ZVM and VRA has an address of its own)
+VRA_METRICS_PORT = 9465
 SITE_NUMBER = {"protected": 1, "recovery": 2}
 WAN_FACE = 10  # the WAN face of site s is 127.N.(10 + s).x
 
@@ -58,8 +60,8 @@ class LabNetwork:
         out = []
         for site in SITE_NUMBER:
             out += [(self.zvm(site), ZVM_API_PORT), (self.zvm(site), ZVM_PEER_PORT),
-                    (self.wan_face(site, 10), ZVM_PEER_PORT)]
-            out += [(self.vra_listen(site, i), VRA_PORT) for i in range(hosts)]
+                    (self.zvm(site), ZVM_METRICS_PORT), (self.wan_face(site, 10), ZVM_PEER_PORT)]
+            out += [(self.vra_listen(site, i), port) for i in range(hosts) for port in (VRA_PORT, VRA_METRICS_PORT)]
         out += [(self.vra_address("recovery", i), VRA_PORT) for i in range(hosts)]
         return out
 

@@ -25,7 +25,7 @@ class LabError(PermanentError):
     """A lab step cannot go on; the message says why and what to do."""
 
 
-def _stat(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state is [0], start time is [19])."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -35,7 +35,7 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def start_time(pid: int) -> int:
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return int(fields[19]) if fields else 0
 
 
@@ -61,7 +61,7 @@ class LabProcess:
 
     def alive(self) -> bool:
         _reap(self.pid)
-        fields = _stat(self.pid)
+        fields = stat_fields(self.pid)
         if fields is None or fields[0] in ("Z", "X"):
             return False
         return not self.started or int(fields[19]) == self.started
@@ -101,7 +101,7 @@ def process_groups() -> dict[int, list[int]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _stat(int(entry.name))
+        fields = stat_fields(int(entry.name))
         if fields and fields[0] not in ("Z", "X"):
             groups.setdefault(int(fields[2]), []).append(int(entry.name))
     return groups

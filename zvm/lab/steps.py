@@ -21,7 +21,14 @@ from zvm.client import ZvmClient
 from zvm.errors import ZvmError
 from zvm.lab import attach, processes, workload
 from zvm.lab.links import LinksControl
-from zvm.lab.network import VRA_PORT, ZVM_API_PORT, ZVM_PEER_PORT, pick_network
+from zvm.lab.network import (
+    VRA_METRICS_PORT,
+    VRA_PORT,
+    ZVM_API_PORT,
+    ZVM_METRICS_PORT,
+    ZVM_PEER_PORT,
+    pick_network,
+)
 from zvm.lab.processes import LabError, spawn, wait_ready
 from zvm.lab.state import SITES, LabState, run_dir_for
 from zvm.lab.vcsim import Vcsim, VcsimSpec
@@ -180,15 +187,23 @@ def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
         "vcenter_url": sim.url, "vcenter_username": sim.username,
         "filter_control_template": str(Path(st.run_dir) / SHORT[site] / "{host}" / "filter.ctl"),
         "workers": 1, "threads": 4,
+        # Prometheus without authentication on a port of its own (/metrics on the API port needs a login)
+        "metrics_listen": f"{net.zvm(site)}:{ZVM_METRICS_PORT}",
         # The lab's ZVMs listen on loopback addresses only, so it keeps plain HTTP (and says so at start).
         "insecure_http": True}))
     if site not in st.zvms:
         st.zvms[site] = {"url": net.zvm_url(site), "username": "admin", "password": secrets.token_urlsafe(12),
                          "config": str(config)}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZVM_")}
-    env.update(ZVM_ADMIN_PASSWORD=st.zvms[site]["password"], ZVM_VCENTER_PASSWORD=sim.password)
+    st.zvms[site]["metrics"] = f"http://{net.zvm(site)}:{ZVM_METRICS_PORT}/metrics"
     return st.add(spawn(f"zvm-{site}", "zvm", python("zvm.cli", "serve", "--config", str(config)),
-                        st.logs / f"zvm-{site}.log", env=env))
+                        st.logs / f"zvm-{site}.log", env=zvm_env(st, site), site=site))
+
+
+def zvm_env(state: LabState, site: str) -> dict[str, str]:
+    """A lab ZVM's environment: its passwords there, out of its command line (and no ZVM_* of the caller's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZVM_")}
+    env.update(ZVM_ADMIN_PASSWORD=state.zvms[site]["password"], ZVM_VCENTER_PASSWORD=state.vcenters[site].password)
+    return env
 
 
 def restart_zvm(lab: Lab, site: str) -> None:
@@ -325,11 +340,13 @@ def _start_vra(lab: Lab, site: str, index: int, host: dict, vra: dict) -> dict:
              "listen": listen, "split": str(sockets / "split.sock"), "images": str(sockets / "images.sock"),
              "filter_control": str(sockets / "filter.ctl"), "nbd": str(sockets / "nbd.sock"),
              "state_dir": str(home / "state"), "port_file": str(port_file), "site": site, "tls": True,
-             "process": f"vra-{site}-{host['VirtualizationHostName']}"}
+             "process": f"vra-{site}-{host['VirtualizationHostName']}",
+             "metrics": f"{net.vra_listen(site, index)}:{VRA_METRICS_PORT}"}
     argv = python("vra_appliance.cli", "serve", "--vra-id", entry["identifier"], "--listen", listen,
                   "--port-file", str(port_file), "--split", entry["split"], "--state-dir", entry["state_dir"],
                   "--enroll-url", net.zvm_url(site), "--enroll-token-file", str(token),
-                  "--zvm-ca-fingerprint", props["zvm_ca_fingerprint"], "--nbd-unix", entry["images"], "-v")
+                  "--zvm-ca-fingerprint", props["zvm_ca_fingerprint"], "--nbd-unix", entry["images"],
+                  "--metrics-listen", entry["metrics"], "-v")
     st.add(spawn(entry["process"], "vra", argv, st.logs / f"{entry['process']}.log", site=site))
     return entry
 

@@ -2,8 +2,10 @@
 
 One fio process, one job per VM of the lab's VPG (``ioengine=nbd`` against the filter's export of the
 VM's disk), random writes of 4 to 64 KiB at a modest rate per VM, half-compressible data, running until the
-lab stops it. ``pause`` stops fio (SIGSTOP) and waits until the filters have completed every write it had
-sent, so from then on the VMs' disks do not change; ``resume`` lets it go on.
+lab stops it, under :mod:`zvm.lab.fio_runner` (which stops fio when a filter goes away and starts it again
+when the filter is back, its log bounded). ``pause`` stops fio (SIGSTOP) and waits until the filters have
+completed every write it had sent, so from then on the VMs' disks do not change; ``resume`` lets it go on.
+A filter that does not answer is reported as down (``filter_states``), never as a crash of the command.
 
 (The run is 7 days: fio 3.33 spins a CPU with ``runtime=30d``, an overflow in its time arithmetic.)
 """
@@ -11,6 +13,7 @@ sent, so from then on the VMs' disks do not change; ``resume`` lets it go on.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -49,32 +52,48 @@ def start(state: LabState, jobs: list[dict], rate: str, paused: bool = False) ->
     state.workload = {"job": str(job), "rate": rate, "jobs": jobs, "paused": paused,
                       "volumes": [j["volume"] for j in jobs]}
     state.save()
-    return None if paused else _spawn(state)
+    return None if paused else spawn_fio(state)
 
 
-def _spawn(state: LabState) -> LabProcess:
+def spawn_fio(state: LabState) -> LabProcess:
     old = state.process("workload")
     if old is not None:
         state.processes.remove(old)
-    proc = state.add(spawn("workload", "workload", ["fio", f"--output={state.logs / 'fio.out'}",
-                                                    state.workload["job"]], state.logs / "workload.log"))
-    wait_ready(proc, lambda: all(n > 0 for n in volume_writes(state).values()),
+    sockets = sorted({j["uri"].split("socket=", 1)[1] for j in state.workload["jobs"]})
+    argv = [sys.executable, "-m", "zvm.lab.fio_runner", *(f"--socket={s}" for s in sockets), "--",
+            "fio", f"--output={state.logs / 'fio.out'}", state.workload["job"]]
+    proc = state.add(spawn("workload", "workload", argv, state.logs / "workload.log"))
+    wait_ready(proc, lambda: _all_written(state),
                "write through every VM's IO filter", timeout=60)
     return proc
 
 
-def volume_writes(state: LabState) -> dict[str, int]:
-    """Writes each filter completed, per volume of the workload."""
+def filter_states(state: LabState) -> dict[str, dict]:
+    """Per filter serving the workload: {"up": bool, "writes": {volume: writes completed}, "error": why down}."""
     wanted = set(state.workload.get("volumes", []))
     out = {}
     for f in state.filters:
         if not wanted & set(f["volumes"]):
             continue
-        with FilterControl(f["control"]) as ctl:
-            for vid, c in ctl.counters()["volumes"].items():
-                if vid in wanted:
-                    out[vid] = int(c.get("writes", 0))
+        try:
+            with FilterControl(f["control"], timeout_s=5) as ctl:
+                counters = ctl.counters()["volumes"]
+        except (OSError, ValueError) as exc:  # no socket, refused, closed: the filter is down
+            out[f["name"]] = {"up": False, "writes": {}, "error": str(exc) or type(exc).__name__}
+            continue
+        out[f["name"]] = {"up": True, "error": "", "writes": {vid: int(c.get("writes", 0))
+                                                             for vid, c in counters.items() if vid in wanted}}
     return out
+
+
+def volume_writes(state: LabState) -> dict[str, int]:
+    """Writes each filter completed, per volume of the workload (volumes of a filter that is down: absent)."""
+    return {vid: n for f in filter_states(state).values() for vid, n in f["writes"].items()}
+
+
+def _all_written(state: LabState) -> bool:
+    writes = volume_writes(state)
+    return set(writes) == set(state.workload["volumes"]) and all(n > 0 for n in writes.values())
 
 
 def _process(state: LabState) -> LabProcess | None:
@@ -111,7 +130,7 @@ def resume(state: LabState) -> None:
     state.workload["paused"] = False
     state.save()
     if proc is None:
-        _spawn(state)
+        spawn_fio(state)
     else:
         proc.signal(signal.SIGCONT)
 

@@ -50,16 +50,20 @@ class VpgFigures:
     journal_warning_mb: int
     journal_hard_limit_mb: int
     age_s: float  # since the VPG started replicating (or was created)
+    rpo_reason: str = ""  # why the RPO grows, when monitoring can tell (a VRA silent, the stream down...)
 
 
 def vpg_alerts(v: VpgFigures) -> list[AlertSpec]:
-    if v.status not in REPLICATING or v.paused:
+    """A paused VPG is judged too: its RPO grows while it is paused, and that is what its SLA is about."""
+    if v.status not in REPLICATING:
         return []
     out = []
     if v.actual_rpo_s is not None and v.actual_rpo_s > v.rpo_threshold_s:
         level = "Error" if v.actual_rpo_s > 2 * v.rpo_threshold_s else "Warning"
         out.append(AlertSpec("VpgRpoOverThreshold", level, "Vpg", v.identifier,
-                             f"VPG {v.name}: RPO is {v.actual_rpo_s} s, over its {v.rpo_threshold_s} s threshold"))
+                             f"VPG {v.name}: RPO is {v.actual_rpo_s} s, over its {v.rpo_threshold_s} s threshold"
+                             + (f": {v.rpo_reason}" if v.rpo_reason else "")
+                             + (" (replication is paused)" if v.paused else "")))
     if v.history_configured_s > 0 and v.age_s >= v.history_configured_s:
         share = v.history_actual_s / v.history_configured_s
         if share < 0.75:
@@ -86,8 +90,6 @@ def vpg_alerts(v: VpgFigures) -> list[AlertSpec]:
 def vpg_status(v: VpgFigures) -> str:
     """MeetingSLA unless the RPO or the history (as judged above) misses its target."""
     if v.status not in REPLICATING:
-        return v.status
-    if v.paused:
         return v.status
     codes = {a.code for a in vpg_alerts(v)}
     rpo = "VpgRpoOverThreshold" in codes

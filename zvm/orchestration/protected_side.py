@@ -12,9 +12,10 @@ the recovery site repeats it after a restart of either ZVM.
 - ``rollback``: the source VMs that ran before are powered on again; the VPG is protecting again.
 - ``end``: a failover test ended; the VPG's substatus is cleared.
 - ``commit``: the VMs run on the recovery site for good: the source VMs stay off, this site's VRAs drop
-  the VPG's protect roles. With reverse protection the source VMs leave the inventory (their disks stay:
-  they become the replica volumes), a VRA of this site takes the recover role with them as replicas, and
-  this site's row of the VPG becomes the mirror of the recovery site's (which now owns the VPG). Without
+  the VPG's protect roles. With reverse protection a VRA of this site takes the recover role with the
+  source VMs' disks as replicas, this site's row of the VPG becomes the mirror of the recovery site's
+  (which now owns the VPG), and only then do the source VMs leave the inventory (their disks stay: they are
+  the replica volumes): the database never lists as protected here VMs that vCenter no longer has. Without
   it, the VPG is Recovered and needs configuring (NeedsConfiguration).
 
 One action goes the other way, from the protected site to the recovery site (the peer service's only
@@ -191,16 +192,28 @@ def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
             rv.power_off(moid)
         for vra in installed_vras(local):
             zvm.vra_control.remove_vpg(vra_ref(vra), vpg.identifier)
-        if reverse:  # their disks are about to be the replicas: nothing may start them again
-            for moid in sources:
-                rv.unregister_vm(moid)
+        if not reverse:
+            _set(vpg, status="Recovered", substatus="NeedsConfiguration")
+            _event(vpg, "RecoveryCommitted", f"VPG {vpg.name}: its VMs run on the recovery site; the protect "
+                   "roles here are removed (no reverse protection)")
+            return {}
+        answer = _protect_back_here(zvm, vpg, doc, recovered, protect_vras, sources, placed, caller)
+        # Only now, with this site's database saying the VMs are protected from the recovery site, do the
+        # source VMs leave vCenter: never a moment where vCenter lacks them and the database still lists them
+        # as protected here. Their disks are the replicas now: nothing may start them again.
+        for moid in sources:
+            rv.unregister_vm(moid)
     finally:
         vc.close()
-    if not reverse:
-        _set(vpg, status="Recovered", substatus="NeedsConfiguration")
-        _event(vpg, "RecoveryCommitted", f"VPG {vpg.name}: its VMs run on the recovery site; the protect roles "
-               "here are removed (no reverse protection)")
-        return {}
+    return answer
+
+
+def _protect_back_here(zvm, vpg: m.Vpg, doc: dict, recovered: list, protect_vras: list[str],
+                       sources: dict[str, m.VpgVm], placed: dict, caller: m.Site | None) -> dict:
+    """Reverse protection's part here: a VRA of this site takes the recover role with the source VMs' disks
+    as the replicas, and this site's row of the VPG becomes the recovery side's (the VMs, protected from
+    the caller's site). Returns the answer for the recovery site."""
+    local = zvm.local_site()
     # the recovered VMs come back here: their source VMs' disks are the replicas; host, folder, network theirs
     inventory = {moid: SimpleNamespace(host=p["host"], folder=p["folder"], networks=p["networks"])
                  for moid, p in placed.items() if p}

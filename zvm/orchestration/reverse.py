@@ -9,6 +9,11 @@ recovered VMs' hosts take the protect role, their first sync a delta sync (only 
 and this ZVM owns the VPG (the other keeps its mirror). The IO filters of this site's hosts must serve the
 recovered VMs' disks (the hypervisor attaches them to protected disks, as for any protected VM).
 
+The hand-over is ordered so that, seen from outside at any moment, some ZVM lists the VMs as protected
+from its site and that site's vCenter has them: this ZVM claims the VPG (its row: protected here, the
+recovered VMs) before it tells the protected site, which updates its own row before its source VMs leave its
+vCenter; the protect roles and the placement the protected site answers come after, here.
+
 When the protected site does not answer, the commit is done here and its part waits
 (``peer_pending``): the recovery watch (zvm.orchestration.watch) asks again until it answers, powering
 the source VMs off first if they run (never two running copies of a VM).
@@ -104,6 +109,7 @@ def finish_with_protected_site(rec, reverse: bool) -> str:
         vras = _protect_vras(rec)
         body.update(Doc=_doc(rec), ProtectVras=sorted({v.identifier for v in vras.values()}),
                     Recovered=[{"SourceVm": vm["Source"], "RecoveryVm": vm["RecoveryVm"]} for vm in op.vms])
+        claim(rec)
     try:
         answer = rec.protected("commit", body, timeout=300)
     except TransientError as exc:
@@ -117,6 +123,27 @@ def finish_with_protected_site(rec, reverse: bool) -> str:
         return "no reverse protection: the VPG needs configuring to protect the VMs again"
     protect_back(rec, answer)
     return "reverse protection: the VMs are protected back to the original site (delta sync first)"
+
+
+def claim(rec) -> None:
+    """This ZVM's row of the VPG says, from now on, that the recovered VMs (which run here) are protected from
+    this site, before the protected site lets go of them (its row, then its vCenter's source VMs). The
+    substatus stays the operation's (the monitor leaves the status alone) until ``protect_back``. Repeated
+    (a retry after the protected site did not answer) it changes nothing."""
+    vpg, local = rec.vpg, rec.zvm.local_site()
+    peer = m.Site.get(m.Site.identifier == rec.op.protected_site)
+    doc = _doc(rec)
+    with zdb.transaction():
+        row = m.Vpg.get_by_id(vpg.id)
+        if row.protected_site_id == local.id:
+            return
+        keep = {v.volume_id: (v.recovery_path, v.recovery_datastore)
+                for v in m.VpgVolume.select().join(m.VpgVm).where(m.VpgVm.vpg == row)}
+        for spec in doc["Vms"]:
+            for vol in spec["Volumes"]:
+                vol["RecoveryPath"], vol["RecoveryDatastore"] = keep.get(vol["VolumeIdentifier"], (None, None))
+        row.protected_site, row.recovery_site = local, peer
+        apply_doc(row, {**vpg_doc(row), "Vms": doc["Vms"]})
 
 
 def protect_back(rec, answer: dict) -> None:

@@ -362,13 +362,17 @@ class RecoverySide:
             st = rec.receiver.status()
             js = rec.rvpg.status()
             counters = dict(st["counters"])
+            listed = rec.rvpg.checkpoints() if js.state != "corrupt" else []
+            consistent = [c.timestamp_ns for c in listed if c.consistent]
             counters.update(
                 journal_bytes=js.journal_bytes,
                 last_seq=js.last_seq,
                 promoted_seq=js.promoted_seq,
                 open_images=js.open_images,
                 history_covered_s=js.history_covered_s,
-                checkpoints_listed=len(rec.rvpg.checkpoints()) if js.state != "corrupt" else 0,
+                checkpoints_listed=len(listed),
+                # the ZVM's RPO: the protect side's time of the newest consistent checkpoint durable here
+                newest_consistent_checkpoint_s=max(consistent) / 1e9 if consistent else 0.0,
             )
             for peer, p in st["peers"].items():
                 counters[f"peer_{peer}_durable_seq"] = p["durable_seq"]
