@@ -124,7 +124,7 @@ def test_double_click_tags_one_checkpoint(plugin_lab, page):
     submit.dblclick()
     expect(modal.get_by_test_id("task-done")).to_be_visible(timeout=TASK_TIMEOUT)
     modal.get_by_role("button", name="Close").click()
-    expect(page.locator("[data-testid=timeline] [data-tag=ui-double]")).to_have_count(1)
+    expect(page.locator("[data-testid=timeline] [data-tag=ui-double]")).to_have_count(1, timeout=60_000)
     shoot(page, "vpg-light")
     api = site.api()
     tagged = api.get(f"{site.url}/v1/vpgs/{vpg}/checkpoints?taggedOnly=true", timeout=30).json()
