@@ -48,6 +48,7 @@ class PluginLab:
     protected: Site
     recovery: Site
     vpg: dict
+    state: dict  # the lab's lab.json: its vCenters' datastore directories, VRAs, addresses
 
 
 def _zvm_lab(lab_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -55,16 +56,32 @@ def _zvm_lab(lab_dir: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300, env=dict(os.environ, ZVR_LAB_DIR=str(lab_dir)), cwd=REPO)
 
 
+def lab_attach(lab: PluginLab) -> None:
+    """After a VPG is made or its VMs move (a move, a failover's commit): the lab's IO filters follow the VMs'
+    disks, as a hypervisor's filters do by themselves (`zvm lab attach`)."""
+    done = _zvm_lab(Path(lab.state["lab_dir"]), "attach")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _lab(lab_dir: Path) -> PluginLab:
+    state = json.loads((lab_dir / "lab.json").read_text())
+    sites = {name: Site(url=z["url"], password=z["password"], vcenter=state["vcenters"][name])
+             for name, z in state["zvms"].items()}
+    return PluginLab(protected=sites["protected"], recovery=sites["recovery"], vpg=state["vpg"], state=state)
+
+
 @pytest.fixture(scope="session")
 def plugin_lab(tmp_path_factory) -> Iterator[PluginLab]:
+    # For developing these tests only: ZVR_PLUGIN_LAB names the directory of a lab already up (zvm lab up
+    # --disk-mb 16 --vms 8 --rate 64k), used as it is and left running.
+    if os.environ.get("ZVR_PLUGIN_LAB"):
+        yield _lab(Path(os.environ["ZVR_PLUGIN_LAB"]))
+        return
     lab_dir = tmp_path_factory.mktemp("plugin-lab") / "lab"
     up = _zvm_lab(lab_dir, "up", "--disk-mb", "16", "--vms", "8", "--rate", "64k")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        state = json.loads((lab_dir / "lab.json").read_text())
-        sites = {name: Site(url=z["url"], password=z["password"], vcenter=state["vcenters"][name])
-                 for name, z in state["zvms"].items()}
-        yield PluginLab(protected=sites["protected"], recovery=sites["recovery"], vpg=state["vpg"])
+        yield _lab(lab_dir)
     finally:
         down = _zvm_lab(lab_dir, "down")
         assert down.returncode == 0, down.stdout + down.stderr
@@ -94,9 +111,10 @@ def page(browser):
     assert errors == [], f"JavaScript errors in the page: {errors}"
 
 
-def login(page, site: Site, path: str = "/plugin/?poll=1000") -> None:
+def login(page, site: Site, path: str = "/plugin/?poll=1000", *, user: str = "admin", password: str | None = None) -> None:
     page.goto(site.url + path)
-    page.get_by_label("Password").fill(site.password)
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password or site.password)
     page.get_by_test_id("login").click()
     page.wait_for_selector("body[data-rendered=true]")
 

@@ -124,7 +124,7 @@ def test_double_click_tags_one_checkpoint(plugin_lab, page):
     submit.dblclick()
     expect(modal.get_by_test_id("task-done")).to_be_visible(timeout=TASK_TIMEOUT)
     modal.get_by_role("button", name="Close").click()
-    expect(page.locator("[data-testid=timeline] [data-tag=ui-double]")).to_have_count(1)
+    expect(page.locator("[data-testid=timeline] [data-tag=ui-double]")).to_have_count(1, timeout=60_000)
     shoot(page, "vpg-light")
     api = site.api()
     tagged = api.get(f"{site.url}/v1/vpgs/{vpg}/checkpoints?taggedOnly=true", timeout=30).json()
@@ -217,8 +217,7 @@ def test_no_serious_accessibility_violations(plugin_lab, page, theme):
         else:
             page.goto(f"{site.url}/plugin/?poll=60000#/{route}")
             page.wait_for_selector("body[data-rendered=true] .zvr-page h1")
-        if route == "sites":
-            shoot(page, f"sites-{theme}")
+        shoot(page, f"{route.split('/')[0]}-{theme}")  # each main view in both themes, as test artefacts
         violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']}))
             .violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
             .map(v => `${v.id}: ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`)""")

@@ -6,6 +6,7 @@ import "@cds/core/icon/register.js";
 import { ClarityIcons, shieldCheckIcon, sunIcon, moonIcon, logoutIcon } from "@cds/core/icon";
 import * as api from "./api.js";
 import { alert, button, clear, field, h, input, showError } from "./dom.js";
+import * as roles from "./roles.js";
 import * as sdk from "./sdk.js";
 import { dashboard } from "./views/dashboard.js";
 import { vpgs } from "./views/vpgs.js";
@@ -108,6 +109,7 @@ async function run(root, make, ...args) {
   const tick = async () => {
     try {
       await current.refresh();
+      window.zvrStats.refreshes = (window.zvrStats.refreshes || 0) + 1; // for the benchmark's bytes per refresh
       document.body.dataset.rendered = "true";
     } catch (err) {
       if (err.status === 401) return;
@@ -168,7 +170,9 @@ function shell(root) {
     h("div", { class: "branding" }, h("a", { href: "#/dashboard", class: "nav-link" },
       h("cds-icon", { shape: "shield-check", size: "lg", "aria-hidden": "true" }), h("span", { class: "title" }, "ZVR"))),
     h("nav", { class: "header-nav", "aria-label": "Main" }, links),
-    h("div", { class: "header-actions" }, themeBtn,
+    h("div", { class: "header-actions" },
+      h("span", { class: "nav-text zvr-user", "data-testid": "user", "data-role": roles.current().role },
+        `${roles.current().user} (${roles.current().role})`), themeBtn,
       h("button", { type: "button", class: "btn btn-link nav-link", "aria-label": "Log out", "data-testid": "logout",
         onclick: async () => { await api.logout(); location.reload(); } }, h("cds-icon", { shape: "logout", "aria-hidden": "true" }))));
   clear(root, banner, h("div", { class: "main-container" }, header, h("div", { class: "content-container" }, content)));
@@ -183,7 +187,7 @@ function shell(root) {
 }
 
 // --- a page inside the vSphere Client
-function embeddedPage(root) {
+async function embeddedPage(root) {
   const content = h("div");
   clear(root, banner, content);
   if (pageView === "modal") {
@@ -195,6 +199,7 @@ function embeddedPage(root) {
     if (name === "vpg" && !p.vms && vmIds.length) p.vms = vmIds.join(",");
     const hostObj = objs.find((o) => o.type === "HostSystem");
     if (name === "installVra" && !p.host && hostObj) p.host = hostObj.moid;
+    await roles.ready(); // its button is enabled by the user's role
     const wiz = WIZARDS[name](p);
     const body = h("div", { class: "modal-body zvr-standalone-modal" });
     const footer = h("div", { class: "modal-footer" });
@@ -224,16 +229,18 @@ async function start() {
     clearTimeout(timer);
     run.token = null;
     await loginPage(root);
+    await roles.load();
     shell(root);
   });
   try {
     await ensureSession(root);
+    await roles.load();
   } catch (err) {
     clear(root, alert("danger", `Cannot open a ZVM session: ${err.message}`, { testid: "view-error" }));
     return;
   }
   if (standalone) shell(root);
-  else embeddedPage(root);
+  else await embeddedPage(root);
 }
 
 start();

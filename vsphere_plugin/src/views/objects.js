@@ -5,6 +5,8 @@ import { badge, button, card, clear, fmtAge, fmtTime, h, table } from "../dom.js
 import { contextObjects } from "../sdk.js";
 import { vpgTable } from "./dashboard.js";
 import { vraButton } from "./sites.js";
+import { guardAction } from "../wizards/index.js";
+import * as roles from "../roles.js";
 
 function context(kind) {
   const objs = contextObjects();
@@ -15,6 +17,7 @@ function context(kind) {
 export function vmView(root, ctx) {
   async function refresh() {
     const [obj] = context("VM");
+    await roles.ready(); // the role its Protect... needs
     let pvm = null;
     try {
       pvm = await api.get(`/vms/${encodeURIComponent(obj.moid)}`);
@@ -24,7 +27,7 @@ export function vmView(root, ctx) {
     if (!pvm) {
       clear(root, h("h1", {}, "ZVR protection"),
         h("p", { "data-testid": "vm-status", "data-vm": obj.moid }, `This VM (${obj.moid}) is not protected.`),
-        button("Protect...", async () => ctx.openWizard("vpg", { vms: obj.moid }), { testid: "protect" }));
+        guardAction(button("Protect...", async () => ctx.openWizard("vpg", { vms: obj.moid }), { testid: "protect" }), "vpg"));
       return;
     }
     const v = await api.get(`/vpgs/${pvm.VpgIdentifier}`);
@@ -45,6 +48,7 @@ export function vmView(root, ctx) {
 export function hostView(root, ctx) {
   async function refresh() {
     const [obj] = context("host");
+    await roles.ready(); // the roles its Install / Uninstall need
     const local = await api.get("/localsite");
     const [hosts, vras] = await Promise.all([api.get(`/virtualizationsites/${local.SiteIdentifier}/hosts`),
       api.get(`/vras?hostIdentifier=${encodeURIComponent(obj.moid)}`)]);

@@ -1,15 +1,27 @@
 // One VPG: its state, settings, VMs and volumes, checkpoints on a timeline (tagged ones marked), journal
-// usage, its tasks and events, and its actions.
+// usage, its RPO, throughput and journal over the last hour (the statistics API), its tasks and events, and
+// its actions.
 import * as api from "../api.js";
 import { badge, card, clear, fmtAge, fmtTime, h, progress, table } from "../dom.js";
 import { actionMenu } from "./vpgs.js";
+import { timeChart } from "../chart.js";
+import { vpgReader } from "../statistics.js";
+import * as roles from "../roles.js";
 
 export function vpg(root, ctx, id) {
+  // Made once: a poll gives them new data, the page keeps them (and their size) across repaints.
+  const charts = {
+    rpo: timeChart("RPO (seconds)", ["actual", "average"], { unit: " s", testid: "vpg-rpo-chart" }),
+    throughput: timeChart("Throughput (MB/s)", ["written", "sent over the WAN"], { testid: "vpg-throughput-chart" }),
+    journal: timeChart("Journal used (MB)", ["used"], { testid: "vpg-journal-chart" }),
+  };
+  const history = vpgReader(id);
   async function refresh() {
-    const [v, vms, checkpoints, tasks, events] = await Promise.all([
+    const [v, vms, checkpoints, tasks, events, stats] = await Promise.all([
       api.get(`/vpgs/${id}`), api.get(`/vms?vpgIdentifier=${encodeURIComponent(id)}`),
       api.get(`/vpgs/${id}/checkpoints?limit=500`), api.get(`/tasks?vpgIdentifier=${encodeURIComponent(id)}&limit=20`),
-      api.get(`/events?entityIdentifier=${encodeURIComponent(id)}&limit=20`)]);
+      api.get(`/events?entityIdentifier=${encodeURIComponent(id)}&limit=20`), history(), roles.ready()]);
+    const s = stats.series;
     const limit = v.JournalHardLimitInMB;
     clear(root,
       h("div", { class: "zvr-row" }, h("h1", { "data-testid": "vpg-name" }, v.VpgName), badge(v.Status),
@@ -25,6 +37,7 @@ export function vpg(root, ctx, id) {
           h("p", {}, `${v.JournalUsedStorageMb.toFixed(1)} MB used`, limit ? ` of ${limit} MB (hard limit)` : " (no hard limit)",
             v.JournalWarningThresholdInMB ? `, warning at ${v.JournalWarningThresholdInMB} MB` : ""),
           limit ? progress(Math.round((100 * v.JournalUsedStorageMb) / limit), "journal usage") : null)),
+      card("The last hour", h("div", { class: "zvr-grid" }, charts.rpo.el, charts.throughput.el, charts.journal.el)),
       card("Checkpoints", timeline(checkpoints), h("p", { class: "zvr-muted" },
         `${checkpoints.length} checkpoints, ${checkpoints.filter((c) => c.Tag).length} tagged`)),
       card("VMs and volumes", table([
@@ -41,8 +54,11 @@ export function vpg(root, ctx, id) {
           { head: "When", cell: (e) => fmtTime(e.Started) }, { head: "Event", cell: (e) => e.EventType },
           { head: "Result", cell: (e) => e.Result },
         ], events, { caption: "Events", testid: "vpg-events" }))));
+    charts.rpo.update([s.t, s.rpo, s.rpoAvg], stats.hour);
+    charts.throughput.update([s.t, s.mbps, s.wan], stats.hour);
+    charts.journal.update([s.t, s.journal], stats.hour);
   }
-  return { refresh };
+  return { refresh, repaint: () => Object.values(charts).forEach((c) => c.repaint()) };
 }
 
 /** The checkpoints on a time axis; tagged ones larger, with their tag. */

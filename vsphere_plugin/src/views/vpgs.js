@@ -1,7 +1,8 @@
 // The VPG list: filter by name and status, sort by any column, and the actions of each VPG (as modals).
 import * as api from "../api.js";
 import { badge, button, clear, fmtAge, h, input, select } from "../dom.js";
-import { actionsFor } from "../wizards/index.js";
+import { actionsFor, guardAction } from "../wizards/index.js";
+import * as roles from "../roles.js";
 
 const COLUMNS = [
   ["VpgName", "VPG"], ["Status", "Status"], ["SubStatus", "Substatus"], ["Priority", "Priority"],
@@ -16,11 +17,12 @@ export function vpgs(root, ctx) {
   const status = select([["", "any status"], "MeetingSLA", "Initializing", "RpoNotMeetingSLA", "HistoryNotMeetingSLA",
     "NotMeetingSLA", "Paused", "FailingOver", "Moving", "Recovered", "Error"], { "data-testid": "vpg-status-filter" });
   const body = h("div");
+  const create = button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" });
   text.addEventListener("input", draw);
   status.addEventListener("change", draw);
   clear(root,
     h("div", { class: "zvr-row" }, h("h1", {}, "VPGs"),
-      button("New VPG", async () => ctx.openWizard("vpg", {}), { testid: "new-vpg" })),
+      create),
     h("div", { class: "zvr-row", role: "search" },
       h("label", { for: "vpg-filter-text" }, "Filter"), Object.assign(text, { id: "vpg-filter-text" }),
       h("label", { for: "vpg-filter-status" }, "Status"), Object.assign(status, { id: "vpg-filter-status" })),
@@ -54,16 +56,22 @@ export function vpgs(root, ctx) {
   }
 
   async function refresh() {
-    list = await api.get("/vpgs");
+    [list] = await Promise.all([api.get("/vpgs"), roles.ready()]);
+    guardAction(create, "vpg");
     draw();
   }
   return { refresh };
 }
 
-/** A select of the VPG's actions; choosing one opens its modal. */
+/** A select of the VPG's actions; choosing one opens its modal. An action the user's role may not start is
+ * a disabled option that says which role it needs. */
 export function actionMenu(vpg, ctx) {
   const s = select([["", "Actions…"], ...actionsFor(vpg).map((a) => [a.name, a.label])],
     { "aria-label": `Actions of ${vpg.VpgName}`, "data-testid": `actions-${vpg.VpgName}` });
+  for (const o of [...s.options].slice(1)) {
+    guardAction(o, o.value, { vpg: vpg.VpgIdentifier });
+    if (o.disabled) o.textContent = `${o.textContent} (${o.title.replace(/ \(you are .*\)$/, "")})`;
+  }
   s.addEventListener("change", () => {
     const name = s.value;
     s.value = "";

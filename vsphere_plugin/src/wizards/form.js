@@ -2,6 +2,7 @@
 // was pressed, the API's refusal shown at the field it names, then the task it started, followed to its end.
 import * as api from "../api.js";
 import { alert, button, clear, clearErrors, field, h, input, progress, select, showError } from "../dom.js";
+import { guard } from "../roles.js";
 
 /** Build a control from a field spec: {name, label, kind, options, value, help, min, max}. */
 export function control(spec) {
@@ -40,10 +41,11 @@ export async function followTask(id, slot) {
 }
 
 /**
- * A one-page modal: ``fields`` (specs), ``submit(values)`` -> {method, path, body} of the API call.
- * Returns {title, render(body, footer, close)}.
+ * A one-page modal: ``fields`` (specs), ``call`` [method, path] of the API call it makes, ``body(values)``
+ * its body (may refuse a value: refuse() below). Its button is enabled only if the user's role may make the
+ * call (roles.js), else it says which role it needs. Returns {title, render(body, footer, close)}.
  */
-export function formWizard(title, { intro, fields = [], submit, label = "OK", danger = false, extra }) {
+export function formWizard(title, { intro, fields = [], call, body: makeBody, label = "OK", danger = false, extra }) {
   return {
     title,
     render(body, footer, close) {
@@ -59,12 +61,12 @@ export function formWizard(title, { intro, fields = [], submit, label = "OK", da
         clearErrors(form);
         clear(general);
         const values = Object.fromEntries(controls.map(([f, c]) => [f.name, valueOf(c, f)]));
-        let call;
+        let sent;
         try {
-          call = await submit(values);
+          sent = makeBody ? await makeBody(values) : undefined;
         } catch (err) { showError(form, err, general); return; }
         try {
-          const res = await api.request(call.method, call.path, call.body);
+          const res = await api.request(call[0], call[1], sent);
           ok.dataset.done = "true";
           cancel.textContent = "Close";
           cancel.focus();
@@ -72,6 +74,8 @@ export function formWizard(title, { intro, fields = [], submit, label = "OK", da
           else taskSlot.append(alert("success", "Done.", { testid: "task-done" }));
         } catch (err) { showError(form, err, general); }
       }, { kind: danger ? "btn-danger" : "btn-primary", testid: "submit" });
+      guard(ok, ...call);
+      if (ok.disabled) general.append(alert("info", `This action ${ok.title}.`, { testid: "role-note" }));
       clear(footer, cancel, ok);
       const first = form.querySelector("input, select, textarea");
       if (first) first.focus();

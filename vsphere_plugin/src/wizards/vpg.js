@@ -4,6 +4,7 @@
 import * as api from "../api.js";
 import { alert, button, clear, clearErrors, field, h, input, select, showError } from "../dom.js";
 import { followTask } from "./form.js";
+import { refusal } from "../roles.js";
 
 const STEPS = ["General", "VMs", "Recovery", "Journal", "Networks", "Boot order", "Summary"];
 
@@ -13,6 +14,12 @@ export function vpgWizard(params) {
     title: editing ? "Edit VPG" : "New VPG",
     async render(body, footer, close) {
       const general = h("div", { "data-testid": "form-error" });
+      const why = refusal("POST", "/vpgSettings");
+      if (why) {
+        clear(body, alert("info", `${editing ? "Editing" : "Creating"} a VPG ${why}.`, { testid: "role-note" }));
+        clear(footer, button("Close", async () => close(null), { kind: "btn-outline", testid: "cancel" }));
+        return;
+      }
       clear(body, h("p", {}, "Preparing the draft…"));
       let sid;
       let doc;
