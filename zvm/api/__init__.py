@@ -7,11 +7,23 @@ from __future__ import annotations
 
 
 def blueprints() -> list:
-    from zvm.api import monitoring, openapi, recovery, session, sites, users, vms, vpgs, vpgsettings, vras
+    from zvm.api import (
+        lookups,
+        monitoring,
+        openapi,
+        recovery,
+        session,
+        sites,
+        users,
+        vms,
+        vpgs,
+        vpgsettings,
+        vras,
+    )
 
     return [session.bp, users.bp, sites.localsite, sites.peersites, sites.vsites, vras.bp, vpgsettings.bp, vpgs.bp,
             recovery.bp, vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, recovery.reports,
-            openapi.bp]
+            lookups.bp, openapi.bp]
 
 
 def create_app(*args, **kwargs):

@@ -7,6 +7,7 @@ import ipaddress
 import peewee
 from flask import g, request
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import note_entity, service
@@ -36,7 +37,7 @@ def _protected_counts(site: m.Site) -> dict[str, int]:
 def _vra_json(v: m.Vra, site_identifier: str, counts: dict[str, int]) -> dict:
     return {
         "VraIdentifier": v.identifier, "VraName": v.name, "SiteIdentifier": site_identifier,
-        "HostIdentifier": v.host_moid, "HostName": v.host_name, "VmIdentifier": v.vm_moid, "State": v.state,
+        "HostIdentifier": v.host_moid, "HostName": v.host_name, "VmIdentifier": v.vm_moid, "State": enums.VraStatus.of(v.state), "Status": enums.VraStatus.of(v.state),
         "Reachable": bool(v.reachable), "DatastoreIdentifier": v.datastore_moid,
         "NetworkIdentifier": v.network_moid, "MemoryInGB": v.memory_gb,
         "VraNetworkDataApi": {"VraIPConfigurationTypeApi": v.ip_mode, "VraIPAddress": v.ip_address,
@@ -54,13 +55,13 @@ def get_vra(identifier: str) -> m.Vra:
 
 
 @bp.operation("GET", "/vras", summary="VRAs of this site", response=schemas.array_of("Vra"),
-              query=[Param("state", schemas.string(enum=schemas.VRA_STATES)),
+              query=[Param("state", schemas.enum(enums.VraStatus)),
                      Param("hostIdentifier", schemas.string(maxLength=255))])
 def list_vras(query):
     site = service().local_site()
     q = m.Vra.select().where(m.Vra.site == site).order_by(m.Vra.host_name)
     if "state" in query:
-        q = q.where(m.Vra.state == query["state"])
+        q = q.where(m.Vra.state == query["state"].internal)
     if "hostIdentifier" in query:
         q = q.where(m.Vra.host_moid == query["hostIdentifier"])
     counts = _protected_counts(site)
@@ -127,7 +128,7 @@ def install_vra(body):
                        memory_gb=body.get("MemoryInGB", 3))
     note_entity(vra.identifier, f"Install {vra.name}")
     task = queue_task("InstallVra", vra=vra.identifier, site=site.identifier)
-    return {**render.task_id(task)}
+    return render.task_id(task)
 
 
 @bp.operation("DELETE", "/vras/{vraIdentifier}", summary="Uninstall a VRA", status=202,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus, VpgSubStatus
 from zvm.errors import ZvmError
 from zvm.lab import attach, processes, workload
 from zvm.lab.links import LinksControl
@@ -410,11 +411,12 @@ def wait_meeting_sla(lab: Lab, timeout: float = 150.0) -> str:
 
     def meeting():
         vpg = a.vpg(vpg_id)
-        now = f"{vpg['Status']}/{vpg['SubStatus']}"
+        status, substatus = VpgStatus.parse(vpg["Status"]).internal, VpgSubStatus.parse(vpg["SubStatus"]).internal
+        now = f"{status}/{substatus}"
         if not seen or seen[-1] != now:
             seen.append(now)
-            lab.say(f"      VPG {vpg['VpgName']}: {vpg['Status']} ({vpg['SubStatus']})")
-        return vpg if vpg["Status"] == "MeetingSLA" else None
+            lab.say(f"      VPG {vpg['VpgName']}: {status} ({substatus})")
+        return vpg if vpg["Status"] == VpgStatus.MeetingSLA else None
 
     vpg = _wait(meeting, f"VPG {VPG_NAME} to reach MeetingSLA (seen: {' -> '.join(seen) or 'nothing'})", timeout)
     return f"replicating: RPO {vpg['ActualRPO']} s, journal {vpg['JournalUsedStorageMb']:.1f} MB"
