@@ -42,6 +42,14 @@ class ZertoScript:
         assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp.json() if resp.content.strip() else None
 
+    def until(self, probe, timeout: float = 120):
+        """``probe(self)`` until it answers something truthy (a state reached), or fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not (got := probe(self)):
+            assert time.monotonic() < deadline, f"not reached within {timeout} s"
+            time.sleep(1.0)
+        return got
+
     def wait(self, task_id: str, timeout: float = 300) -> dict:
         """Poll GET /v1/tasks/{id} until Completed (6) or Failed (4), as Zerto's examples do."""
         deadline = time.monotonic() + timeout

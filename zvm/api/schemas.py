@@ -221,6 +221,8 @@ COMPONENTS: dict[str, dict] = {
         "Version": string(),
         "LastSeenAt": date_time(nullable=True),
         "ProtectedVmsCount": integer(),
+        "InventoryHostIdentifier": string("The host the site's vCenter inventory has the VRA's VM on; null until "
+                                          "the inventory lists it (VRAs are never in the VM lists).", nullable=True),
     }),
     "VraInstall": obj({
         "HostIdentifier": IDENT,

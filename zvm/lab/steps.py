@@ -271,8 +271,10 @@ def install_vras(lab: Lab) -> str:
             "served by a vra serve that enrolled with its ZVM (mutual TLS on 4005)")
 
 
-def _inventory_settled(vms: list[dict], vra_names: set[str]) -> bool:
-    return vra_names <= {v["VmName"] for v in vms} and all(v.get("HostIdentifier") for v in vms)
+def _inventory_settled(vms: list[dict], vras: list[dict], vra_names: set[str]) -> bool:
+    # the VM lists leave VRAs out: each VRA says where the inventory has its VM
+    placed = {v["VraName"] for v in vras if v.get("InventoryHostIdentifier")}
+    return vra_names <= placed and all(v.get("HostIdentifier") for v in vms)
 
 
 def _wait_inventory(lab: Lab, site: str) -> None:
@@ -286,7 +288,8 @@ def _wait_inventory(lab: Lab, site: str) -> None:
     names, site_id = {v["name"] for v in st.vras[site]}, st.zvms[site]["site_identifier"]
 
     def settled() -> bool:
-        return _inventory_settled(lab.client(site).vms(site_id), names)
+        client = lab.client(site)
+        return _inventory_settled(client.vms(site_id), client.vras(), names)
 
     try:
         _wait(settled, f"the {site} ZVM's inventory to list its VRAs' VMs", 20)
