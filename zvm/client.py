@@ -148,6 +148,12 @@ class ZvmClient:
         try:
             resp = self.http.request(method, f"{self.url}/v1{path}", json=json, params=params, auth=auth,
                                      headers=headers, timeout=self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            # a TransientError as any failure to reach the ZVM, with its own code: a retry will not help until
+            # the trust is given (the CLI exits 1 for it, not 4)
+            raise TransientError(f"the ZVM at {self.url} answered with a certificate this client does not "
+                                 f"trust ({exc}): give its site CA (--ca-file / verify=) or pin its fingerprint",
+                                 code="CertificateRefused") from exc
         except requests.RequestException as exc:
             raise TransientError(f"the ZVM at {self.url} cannot be reached ({exc}): check the address and "
                                  "that it runs, then retry") from exc

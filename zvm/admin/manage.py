@@ -44,8 +44,8 @@ def _task_answer(zvm: ZvmClient, args, task: str, what: str):
             done = exc.task
     else:
         done = zvm.task(task)
-    if enums.TaskState.parse(done["Status"]["State"]) == enums.TaskState.Failed:
-        args.exit_code = 5
+    if args.wait and enums.TaskState.parse(done["Status"]["State"]) == enums.TaskState.Failed:
+        args.exit_code = 5  # without --wait the order was taken: how the task ends is for later
     return done, [{"Of": what, **task_row(done)}], ["Of", "Type", "State", "Progress", "Step", "Identifier"]
 
 

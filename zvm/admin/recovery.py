@@ -75,7 +75,7 @@ def _order(fn):
         vpg = find_vpg(zvm, args.vpg)
         task = fn(zvm, vpg["VpgIdentifier"], args)
         done = wait_for_operation(zvm, vpg["VpgIdentifier"], task, args) if args.wait else zvm.task(task)
-        if enums.TaskState.parse(done["Status"]["State"]) == enums.TaskState.Failed:
+        if args.wait and enums.TaskState.parse(done["Status"]["State"]) == enums.TaskState.Failed:
             args.exit_code = 5
         row = {"VPG": vpg["VpgName"], **task_row(done)}
         return done, [row], ["VPG", "Type", "State", "Progress", "Step", "Identifier"]

@@ -47,7 +47,7 @@ def exit_code(exc: BaseException) -> int:
         return 5
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
         return 3
-    if isinstance(exc, TransientError):
+    if isinstance(exc, TransientError) and exc.code != "CertificateRefused":
         return 4
     return 1
 
