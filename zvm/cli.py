@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from zvm.errors import ZvmError
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
             "ESXi host, pairs with the peer site on port 9081, manages protection groups (VPGs), watches "
             "RPO, and runs failover test, failover and move. REST API and vSphere client plugin on 9080."
         ),
-        epilog="Run 'zvm COMMAND --help' for the options of a command. Start with 'zvm lab up'.",
+        epilog="Run 'zvm COMMAND --help' for the options of a command. Start with 'zvm lab up', then "
+               "'zvm login'. Exit codes: 0 done, 1 refused by the ZVM (the message says what to fix), 2 wrong "
+               "usage, 3 not logged in or not allowed, 4 the ZVM cannot be reached (retry), 5 a task waited "
+               "for failed, 130 interrupted, 141 output closed.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -49,13 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from zvm.admin.session import cli_terms, exit_code
+
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except ZvmError as exc:
-        print(f"zvm: {exc}", file=sys.stderr)
-        return 1
+        print(f"zvm: {cli_terms(str(exc))}", file=sys.stderr)
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (zvm tasks | head): no traceback; stdout is pointed at /dev/null so that
+        # the interpreter's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

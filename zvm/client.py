@@ -8,7 +8,9 @@
         zvm.wait_for_task(task)
 
 Every method is one API call (or a few, for the conveniences ``create_vpg`` and ``wait_for_task``) and
-returns the API's JSON (dicts with the public ZVM field names). Errors are the product's exceptions
+returns the API's JSON (dicts with the public ZVM field names; enumerations as Zerto's numbers: compare them
+with the tables of zvm.enums, e.g. ``vpg["Status"] == VpgStatus.MeetingSLA``; long operations return the
+task id, a string). Filters take an enumeration's number, name or member. Errors are the product's exceptions
 (zvm.errors) carrying the server's stable ``code`` and the ``field`` at fault: ``ValidationError`` (400),
 ``SessionError``/``AuthenticationError`` (401), ``NotFoundError`` (404), ``ConflictError`` (409),
 ``TransientError`` (5xx, or the ZVM cannot be reached: retry). A task that ends ``Failed`` raises
@@ -31,6 +33,7 @@ from datetime import datetime
 import requests
 from requests.adapters import HTTPAdapter
 
+from zvm.enums import TaskState, TaskType
 from zvm.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -58,12 +61,20 @@ def _int(value, default: int) -> int:
         return default
 
 
+# flat field -> where Zerto's settings document keeps it (outer, inner or None, key)
+_NESTED = {"HardLimitInMB": ("Limitation", None, "HardLimitInMB"),
+           "WarningThresholdInMB": ("Limitation", None, "WarningThresholdInMB"),
+           "FailoverNetworkIdentifier": ("Failover", "Hypervisor", "DefaultNetworkIdentifier"),
+           "FailoverTestNetworkIdentifier": ("FailoverTest", "Hypervisor", "DefaultNetworkIdentifier")}
+
+
 class TaskFailedError(PermanentError):
     """A task ended Failed; ``task`` is its JSON, ``code`` the task's error code."""
 
     def __init__(self, task: dict):
         error = task.get("Error") or {}
-        super().__init__(f"task {task['Type']} {task['TaskIdentifier']} failed: {error.get('Message', '')}",
+        super().__init__(f"task {TaskType.parse(task['Type']).name} {task['TaskIdentifier']} failed: "
+                         f"{error.get('Message', '')}",
                          code=error.get("Code") or "TaskFailed")
         self.task = task
 
@@ -137,6 +148,12 @@ class ZvmClient:
         try:
             resp = self.http.request(method, f"{self.url}/v1{path}", json=json, params=params, auth=auth,
                                      headers=headers, timeout=self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            # a TransientError as any failure to reach the ZVM, with its own code: a retry will not help until
+            # the trust is given (the CLI exits 1 for it, not 4)
+            raise TransientError(f"the ZVM at {self.url} answered with a certificate this client does not "
+                                 f"trust ({exc}): give its site CA (--ca-file / verify=) or pin its fingerprint",
+                                 code="CertificateRefused") from exc
         except requests.RequestException as exc:
             raise TransientError(f"the ZVM at {self.url} cannot be reached ({exc}): check the address and "
                                  "that it runs, then retry") from exc
@@ -234,10 +251,10 @@ class ZvmClient:
     def pair(self, host_name: str, token: str, port: int = 9081) -> str:
         """Pair with the ZVM at host_name:port; returns the task id."""
         return self.request("POST", "/peersites", json={"HostName": host_name, "Port": port,
-                                                        "Token": token})["TaskIdentifier"]
+                                                        "Token": token})
 
     def unpair(self, site_identifier: str) -> str:
-        return self.request("DELETE", f"/peersites/{site_identifier}")["TaskIdentifier"]
+        return self.request("DELETE", f"/peersites/{site_identifier}")
 
     def virtualization_sites(self) -> list[dict]:
         return self.request("GET", "/virtualizationsites")
@@ -280,16 +297,16 @@ class ZvmClient:
         if ip_address:
             body["VraNetworkDataApi"] = {"VraIPConfigurationTypeApi": "Static", "VraIPAddress": ip_address,
                                          "SubnetMask": subnet_mask or "", "DefaultGateway": gateway or ""}
-        return self.request("POST", "/vras", json=body)["TaskIdentifier"]
+        return self.request("POST", "/vras", json=body)
 
     def uninstall_vra(self, vra_identifier: str) -> str:
-        return self.request("DELETE", f"/vras/{vra_identifier}")["TaskIdentifier"]
+        return self.request("DELETE", f"/vras/{vra_identifier}")
 
     # --- vpgSettings ------------------------------------------------------------------------------------
 
     def create_vpg_settings(self, vpg_identifier: str | None = None) -> str:
         body = {"VpgIdentifier": vpg_identifier} if vpg_identifier else None
-        return self.request("POST", "/vpgSettings", json=body)["VpgSettingsIdentifier"]
+        return self.request("POST", "/vpgSettings", json=body)
 
     def vpg_settings(self, settings_identifier: str) -> dict:
         return self.request("GET", f"/vpgSettings/{settings_identifier}")
@@ -302,6 +319,12 @@ class ZvmClient:
         """Change some fields of one section (basic, journal, recovery, networks), keeping the others."""
         path = f"/vpgSettings/{settings_identifier}/{section.lower()}"
         current = self.request("GET", path)
+        for name, (outer, inner, key) in _NESTED.items():  # the older flat names, into Zerto's nesting
+            if name in fields and outer in current:
+                place = current[outer] if inner is None else current[outer].setdefault(inner, {}) or {}
+                if inner is not None:
+                    current[outer][inner] = place
+                place[key] = fields.pop(name)
         return self.request("PUT", path, json={**current, **fields})
 
     def set_boot_groups(self, settings_identifier: str, groups: list[dict]) -> list[dict]:
@@ -315,7 +338,7 @@ class ZvmClient:
         return self.request("DELETE", f"/vpgSettings/{settings_identifier}/vms/{vm}")
 
     def commit_vpg_settings(self, settings_identifier: str) -> str:
-        return self.request("POST", f"/vpgSettings/{settings_identifier}/commit")["TaskIdentifier"]
+        return self.request("POST", f"/vpgSettings/{settings_identifier}/commit")
 
     def delete_vpg_settings(self, settings_identifier: str) -> None:
         self.request("DELETE", f"/vpgSettings/{settings_identifier}")
@@ -334,13 +357,14 @@ class ZvmClient:
             doc["Basic"].update(Name=name, RecoverySiteIdentifier=recovery_site, RpoInSeconds=rpo_seconds,
                                 JournalHistoryInHours=history_hours, Priority=priority,
                                 UseWanCompression=wan_compression)
-            doc["Journal"].update(HardLimitInMB=journal_hard_limit_mb, WarningThresholdInMB=journal_warning_mb)
+            doc["Journal"]["Limitation"].update(HardLimitInMB=journal_hard_limit_mb,
+                                                WarningThresholdInMB=journal_warning_mb)
             doc["Recovery"].update(DefaultHostIdentifier=recovery_host, DefaultHostClusterIdentifier=recovery_cluster,
                                    DefaultDatastoreIdentifier=recovery_datastore,
                                    DefaultFolderIdentifier=recovery_folder)
-            doc["Networks"].update(FailoverNetworkIdentifier=failover_network,
-                                   FailoverTestNetworkIdentifier=test_network)
-            doc["Vms"] = [{"VmIdentifier": vm, "BootGroupName": None} for vm in vms]
+            doc["Networks"]["Failover"]["Hypervisor"] = {"DefaultNetworkIdentifier": failover_network}
+            doc["Networks"]["FailoverTest"]["Hypervisor"] = {"DefaultNetworkIdentifier": test_network}
+            doc["Vms"] = [{"VmIdentifier": vm} for vm in vms]
             self.put_vpg_settings(sid, doc)
             return self.commit_vpg_settings(sid)
         except ZvmError:
@@ -370,16 +394,16 @@ class ZvmClient:
 
     def delete_vpg(self, vpg_identifier: str, *, keep_recovery_volumes: bool = False, force: bool = False) -> str:
         return self.request("DELETE", f"/vpgs/{vpg_identifier}", json={
-            "KeepRecoveryVolumes": keep_recovery_volumes, "Force": force})["TaskIdentifier"]
+            "KeepRecoveryVolumes": keep_recovery_volumes, "Force": force})
 
     def pause_vpg(self, vpg_identifier: str) -> str:
-        return self.request("POST", f"/vpgs/{vpg_identifier}/pause")["TaskIdentifier"]
+        return self.request("POST", f"/vpgs/{vpg_identifier}/pause")
 
     def resume_vpg(self, vpg_identifier: str) -> str:
-        return self.request("POST", f"/vpgs/{vpg_identifier}/resume")["TaskIdentifier"]
+        return self.request("POST", f"/vpgs/{vpg_identifier}/resume")
 
     def force_sync_vpg(self, vpg_identifier: str) -> str:
-        return self.request("POST", f"/vpgs/{vpg_identifier}/forcesync")["TaskIdentifier"]
+        return self.request("POST", f"/vpgs/{vpg_identifier}/forcesync")
 
     def checkpoints(self, vpg_identifier: str, *, start: datetime | str | None = None,
                     end: datetime | str | None = None, tagged_only: bool | None = None,
@@ -389,7 +413,7 @@ class ZvmClient:
 
     def take_checkpoint(self, vpg_identifier: str, tag: str) -> str:
         return self.request("POST", f"/vpgs/{vpg_identifier}/checkpoints",
-                            json={"CheckpointName": tag})["TaskIdentifier"]
+                            json={"CheckpointName": tag})
 
     def protected_vms(self, *, vpg: str | None = None, name: str | None = None,
                       status: str | None = None) -> list[dict]:
@@ -406,13 +430,15 @@ class ZvmClient:
         return body or None
 
     def _action(self, vpg_identifier: str, action: str, body: dict | None = None) -> str:
-        return self.request("POST", f"/vpgs/{vpg_identifier}/{action}", json=body)["TaskIdentifier"]
+        return self.request("POST", f"/vpgs/{vpg_identifier}/{action}", json=body)
 
     def failover_test(self, vpg_identifier: str, *, checkpoint: str | None = None,
-                      scratch_limit_mb: int | None = None) -> str:
-        """Start a failover test at the checkpoint (the newest when None); returns the task."""
+                      scratch_limit_mb: int | None = None, vms: Iterable[str] | None = None) -> str:
+        """Start a failover test at the checkpoint (the newest when None), of every VM or of ``vms``;
+        returns the task."""
         return self._action(vpg_identifier, "failoverTest", self._body(
-            CheckpointIdentifier=checkpoint, ScratchLimitInMB=scratch_limit_mb))
+            CheckpointIdentifier=checkpoint, ScratchLimitInMB=scratch_limit_mb,
+            VmIdentifiers=list(vms) if vms is not None else None))
 
     def failover_test_stop(self, vpg_identifier: str, *, success: bool | None = None,
                            summary: str | None = None) -> str:
@@ -426,11 +452,11 @@ class ZvmClient:
         None); returns the task, which ends when the VMs are up (before commit)."""
         return self._action(vpg_identifier, "Failover", self._body(
             CheckpointIdentifier=checkpoint, ShutdownPolicy=shutdown_policy, ShutdownTimeoutInSeconds=shutdown_timeout,
-            CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout,
+            CommitPolicy=commit_policy, TimeToWaitBeforeShutdownInSec=commit_timeout,
             ReverseProtection=reverse_protection))
 
     def failover_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None) -> str:
-        return self._action(vpg_identifier, "FailoverCommit", self._body(ReverseProtection=reverse_protection))
+        return self._action(vpg_identifier, "FailoverCommit", self._body(IsReverseProtection=reverse_protection))
 
     def failover_rollback(self, vpg_identifier: str) -> str:
         return self._action(vpg_identifier, "FailoverRollback")
@@ -440,11 +466,11 @@ class ZvmClient:
              reverse_protection: bool | None = None) -> str:
         """Move the VPG (shut down, final checkpoint, recover, commit, reverse protection by default)."""
         return self._action(vpg_identifier, "move", self._body(
-            CommitPolicy=commit_policy, CommitPolicyTimeoutInSeconds=commit_timeout, ForceShutdown=force_shutdown,
+            CommitPolicy=commit_policy, CommitPolicyTimeout=commit_timeout, ForceShutdown=force_shutdown,
             ShutdownTimeoutInSeconds=shutdown_timeout, ReverseProtection=reverse_protection))
 
     def move_commit(self, vpg_identifier: str, *, reverse_protection: bool | None = None) -> str:
-        return self._action(vpg_identifier, "moveCommit", self._body(ReverseProtection=reverse_protection))
+        return self._action(vpg_identifier, "moveCommit", self._body(IsReverseProtection=reverse_protection))
 
     def move_rollback(self, vpg_identifier: str) -> str:
         return self._action(vpg_identifier, "moveRollback")
@@ -480,13 +506,14 @@ class ZvmClient:
             if on_progress is not None and state != last:
                 on_progress(task)
             last = state
-            if task["Status"]["State"] == "Completed":
+            if task["Status"]["State"] == TaskState.Completed:
                 return task
-            if task["Status"]["State"] == "Failed":
+            if task["Status"]["State"] == TaskState.Failed:
                 raise TaskFailedError(task)
             if time.monotonic() >= deadline:
                 raise TransientError(f"task {task_identifier} did not end within {timeout:.0f} s (now "
-                                     f"{task['Status']['State']}, {task['Status']['Progress']} %: {task['Step']})")
+                                     f"{TaskState.parse(task['Status']['State']).name}, "
+                                     f"{task['Status']['Progress']} %: {task['Step']})")
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(poll, delay * 2)
 

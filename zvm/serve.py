@@ -33,8 +33,8 @@ def register(subparsers) -> None:
             "ZVM_DATABASE_URL, ZVM_VCENTER_PASSWORD) or in a file of their own (--admin-password-file, "
             "--database-url-file, ZVM_VCENTER_PASSWORD_FILE). The API speaks HTTPS: without --tls-certificate, "
             "with a certificate made at first start and signed by the site CA (DATA_DIR/pki/ca.pem; its "
-            "fingerprint is printed); plain HTTP only with --insecure-http."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            "fingerprint is printed); plain HTTP only with --insecure-http. Each option's default is the one "
+            "the service uses when neither the option, the file nor the environment sets it."))
     p.add_argument("--config", metavar="FILE", help="TOML configuration file (see docs/OPERATIONS.md)")
     p.add_argument("--data-dir", metavar="DIR", help="state directory (database, keys, certificates)")
     p.add_argument("--host", help="address to listen on")
@@ -59,7 +59,30 @@ def register(subparsers) -> None:
     p.add_argument("--vcenter-verify", help="true, false (labs only) or a CA bundle file")
     p.add_argument("--workers", type=int, help="gunicorn worker processes")
     p.add_argument("--threads", type=int, help="threads per worker")
+    _true_defaults(p)
     p.set_defaults(func=run)
+
+
+# options whose default the help says in its own words (no single value)
+_SAID = {"config", "data_dir", "database_url", "database_url_file", "site_name", "admin_password",
+         "admin_password_file", "tls_certificate", "tls_key", "public_address", "vcenter_url", "vcenter_username"}
+
+
+def _true_defaults(parser: argparse.ArgumentParser) -> None:
+    """Show in --help the default the service really uses: ZvmConfig's (the options default to None so that
+    only what is given overrides the file and the environment; argparse would print None)."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(ZvmConfig)}
+    for action in parser._actions:
+        if action.dest in defaults and action.dest not in _SAID and action.help:
+            value = defaults[action.dest]
+            shown = ("off" if value is False else "on") if isinstance(value, bool) else value
+            action.help = f"{action.help.removesuffix(' (default 9080)').removesuffix(' (default 9081)')} " \
+                          f"(default: {shown})"
+    for action in parser._actions:
+        if action.dest == "data_dir":
+            action.help += " (required, unless --config or ZVM_DATA_DIR gives it)"
 
 
 def config_from_args(args: argparse.Namespace, env=None) -> ZvmConfig:

@@ -16,6 +16,15 @@ import time
 from zvm import models as m
 from zvm.errors import ConflictError, ValidationError
 
+VRA_PREFIX = "Z-VRA-"  # zvm/api/vras.py names each VRA appliance Z-VRA-<host>
+
+
+def vra_appliance(site: m.Site):
+    """A query clause true for the inventory VMs of ``site`` that are VRA appliances (the VRA rows' VMs, or
+    named like one): they are never protectable, listed or protected."""
+    moids = m.Vra.select(m.Vra.vm_moid).where(m.Vra.site == site, m.Vra.vm_moid.is_null(False))
+    return m.InvVm.moid.in_(moids) | m.InvVm.name.startswith(VRA_PREFIX)
+
 
 def default_settings(local_site: m.Site) -> dict:
     return {
@@ -121,6 +130,9 @@ def check(doc: dict, local_site: m.Site, editing: m.Vpg | None) -> tuple[m.Site,
         if row is None:
             _refuse(f"Vms[{i}].VmIdentifier", f"{moid!r} is not a VM of this site "
                     "(GET /v1/virtualizationsites/{siteIdentifier}/vms)")
+        if m.InvVm.select().where(m.InvVm.id == row.id, vra_appliance(local_site)).exists():
+            _refuse(f"Vms[{i}].VmIdentifier", f"VM {row.name} ({moid}) is a VRA appliance: VRAs replicate the "
+                    "protected VMs and are never protected themselves; remove it from the VPG")
         other = (m.VpgVm.select(m.VpgVm, m.Vpg).join(m.Vpg)
                  .where(m.VpgVm.vm_moid == moid, m.Vpg.protected_site == local_site).first())
         if other is not None and (editing is None or other.vpg_id != editing.id):

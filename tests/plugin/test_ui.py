@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.plugin.conftest import AXE, login, shoot
+from zvm.enums import VraStatus
 
 TASK_TIMEOUT = 150_000
 
@@ -130,7 +131,7 @@ def test_double_click_tags_one_checkpoint(plugin_lab, page):
     tagged = api.get(f"{site.url}/v1/vpgs/{vpg}/checkpoints?taggedOnly=true", timeout=30).json()
     assert [c["Tag"] for c in tagged].count("ui-double") == 1
     events = api.get(f"{site.url}/v1/events?entityIdentifier={vpg}&limit=50", timeout=30).json()
-    asked = [e for e in events if e["Category"] and "heckpoint" in e["EventType"] and e["User"] == "admin"]
+    asked = [e for e in events if e["Category"] and "heckpoint" in e["EventKind"] and e["User"] == "admin"]
     assert len(asked) == 1, asked
 
 
@@ -271,4 +272,4 @@ def test_vra_actions_show_checks_and_refusals(plugin_lab, page):
     ip.fill("10.0.0.77")
     modal.get_by_test_id("submit").click()
     expect(modal.get_by_test_id("form-error")).to_contain_text("has a VRA already")
-    assert api.get(f"{site.url}/v1/vras/{vra['VraIdentifier']}", timeout=30).json()["State"] == "Installed"
+    assert api.get(f"{site.url}/v1/vras/{vra['VraIdentifier']}", timeout=30).json()["State"] == VraStatus.Installed

@@ -12,6 +12,7 @@ from tests.recovery_ops.world import sha256
 from tests.replication.lab import NbdClient, run
 from tests.zvm.conftest import ADMIN_PASSWORD
 from zvm import cli
+from zvm.enums import TaskState, TaskType, VpgStatus
 from zvm.vcenter import VCenter, VCenterConfig
 from zvm.vcenter.inventory import split_datastore_path
 
@@ -65,7 +66,7 @@ def test_failover_commit_reverse_protection_and_move_back(world, tmp_path, monke
         raise AssertionError("the crash was not injected")
     except Crash:
         pass
-    assert w.a.vpg(w.vpg)["Status"] == "FailingOver"  # A has not been told yet
+    assert w.a.vpg(w.vpg)["Status"] == VpgStatus.FailingOver  # A has not been told yet
     w.restart_b()
     w.run_b()
     assert w.b.wait_for_task(commit)["Result"]["ReverseProtection"] is True
@@ -104,7 +105,7 @@ def test_failover_commit_reverse_protection_and_move_back(world, tmp_path, monke
             client.close()
     _, at_b = w.checkpoint("written-on-b", on="b", hash_paths=replicas)
     w.zvm_b.monitor.run_once()
-    assert w.b.vpg(w.vpg)["Status"] == "MeetingSLA", w.b.vpg(w.vpg)
+    assert w.b.vpg(w.vpg)["Status"] == VpgStatus.MeetingSLA, w.b.vpg(w.vpg)
 
     # a move back, ordered on the site the VMs move to (A, a `zvm serve`), with the administrator's CLI
     monkeypatch.setenv("ZVM_URL", w.server.url)
@@ -112,13 +113,14 @@ def test_failover_commit_reverse_protection_and_move_back(world, tmp_path, monke
     capsys.readouterr()
     assert cli.main(["move", WORLD, "--wait", "--json"]) == 0
     moved = json.loads(capsys.readouterr().out)
-    assert moved["Status"]["State"] == "Completed", moved
-    w.a.wait_for_task(moved["Result"]["NextTaskIdentifier"], timeout=300)  # the commit (policy: at once)
+    # --wait returns once the move is committed: the last task it shows is the MoveCommit, completed
+    assert (moved["Type"], moved["Status"]["State"]) == (TaskType.MoveCommit, TaskState.Completed), moved
     assert cli.main(["recovery-reports", "--vpg", WORLD]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["VPG", "Type", "State", "Result"] and table[1].split()[1:4] == [
         "Move", "Committed", "Committed"]
-    final = w.a.recovery_report(moved["Result"]["OperationIdentifier"])
+    final = w.a.recovery_reports(vpg=w.vpg, limit=1)[0]
+    assert final["TaskIdentifier"] == moved["TaskIdentifier"]
     assert final["CheckpointIdentifier"] and final["RtoInSeconds"] > 0
 
     # the original site's volumes equal the recovered ones, byte for byte: nothing written on B was lost

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from tests.recovery_ops.world import build
+from zvm.enums import TaskState
 
 BOOT_DELAY = 90  # s; the other VPG's task takes a few (serial, it would wait for the whole delay)
 
@@ -15,7 +16,7 @@ def _wait_step(client, task: str, text: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         got = client.task(task)
-        if text in got["Step"] or got["Status"]["State"] in ("Completed", "Failed"):
+        if text in got["Step"] or got["Status"]["State"] in (TaskState.Completed, TaskState.Failed):
             return got
         assert time.monotonic() < deadline, got
         time.sleep(0.1)
@@ -29,7 +30,7 @@ def test_a_failover_test_in_its_boot_delay_does_not_hold_a_task_of_another_vpg(s
         test = w.b.failover_test(w.vpg)
         runner.wake()
         waiting = _wait_step(w.b, test, "boot delay", 120)
-        assert waiting["Status"]["State"] == "InProgress", waiting
+        assert waiting["Status"]["State"] == TaskState.InProgress, waiting
 
         # another VPG of site B (its own VMs, recovering on B): its commit's task runs now
         vms = [v for v in w.b.vms(w.site_b) if not v["VmName"].startswith("Z-VRA-")][:1]
@@ -44,8 +45,8 @@ def test_a_failover_test_in_its_boot_delay_does_not_hold_a_task_of_another_vpg(s
         runner.wake()
         done = w.b.wait_for_task(create, timeout=BOOT_DELAY)
         still = w.b.task(test)
-        assert still["Status"]["State"] == "InProgress" and "boot delay" in still["Step"], still
-        assert done["Status"]["State"] == "Completed" and done["Result"]["RecoveryVra"]
+        assert still["Status"]["State"] == TaskState.InProgress and "boot delay" in still["Step"], still
+        assert done["Status"]["State"] == TaskState.Completed and done["Result"]["RecoveryVra"]
 
         ran = w.b.wait_for_task(test, timeout=BOOT_DELAY + 120)
         assert len(ran["Result"]["Vms"]) == 3

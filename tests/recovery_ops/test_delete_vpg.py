@@ -15,6 +15,7 @@ from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm import db as zdb
 from zvm import models as m
 from zvm.client import TaskFailedError
+from zvm.enums import VpgStatus, VpgSubStatus
 from zvm.placement import local_path
 
 WORLD = "rodel"
@@ -60,7 +61,7 @@ def test_delete_is_refused_during_a_failover_test_then_removes_the_replicas_and_
     error = failed.value.task["Error"]
     assert error["Code"] == "RecoveryOperationInProgress" and "FailoverTest" in error["Message"], error
     shown = w.a.vpg(w.vpg)
-    assert shown["Status"] != "Deleting" and shown["SubStatus"] == "Testing", shown  # as the test's start showed it
+    assert shown["Status"] != VpgStatus.Deleting and shown["SubStatus"] == VpgSubStatus.Testing, shown  # as the test's start showed it
     assert all(p.is_file() for p in files.values()) and "recover" in recover_roles(w)
 
     stop = w.b.failover_test_stop(w.vpg)
@@ -104,7 +105,7 @@ def test_delete_with_the_recovery_site_away_needs_force_and_reports_what_is_left
         with pytest.raises(TaskFailedError) as failed:
             w.a.wait_for_task(w.a.delete_vpg(w.vpg), timeout=120)
         assert "delete with Force" in failed.value.task["Error"]["Message"]
-        assert w.a.vpg(w.vpg)["Status"] != "Deleting"
+        assert w.a.vpg(w.vpg)["Status"] != VpgStatus.Deleting
 
         done = w.a.wait_for_task(w.a.delete_vpg(w.vpg, force=True), timeout=120)
         left = done["Result"]["LeftOverFiles"]

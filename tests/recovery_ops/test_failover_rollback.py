@@ -12,6 +12,7 @@ import pytest
 from tests.recovery_ops.world import freeze, thaw
 from tests.replication.lab import run, wait_for
 from vra_appliance.proto.v1 import control_pb2 as cpb
+from zvm.enums import PairingStatus, VpgStatus, VpgSubStatus
 from zvm.errors import ConflictError, ValidationError
 from zvm.vcenter import VCenter, VCenterConfig
 from zvm.vcenter.recovery import vm_guest_ip
@@ -53,7 +54,7 @@ def test_failover_then_rollback_leaves_the_vpg_protecting_with_its_journal_intac
     first = w.source_vms[0]["VmName"]
     with VCenter(VCenterConfig(w.rec.url, w.rec.username, w.rec.password)) as vc:
         assert vm_guest_ip(vc, recovered[first]) == "10.20.0.11"  # re-IP through the customization spec
-    assert w.b.vpg(w.vpg)["Status"] == "FailingOver" and w.a.vpg(w.vpg)["Status"] == "FailingOver"
+    assert w.b.vpg(w.vpg)["Status"] == VpgStatus.FailingOver and w.a.vpg(w.vpg)["Status"] == VpgStatus.FailingOver
 
     # a second failover, a test or a move while it runs: refused, nothing changed
     before = _state(w)
@@ -68,7 +69,8 @@ def test_failover_then_rollback_leaves_the_vpg_protecting_with_its_journal_intac
     a_vms, b_vms = w.vcenter_vms(w.prot), w.vcenter_vms(w.rec)
     assert not set(recovered.values()) & {moid for moid, _ in b_vms.values()}  # the recovery VMs are gone
     assert all(a_vms[name] == (moid, "poweredOn") for name, moid in sources.items())  # and the sources back on
-    assert w.b.vpg(w.vpg)["Status"] == "MeetingSLA" and w.a.vpg(w.vpg)["Status"] in ("MeetingSLA", "RpoNotMeetingSLA")
+    assert w.b.vpg(w.vpg)["Status"] == VpgStatus.MeetingSLA and w.a.vpg(w.vpg)["Status"] in (
+        VpgStatus.MeetingSLA, VpgStatus.RpoNotMeetingSLA)
     report = w.b.recovery_reports(vpg=w.vpg, limit=1)[0]
     assert (report["Type"], report["State"], report["Result"]) == ("Failover", "RolledBack", "RolledBack")
 
@@ -134,7 +136,7 @@ def test_a_move_while_the_protected_site_does_not_answer_is_refused_and_changes_
     pids = freeze(w.server)
     try:
         w.zvm_b.monitor.run_once()  # its probe of site A times out
-        assert w.b.peer_sites()[0]["PairingStatus"] == "Unreachable"
+        assert w.b.peer_sites()[0]["PairingStatus"] == PairingStatus.Unreachable
         before = _state(w)
         with pytest.raises(ConflictError, match="a move needs both sites") as refused:
             w.b.move(w.vpg)
@@ -143,7 +145,7 @@ def test_a_move_while_the_protected_site_does_not_answer_is_refused_and_changes_
     finally:
         thaw(pids)
     w.zvm_b.monitor.run_once()
-    assert w.b.peer_sites()[0]["PairingStatus"] == "Paired"
+    assert w.b.peer_sites()[0]["PairingStatus"] == PairingStatus.Paired
 
 
 def test_a_commit_the_vra_refuses_leaves_the_failover_ready_to_commit_again_or_roll_back(world, monkeypatch):
@@ -165,7 +167,7 @@ def test_a_commit_the_vra_refuses_leaves_the_failover_ready_to_commit_again_or_r
     with pytest.raises(TaskFailedError, match="not at checkpoint"):
         w.b.wait_for_task(commit)
     assert w.b.recovery_report(op)["State"] == "BeforeCommit"
-    assert w.b.vpg(w.vpg)["SubStatus"] == "FailingOverBeforeCommit"
+    assert w.b.vpg(w.vpg)["SubStatus"] == VpgSubStatus.FailingOverBeforeCommit
 
     monkeypatch.undo()
     rollback = w.b.failover_rollback(w.vpg)

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.recovery_ops.world import sha256
 from tests.replication.lab import run
 from zvm import models as m
+from zvm.enums import TaskState, VpgSubStatus
 from zvm.vcenter.inventory import split_datastore_path
 
 WORLD = "rotest"
@@ -92,7 +93,7 @@ def test_failover_test_at_a_checkpoint_while_the_workload_runs(world):
     final = w.b.recovery_report(result["OperationIdentifier"])
     assert (final["State"], final["Result"], final["Summary"]) == ("Stopped", "Succeeded", "application came up")
     assert final["DurationInSeconds"] >= stopped["DurationInSeconds"] - 1 and final["RtoInSeconds"] > 0
-    assert w.b.vpg(w.vpg)["SubStatus"] == "None"
+    assert w.b.vpg(w.vpg)["SubStatus"] == VpgSubStatus.NONE
 
 
 def test_a_test_past_its_scratch_limit_is_stopped_with_an_alert(world):
@@ -132,11 +133,11 @@ def test_a_zvm_restarted_in_the_middle_of_a_test_resumes_it(world):
         raise AssertionError("the crash was not injected: " + "; ".join(calls))
     except Crash:
         pass
-    assert w.b.task(task)["Status"]["State"] == "InProgress"
+    assert w.b.task(task)["Status"]["State"] == TaskState.InProgress
     half = _test_vms(w)
     assert len(half) == 3 and sorted(s for _, s in half.values()) == ["poweredOff", "poweredOn", "poweredOn"]
     w.restart_b()
-    assert w.b.task(task)["Status"]["State"] == "Pending"
+    assert w.b.task(task)["Status"]["State"] == TaskState.Pending
     w.run_b()
     done = w.b.wait_for_task(task)
     vms = _test_vms(w)
@@ -167,8 +168,8 @@ def test_a_restarted_zvm_rolls_a_test_back_when_its_images_are_gone(world):
     w.restart_b()
     w.run_b()
     failed = w.b.task(task)
-    assert failed["Status"]["State"] == "Failed" and "no longer serves" in failed["Error"]["Message"]
+    assert failed["Status"]["State"] == TaskState.Failed and "no longer serves" in failed["Error"]["Message"]
     report = w.b.recovery_reports(vpg=w.vpg, limit=1)[0]
     assert (report["State"], report["Result"]) == ("Failed", "Failed")
     assert _test_vms(w) == {} and _scratch_files(w) == []
-    assert w.b.vpg(w.vpg)["SubStatus"] == "None"
+    assert w.b.vpg(w.vpg)["SubStatus"] == VpgSubStatus.NONE

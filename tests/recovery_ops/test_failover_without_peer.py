@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tests.recovery_ops.world import freeze, thaw
 from vra_appliance.proto.v1 import control_pb2 as cpb
+from zvm.enums import VpgStatus, VpgSubStatus
 
 WORLD = "ronp"
 PREFIX = 87
@@ -32,7 +33,8 @@ def test_failover_without_the_protected_site_and_its_part_once_it_answers(world)
         assert "once it answers" in w.b.wait_for_task(commit)["Step"]
         report = w.b.recovery_report(result["OperationIdentifier"])
         assert (report["State"], report["WaitingForPeer"]) == ("Committed", "commit")
-        assert (w.b.vpg(w.vpg)["Status"], w.b.vpg(w.vpg)["SubStatus"]) == ("Recovered", "WaitingForPeer")
+        assert (w.b.vpg(w.vpg)["Status"], w.b.vpg(w.vpg)["SubStatus"]) == (
+            VpgStatus.Recovered, VpgSubStatus.WaitingForPeer)
         assert w.zvm_b.recovery_watch.run_once()["peer"] == 0  # still down
         assert [a["Code"] for a in w.b.alerts(active=True) if a["EntityIdentifier"] == w.vpg] == [
             "VpgRecoveryWaitingForPeer"]
@@ -45,7 +47,7 @@ def test_failover_without_the_protected_site_and_its_part_once_it_answers(world)
     assert not [a for a in w.b.alerts(active=True) if a["Code"] == "VpgRecoveryWaitingForPeer"]
     for client in (w.a, w.b):
         vpg = client.vpg(w.vpg)
-        assert (vpg["Status"], vpg["SubStatus"]) == ("Recovered", "NeedsConfiguration")
+        assert (vpg["Status"], vpg["SubStatus"]) == (VpgStatus.Recovered, VpgSubStatus.NeedsConfiguration)
     for vra_id, site in w.vra_site.items():  # the protect roles are gone from A's VRAs
         if site == "a":
             with w.control(vra_id) as ctl:

@@ -36,6 +36,7 @@ from tests.zvm.procs import start_serve
 from tests.zvm.test_two_sites import install_everywhere
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus
 from zvm.lab.vcsim import VcsimSpec
 from zvm.vcenter import VCenter, VCenterConfig
 
@@ -376,7 +377,7 @@ def build(start_vcsim, name: str, prefix: int, tmp: Path, *, hard_limit_mb: int 
             world.zvm_b.monitor.run_once()
             if any(c["IsConsistent"] for c in world.b.checkpoints(world.vpg)):
                 break
-        assert world.b.vpg(world.vpg)["Status"] == "MeetingSLA", world.b.vpg(world.vpg)
+        assert world.b.vpg(world.vpg)["Status"] == VpgStatus.MeetingSLA, world.b.vpg(world.vpg)
         return world
     except BaseException:
         world.close()

@@ -9,6 +9,7 @@ import pytest
 
 from tests.zvm.fakes import ApiClient, basic, db_snapshot
 from zvm import models as m
+from zvm.enums import TaskState, TaskType, VpgPriority, VpgStatus, VpgSubStatus, VraStatus
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def local_site_id(api) -> str:
 
 
 def draft_for(api, name: str, vms: list[str], **sections) -> str:
-    sid = api.post("/vpgSettings").json["VpgSettingsIdentifier"]
+    sid = api.post("/vpgSettings").json
     site = local_site_id(api)
     basic_ = {"Name": name, "RecoverySiteIdentifier": site, "RpoInSeconds": 300, "JournalHistoryInHours": 12,
               "Priority": "High", "UseWanCompression": True}
@@ -183,17 +184,17 @@ def test_vpg_settings_workflow_creates_a_vpg(api):
     draft = api.get(f"/vpgSettings/{sid}").json
     assert draft["VpgIdentifier"] is None and draft["CreatedBy"] == "admin"
     assert [v["VmIdentifier"] for v in draft["Vms"]] == ["vm-0", "vm-1"]
-    task = api.post(f"/vpgSettings/{sid}/commit").json["TaskIdentifier"]
+    task = api.post(f"/vpgSettings/{sid}/commit").json
     assert api.get(f"/vpgSettings/{sid}").status == 404  # the draft is used up
 
     vpg = api.get("/vpgs").json[0]
-    assert (vpg["VpgName"], vpg["Status"], vpg["Priority"], vpg["VmsCount"]) == ("web", "Initializing", "High", 2)
+    assert (vpg["VpgName"], vpg["Status"], vpg["Priority"], vpg["VmsCount"]) == ("web", VpgStatus.Initializing, VpgPriority.High, 2)
     assert vpg["ProvisionedStorageInMB"] == 1024 + 3072
     assert vpg["JournalHardLimitInMB"] == 2048 and vpg["HistoryStatusApi"]["ConfiguredHistoryInMinutes"] == 720
     assert api.get(f"/vpgs/{vpg['VpgIdentifier']}").json == vpg
     t = api.get(f"/tasks/{task}").json
-    assert t["Type"] == "CreateVpg" and t["RelatedEntities"]["Vpgs"] == [vpg["VpgIdentifier"]]
-    assert t["InitiatedBy"] == "admin" and t["Status"]["State"] == "Pending"
+    assert t["Type"] == TaskType.CreateProtectionGroup and t["RelatedEntities"]["Vpgs"] == [vpg["VpgIdentifier"]]
+    assert t["InitiatedBy"] == "admin" and t["Status"]["State"] == TaskState.Pending
 
     vms = api.get("/vms").json
     assert [(v["VmName"], v["VpgName"]) for v in vms] == [("vm0", "web"), ("vm1", "web")]
@@ -263,15 +264,15 @@ def test_a_vm_cannot_join_two_vpgs_or_an_unknown_vm(api):
 
 def test_editing_a_vpg_adds_and_removes_vms(api):
     vpg = create_vpg(api, "web", ["vm-0", "vm-1"])
-    sid = api.post("/vpgSettings", {"VpgIdentifier": vpg}).json["VpgSettingsIdentifier"]
+    sid = api.post("/vpgSettings", {"VpgIdentifier": vpg}).json
     draft = api.get(f"/vpgSettings/{sid}").json
     assert draft["VpgIdentifier"] == vpg and draft["Basic"]["Name"] == "web"
     api.delete(f"/vpgSettings/{sid}/vms/vm-0")
     api.post(f"/vpgSettings/{sid}/vms", {"VmIdentifier": "vm-4"})
     basic_ = {**draft["Basic"], "RpoInSeconds": 120}
     api.put(f"/vpgSettings/{sid}/basic", basic_)
-    task = api.post(f"/vpgSettings/{sid}/commit").json["TaskIdentifier"]
-    assert api.get(f"/tasks/{task}").json["Type"] == "UpdateVpg"
+    task = api.post(f"/vpgSettings/{sid}/commit").json
+    assert api.get(f"/tasks/{task}").json["Type"] == TaskType.UpdateProtectionGroup
     got = api.get(f"/vpgs/{vpg}").json
     assert got["ConfiguredRpoSeconds"] == 120 and got["VmsCount"] == 2
     assert sorted(v["VmIdentifier"] for v in api.get("/vms").json) == ["vm-1", "vm-4"]
@@ -284,7 +285,9 @@ def test_put_whole_settings_and_discard_a_draft(api):
     body = {k: doc[k] for k in ("Basic", "Journal", "Recovery", "Networks", "BootGroups", "Vms")}
     body["BootGroups"] = [{"Name": "first", "BootDelayInSeconds": 0}]
     body["Vms"][0]["BootGroupName"] = "first"
-    assert api.put(f"/vpgSettings/{sid}", body).json["Vms"] == [{"VmIdentifier": "vm-0", "BootGroupName": "first", "Nics": []}]
+    assert api.put(f"/vpgSettings/{sid}", body).json["Vms"] == [
+        {"VmIdentifier": "vm-0", "BootGroupName": "first", "Nics": [], "BootGroupIdentifier": "first", "Recovery": None,
+         "Journal": None, "Volumes": None}]
     assert api.put(f"/vpgSettings/{sid}", {**body, "Extra": 1}).json["Field"] == "Extra"
     assert len(api.get("/vpgSettings").json) == 1
     assert api.delete(f"/vpgSettings/{sid}").status == 204
@@ -294,29 +297,29 @@ def test_put_whole_settings_and_discard_a_draft(api):
 def test_pause_resume_forcesync_follow_the_vpg_state(api):
     vpg = create_vpg(api, "web", ["vm-0"])
     assert api.post(f"/vpgs/{vpg}/resume").status == 409
-    task = api.post(f"/vpgs/{vpg}/pause").json["TaskIdentifier"]
-    assert api.get(f"/tasks/{task}").json["Type"] == "PauseVpg"
+    task = api.post(f"/vpgs/{vpg}/pause").json
+    assert api.get(f"/tasks/{task}").json["Type"] == TaskType.PauseProtectionGroup
     got = api.get(f"/vpgs/{vpg}").json
-    assert got["IsPaused"] and got["SubStatus"] == "ReplicationPausedUserInitiated"
+    assert got["IsPaused"] and got["SubStatus"] == VpgSubStatus.ReplicationPausedUserInitiated
     before = db_snapshot()
     assert api.post(f"/vpgs/{vpg}/pause").status == 409
     assert api.post(f"/vpgs/{vpg}/forcesync").status == 409
     assert db_snapshot() == before
     assert api.post(f"/vpgs/{vpg}/resume").status == 202
     assert api.post(f"/vpgs/{vpg}/forcesync").status == 202
-    assert api.get(f"/vpgs/{vpg}").json["SubStatus"] == "DeltaSync"
+    assert api.get(f"/vpgs/{vpg}").json["SubStatus"] == VpgSubStatus.DeltaSync
 
 
 def test_delete_vpg_is_a_task_that_removes_it(api):
     vpg = create_vpg(api, "web", ["vm-0"])
     resp = api.delete(f"/vpgs/{vpg}", {"KeepRecoveryVolumes": True})
     assert resp.status == 202
-    assert api.get(f"/vpgs/{vpg}").json["Status"] == "Deleting"
+    assert api.get(f"/vpgs/{vpg}").json["Status"] == VpgStatus.Deleting
     assert api.delete(f"/vpgs/{vpg}").status == 409
     assert api.post("/vpgSettings", {"VpgIdentifier": vpg}).status == 409
     api.run_tasks()
-    task = api.get(f"/tasks/{resp.json['TaskIdentifier']}").json
-    assert task["Status"] == {"State": "Completed", "Progress": 100}
+    task = api.get(f"/tasks/{resp.json}").json
+    assert task["Status"] == {"State": TaskState.Completed, "Progress": 100}
     assert api.get(f"/vpgs/{vpg}").status == 404 and api.get("/vms").json == []
     evs = api.get("/events", query_string={"eventType": "DeleteVpg"}).json
     assert [e["Result"] for e in evs] == ["Refused", "Succeeded"]
@@ -356,9 +359,9 @@ def test_vra_install_is_checked_then_queued(api):
     assert db_snapshot() == before
     static = {"VraIPConfigurationTypeApi": "Static", "VraIPAddress": "10.0.0.10", "SubnetMask": "255.255.255.0",
               "DefaultGateway": "10.0.0.1"}
-    task = api.post("/vras", {**good, "VraNetworkDataApi": static}).json["TaskIdentifier"]
+    task = api.post("/vras", {**good, "VraNetworkDataApi": static}).json
     vra = api.get("/vras").json[0]
-    assert (vra["VraName"], vra["State"], vra["HostName"]) == ("Z-VRA-esx0.lab", "Installing", "esx0.lab")
+    assert (vra["VraName"], vra["State"], vra["HostName"]) == ("Z-VRA-esx0.lab", VraStatus.Installing, "esx0.lab")
     assert vra["VraNetworkDataApi"] == static
     assert api.get(f"/tasks/{task}").json["RelatedEntities"]["Vras"] == [vra["VraIdentifier"]]
     assert api.post("/vras", good).status == 409
@@ -387,7 +390,7 @@ def test_pairing_tokens_are_stored_hashed_and_pairing_is_a_task(api):
     assert api.zvm.peer_pki().fingerprint().startswith(pin)  # the pairing site checks it on connect
     assert not m.PairingToken.select().where(m.PairingToken.token_hash == secret).exists()
     assert m.PairingToken.select().where(m.PairingToken.token_hash == m.token_hash(secret)).exists()
-    task = api.post("/peersites", {"HostName": "zvm-b.lab", "Token": "their-token"}).json["TaskIdentifier"]
+    task = api.post("/peersites", {"HostName": "zvm-b.lab", "Token": "their-token"}).json
     row = m.Task.get(m.Task.identifier == task)
     assert "their-token" not in str(row.params)  # the token is kept encrypted until the task uses it
     assert api.get("/peersites").json == []
@@ -415,7 +418,7 @@ def test_events_record_who_did_what_and_how_it_ended(api):
     api.post("/vpgSettings")
     api.post("/vpgs/nope/pause")
     evs = api.get("/events", query_string={"user": "admin"}).json
-    assert [(e["EventType"], e["Result"]) for e in evs[:3]] == [
+    assert [(e["EventKind"], e["Result"]) for e in evs[:3]] == [
         ("PauseVpg", "Refused"), ("CreateVpgSettings", "Succeeded"), ("Login", "Succeeded")]
     assert "VpgNotFound" in evs[0]["Detail"] and evs[0]["EntityIdentifier"] == "nope"
     assert api.get(f"/events/{evs[0]['EventIdentifier']}").json == evs[0]
@@ -423,11 +426,11 @@ def test_events_record_who_did_what_and_how_it_ended(api):
 
 
 def test_a_task_without_a_handler_fails_with_a_clear_message(api):
-    task = api.post("/peersites", {"HostName": "zvm-b.lab", "Token": "t"}).json["TaskIdentifier"]
+    task = api.post("/peersites", {"HostName": "zvm-b.lab", "Token": "t"}).json
     api.zvm.tasks.handlers = {}
     api.run_tasks()
     t = api.get(f"/tasks/{task}").json
-    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "NotImplemented"
+    assert t["Status"]["State"] == TaskState.Failed and t["Error"]["Code"] == "NotImplemented"
     assert api.get("/tasks", query_string={"state": "Failed"}).json == [t]
 
 
@@ -435,14 +438,14 @@ def test_a_task_without_a_handler_fails_with_a_clear_message(api):
 
 def test_cached_answers_follow_every_change_even_those_made_outside_the_api(api):
     vpg = create_vpg(api, "web", ["vm-0"])
-    assert api.get("/vpgs").json[0]["Status"] == "Initializing"
+    assert api.get("/vpgs").json[0]["Status"] == VpgStatus.Initializing
     hits = api.zvm.response_cache.hits
-    assert api.get("/vpgs").json[0]["Status"] == "Initializing"
+    assert api.get("/vpgs").json[0]["Status"] == VpgStatus.Initializing
     assert api.zvm.response_cache.hits == hits + 1
     # a background loop (not the API) changes the VPG: the next answer shows it
     m.Vpg.update(status="MeetingSLA", actual_rpo_seconds=7).where(m.Vpg.identifier == vpg).execute()
     got = api.get("/vpgs").json[0]
-    assert (got["Status"], got["ActualRPO"]) == ("MeetingSLA", 7)
+    assert (got["Status"], got["ActualRPO"]) == (VpgStatus.MeetingSLA, 7)
     m.Checkpoint.create(vpg=m.Vpg.get(m.Vpg.identifier == vpg))
     assert len(api.get(f"/vpgs/{vpg}/checkpoints").json) == 1
     # the query string is part of the key

@@ -41,11 +41,11 @@ def test_a_body_of_whitespace_without_a_json_content_type_is_refused_as_not_json
 def test_an_empty_body_is_no_body(api, content_type):
     resp = _post(api, "/vpgSettings", b"", content_type=content_type)
     assert resp.status_code == 200, resp.json
-    assert m.VpgSettings.get().identifier == resp.json["VpgSettingsIdentifier"]
+    assert m.VpgSettings.get().identifier == resp.json
 
 
 def test_a_required_body_of_whitespace_is_refused_and_the_draft_kept(api):
-    draft = api.post("/vpgSettings").json["VpgSettingsIdentifier"]
+    draft = api.post("/vpgSettings").json
     before = db_snapshot()
     headers = {"x-zerto-session": api.token, "Content-Type": "application/json"}
     resp = api.client.put(f"/v1/vpgSettings/{draft}/basic", data=b" \n", headers=headers)
@@ -56,7 +56,7 @@ def test_a_required_body_of_whitespace_is_refused_and_the_draft_kept(api):
 
 
 def test_a_malformed_body_or_query_of_a_write_is_audited_as_refused(api):
-    draft = api.post("/vpgSettings").json["VpgSettingsIdentifier"]
+    draft = api.post("/vpgSettings").json
     headers = {"x-zerto-session": api.token, "Content-Type": "application/json"}
     events = m.Event.select().count()
     resp = api.client.put(f"/v1/vpgSettings/{draft}/basic", data=b"{not json", headers=headers)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.zvm.test_api import create_vpg, local_site_id
 from zvm import models as m
+from zvm.enums import VpgPriority, VpgStatus, VpgSubStatus
 
 
 @pytest.fixture
@@ -31,8 +32,8 @@ def test_protected_vms_answer_exactly(api):
                 f"{key - 2000}.vmdk", "ProvisionedSizeInBytes": size, "RecoveryDatastoreIdentifier": "datastore-2"}
 
     expected_vm1 = {
-        "VmIdentifier": "vm-1", "VmName": "vm1", "VpgIdentifier": web, "VpgName": "web", "Status": "MeetingSLA",
-        "SubStatus": "None", "Priority": "High", "ActualRPO": 7, "ProtectedSite": site, "RecoverySite": site,
+        "VmIdentifier": "vm-1", "VmName": "vm1", "VpgIdentifier": web, "VpgName": "web", "Status": VpgStatus.MeetingSLA,
+        "SubStatus": VpgSubStatus.NONE, "Priority": VpgPriority.High, "ActualRPO": 7, "ProtectedSite": site, "RecoverySite": site,
         "BootGroupName": "", "ProvisionedStorageInMB": 3072,
         "Volumes": [volume(vm1, 2000, 1 << 30), volume(vm1, 2001, 2 << 30)]}
     vms = api.get("/vms").json

@@ -13,6 +13,7 @@ from tests.zvm.procs import start_serve
 from zvm import cli
 from zvm import models as m
 from zvm.client import TaskFailedError
+from zvm.enums import TaskState, TaskType, VpgPriority
 from zvm.errors import AuthenticationError, ConflictError, NotFoundError, SessionError, ValidationError
 
 
@@ -50,15 +51,15 @@ def test_protect_vms_of_a_folder_and_follow_the_task(client, app):
     assert vms == ["vm-0", "vm-1"]
     task = make_vpg(client, "finance", vms)
     vpg = client.vpg_by_name("finance")
-    assert vpg["VmsCount"] == 2 and vpg["ConfiguredRpoSeconds"] == 120 and vpg["Priority"] == "High"
+    assert vpg["VmsCount"] == 2 and vpg["ConfiguredRpoSeconds"] == 120 and vpg["Priority"] == VpgPriority.High
     assert [v["VmName"] for v in client.protected_vms(vpg=vpg["VpgIdentifier"])] == ["vm0", "vm1"]
-    assert client.task(task)["Type"] == "CreateVpg"
+    assert client.task(task)["Type"] == TaskType.CreateProtectionGroup
     # delete it and wait for the task (run by the runner first: no sleeping in tests)
     delete = client.delete_vpg(vpg["VpgIdentifier"], keep_recovery_volumes=True)
     app.extensions["zvm"].tasks.run_once()
     seen = []
     done = client.wait_for_task(delete, on_progress=seen.append)
-    assert done["Status"]["State"] == "Completed" and seen[-1] == done
+    assert done["Status"]["State"] == TaskState.Completed and seen[-1] == done
     with pytest.raises(NotFoundError) as err:
         client.vpg(vpg["VpgIdentifier"])
     assert err.value.code == "VpgNotFound"
@@ -90,7 +91,7 @@ def test_a_failed_task_raises_with_its_error(client, app):
     app.extensions["zvm"].tasks.run_once()
     with pytest.raises(TaskFailedError) as err:
         client.wait_for_task(task)
-    assert err.value.code == "NotImplemented" and err.value.task["Type"] == "PairSite"
+    assert err.value.code == "NotImplemented" and err.value.task["Type"] == TaskType.Pair
 
 
 def test_every_resource_of_the_client(client):
@@ -116,7 +117,7 @@ def test_every_resource_of_the_client(client):
     client.commit_vpg_settings(sid)
     vpg = client.vpg_by_name("db")
     assert client.protected_vm("vm-4")["BootGroupName"] == "first"
-    assert client.tasks(vpg=vpg["VpgIdentifier"])[0]["Type"] == "CreateVpg"
+    assert client.tasks(vpg=vpg["VpgIdentifier"])[0]["Type"] == TaskType.CreateProtectionGroup
     assert client.events(event_type="CreateVpg", limit=1)[0]["Result"] == "InProgress"
     a = m.Alert.create(code="VraUnreachable", level="Error", entity="Vra", entity_id="x", description="d")
     assert client.alerts(active=True)[0]["Code"] == "VraUnreachable"
@@ -159,7 +160,7 @@ def test_admin_cli_against_a_running_zvm(make_app, fake_vcenter, tmp_path, monke
         assert "VpgRpoOverThreshold" in run("alerts")
         assert json.loads(run("vpgs", "--json"))[0]["VpgName"] == "web"
         monkeypatch.setenv("ZVM_PASSWORD", "wrong")
-        assert cli.main(["vpgs"]) == 1
+        assert cli.main(["vpgs"]) == 3  # refused credentials: zvm/admin/session.py EXIT_CODES
         assert "user name or password is wrong" in capsys.readouterr().err
     finally:
         assert server.stop() == 0

@@ -82,7 +82,7 @@ class Seed:
                 m.Vpg.get(m.Vpg.name == "seed").delete_instance()
             self.vpg = create_vpg(self.api, "seed", ["vm-0", "vm-1"])
         if not m.VpgSettings.select().where(m.VpgSettings.identifier == self.draft).exists():
-            self.draft = self.api.post("/vpgSettings").json["VpgSettingsIdentifier"]
+            self.draft = self.api.post("/vpgSettings").json
         self.task = m.Task.select().order_by(m.Task.id.desc()).first().identifier
         self.event = m.Event.select().order_by(m.Event.id.desc()).first().identifier
 

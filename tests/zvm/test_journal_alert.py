@@ -9,6 +9,7 @@ import time
 from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg
 from zvm import models as m
+from zvm.enums import AlertLevel, VpgStatus, VpgSubStatus
 from zvm.monitoring.monitor import Monitor
 from zvm.monitoring.rules import journal_alert
 from zvm.vra_control import CheckpointEntry
@@ -37,9 +38,9 @@ def test_corrupt_journal_raises_the_alert_and_error_status_until_usable_again(ap
     monitor = Monitor(api.zvm, control=control)
     monitor.run_once()
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["SubStatus"]) == ("Error", "Error")
+    assert (got["Status"], got["SubStatus"]) == (VpgStatus.Error, VpgSubStatus.Error)
     alerts = api.get("/alerts", query_string={"isActive": "true"}).json
-    assert [(a["Code"], a["Level"], a["EntityIdentifier"]) for a in alerts] == [("RecoveryJournalCorrupt", "Error", vid)]
+    assert [(a["Code"], a["Level"], a["EntityIdentifier"]) for a in alerts] == [("RecoveryJournalCorrupt", AlertLevel.Error, vid)]
     monitor.run_once()  # still corrupt: the same alert, not a second one
     assert len(api.get("/alerts", query_string={"code": "RecoveryJournalCorrupt"}).json) == 1
 
@@ -49,8 +50,8 @@ def test_corrupt_journal_raises_the_alert_and_error_status_until_usable_again(ap
     restarted = Monitor(api.zvm, control=control)
     restarted.run_once()
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["SubStatus"]) == ("Initializing", "DeltaSync")
+    assert (got["Status"], got["SubStatus"]) == (VpgStatus.Initializing, VpgSubStatus.DeltaSync)
     assert api.get("/alerts", query_string={"isActive": "true"}).json == []
     control.checkpoints[vid] = [CheckpointEntry("c1", time.time() - 1, None, True)]  # RPO: its age
     restarted.run_once()
-    assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
+    assert api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.MeetingSLA

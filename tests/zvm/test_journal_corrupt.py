@@ -27,6 +27,7 @@ from vra_appliance.proto.v1 import control_pb2 as cpb
 from vra_appliance.recover.format import T_WRITE, scan_segment
 from vra_appliance.recover.segments import vpg_dirname
 from zvm.client import ZvmClient
+from zvm.enums import AlertLevel, VpgStatus, VpgSubStatus
 from zvm.vcenter import VCenter, VCenterConfig
 
 
@@ -129,7 +130,7 @@ def test_corrupt_recovery_journal_alert_and_force_sync(fresh_two_sites, make_app
             def until_meeting_sla(what: str) -> None:
                 for round_ in range(30):
                     zvm_a.monitor.run_once()
-                    if a.vpg(vid)["Status"] == "MeetingSLA":
+                    if a.vpg(vid)["Status"] == VpgStatus.MeetingSLA:
                         return
                     checkpoint = a.take_checkpoint(vid, f"{what}-{round_}")
                     zvm_a.tasks.run_once()
@@ -148,9 +149,9 @@ def test_corrupt_recovery_journal_alert_and_force_sync(fresh_two_sites, make_app
 
             zvm_a.monitor.run_once()
             vpg = a.vpg(vid)
-            assert (vpg["Status"], vpg["SubStatus"]) == ("Error", "Error"), vpg
+            assert (vpg["Status"], vpg["SubStatus"]) == (VpgStatus.Error, VpgSubStatus.Error), vpg
             alerts = a.alerts(code="RecoveryJournalCorrupt", active=True)
-            assert [(x["Level"], x["EntityIdentifier"]) for x in alerts] == [("Error", vid)]
+            assert [(x["Level"], x["EntityIdentifier"]) for x in alerts] == [(AlertLevel.Error, vid)]
             assert "Force Sync the VPG" in alerts[0]["Description"]
             write_all(0x50)  # the VMs' writes still complete (the protect VRAs are refused, not blocked)
 

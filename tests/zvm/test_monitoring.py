@@ -10,6 +10,7 @@ import pytest
 from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg
 from zvm import models as m
+from zvm.enums import VpgStatus, VpgSubStatus
 from zvm.monitoring.monitor import Monitor
 from zvm.monitoring.rules import VpgFigures, unreachable_alert, vpg_alerts, vpg_status
 
@@ -69,7 +70,7 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
     assert monitor.run_once(now=t0) == {"raised": 2, "updated": 0, "cleared": 0}  # history 50 %, VRA silent
     assert {a["Code"] for a in api.get("/alerts", query_string={"isActive": "true"}).json} == {
         "VpgHistoryBelow75", "VraUnreachable"}
-    assert api.get(f"/vpgs/{vid}").json["Status"] == "HistoryNotMeetingSLA"
+    assert api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.HistoryNotMeetingSLA
 
     # RPO: the age of the newest consistent checkpoint durable in the recovery journal (420 s at t0 + 20)
     protect = {"state": "ok", "counters": {"rpo_ms": 0.0, "bytes": 0.0, "writes": 0.0}}
@@ -80,17 +81,17 @@ def test_monitor_raises_updates_and_clears_alerts_and_sets_status(api):
     protect["counters"].update(bytes=float(20 << 20), writes=1500.0)
     monitor.run_once(now=t0 + 20)
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["ActualRPO"], got["IOPs"], got["ThroughputInMB"]) == ("NotMeetingSLA", 420, 150, 2.0)
+    assert (got["Status"], got["ActualRPO"], got["IOPs"], got["ThroughputInMB"]) == (VpgStatus.NotMeetingSLA, 420, 150, 2.0)
     assert got["JournalUsedStorageMb"] == 5.0 and api.get("/vras").json[0]["Reachable"] is True
 
     recover["counters"]["newest_consistent_checkpoint_s"] = t0 + 25
     recover["counters"]["history_covered_s"] = 11 * 3600.0
     monitor.run_once(now=t0 + 30)
-    assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
+    assert api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.MeetingSLA
     assert api.get("/alerts", query_string={"isActive": "true"}).json == []
     history = api.get("/alerts").json
     assert all(not a["IsActive"] and a["ClearedAt"] for a in history) and len(history) == 3
-    kinds = [e["EventType"] for e in api.get("/events", query_string={"category": "Alert"}).json]
+    kinds = [e["EventKind"] for e in api.get("/events", query_string={"category": "Alert"}).json]
     assert kinds.count("AlertRaised") == 3 and kinds.count("AlertCleared") == 3
 
 
@@ -108,13 +109,13 @@ def test_a_new_vpg_meets_its_sla_once_roles_are_ok_and_the_journal_has_a_consist
     control.statuses[vra] = {vid: {"protect": ok, "recover": {"state": "ok", "counters": {}}}}
     monitor = Monitor(api.zvm, control=control)
     monitor.run_once()
-    assert api.get(f"/vpgs/{vid}").json["Status"] == "Initializing"  # no checkpoint yet
+    assert api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.Initializing  # no checkpoint yet
     t = time.time()
     control.checkpoints[vid] = [CheckpointEntry("c1", t - 6, None, False),
                                 CheckpointEntry("c2", t - 1, "nightly", True)]
     monitor.run_once()
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["SubStatus"], got["ActualRPO"]) == ("MeetingSLA", "None", 1)
+    assert (got["Status"], got["SubStatus"], got["ActualRPO"]) == (VpgStatus.MeetingSLA, VpgSubStatus.NONE, 1)
     cps = api.get(f"/vpgs/{vid}/checkpoints").json
     assert [(c["CheckpointIdentifier"], c["Tag"], c["IsConsistent"]) for c in cps] == [
         ("c2", "nightly", True), ("c1", None, False)]
@@ -123,7 +124,7 @@ def test_a_new_vpg_meets_its_sla_once_roles_are_ok_and_the_journal_has_a_consist
     assert [c["CheckpointIdentifier"] for c in api.get(f"/vpgs/{vid}/checkpoints").json] == ["c2"]
     ok["needs_bitmap_sync"] = True
     monitor.run_once()
-    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "BitmapSync"
+    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == VpgSubStatus.BitmapSync
 
 
 def test_monitor_marks_a_silent_peer_site(api):

@@ -15,6 +15,7 @@ from tests.zvm.pg import free_port
 from tests.zvm.procs import start_serve
 from zvm import models as m
 from zvm.client import ZvmClient
+from zvm.enums import PairingStatus, TaskState
 from zvm.errors import AuthenticationError
 from zvm.peer.client import PeerClient
 from zvm.peer.pki import SitePki, ensure_pki
@@ -55,7 +56,7 @@ def _without_client_certificate(port: int, ca_pem: str) -> http.client.HTTPSConn
 
 
 def pair(api, port: int, token: str) -> dict:
-    task = api.post("/peersites", {"HostName": "127.0.0.1", "Port": port, "Token": token}).json["TaskIdentifier"]
+    task = api.post("/peersites", {"HostName": "127.0.0.1", "Port": port, "Token": token}).json
     api.run_tasks()
     return api.get(f"/tasks/{task}").json
 
@@ -68,18 +69,18 @@ def test_pair_use_and_unpair_two_sites(site_a, site_b, tmp_path):
 
     # a wrong token is refused by B; a token naming another certificate is never sent
     wrong = pair(a, peer_port_b, f"{'x' * len(secret)}.{pin}")
-    assert wrong["Status"]["State"] == "Failed" and wrong["Error"]["Code"] == "AuthenticationFailed"
+    assert wrong["Status"]["State"] == TaskState.Failed and wrong["Error"]["Code"] == "AuthenticationFailed"
     assert "token is wrong" in wrong["Error"]["Message"]
     other = pair(a, peer_port_b, f"{secret}.{'0' * 16}")
-    assert other["Status"]["State"] == "Failed" and "not the one that generated" in other["Error"]["Message"]
+    assert other["Status"]["State"] == TaskState.Failed and "not the one that generated" in other["Error"]["Message"]
     assert a.get("/peersites").json == [] and b.peer_sites() == []
 
     done = pair(a, peer_port_b, token)
-    assert done["Status"] == {"State": "Completed", "Progress": 100}, done
+    assert done["Status"] == {"State": TaskState.Completed, "Progress": 100}, done
     site_b_id = b.local_site()["SiteIdentifier"]
     assert done["Result"] == {"SiteIdentifier": site_b_id}
     peers = a.get("/peersites").json
-    assert [(p["PeerSiteName"], p["PairingStatus"], p["Port"]) for p in peers] == [("Site B", "Paired", peer_port_b)]
+    assert [(p["PeerSiteName"], p["PairingStatus"], p["Port"]) for p in peers] == [("Site B", PairingStatus.Paired, peer_port_b)]
     assert [p["PeerSiteName"] for p in b.peer_sites()] == ["Site A"]
     again = a.post("/peersites", {"HostName": "127.0.0.1", "Port": peer_port_b, "Token": token})
     assert again.status == 409 and "already paired" in again.json["Message"]
@@ -111,12 +112,12 @@ def test_pair_use_and_unpair_two_sites(site_a, site_b, tmp_path):
     a_port = zvm_a.peer_server.port
     assert PeerClient("127.0.0.1", a_port, pki_b, zvm_a.peer_pki().ca_pem).ping()["Site"]["SiteName"] == "Site A"
     zvm_a.monitor.run_once()  # A pings B (and refreshes its inventory)
-    assert a.get("/peersites").json[0]["PairingStatus"] == "Paired"
+    assert a.get("/peersites").json[0]["PairingStatus"] == PairingStatus.Paired
 
     # a VPG from A to B, with B's host and datastore
     site_a_id = a.get("/localsite").json["SiteIdentifier"]
     vm = a.get(f"/virtualizationsites/{site_a_id}/vms").json[0]["VmIdentifier"]
-    sid = a.post("/vpgSettings").json["VpgSettingsIdentifier"]
+    sid = a.post("/vpgSettings").json
     a.put(f"/vpgSettings/{sid}/basic", {"Name": "to-b", "RecoverySiteIdentifier": site_b_id, "RpoInSeconds": 60,
                                         "JournalHistoryInHours": 1, "Priority": "Low", "UseWanCompression": True})
     a.put(f"/vpgSettings/{sid}/recovery", {"DefaultHostIdentifier": sorted(b_hosts)[0],
@@ -132,9 +133,9 @@ def test_pair_use_and_unpair_two_sites(site_a, site_b, tmp_path):
     assert a.delete(f"/peersites/{site_b_id}").status == 409
     a.delete(f"/vpgs/{vpg['VpgIdentifier']}")
     a.run_tasks()
-    task = a.delete(f"/peersites/{site_b_id}").json["TaskIdentifier"]
+    task = a.delete(f"/peersites/{site_b_id}").json
     a.run_tasks()
     t = a.get(f"/tasks/{task}").json
-    assert t["Status"]["State"] == "Completed" and "not reached" not in t["Step"], t
+    assert t["Status"]["State"] == TaskState.Completed and "not reached" not in t["Step"], t
     assert a.get("/peersites").json == [] and b.peer_sites() == []
     assert a.get(f"/virtualizationsites/{site_b_id}/hosts").status == 404

@@ -34,7 +34,7 @@ def test_serve_with_only_a_data_dir_generates_the_admin_password_once_and_keeps_
     try:
         again.wait_for(r"Booting worker")
         headers = login(again.url, password)
-        got = requests.get(f"{again.url}/v1/vpgSettings/{draft['VpgSettingsIdentifier']}", headers=headers,
+        got = requests.get(f"{again.url}/v1/vpgSettings/{draft}", headers=headers,
                            timeout=30)
         assert got.status_code == 200
         assert not any("created user" in line for line in again.lines)
@@ -79,7 +79,7 @@ def test_serve_on_postgresql(tmp_path, pg_server):
         server.wait_for(r"Booting worker")
         headers = login(server.url, "S3cure-pass")
         draft = requests.post(f"{server.url}/v1/vpgSettings", headers=headers, timeout=30).json()
-        got = requests.get(f"{server.url}/v1/vpgSettings/{draft['VpgSettingsIdentifier']}", headers=headers,
+        got = requests.get(f"{server.url}/v1/vpgSettings/{draft}", headers=headers,
                            timeout=30)
         assert got.status_code == 200 and got.json()["CreatedBy"] == "admin"
         assert not (tmp_path / "zvm" / "zvm.db").exists()  # the state is in PostgreSQL

@@ -18,6 +18,7 @@ from tests.zvm.fakes import wsgi_client
 from tests.zvm.pg import free_port
 from tests.zvm.procs import start_serve
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus
 from zvm.vcenter import VCenter, VCenterConfig
 
 
@@ -126,13 +127,13 @@ def test_two_sites_pair_install_protect_and_meet_the_sla(fresh_two_sites, make_a
                      uri])
             for round_ in range(10):  # a checkpoint made durable at B, then a monitoring pass at A
                 zvm_a.monitor.run_once()
-                if a.vpg(vid)["Status"] == "MeetingSLA":
+                if a.vpg(vid)["Status"] == VpgStatus.MeetingSLA:
                     break
                 checkpoint = a.take_checkpoint(vid, f"round-{round_}")
                 zvm_a.tasks.run_once()
                 a.wait_for_task(checkpoint)
             vpg = a.vpg(vid)
-            assert (vpg["Status"], vpg["VmsCount"]) == ("MeetingSLA", 2), vpg
+            assert (vpg["Status"], vpg["VmsCount"]) == (VpgStatus.MeetingSLA, 2), vpg
             assert vpg["RecoverySite"]["SiteName"] == "Site B" and vpg["JournalUsedStorageMb"] > 4
             assert [c["Tag"] for c in a.checkpoints(vid, tagged_only=True)][-1] == "round-0"
 

@@ -51,7 +51,7 @@ def test_refusals_name_the_field_in_reading_order() -> None:
                                                              "Nics[0].Ip")
     assert refusal({"Name": "x", "Nics": [{"Ip": "1.1.1.1"}] * 3}) == ("Nics takes at most 2 items", "Nics")
     assert refusal({"Name": "x", "At": "May 1st"}) == (
-        "At must be a date and time like 2024-05-01T12:00:00Z", "At")
+        "At must be a date and time like 2024-05-01T12:00:00Z (or 2024-05-01, or 2024-05-01T12:00Z)", "At")
 
 
 def test_keywords_the_old_subset_ignored_are_checked_now() -> None:

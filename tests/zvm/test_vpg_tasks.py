@@ -8,6 +8,7 @@ import pytest
 from tests.zvm.fakes import FakeVraControl
 from tests.zvm.test_api import create_vpg, draft_for
 from zvm import models as m
+from zvm.enums import TaskState, VpgStatus, VpgSubStatus
 
 
 @pytest.fixture
@@ -45,10 +46,10 @@ def test_commit_without_vras_waits_for_them_and_says_which(api, control):
     install(api, "host-1")
     api.run_tasks()
     t = task_of(api, "CreateVpg")
-    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "WaitingForVras"
+    assert t["Status"]["State"] == TaskState.Failed and t["Error"]["Code"] == "WaitingForVras"
     assert "esx0.lab" in t["Error"]["Message"] and "esx1.lab" not in t["Error"]["Message"]
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["SubStatus"]) == ("Initializing", "WaitingForVras")
+    assert (got["Status"], got["SubStatus"]) == (VpgStatus.Initializing, VpgSubStatus.WaitingForVras)
     assert control.calls == []
 
 
@@ -57,7 +58,7 @@ def test_commit_configures_the_recovery_vra_first_then_each_protect_vra(api, con
     vid = create_vpg(api, "web", ["vm-0", "vm-1", "vm-3"])  # hosts 0, 1, 0; recovery host-1 on datastore-2
     api.run_tasks()
     t = task_of(api, "CreateVpg")
-    assert t["Status"]["State"] == "Completed", t
+    assert t["Status"]["State"] == TaskState.Completed, t
     assert t["Result"]["RecoveryVra"] == vras["host-1"]
     kinds = [c[0] for c in control.calls]
     assert kinds[0] == "recover" and sorted(kinds[1:3]) == ["protect", "protect"]
@@ -74,18 +75,18 @@ def test_commit_configures_the_recovery_vra_first_then_each_protect_vra(api, con
     assert set(protects[vras["host-0"]].volumes) == on_host0
     assert all(p.recover_peer.address == "10.0.0.1:4005" and p.priority == 3 for p in protects.values())
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["Status"], got["SubStatus"]) == ("Initializing", "InitialSync")
+    assert (got["Status"], got["SubStatus"]) == (VpgStatus.Initializing, VpgSubStatus.InitialSync)
     # control calls come with the address of each VRA and the VPG's id
     assert all(p.vpg == vid for p in protects.values())
 
     # edit: drop the VMs of host-0 -> its VRA is told to forget the VPG
     control.calls.clear()
-    sid = api.post("/vpgSettings", {"VpgIdentifier": vid}).json["VpgSettingsIdentifier"]
+    sid = api.post("/vpgSettings", {"VpgIdentifier": vid}).json
     api.delete(f"/vpgSettings/{sid}/vms/vm-0")
     api.delete(f"/vpgSettings/{sid}/vms/vm-3")
     api.post(f"/vpgSettings/{sid}/commit")
     api.run_tasks()
-    assert task_of(api, "UpdateVpg")["Status"]["State"] == "Completed"
+    assert task_of(api, "UpdateVpg")["Status"]["State"] == TaskState.Completed
     assert ("remove", vras["host-0"], vid) in control.calls
     assert {c[1] for c in control.calls if c[0] == "protect"} == {vras["host-1"]}
 
@@ -115,12 +116,12 @@ def test_delete_with_an_unreachable_vra_needs_force(api, control):
     api.delete(f"/vpgs/{vid}")
     api.run_tasks()
     t = task_of(api, "DeleteVpg")
-    assert t["Status"]["State"] == "Failed" and "delete with Force" in t["Error"]["Message"]
+    assert t["Status"]["State"] == TaskState.Failed and "delete with Force" in t["Error"]["Message"]
     m.Vpg.update(status="MeetingSLA").where(m.Vpg.identifier == vid).execute()
     api.delete(f"/vpgs/{vid}", {"Force": True})
     api.run_tasks()
     t = task_of(api, "DeleteVpg")
-    assert t["Status"]["State"] == "Completed" and "not reached" in t["Step"]
+    assert t["Status"]["State"] == TaskState.Completed and "not reached" in t["Step"]
 
 
 def test_pause_and_resume_reach_every_protect_vra_and_show_in_the_substatus(api, control):
@@ -132,17 +133,18 @@ def test_pause_and_resume_reach_every_protect_vra_and_show_in_the_substatus(api,
     api.post(f"/vpgs/{vid}/pause")
     api.run_tasks()
     t = task_of(api, "PauseVpg")
-    assert t["Status"]["State"] == "Completed", t
+    assert t["Status"]["State"] == TaskState.Completed, t
     assert {c[1] for c in control.calls if c[0] == "pause"} == protect_vras and protect_vras
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (True, "MeetingSLA", "ReplicationPausedUserInitiated")
+    assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (
+        True, VpgStatus.MeetingSLA, VpgSubStatus.ReplicationPausedUserInitiated)
     api.post(f"/vpgs/{vid}/resume")
     api.run_tasks()
     t = task_of(api, "ResumeVpg")
-    assert t["Status"]["State"] == "Completed", t
+    assert t["Status"]["State"] == TaskState.Completed, t
     assert {c[1] for c in control.calls if c[0] == "resume"} == protect_vras
     got = api.get(f"/vpgs/{vid}").json
-    assert (got["IsPaused"], got["SubStatus"]) == (False, "BitmapSync")
+    assert (got["IsPaused"], got["SubStatus"]) == (False, VpgSubStatus.BitmapSync)
 
 
 def test_a_pause_a_vra_refuses_is_undone(api, control):
@@ -159,7 +161,7 @@ def test_a_pause_a_vra_refuses_is_undone(api, control):
     api.post(f"/vpgs/{vid}/pause")
     api.run_tasks()
     t = task_of(api, "PauseVpg")
-    assert t["Status"]["State"] == "Failed" and "refused pausing" in t["Error"]["Message"], t
+    assert t["Status"]["State"] == TaskState.Failed and "refused pausing" in t["Error"]["Message"], t
     assert api.get(f"/vpgs/{vid}").json["IsPaused"] is False
 
 
@@ -172,9 +174,9 @@ def test_forcesync_asks_every_protect_vra_for_a_delta_sync_and_monitoring_ends_i
     api.post(f"/vpgs/{vid}/forcesync")
     api.run_tasks()
     t = task_of(api, "ForceSyncVpg")
-    assert t["Status"]["State"] == "Completed", t
+    assert t["Status"]["State"] == TaskState.Completed, t
     assert {c[1] for c in control.calls if c[0] == "forcesync"} == protect_vras and protect_vras
-    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "DeltaSync"
+    assert api.get(f"/vpgs/{vid}").json["SubStatus"] == VpgSubStatus.DeltaSync
 
 
 def test_a_paired_recovery_site_that_cannot_be_reached_fails_the_task_clearly(api, control):
@@ -191,6 +193,6 @@ def test_a_paired_recovery_site_that_cannot_be_reached_fails_the_task_clearly(ap
     assert api.post(f"/vpgSettings/{sid}/commit").status == 202
     api.run_tasks()
     t = task_of(api, "CreateVpg")  # the peer row has no CA: as if pairing had been undone on the way
-    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "AuthenticationFailed"
+    assert t["Status"]["State"] == TaskState.Failed and t["Error"]["Code"] == "AuthenticationFailed"
     assert "pair first" in t["Error"]["Message"] and control.calls == []
-    assert api.get("/vpgs").json[0]["SubStatus"] == "Error"
+    assert api.get("/vpgs").json[0]["SubStatus"] == VpgSubStatus.Error

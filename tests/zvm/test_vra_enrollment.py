@@ -36,6 +36,7 @@ from vra_appliance.stream.wire import StreamWrite, seal
 from vra_appliance.trust.auth import Security
 from zvm import models as m
 from zvm.client import ZvmClient
+from zvm.enums import TaskState
 from zvm.peer.enrollment import site_enrollment
 from zvm.tls import SiteCA
 from zvm.vcenter import VCenter, VCenterConfig
@@ -103,8 +104,8 @@ def install(site: SiteA, index: int, ip: str) -> tuple[m.Vra, dict]:
                                                          "SubnetMask": "255.0.0.0"}})
     assert resp.status == 202, resp
     site.api.run_tasks()
-    task = site.api.get(f"/tasks/{resp.json['TaskIdentifier']}").json
-    assert task["Status"]["State"] == "Completed", task
+    task = site.api.get(f"/tasks/{resp.json}").json
+    assert task["Status"]["State"] == TaskState.Completed, task
     vra = m.Vra.get(m.Vra.host_moid == host["HostIdentifier"])
     with VCenter(VCenterConfig(site.sim.url, site.sim.username, site.sim.password)) as vc:
         return vra, vapp_properties(vc, vra.vm_moid)
@@ -317,8 +318,8 @@ def test_peer_site_vras_are_trusted_from_pairing_to_unpairing_without_restarts(s
         token = client_b.generate_pairing_token()["Token"]
         task = site_a.api.post("/peersites", {"HostName": "127.0.0.1", "Port": peer_port_b, "Token": token}).json
         site_a.api.run_tasks()
-        done = site_a.api.get(f"/tasks/{task['TaskIdentifier']}").json
-        assert done["Status"]["State"] == "Completed", done
+        done = site_a.api.get(f"/tasks/{task}").json
+        assert done["Status"]["State"] == TaskState.Completed, done
         assert "did not take" not in done["Step"], done
         trust = (a1.state / "tls" / "trust.pem").read_bytes()
         assert len(x509.load_pem_x509_certificates(trust)) == 2
@@ -382,14 +383,14 @@ def test_the_site_another_site_pairs_with_updates_its_vras_too(site_a, site_b, t
         client_b.wait_for_task(client_b.pair("127.0.0.1", token, site_a.zvm.config.peer_port), timeout=60)
         site_a.api.run_tasks()
         task = site_a.api.get("/tasks", query_string={"type": "UpdateVraTrust"}).json[0]
-        assert task["Status"]["State"] == "Completed", task
+        assert task["Status"]["State"] == TaskState.Completed, task
         assert control_status(b1, a1.address, vra.identifier) == grpc.StatusCode.PERMISSION_DENIED  # past TLS
 
         site_a_id = site_a.api.get("/localsite").json["SiteIdentifier"]
         client_b.wait_for_task(client_b.unpair(site_a_id), timeout=60)
         site_a.api.run_tasks()
         assert [t["Status"]["State"] for t in site_a.api.get("/tasks", query_string={"type": "UpdateVraTrust"}).json] \
-            == ["Completed", "Completed"]
+            == [TaskState.Completed, TaskState.Completed]
         assert control_status(b1, a1.address, vra.identifier) == grpc.StatusCode.UNAVAILABLE
     finally:
         a1.stop()

@@ -17,6 +17,7 @@ from tests.zvm.fakes import ApiClient, FakeVCenter, fake_inventory
 from tests.zvm.test_api import create_vpg
 from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm import models as m
+from zvm.enums import TaskState, VpgStatus, VpgSubStatus
 from zvm.vra_control import VraRef
 
 VOLUME_SIZE = 8 << 20
@@ -56,7 +57,7 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
         nbd = lab.filter(f"{protect_vra}-filter", {volume: source}, appliances["host-0"])
         assert api.run_tasks() == 1
         task = api.get("/tasks", query_string={"type": "CreateVpg"}).json[0]
-        assert task["Status"]["State"] == "Completed", task
+        assert task["Status"]["State"] == TaskState.Completed, task
         assert (datastore / "zvr" / vid).is_dir()
 
         run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 4M 64k", nbd.uri(volume)])
@@ -65,10 +66,10 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
             api.post(f"/vpgs/{vid}/checkpoints", {"CheckpointName": f"round-{round_}"})
             api.run_tasks()
             monitor.run_once()
-            if api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA":
+            if api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.MeetingSLA:
                 break
         got = api.get(f"/vpgs/{vid}").json
-        assert got["Status"] == "MeetingSLA", (got, api.get("/tasks", query_string={"limit": 3}).json)
+        assert got["Status"] == VpgStatus.MeetingSLA, (got, api.get("/tasks", query_string={"limit": 3}).json)
         assert got["ActualRPO"] is not None and got["ActualRPO"] < 60 and got["JournalUsedStorageMb"] > 0
         tags = [c["Tag"] for c in api.get(f"/vpgs/{vid}/checkpoints", query_string={"taggedOnly": "true"}).json]
         assert "round-0" in tags and got["LastCheckpointAt"] is not None
@@ -80,8 +81,8 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
         api.post(f"/vpgs/{vid}/forcesync")
         assert api.run_tasks() == 1
         task = api.get("/tasks", query_string={"type": "ForceSyncVpg"}).json[0]
-        assert task["Status"]["State"] == "Completed", task
-        assert api.get(f"/vpgs/{vid}").json["SubStatus"] == "DeltaSync"
+        assert task["Status"]["State"] == TaskState.Completed, task
+        assert api.get(f"/vpgs/{vid}").json["SubStatus"] == VpgSubStatus.DeltaSync
         deadline = time.monotonic() + 20
         while True:
             st = zvm.vra_control.status(protect_ref)[vid]["protect"]
@@ -93,9 +94,9 @@ def test_a_vpg_reaches_meeting_sla_with_real_vras_and_replication_traffic(make_a
         assert done[-1]["bytes"] < 64 << 10, done  # the volumes were equal: nothing (or next to nothing) resent
         monitor.run_once()
         got = api.get(f"/vpgs/{vid}").json
-        assert (got["Status"], got["SubStatus"]) == ("MeetingSLA", "None"), got
+        assert (got["Status"], got["SubStatus"]) == (VpgStatus.MeetingSLA, VpgSubStatus.NONE), got
         events = api.get("/events", query_string={"limit": 20}).json
-        assert any(e["EventType"] == "ForceSyncVpg" for e in events), events
+        assert any(e["EventKind"] == "ForceSyncVpg" for e in events), events
 
         api.delete(f"/vpgs/{vid}")
         api.run_tasks()
@@ -148,9 +149,9 @@ def test_pause_keeps_writes_back_and_resume_sends_them_with_real_vras(make_app, 
             api.post(f"/vpgs/{vid}/checkpoints", {"CheckpointName": f"round-{round_}"})
             api.run_tasks()
             zvm.monitor.run_once()
-            if api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA":
+            if api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.MeetingSLA:
                 break
-        assert api.get(f"/vpgs/{vid}").json["Status"] == "MeetingSLA"
+        assert api.get(f"/vpgs/{vid}").json["Status"] == VpgStatus.MeetingSLA
 
         def protect_status() -> dict:
             return zvm.vra_control.status(protect_ref)[vid]["protect"]
@@ -162,7 +163,7 @@ def test_pause_keeps_writes_back_and_resume_sends_them_with_real_vras(make_app, 
         api.post(f"/vpgs/{vid}/pause")
         assert api.run_tasks() == 1
         task = api.get("/tasks", query_string={"type": "PauseVpg"}).json[0]
-        assert task["Status"]["State"] == "Completed", task
+        assert task["Status"]["State"] == TaskState.Completed, task
         wait_for(lambda: protect_status()["state"] == "paused", 10, "the protect role to pause")
         st = protect_status()
         assert st["paused"] and st["substatus"] == "ReplicationPausedUserInitiated", st
@@ -180,13 +181,13 @@ def test_pause_keeps_writes_back_and_resume_sends_them_with_real_vras(make_app, 
         assert last_seq() == paused_at
         zvm.monitor.run_once()
         got = api.get(f"/vpgs/{vid}").json
-        assert (got["IsPaused"], got["SubStatus"]) == (True, "ReplicationPausedUserInitiated"), got
+        assert (got["IsPaused"], got["SubStatus"]) == (True, VpgSubStatus.ReplicationPausedUserInitiated), got
 
         # resume: the kept writes arrive, then a consistent checkpoint holds the source's image
         api.post(f"/vpgs/{vid}/resume")
         assert api.run_tasks() == 1
         task = api.get("/tasks", query_string={"type": "ResumeVpg"}).json[0]
-        assert task["Status"]["State"] == "Completed", task
+        assert task["Status"]["State"] == TaskState.Completed, task
         wait_for(lambda: last_seq() > paused_at, 20, "the kept writes to reach the journal")
         wait_for(lambda: protect_status()["state"] == "ok" and not protect_status()["substatus"], 20,
                  "the protect role to stream again")
@@ -202,7 +203,7 @@ def test_pause_keeps_writes_back_and_resume_sends_them_with_real_vras(make_app, 
             appliances["host-1"].control.CloseImage(cpb.CloseImageRequest(export_name=export))
         zvm.monitor.run_once()
         got = api.get(f"/vpgs/{vid}").json
-        assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (False, "MeetingSLA", "None"), got
+        assert (got["IsPaused"], got["Status"], got["SubStatus"]) == (False, VpgStatus.MeetingSLA, VpgSubStatus.NONE), got
     finally:
         lab.close()
         shutil.rmtree(short, ignore_errors=True)

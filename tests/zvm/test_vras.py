@@ -7,6 +7,7 @@ from pyVmomi import vim
 
 from tests.zvm.fakes import ApiClient
 from zvm import models as m
+from zvm.enums import TaskState, VraStatus
 from zvm.lab.vcsim import VcsimSpec
 from zvm.vcenter import VCenter, VCenterConfig
 
@@ -42,11 +43,11 @@ def test_install_a_vra_on_every_host_then_uninstall(make_app, sim):
         if i == 0:
             body["VraNetworkDataApi"] = {"VraIPConfigurationTypeApi": "Static", "VraIPAddress": "10.1.1.50",
                                          "SubnetMask": "255.255.255.0", "DefaultGateway": "10.1.1.254"}
-        tasks[host["VirtualizationHostName"]] = api.post("/vras", body).json["TaskIdentifier"]
+        tasks[host["VirtualizationHostName"]] = api.post("/vras", body).json
     assert zvm.tasks.run_once() == len(hosts)
     for name, task in tasks.items():
         t = api.get(f"/tasks/{task}").json
-        assert t["Status"] == {"State": "Completed", "Progress": 100}, t
+        assert t["Status"] == {"State": TaskState.Completed, "Progress": 100}, t
         assert f"Z-VRA-{name} installed on {name}" in t["Step"]
 
     in_vcenter = vcenter_vms(sim)
@@ -59,25 +60,27 @@ def test_install_a_vra_on_every_host_then_uninstall(make_app, sim):
     assert in_vcenter[first][3]["ip_mode"] == "static" and in_vcenter[first][3]["ip_address"] == "10.1.1.50"
 
     vras = api.get("/vras").json
-    assert {v["State"] for v in vras} == {"Installed"} and len(vras) == len(hosts)
+    assert {v["State"] for v in vras} == {VraStatus.Installed} and len(vras) == len(hosts)
     static = next(v for v in vras if v["VraName"] == first)
     assert static["ControlAddress"] == "10.1.1.50:4005" and static["VmIdentifier"]
-    # vCenter's updates bring the new VMs into the ZVM's inventory
+    # vCenter's updates bring the new VMs into the ZVM's inventory, where they are never protectable
     for _ in range(10):
-        names = {v["VmName"] for v in api.get(f"/virtualizationsites/{site}/vms").json}
+        names = {v.name for v in m.InvVm.select()}
         if all(f"Z-VRA-{h['VirtualizationHostName']}" in names for h in hosts):
             break
         zvm.inventory.sync_once(max_wait=10)
     assert all(f"Z-VRA-{h['VirtualizationHostName']}" in names for h in hosts)
+    listed = {v["VmName"] for v in api.get(f"/virtualizationsites/{site}/vms").json}
+    assert listed and not any(name.startswith("Z-VRA-") for name in listed)
 
     # a second VRA on a host is refused; installing over a leftover VM of that name fails cleanly
     assert api.post("/vras", {"HostIdentifier": hosts[0]["HostIdentifier"],
                               "DatastoreIdentifier": hosts[0]["DatastoreIdentifiers"][0],
                               "NetworkIdentifier": hosts[0]["NetworkIdentifiers"][0]}).status == 409
 
-    task = api.delete(f"/vras/{static['VraIdentifier']}").json["TaskIdentifier"]
+    task = api.delete(f"/vras/{static['VraIdentifier']}").json
     zvm.tasks.run_once()
-    assert api.get(f"/tasks/{task}").json["Status"]["State"] == "Completed"
+    assert api.get(f"/tasks/{task}").json["Status"]["State"] == TaskState.Completed
     assert first not in vcenter_vms(sim)
     assert api.get(f"/vras/{static['VraIdentifier']}").status == 404
     assert len(api.get("/vras").json) == len(hosts) - 1
@@ -93,13 +96,13 @@ def test_a_leftover_vm_of_the_same_name_fails_the_install_and_the_vra_can_be_rem
     host = api.get(f"/virtualizationsites/{site}/hosts").json[1]  # its Z-VRA is left from the test above
     task = api.post("/vras", {"HostIdentifier": host["HostIdentifier"],
                               "DatastoreIdentifier": host["DatastoreIdentifiers"][0],
-                              "NetworkIdentifier": host["NetworkIdentifiers"][0]}).json["TaskIdentifier"]
+                              "NetworkIdentifier": host["NetworkIdentifiers"][0]}).json
     zvm.tasks.run_once()
     t = api.get(f"/tasks/{task}").json
-    assert t["Status"]["State"] == "Failed" and t["Error"]["Code"] == "Conflict"
+    assert t["Status"]["State"] == TaskState.Failed and t["Error"]["Code"] == "Conflict"
     assert f"a VM named Z-VRA-{host['VirtualizationHostName']} already" in t["Error"]["Message"]
     vra = api.get("/vras").json[0]
-    assert vra["State"] == "Error"
+    assert vra["State"] == VraStatus.InstallationError
     api.delete(f"/vras/{vra['VraIdentifier']}")
     zvm.tasks.run_once()  # removes the VM of that name, whoever made it
     assert f"Z-VRA-{host['VirtualizationHostName']}" not in vcenter_vms(sim)

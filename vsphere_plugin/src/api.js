@@ -3,7 +3,10 @@
 // An API error becomes an ApiError with the API's {Code, Message, Field}; a network failure shows the
 // "connection lost" banner, and reads retry with a growing delay until the ZVM answers again (writes are
 // never retried by themselves: a repeated write is the user's decision). window.zvrStats counts calls and
-// bytes, for the benchmark.
+// bytes, for the benchmark. The API answers enumerations as Zerto's numbers; decode() turns them back into
+// the words the views show and compare (enums.js, generated from zvm/enums.py), here and nowhere else.
+import * as E from "./enums.js";
+
 export class ApiError extends Error {
   constructor(status, body) {
     super((body && body.Message) || `the ZVM answered ${status}`);
@@ -38,13 +41,52 @@ async function once(method, path, body, headers = {}) {
   const text = await resp.text();
   stats.bytes += text.length;
   let data = null;
-  if (text) { try { data = JSON.parse(text); } catch { data = null; } }
+  if (text) { try { data = decode(JSON.parse(text)); } catch { data = null; } }
   if (!resp.ok) {
     const err = new ApiError(resp.status, data);
     if (resp.status === 401 && path !== "/session/add") emit("unauthorized", err);
     throw err;
   }
   return data;
+}
+
+const word = (table, v) => (typeof v === "number" && table[v] !== undefined ? table[v] : v);
+
+/** Numbers of the API's enumerations -> the product's words, by the shape of each object. */
+export function decode(data) {
+  if (Array.isArray(data)) return data.map(decode);
+  if (!data || typeof data !== "object") return data;
+  const o = {};
+  for (const [k, v] of Object.entries(data)) o[k] = decode(v);
+  if ("SubStatus" in o) {
+    o.Status = word(E.VpgStatus, o.Status);
+    o.SubStatus = word(E.VpgSubStatus, o.SubStatus);
+    o.Priority = word(E.VpgPriority, o.Priority);
+  }
+  if ("VraIdentifier" in o && "State" in o) {
+    o.State = word(E.VraStatus, o.State);
+    if ("Status" in o) o.Status = word(E.VraStatus, o.Status);
+  }
+  if ("TaskIdentifier" in o && "Type" in o && o.Status && typeof o.Status === "object") {
+    o.Type = word(E.TaskType, o.Type);
+    o.Status = { ...o.Status, State: word(E.TaskState, o.Status.State) };
+  }
+  if ("PairingStatus" in o) o.PairingStatus = word(E.PairingStatus, o.PairingStatus);
+  if ("AlertIdentifier" in o) {
+    o.Level = word(E.AlertLevel, o.Level);
+    o.Entity = word(E.AlertEntity, o.Entity);
+  }
+  if ("EventIdentifier" in o && "EventKind" in o) o.EventType = o.EventKind;
+  if ("VpgSettingsIdentifier" in o && o.Basic) {
+    // the wizard edits the flat form the API also takes (Journal.HardLimitInMB, Networks.FailoverNetworkIdentifier)
+    o.Basic = { ...o.Basic, Priority: word(E.VpgPriority, o.Basic.Priority) };
+    const { Limitation, ...journal } = o.Journal;
+    o.Journal = { ...journal, HardLimitInMB: Limitation.HardLimitInMB, WarningThresholdInMB: Limitation.WarningThresholdInMB };
+    const net = (n) => (n && n.Hypervisor ? n.Hypervisor.DefaultNetworkIdentifier : null);
+    o.Networks = { FailoverNetworkIdentifier: net(o.Networks.Failover), FailoverTestNetworkIdentifier: net(o.Networks.FailoverTest) };
+    o.BootGroups = o.BootGroups.BootGroups;
+  }
+  return o;
 }
 
 function wentOffline(err) {

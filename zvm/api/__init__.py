@@ -8,6 +8,7 @@ from __future__ import annotations
 
 def blueprints() -> list:
     from zvm.api import (
+        lookups,
         monitoring,
         openapi,
         recoverability,
@@ -24,7 +25,7 @@ def blueprints() -> list:
 
     return [session.bp, users.bp, sites.localsite, sites.peersites, sites.vsites, vras.bp, vpgsettings.bp, vpgs.bp,
             recovery.bp, vms.bp, monitoring.tasks, monitoring.alerts, monitoring.events, recovery.reports,
-            statistics.bp, recoverability.bp, openapi.bp]
+            statistics.bp, recoverability.bp, lookups.bp, openapi.bp]
 
 
 def create_app(*args, **kwargs):

@@ -6,7 +6,8 @@ the error's HTTP status; Flask's own (unknown path, wrong method) get the same s
 
 Bodies are limited to ``MAX_BODY``, whether sent with a Content-Length or chunked (413 either way; a
 chunked body is never cut short silently). No answer is a redirect built from the request's Host header:
-paths are matched as given (``/v1//vpgs`` is a 404, not a redirect to ``http://HOST/v1/vpgs``).
+paths are matched as given (``/v1//vpgs`` is a 404, not a redirect to ``http://HOST/v1/vpgs``), except
+that their fixed segments are case-insensitive (zvm/api/paths.py), as Zerto's are.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from zvm import db as zdb
 from zvm.api import blueprints, metrics, plugin
 from zvm.api.cache import ResponseCache
+from zvm.api.paths import CaseInsensitivePaths
 from zvm.api.throttle import LoginThrottle, ThrottlePolicy
 from zvm.config import ZvmConfig, load_config
 from zvm.errors import TooManyAttemptsError, ZvmError
@@ -98,6 +100,7 @@ def create_app(config: ZvmConfig | Mapping, *, vcenter_factory: Callable | None 
         app.register_blueprint(bp, url_prefix=PREFIX)
     app.register_blueprint(plugin.bp)  # the vSphere Client plugin and web UI, outside /v1
     metrics.install(app)  # GET /metrics (Prometheus), outside /v1, and the API's latency histogram
+    app.wsgi_app = CaseInsensitivePaths(app.wsgi_app, [r.rule for r in app.url_map.iter_rules()], PREFIX)
 
     @app.before_request
     def _open_db():

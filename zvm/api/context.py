@@ -98,8 +98,9 @@ def _record(op, started: float, *, result=None, refused: ZvmError | None = None,
     entity = getattr(g, "event_entity", "") or next(iter((request.view_args or {}).values()), "")
     task = None
     payload = result[0] if isinstance(result, tuple) else result
-    if isinstance(payload, dict):
-        task = payload.get("TaskIdentifier")
+    if isinstance(payload, str) and op.response == {"$ref": "#/components/schemas/TaskId"}:
+        task = payload  # a long operation answers its task id as a bare string
+    elif isinstance(payload, dict):
         entity = entity or next((str(v) for k, v in payload.items()
                                  if k.endswith("Identifier") and k != "TaskIdentifier"), "")
     if refused is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import render, schemas
+from zvm.api.recovery import peer_task
 from zvm.api.spec import ApiBlueprint, Param
 from zvm.api.validate import timestamp_of
 from zvm.errors import ConflictError, NotFoundError
@@ -19,16 +21,16 @@ LIMIT = Param("limit", schemas.integer(minimum=1, maximum=10000), "At most this 
 
 
 @tasks.operation("GET", "/tasks", summary="Tasks, newest first", response=schemas.array_of("Task"),
-                 query=[Param("state", schemas.string(enum=schemas.TASK_STATES)),
-                        Param("type", schemas.string(maxLength=64)),
+                 query=[Param("state", schemas.enum(enums.TaskState)),
+                        Param("type", schemas.enum(enums.TaskType)),
                         Param("vpgIdentifier", schemas.string(maxLength=255)),
                         Param("vraIdentifier", schemas.string(maxLength=255)), LIMIT])
 def list_tasks(query):
     q = m.Task.select()
     if "state" in query:
-        q = q.where(m.Task.state == query["state"])
+        q = q.where(m.Task.state == query["state"].internal)
     if "type" in query:
-        q = q.where(m.Task.kind == query["type"])
+        q = q.where(m.Task.kind == query["type"].internal)
     if "vpgIdentifier" in query:
         q = q.where(m.Task.vpg == query["vpgIdentifier"])
     if "vraIdentifier" in query:
@@ -40,6 +42,9 @@ def list_tasks(query):
 def get_task(taskIdentifier):
     t = m.Task.get_or_none(m.Task.identifier == taskIdentifier)
     if t is None:
+        forwarded = peer_task(taskIdentifier)  # a recovery operation forwarded to a peer (zvm/api/recovery.py)
+        if forwarded is not None:
+            return forwarded
         raise NotFoundError(f"no task {taskIdentifier!r}: list them with GET /v1/tasks", code="TaskNotFound")
     return render.task(t)
 
@@ -54,8 +59,8 @@ def get_alert(identifier: str) -> m.Alert:
 
 
 @alerts.operation("GET", "/alerts", summary="Alerts, newest first", response=schemas.array_of("Alert"),
-                  query=[Param("level", schemas.string(enum=["Warning", "Error"])),
-                         Param("entity", schemas.string(enum=["Vpg", "Vra", "Site"])),
+                  query=[Param("level", schemas.enum(enums.AlertLevel)),
+                         Param("entity", schemas.enum(enums.AlertEntity)),
                          Param("entityIdentifier", schemas.string(maxLength=255)),
                          Param("code", schemas.string(maxLength=64)),
                          Param("isActive", schemas.boolean(), "true: only alerts whose condition holds now."),
@@ -66,7 +71,8 @@ def list_alerts(query):
                           ("entityIdentifier", m.Alert.entity_id), ("code", m.Alert.code),
                           ("isDismissed", m.Alert.dismissed)):
         if param in query:
-            q = q.where(column == query[param])
+            value = query[param]
+            q = q.where(column == (value.internal if isinstance(value, enums.ZertoEnum) else value))
     if "isActive" in query:
         q = q.where(m.Alert.cleared_at.is_null(query["isActive"]))
     return [render.alert(a) for a in q.order_by(m.Alert.id.desc()).limit(query.get("limit", 500))]
@@ -100,23 +106,36 @@ def undismiss_alert(alertIdentifier):
 
 # --- events -----------------------------------------------------------------------------------------------
 
+def _event_kinds(wanted: str) -> list[str]:
+    """The event kinds a filter names: the product's kind itself, or every kind of a Zerto event type."""
+    try:
+        member = enums.EventType.parse(wanted)
+    except ValueError:
+        return [wanted]
+    kinds = [k for (k,) in m.Event.select(m.Event.kind).distinct().tuples()]
+    return [wanted, *(k for k in kinds if enums.event_type(k) == member)]
+
+
 @events.operation("GET", "/events", summary="Events, newest first", response=schemas.array_of("Event"),
                   query=[Param("category", schemas.string(maxLength=32)),
-                         Param("eventType", schemas.string(maxLength=64)),
+                         Param("eventType", schemas.string("Zerto's event type (number or name) or the "
+                                                           "product's EventKind.", maxLength=64)),
                          Param("user", schemas.string(maxLength=128)),
                          Param("entityIdentifier", schemas.string(maxLength=255)),
                          Param("result", schemas.string(enum=["InProgress", "Succeeded", "Failed", "Refused"])),
                          Param("startDate", schemas.date_time()), Param("endDate", schemas.date_time()), LIMIT])
 def list_events(query):
     q = m.Event.select()
-    for param, column in (("category", m.Event.category), ("eventType", m.Event.kind), ("user", m.Event.user),
+    if "eventType" in query:
+        q = q.where(m.Event.kind.in_(_event_kinds(query["eventType"])))
+    for param, column in (("category", m.Event.category), ("user", m.Event.user),
                           ("entityIdentifier", m.Event.entity_id), ("result", m.Event.result)):
         if param in query:
             q = q.where(column == query[param])
     if "startDate" in query:
         q = q.where(m.Event.started_at >= timestamp_of(query["startDate"]))
     if "endDate" in query:
-        q = q.where(m.Event.started_at <= timestamp_of(query["endDate"]))
+        q = q.where(m.Event.started_at <= timestamp_of(query["endDate"], end=True))
     return [render.event(e) for e in q.order_by(m.Event.id.desc()).limit(query.get("limit", 500))]
 
 

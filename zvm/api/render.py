@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from zvm import enums
 from zvm import models as m
 
 
@@ -17,15 +18,16 @@ def site_ref(site: m.Site) -> dict:
     return {"SiteIdentifier": site.identifier, "SiteName": site.name}
 
 
-def task_id(task: m.Task) -> dict:
-    return {"TaskIdentifier": task.identifier}
+def task_id(task: m.Task) -> str:
+    """A long operation answers its task's identifier as a bare JSON string, as Zerto's API does."""
+    return task.identifier
 
 
 def task(t: m.Task) -> dict:
     return {
         "TaskIdentifier": t.identifier,
-        "Type": t.kind,
-        "Status": {"State": t.state, "Progress": int(t.progress)},
+        "Type": enums.TaskType.of(t.kind),
+        "Status": {"State": enums.TaskState.of(t.state), "Progress": int(t.progress)},
         "Step": t.step,
         "InitiatedBy": t.initiated_by,
         "Created": iso(t.created_at),
@@ -35,6 +37,8 @@ def task(t: m.Task) -> dict:
                             "Sites": [t.site] if t.site else []},
         "Result": t.result or {},
         "Error": {"Code": t.error_code, "Message": t.error_message} if t.state == "Failed" else None,
+        "CompleteReason": t.error_message if t.state == "Failed" else "",
+        "IsCancellable": False,
     }
 
 
@@ -42,8 +46,8 @@ def alert(a: m.Alert) -> dict:
     return {
         "AlertIdentifier": a.identifier,
         "Code": a.code,
-        "Level": a.level,
-        "Entity": a.entity,
+        "Level": enums.AlertLevel.of(a.level),
+        "Entity": enums.AlertEntity.of(a.entity),
         "EntityIdentifier": a.entity_id,
         "Description": a.description,
         "TurnedOn": iso(a.raised_at),
@@ -57,7 +61,8 @@ def alert(a: m.Alert) -> dict:
 def event(e: m.Event) -> dict:
     return {
         "EventIdentifier": e.identifier,
-        "EventType": e.kind,
+        "EventType": enums.event_type(e.kind),
+        "EventKind": e.kind,
         "Category": e.category,
         "User": e.user,
         "Description": e.description,

@@ -4,6 +4,8 @@ OpenAPI document publishes them (``components.schemas``). Field names follow the
 
 from __future__ import annotations
 
+from zvm import enums
+from zvm.api.validate import ENUM_KEYWORD
 from zvm.models import ROLES as USER_ROLES
 
 
@@ -60,11 +62,27 @@ def obj(properties: dict, *, required: list[str] | None = None, closed: bool = F
     return out
 
 
+def enum(table: type[enums.ZertoEnum], description: str = "", *, nullable: bool = False) -> dict:
+    """A Zerto enumeration: answered as its number, taken as the number or the name (any case)."""
+    values = ", ".join(f"{int(m)} {m.name}" for m in sorted(table, key=int))
+    out: dict = {ENUM_KEYWORD: table.__name__,
+                 "description": f"{description + ' ' if description else ''}{table.__name__}: {values} "
+                                "(the name, in any case, is taken too)."}
+    if nullable:
+        out["nullable"] = True
+    return out
+
+
 def date_time(description: str = "", *, nullable: bool = False) -> dict:
     return string(description, nullable=nullable, format="date-time")
 
 
 IDENT = string(minLength=1, maxLength=255)
+BOOT_GROUP_LIST = {"type": "array", "items": ref("VpgSettingsBootGroup"), "maxItems": 64}
+BOOT_GROUPS = {"anyOf": [BOOT_GROUP_LIST, obj({"BootGroups": BOOT_GROUP_LIST}, closed=True)],
+               "description": "Zerto's {\"BootGroups\": [...]} or the list alone."}
+VM_IDENTIFIERS = {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 1024,
+                  "description": "Some VMs of the VPG (their VmIdentifier); leave out for all of them."}
 
 
 def ip_settings(description: str) -> dict:
@@ -107,7 +125,7 @@ COMPONENTS: dict[str, dict] = {
         "Message": string("What went wrong and what to do about it."),
         "Field": string("The request field at fault, when there is one.", nullable=True),
     }),
-    "TaskId": obj({"TaskIdentifier": string("Follow it with GET /v1/tasks/{TaskIdentifier}.")}),
+    "TaskId": string("The task's identifier, a bare JSON string: follow it with GET /v1/tasks/{taskIdentifier}."),
     "Session": obj({
         "User": string(),
         "Role": string(enum=ROLES),
@@ -135,7 +153,7 @@ COMPONENTS: dict[str, dict] = {
         "Location": string(),
         "HostName": string(),
         "Port": integer(),
-        "PairingStatus": string(enum=["Paired", "Unreachable", "Unpairing"]),
+        "PairingStatus": enum(enums.PairingStatus),
         "PairedAt": date_time(),
         "LastSeenAt": date_time(nullable=True),
         "Version": string(),
@@ -193,7 +211,7 @@ COMPONENTS: dict[str, dict] = {
         "HostIdentifier": string(),
         "HostName": string(),
         "VmIdentifier": string(nullable=True),
-        "State": string(enum=VRA_STATES),
+        "State": enum(enums.VraStatus),
         "Reachable": boolean(),
         "DatastoreIdentifier": string(),
         "NetworkIdentifier": string(),
@@ -203,6 +221,8 @@ COMPONENTS: dict[str, dict] = {
         "Version": string(),
         "LastSeenAt": date_time(nullable=True),
         "ProtectedVmsCount": integer(),
+        "InventoryHostIdentifier": string("The host the site's vCenter inventory has the VRA's VM on; null until "
+                                          "the inventory lists it (VRAs are never in the VM lists).", nullable=True),
     }),
     "VraInstall": obj({
         "HostIdentifier": IDENT,
@@ -214,31 +234,58 @@ COMPONENTS: dict[str, dict] = {
     # --- vpgSettings
     "VpgSettingsBasic": obj({
         "Name": string(minLength=1, maxLength=255, pattern=r"\S"),
+        "ProtectedSiteIdentifier": string("This site (read-only).", nullable=True, maxLength=255),
         "RecoverySiteIdentifier": string(nullable=True, maxLength=255),
         "RpoInSeconds": integer("Alert when the actual RPO exceeds this.", minimum=10, maximum=86400),
         "JournalHistoryInHours": integer(minimum=1, maximum=720),
-        "Priority": string(enum=PRIORITIES),
+        "Priority": enum(enums.VpgPriority),
         "UseWanCompression": boolean(),
-    }, closed=True),
-    "VpgSettingsJournal": obj({
+        "TestIntervalInMinutes": integer("Not supported: only null.", nullable=True),
+        "ServiceProfileIdentifier": string("Not supported: only null.", nullable=True),
+        "ZorgIdentifier": string("Not supported: only null.", nullable=True),
+    }, required=[], closed=True),
+    "VpgSettingsJournalLimitation": obj({
         "HardLimitInMB": integer("0: no limit.", minimum=0, maximum=2**40),
         "WarningThresholdInMB": integer("0: no warning.", minimum=0, maximum=2**40),
+        "HardLimitInPercent": integer("Not supported: only null or 0.", nullable=True),
+        "WarningThresholdInPercent": integer("Not supported: only null or 0.", nullable=True),
+    }, required=[], closed=True),
+    "VpgSettingsJournal": obj({
         "DatastoreIdentifier": string(nullable=True, maxLength=255),
-    }, closed=True),
+        "Limitation": ref("VpgSettingsJournalLimitation"),
+        "DatastoreClusterIdentifier": string("Not supported: only null.", nullable=True),
+        "HardLimitInMB": integer("The same as Limitation.HardLimitInMB (this API's older form).", minimum=0,
+                                 maximum=2**40),
+        "WarningThresholdInMB": integer("The same as Limitation.WarningThresholdInMB (older form).", minimum=0,
+                                        maximum=2**40),
+    }, required=[], closed=True),
     "VpgSettingsRecovery": obj({
         "DefaultHostIdentifier": string(nullable=True, maxLength=255),
         "DefaultHostClusterIdentifier": string(nullable=True, maxLength=255),
         "DefaultDatastoreIdentifier": string(nullable=True, maxLength=255),
         "DefaultFolderIdentifier": string(nullable=True, maxLength=255),
-    }, closed=True),
+        "DefaultDatastoreClusterIdentifier": string("Not supported: only null.", nullable=True),
+        "ResourcePoolIdentifier": string("Not supported: only null.", nullable=True),
+    }, required=[], closed=True),
+    "VpgSettingsNetwork": obj({
+        "Hypervisor": obj({"DefaultNetworkIdentifier": string(nullable=True, maxLength=255)}, closed=True,
+                          nullable=True),
+        "VCD": {"description": "Not supported: only null.", "nullable": True, "type": "object"},
+        "PublicCloud": {"description": "Not supported: only null.", "nullable": True, "type": "object"},
+    }, required=[], closed=True),
     "VpgSettingsNetworks": obj({
-        "FailoverNetworkIdentifier": string(nullable=True, maxLength=255),
-        "FailoverTestNetworkIdentifier": string(nullable=True, maxLength=255),
-    }, closed=True),
+        "Failover": ref("VpgSettingsNetwork"),
+        "FailoverTest": ref("VpgSettingsNetwork"),
+        "FailoverNetworkIdentifier": string("The same as Failover.Hypervisor.DefaultNetworkIdentifier (this API's "
+                                            "older form).", nullable=True, maxLength=255),
+        "FailoverTestNetworkIdentifier": string("The same as FailoverTest.Hypervisor.DefaultNetworkIdentifier "
+                                                "(older form).", nullable=True, maxLength=255),
+    }, required=[], closed=True),
     "VpgSettingsBootGroup": obj({
         "Name": string(minLength=1, maxLength=255),
         "BootDelayInSeconds": integer(minimum=0, maximum=3600),
-    }, closed=True),
+        "BootGroupIdentifier": string("The group's name (boot groups are named here).", nullable=True),
+    }, required=["Name", "BootDelayInSeconds"], closed=True),
     "VpgSettingsNic": obj({
         "NicIdentifier": string("The NIC, e.g. 'Network adapter 1' (its order on the recovered VM).",
                                 minLength=1, maxLength=255),
@@ -248,17 +295,34 @@ COMPONENTS: dict[str, dict] = {
     "VpgSettingsVm": obj({
         "VmIdentifier": IDENT,
         "BootGroupName": string(nullable=True, maxLength=255),
+        "BootGroupIdentifier": string("The boot group's name (the same as BootGroupName).", nullable=True,
+                                      maxLength=255),
         "Nics": {"type": "array", "items": ref("VpgSettingsNic"), "maxItems": 10,
                  "description": "Re-IP of the recovered VM's NICs, in order."},
+        "Recovery": {"description": "Not supported (per-VM recovery settings): only null.", "nullable": True,
+                     "type": "object"},
+        "Journal": {"description": "Not supported (per-VM journal): only null.", "nullable": True,
+                    "type": "object"},
+        "Volumes": {"description": "Not supported (per-volume settings): only null or empty.", "nullable": True,
+                    "type": "array"},
     }, required=["VmIdentifier"], closed=True),
     "VpgSettingsInput": obj({
         "Basic": ref("VpgSettingsBasic"),
         "Journal": ref("VpgSettingsJournal"),
         "Recovery": ref("VpgSettingsRecovery"),
         "Networks": ref("VpgSettingsNetworks"),
-        "BootGroups": {"type": "array", "items": ref("VpgSettingsBootGroup"), "maxItems": 64},
+        "BootGroups": BOOT_GROUPS,
         "Vms": {"type": "array", "items": ref("VpgSettingsVm"), "maxItems": 1024},
-    }, closed=True),
+        "VpgSettingsIdentifier": string("Read-only.", nullable=True),
+        "VpgIdentifier": string("Read-only.", nullable=True),
+        "CreatedBy": string("Read-only.", nullable=True),
+        "CreatedAt": string("Read-only.", nullable=True),
+        "Scripting": {"description": "Not supported (pre/post-recovery scripts): only null commands.",
+                      "nullable": True, "type": "object"},
+        "Backup": {"description": "Not supported: only null.", "nullable": True, "type": "object"},
+        "LongTermRetention": {"description": "Not supported: only null.", "nullable": True, "type": "object"},
+        "Protected": {"description": "Not supported: only null.", "nullable": True, "type": "object"},
+    }, required=[], closed=True),
     "VpgSettings": obj({
         "VpgSettingsIdentifier": string(),
         "VpgIdentifier": string("The VPG this draft edits; null for a new VPG.", nullable=True),
@@ -268,22 +332,22 @@ COMPONENTS: dict[str, dict] = {
         "Journal": ref("VpgSettingsJournal"),
         "Recovery": ref("VpgSettingsRecovery"),
         "Networks": ref("VpgSettingsNetworks"),
-        "BootGroups": array_of("VpgSettingsBootGroup"),
+        "BootGroups": obj({"BootGroups": array_of("VpgSettingsBootGroup")}),
         "Vms": array_of("VpgSettingsVm"),
+        "Scripting": {"nullable": True, "type": "object"},
     }),
     "VpgSettingsCreate": obj({
         "VpgIdentifier": string("Edit this VPG; leave out to create a new one.", minLength=1, maxLength=255),
     }, required=[], closed=True),
-    "VpgSettingsId": obj({"VpgSettingsIdentifier": string()}),
     # --- VPGs
     "VpgVolume": obj({"VolumeIdentifier": string(), "DiskKey": integer(), "FileName": string(),
                       "ProvisionedSizeInBytes": integer(), "RecoveryDatastoreIdentifier": string(nullable=True)}),
     "Vpg": obj({
         "VpgIdentifier": string(),
         "VpgName": string(),
-        "Status": string(enum=VPG_STATUSES),
-        "SubStatus": string(enum=VPG_SUBSTATUSES),
-        "Priority": string(enum=PRIORITIES),
+        "Status": enum(enums.VpgStatus),
+        "SubStatus": enum(enums.VpgSubStatus),
+        "Priority": enum(enums.VpgPriority),
         "ProtectedSite": obj({"SiteIdentifier": string(), "SiteName": string()}),
         "RecoverySite": obj({"SiteIdentifier": string(), "SiteName": string()}),
         "VmsCount": integer(),
@@ -318,9 +382,9 @@ COMPONENTS: dict[str, dict] = {
         "VmName": string(),
         "VpgIdentifier": string(),
         "VpgName": string(),
-        "Status": string(enum=VPG_STATUSES),
-        "SubStatus": string(enum=VPG_SUBSTATUSES),
-        "Priority": string(enum=PRIORITIES),
+        "Status": enum(enums.VpgStatus),
+        "SubStatus": enum(enums.VpgSubStatus),
+        "Priority": enum(enums.VpgPriority),
         "ActualRPO": integer(nullable=True),
         "ProtectedSite": obj({"SiteIdentifier": string(), "SiteName": string()}),
         "RecoverySite": obj({"SiteIdentifier": string(), "SiteName": string()}),
@@ -332,39 +396,56 @@ COMPONENTS: dict[str, dict] = {
     "FailoverTestInput": obj({
         "CheckpointIdentifier": string("The checkpoint to test; leave out for the newest.", nullable=True,
                                        minLength=1, maxLength=255),
+        "VmIdentifiers": VM_IDENTIFIERS,
         "ScratchLimitInMB": integer("What the test VMs may write in all (scratch); past it the test is stopped "
-                                    "with an alert. 0: no limit. Default: the journal's hard limit.",
-                                    minimum=0, maximum=2**40),
+                                    "with an alert. 0: no limit. Default: the journal's hard limit (an "
+                                    "addition).", minimum=0, maximum=2**40),
     }, required=[], closed=True),
     "FailoverTestStopInput": obj({
         "FailoverTestSuccess": boolean("The test's result as you judged it (default true)."),
-        "FailoverTestSummary": string("Notes kept with the test's result.", maxLength=4000),
+        "FailoverTestSummary": string("Notes kept with the test's result.", maxLength=4000, nullable=True),
     }, required=[], closed=True),
     "FailoverInput": obj({
         "CheckpointIdentifier": string("The checkpoint to recover to; leave out for the newest.", nullable=True,
                                        minLength=1, maxLength=255),
-        "ShutdownPolicy": string("The source VMs, when their site answers: None (left as they are), Shutdown "
-                                 "(graceful; the failover fails if one is not off in time), ForceShutdown "
-                                 "(graceful, then powered off after the timeout).", enum=SHUTDOWN_POLICIES),
-        "ShutdownTimeoutInSeconds": integer(minimum=1, maximum=86400),
-        "CommitPolicy": string("After the VMs are up: Commit or Rollback once the timeout passed, or None "
-                               "(wait for FailoverCommit or FailoverRollback).", enum=COMMIT_POLICIES),
-        "CommitPolicyTimeoutInSeconds": integer(minimum=0, maximum=86400),
+        "CommitPolicy": enum(enums.CommitPolicy, "After the VMs are up: Commit or Rollback once "
+                             "TimeToWaitBeforeShutdownInSec passed, or None (wait for FailoverCommit or "
+                             "FailoverRollback; the default)."),
+        "TimeToWaitBeforeShutdownInSec": integer("How long the failover waits before commit before the commit "
+                                                 "policy applies (default 3600).", minimum=0, maximum=86400),
+        "ShutdownPolicy": enum(enums.ShutdownPolicy, "The source VMs, when their site answers: None (left as "
+                               "they are), Shutdown (graceful; the failover fails if one is not off in time), "
+                               "ForceShutdown (graceful, then powered off after ShutdownTimeoutInSeconds)."),
+        "ShutdownTimeoutInSeconds": integer("How long a graceful shutdown may take (an addition; default 300).",
+                                            minimum=1, maximum=86400),
         "ReverseProtection": boolean("On commit, protect the recovered VMs back to the original site."),
+        "VmIdentifiers": VM_IDENTIFIERS,
+        "CommitPolicyTimeoutInSeconds": integer("The same as TimeToWaitBeforeShutdownInSec (this API's older "
+                                                "name).", minimum=0, maximum=86400),
     }, required=[], closed=True),
     "FailoverCommitInput": obj({
-        "ReverseProtection": boolean("Protect the recovered VMs back to the original site (default: as ordered). "
-                                     "Their source VMs then leave the original vCenter's inventory (their disks "
-                                     "become the replicas); without it they stay there, powered off."),
+        "IsReverseProtection": boolean("Protect the recovered VMs back to the original site (default: as "
+                                       "ordered). Their source VMs then leave the original vCenter's inventory "
+                                       "(their disks become the replicas); without it they stay there, powered "
+                                       "off."),
+        "ReverseProtection": boolean("The same as IsReverseProtection."),
+        "KeepSourceVms": boolean("Not supported: only false (the source VMs are kept powered off without "
+                                 "reverse protection, removed with it)."),
     }, required=[], closed=True),
     "MoveInput": obj({
-        "CommitPolicy": string("After the VMs are up: Commit (default) or Rollback once the timeout passed, or "
-                               "None.", enum=COMMIT_POLICIES),
-        "CommitPolicyTimeoutInSeconds": integer(minimum=0, maximum=86400),
+        "CommitPolicy": enum(enums.CommitPolicy, "After the VMs are up: Commit (default) or Rollback once "
+                             "CommitPolicyTimeout passed, or None."),
+        "CommitPolicyTimeout": integer("Seconds before commit before the commit policy applies (default 0).",
+                                       minimum=0, maximum=86400),
         "ForceShutdown": boolean("Power the source VMs off when a graceful shutdown takes longer than the "
                                  "timeout (default true)."),
-        "ShutdownTimeoutInSeconds": integer(minimum=1, maximum=86400),
+        "ShutdownTimeoutInSeconds": integer("How long a graceful shutdown may take (an addition).", minimum=1,
+                                            maximum=86400),
         "ReverseProtection": boolean("On commit, protect the moved VMs back to the original site (default true)."),
+        "KeepSourceVms": boolean("Not supported: only false."),
+        "ContinueOnPreScriptFailure": boolean("Not supported: only false (no pre-recovery scripts run)."),
+        "CommitPolicyTimeoutInSeconds": integer("The same as CommitPolicyTimeout (this API's older name).",
+                                                minimum=0, maximum=86400),
     }, required=[], closed=True),
     "RecoveryDisk": obj({"VolumeIdentifier": string(), "Export": string(nullable=True),
                          "Uri": string("The NBD URI the recovered VM's disk is served at (before commit).",
@@ -400,8 +481,8 @@ COMPONENTS: dict[str, dict] = {
     # --- tasks, alerts, events
     "Task": obj({
         "TaskIdentifier": string(),
-        "Type": string(),
-        "Status": obj({"State": string(enum=TASK_STATES), "Progress": integer(minimum=0, maximum=100)}),
+        "Type": enum(enums.TaskType),
+        "Status": obj({"State": enum(enums.TaskState), "Progress": integer(minimum=0, maximum=100)}),
         "Step": string("What the task is doing, or why it stopped."),
         "InitiatedBy": string(),
         "Created": date_time(),
@@ -412,12 +493,14 @@ COMPONENTS: dict[str, dict] = {
                                 "Sites": {"type": "array", "items": string()}}),
         "Result": {"type": "object", "description": "What the task produced (identifiers)."},
         "Error": obj({"Code": string(), "Message": string()}, nullable=True),
+        "CompleteReason": string("Why a failed task failed; empty otherwise."),
+        "IsCancellable": boolean("Tasks cannot be cancelled here."),
     }),
     "Alert": obj({
         "AlertIdentifier": string(),
         "Code": string(),
-        "Level": string(enum=["Warning", "Error"]),
-        "Entity": string(enum=["Vpg", "Vra", "Site"]),
+        "Level": enum(enums.AlertLevel),
+        "Entity": enum(enums.AlertEntity),
         "EntityIdentifier": string(),
         "Description": string(),
         "TurnedOn": date_time(),
@@ -428,7 +511,8 @@ COMPONENTS: dict[str, dict] = {
     }),
     "Event": obj({
         "EventIdentifier": string(),
-        "EventType": string("The operation, e.g. CreateVpg, PauseVpg, InstallVra, Login."),
+        "EventType": enum(enums.EventType, "Zerto's event type; Unknown (0) for this product's own operations."),
+        "EventKind": string("The operation, e.g. CreateVpg, PauseVpg, InstallVra, Login (an addition)."),
         "Category": string(),
         "User": string(),
         "Description": string(),

@@ -6,12 +6,14 @@ from __future__ import annotations
 import secrets
 import time
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import current_user, note_entity, service
 from zvm.api.queue import queue_task
 from zvm.api.spec import ApiBlueprint, Param
 from zvm.errors import ConflictError, NotFoundError
+from zvm.vpg_settings import vra_appliance
 
 localsite = ApiBlueprint("localsite", __name__, tag="LocalSite", description="This ZVM's own site.")
 peersites = ApiBlueprint("peersites", __name__, tag="PeerSites",
@@ -37,7 +39,7 @@ def get_local_site():
 def _peer_json(peer: m.PeerSite) -> dict:
     return {
         "SiteIdentifier": peer.site.identifier, "PeerSiteName": peer.site.name, "Location": peer.site.location,
-        "HostName": peer.host_name, "Port": peer.port, "PairingStatus": peer.state,
+        "HostName": peer.host_name, "Port": peer.port, "PairingStatus": enums.PairingStatus.of(peer.state),
         "PairedAt": render.iso(peer.paired_at), "LastSeenAt": render.iso(peer.last_seen),
         "Version": peer.site.version,
     }
@@ -214,7 +216,7 @@ def vm_json(r: dict, vpg: str | None) -> dict:
                   response=schemas.array_of("VirtualizationVm"))
 def list_vms(siteIdentifier, query):
     site = get_site(siteIdentifier)
-    q = m.InvVm.select().where(m.InvVm.site == site)
+    q = m.InvVm.select().where(m.InvVm.site == site, ~vra_appliance(site))  # VRAs are never protectable
     if "folderIdentifier" in query:
         q = q.where(m.InvVm.folder == query["folderIdentifier"])
     if "hostIdentifier" in query:

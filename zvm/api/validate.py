@@ -26,33 +26,45 @@ from datetime import datetime
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema import ValidationError as SchemaError
 
+from zvm.enums import TABLES
 from zvm.errors import ValidationError
 
 _ARTICLE = {"integer": "an integer", "array": "an array", "object": "an object"}
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$")
 
 
 def parse_date_time(text: str) -> datetime:
-    """RFC 3339 date-time -> aware datetime; raises ValueError."""
+    """A date and time as people and Zerto's clients write them -> aware datetime; raises ValueError.
+
+    RFC 3339 (``2026-12-05T06:49:10.5Z``), without seconds (``2026-12-05T06:49Z``), without a zone (UTC, as
+    Zerto's API takes it: ``2026-12-05T06:49:10``) or a date alone (``2026-12-05``: midnight UTC)."""
     match = _DATE_TIME.match(text)
     if not match:
         raise ValueError(text)
-    text = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
-    if text[17:19] == "60":  # a leap second: Python's datetime has none
-        text = text[:17] + "59" + text[19:]
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(text)
-    return value
+    day, hm, seconds, _, zone = match.groups()
+    seconds = (seconds or ":00")[1:]
+    if seconds[:2] == "60":  # a leap second: Python's datetime has none
+        seconds = "59" + seconds[2:]
+    zone = (zone or "Z").upper().replace("Z", "+00:00")
+    if len(zone) == 5:  # +0100
+        zone = zone[:3] + ":" + zone[3:]
+    return datetime.fromisoformat(f"{day}T{hm or '00:00'}:{seconds}{zone}")
 
 
-def timestamp_of(text: str) -> float:
-    """A checked date-time -> seconds since the epoch (clamped at the ends of datetime's range)."""
+def is_date_only(text: str) -> bool:
+    match = _DATE_TIME.match(text)
+    return bool(match) and match.group(2) is None
+
+
+def timestamp_of(text: str, *, end: bool = False) -> float:
+    """A checked date-time -> seconds since the epoch (clamped at the ends of datetime's range). With ``end``,
+    a date alone means the end of that day (an end date includes its day)."""
     value = parse_date_time(text)
     try:
-        return value.timestamp()
+        stamp = value.timestamp()
     except (OverflowError, ValueError):
         return -1e12 if value.year < 1970 else 1e12
+    return stamp + 86400 - 1e-6 if end and is_date_only(text) else stamp
 
 
 def _where(path: str) -> str:
@@ -83,8 +95,20 @@ def _nullable(validator, nullable, instance, schema):
     return iter(())  # read by type and enum
 
 
-# Draft 2020-12 with OpenAPI 3.0's nullable
-_Validator = validators.extend(Draft202012Validator, {"type": _type, "enum": _enum, "nullable": _nullable})
+def _zvr_enum(validator, name, instance, schema):
+    """A Zerto enumeration (zvm/enums.py): its number or its name in any case."""
+    if instance is None and schema.get("nullable"):
+        return
+    try:
+        TABLES[name].parse(instance)
+    except ValueError as exc:
+        yield SchemaError(str(exc))
+
+
+ENUM_KEYWORD = "x-zvr-enum"
+# Draft 2020-12 with OpenAPI 3.0's nullable, and the Zerto enumerations
+_Validator = validators.extend(Draft202012Validator, {"type": _type, "enum": _enum, "nullable": _nullable,
+                                                             ENUM_KEYWORD: _zvr_enum})
 _FORMATS = FormatChecker(formats=())
 
 
@@ -140,7 +164,7 @@ def _validator(schema: Mapping, components: Mapping) -> Draft202012Validator:
 
 # the order the checks are read in at one level (see the module docstring); children come under items
 # and properties
-_RANK = {"type": 0, "enum": 1, "minimum": 2, "maximum": 2, "minLength": 3, "maxLength": 3, "pattern": 4,
+_RANK = {"type": 0, "enum": 1, ENUM_KEYWORD: 1, "minimum": 2, "maximum": 2, "minLength": 3, "maxLength": 3, "pattern": 4,
          "format": 5, "minItems": 6, "maxItems": 6, "items": 7, "required": 8, "additionalProperties": 9,
          "properties": 10}
 _OTHER = 11
@@ -184,6 +208,8 @@ def _translated(error: SchemaError, path: str) -> ValidationError:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         kind = next((t for t in types if t != "null"), types[0])
         return ValidationError(f"{_where(where)} must be {_ARTICLE.get(kind, 'a ' + kind)}", field=where)
+    if keyword == ENUM_KEYWORD:
+        return ValidationError(f"{_where(where)} must be {error.message}", field=where)
     if keyword == "enum":
         choices = ", ".join(repr(c) for c in schema["enum"])
         return ValidationError(f"{_where(where)} must be one of {choices}", field=where)
@@ -203,7 +229,7 @@ def _translated(error: SchemaError, path: str) -> ValidationError:
         "minLength": f"must be at least {schema.get('minLength')} character(s) long",
         "maxLength": f"must be at most {schema.get('maxLength')} characters long",
         "pattern": f"must match {schema.get('pattern')}",
-        "format": "must be a date and time like 2024-05-01T12:00:00Z",
+        "format": "must be a date and time like 2024-05-01T12:00:00Z (or 2024-05-01, or 2024-05-01T12:00Z)",
         "minItems": f"needs at least {schema.get('minItems')} item(s)",
         "maxItems": f"takes at most {schema.get('maxItems')} items",
     }
@@ -211,32 +237,66 @@ def _translated(error: SchemaError, path: str) -> ValidationError:
     return ValidationError(f"{_where(where)} {text or 'is not valid: ' + error.message}", field=where)
 
 
-def _integers(value, schema: Mapping, components: Mapping):
-    """JSON numbers that are integers (2.0) as ``int`` where the schema says integer."""
+def _typed(value, schema: Mapping, components: Mapping):
+    """JSON numbers that are integers (2.0) as ``int`` where the schema says integer, and enumerations as
+    their members (zvm/enums.py)."""
     schema = _resolve(schema, components)
     if not isinstance(schema, Mapping):
         return value
     if schema.get("type") == "integer" and isinstance(value, float):
         return int(value)
+    if ENUM_KEYWORD in schema and value is not None:
+        return TABLES[schema[ENUM_KEYWORD]].parse(value)
     if isinstance(value, list) and "items" in schema:
-        return [_integers(v, schema["items"], components) for v in value]
+        return [_typed(v, schema["items"], components) for v in value]
     if isinstance(value, dict):
         props = schema.get("properties") or {}
-        return {k: _integers(v, props[k], components) if k in props else v for k, v in value.items()}
+        return {k: _typed(v, props[k], components) if k in props else v for k, v in value.items()}
     return value
+
+
+def canonical_keys(value, schema: Mapping, components: Mapping, path: str = ""):
+    """Field names as the schema spells them: the API's JSON binding is case-insensitive on input, like
+    Zerto's (``checkpointName`` is ``CheckpointName``). Two spellings of one field are refused."""
+    schema = _resolve(schema, components)
+    if not isinstance(schema, Mapping):
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [canonical_keys(v, schema["items"], components, f"{path}[{i}]") for i, v in enumerate(value)]
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key) or ():
+            value = canonical_keys(value, sub, components, path)
+    if not isinstance(value, dict):
+        return value
+    props = schema.get("properties") or {}
+    spelled = {name.lower(): name for name in props}
+    out: dict = {}
+    for key, item in value.items():
+        name = spelled.get(key.lower(), key) if isinstance(key, str) else key
+        if name in out:
+            field = f"{path}.{name}" if path else name
+            raise ValidationError(f"{field} is given twice (field names are case-insensitive): give it once",
+                                  field=field)
+        sub = props.get(name)
+        out[name] = canonical_keys(item, sub, components, f"{path}.{name}" if path else name) \
+            if sub is not None else item
+    return out
 
 
 def check(value, schema: Mapping, path: str = "", components: Mapping | None = None):
     """Raise ValidationError (with ``field`` = path) if ``value`` does not match ``schema``.
 
-    Returns the value with JSON numbers that are integers turned into ``int`` where the schema says integer.
+    Field names are first spelled as the schema does (case-insensitive input). Returns the value with JSON
+    numbers that are integers turned into ``int`` where the schema says integer, and enumerations turned
+    into their members.
     """
     components = components or {}
+    value = canonical_keys(value, schema, components, path)
     errors = list(_validator(schema, components).iter_errors(value))
     if errors:
         first = min(errors, key=lambda e: _order(e, schema, components))
         raise _translated(first, path)
-    return _integers(value, schema, components)
+    return _typed(value, schema, components)
 
 
 def coerce_query(raw: str, schema: Mapping, name: str):

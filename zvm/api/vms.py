@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import operator
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import schemas
 from zvm.api.spec import ApiBlueprint, Param
@@ -45,8 +46,9 @@ def _rows(where=None) -> list[dict]:
         vols = volumes.get(vm_id, [])
         out.append({
             "VmIdentifier": vm_moid, "VmName": name, "VpgIdentifier": vpg_id,
-            "VpgName": vpg_name, "Status": status, "SubStatus": substatus,
-            "Priority": priority, "ActualRPO": rpo,
+            "VpgName": vpg_name, "Status": enums.VpgStatus.of(status),
+            "SubStatus": enums.VpgSubStatus.of(substatus),
+            "Priority": enums.VpgPriority.of(priority), "ActualRPO": rpo,
             "ProtectedSite": {"SiteIdentifier": p_id, "SiteName": p_name},
             "RecoverySite": {"SiteIdentifier": r_id, "SiteName": r_name},
             "BootGroupName": boot_group,
@@ -59,7 +61,7 @@ def _rows(where=None) -> list[dict]:
 @bp.operation("GET", "/vms", summary="Protected VMs", response=schemas.array_of("ProtectedVm"),
               query=[Param("vpgIdentifier", schemas.string(maxLength=255)),
                      Param("vmName", schemas.string(maxLength=255)),
-                     Param("status", schemas.string(enum=schemas.VPG_STATUSES))])
+                     Param("status", schemas.enum(enums.VpgStatus))])
 def list_protected_vms(query):
     where = None
     clauses = []
@@ -68,7 +70,7 @@ def list_protected_vms(query):
     if "vmName" in query:
         clauses.append(m.VpgVm.name == query["vmName"])
     if "status" in query:
-        clauses.append(m.Vpg.status == query["status"])
+        clauses.append(m.Vpg.status == query["status"].internal)
     if clauses:
         where = functools.reduce(operator.and_, clauses)
     return _rows(where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import note_entity, service
@@ -41,8 +42,8 @@ def vpg_query() -> peewee.ModelSelect:
 
 def vpg_json(r: dict) -> dict:
     return {
-        "VpgIdentifier": r["identifier"], "VpgName": r["name"], "Status": r["status"],
-        "SubStatus": r["substatus"], "Priority": r["priority"],
+        "VpgIdentifier": r["identifier"], "VpgName": r["name"], "Status": enums.VpgStatus.of(r["status"]),
+        "SubStatus": enums.VpgSubStatus.of(r["substatus"]), "Priority": enums.VpgPriority.of(r["priority"]),
         "ProtectedSite": {"SiteIdentifier": r["p_id"], "SiteName": r["p_name"]},
         "RecoverySite": {"SiteIdentifier": r["r_id"], "SiteName": r["r_name"]},
         "VmsCount": int(r["vms_count"]), "ConfiguredRpoSeconds": r["rpo_threshold_seconds"],
@@ -60,9 +61,9 @@ def vpg_json(r: dict) -> dict:
 
 @bp.operation("GET", "/vpgs", summary="VPGs, optionally filtered", response=schemas.array_of("Vpg"),
               query=[Param("name", schemas.string(maxLength=255), "Exact VPG name."),
-                     Param("status", schemas.string(enum=schemas.VPG_STATUSES)),
-                     Param("subStatus", schemas.string(enum=schemas.VPG_SUBSTATUSES)),
-                     Param("priority", schemas.string(enum=schemas.PRIORITIES)),
+                     Param("status", schemas.enum(enums.VpgStatus)),
+                     Param("subStatus", schemas.enum(enums.VpgSubStatus)),
+                     Param("priority", schemas.enum(enums.VpgPriority)),
                      Param("protectedSiteIdentifier", schemas.string(maxLength=255)),
                      Param("recoverySiteIdentifier", schemas.string(maxLength=255))])
 def list_vpgs(query):
@@ -70,11 +71,11 @@ def list_vpgs(query):
     if "name" in query:
         q = q.where(m.Vpg.name == query["name"])
     if "status" in query:
-        q = q.where(m.Vpg.status == query["status"])
+        q = q.where(m.Vpg.status == query["status"].internal)
     if "subStatus" in query:
-        q = q.where(m.Vpg.substatus == query["subStatus"])
+        q = q.where(m.Vpg.substatus == query["subStatus"].internal)
     if "priority" in query:
-        q = q.where(m.Vpg.priority == query["priority"])
+        q = q.where(m.Vpg.priority == query["priority"].internal)
     for param, column in (("protectedSiteIdentifier", m.Vpg.protected_site),
                           ("recoverySiteIdentifier", m.Vpg.recovery_site)):
         if param in query:
@@ -179,7 +180,7 @@ def list_checkpoints(vpgIdentifier, query):
     if "startDate" in query:
         q = q.where(m.Checkpoint.timestamp >= timestamp_of(query["startDate"]))
     if "endDate" in query:
-        q = q.where(m.Checkpoint.timestamp <= timestamp_of(query["endDate"]))
+        q = q.where(m.Checkpoint.timestamp <= timestamp_of(query["endDate"], end=True))
     if query.get("taggedOnly"):
         q = q.where(m.Checkpoint.tag.is_null(False))
     if query.get("consistentOnly"):

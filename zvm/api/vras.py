@@ -7,6 +7,7 @@ import ipaddress
 import peewee
 from flask import g, request
 
+from zvm import enums
 from zvm import models as m
 from zvm.api import render, schemas
 from zvm.api.context import note_entity, service
@@ -14,6 +15,7 @@ from zvm.api.queue import queue_task
 from zvm.api.spec import ENROLLMENT_TOKEN_HEADER, ApiBlueprint, Param
 from zvm.errors import ConflictError, NotFoundError, ValidationError
 from zvm.peer.enrollment import peer_ca_pems, site_enrollment
+from zvm.vpg_settings import vra_appliance
 
 bp = ApiBlueprint("vras", __name__, tag="Vras",
                   description="Virtual Replication Appliances: one per ESXi host of the site.")
@@ -33,16 +35,23 @@ def _protected_counts(site: m.Site) -> dict[str, int]:
     return {host: count for host, count in rows}
 
 
-def _vra_json(v: m.Vra, site_identifier: str, counts: dict[str, int]) -> dict:
+def _inventory_hosts(site: m.Site) -> dict[str, str | None]:
+    """VRA appliance VM name -> the host the site's inventory has it on (VRAs are not in the VM lists)."""
+    rows = m.InvVm.select(m.InvVm.name, m.InvVm.host).where(m.InvVm.site == site, vra_appliance(site)).tuples()
+    return dict(rows)
+
+
+def _vra_json(v: m.Vra, site_identifier: str, counts: dict[str, int], inventory: dict[str, str | None]) -> dict:
     return {
         "VraIdentifier": v.identifier, "VraName": v.name, "SiteIdentifier": site_identifier,
-        "HostIdentifier": v.host_moid, "HostName": v.host_name, "VmIdentifier": v.vm_moid, "State": v.state,
+        "HostIdentifier": v.host_moid, "HostName": v.host_name, "VmIdentifier": v.vm_moid, "State": enums.VraStatus.of(v.state), "Status": enums.VraStatus.of(v.state),
         "Reachable": bool(v.reachable), "DatastoreIdentifier": v.datastore_moid,
         "NetworkIdentifier": v.network_moid, "MemoryInGB": v.memory_gb,
         "VraNetworkDataApi": {"VraIPConfigurationTypeApi": v.ip_mode, "VraIPAddress": v.ip_address,
                               "SubnetMask": v.subnet_mask, "DefaultGateway": v.gateway},
         "ControlAddress": v.control_address, "Version": v.version, "LastSeenAt": render.iso(v.last_seen),
         "ProtectedVmsCount": counts.get(v.host_moid, 0),
+        "InventoryHostIdentifier": inventory.get(v.name),
     }
 
 
@@ -54,23 +63,23 @@ def get_vra(identifier: str) -> m.Vra:
 
 
 @bp.operation("GET", "/vras", summary="VRAs of this site", response=schemas.array_of("Vra"),
-              query=[Param("state", schemas.string(enum=schemas.VRA_STATES)),
+              query=[Param("state", schemas.enum(enums.VraStatus)),
                      Param("hostIdentifier", schemas.string(maxLength=255))])
 def list_vras(query):
     site = service().local_site()
     q = m.Vra.select().where(m.Vra.site == site).order_by(m.Vra.host_name)
     if "state" in query:
-        q = q.where(m.Vra.state == query["state"])
+        q = q.where(m.Vra.state == query["state"].internal)
     if "hostIdentifier" in query:
         q = q.where(m.Vra.host_moid == query["hostIdentifier"])
-    counts = _protected_counts(site)
-    return [_vra_json(v, site.identifier, counts) for v in q]
+    counts, inventory = _protected_counts(site), _inventory_hosts(site)
+    return [_vra_json(v, site.identifier, counts, inventory) for v in q]
 
 
 @bp.operation("GET", "/vras/{vraIdentifier}", summary="One VRA", response=schemas.ref("Vra"))
 def get_vra_by_id(vraIdentifier):
     site = service().local_site()
-    return _vra_json(get_vra(vraIdentifier), site.identifier, _protected_counts(site))
+    return _vra_json(get_vra(vraIdentifier), site.identifier, _protected_counts(site), _inventory_hosts(site))
 
 
 def _check_ip(net: dict) -> None:
@@ -127,7 +136,7 @@ def install_vra(body):
                        memory_gb=body.get("MemoryInGB", 3))
     note_entity(vra.identifier, f"Install {vra.name}")
     task = queue_task("InstallVra", vra=vra.identifier, site=site.identifier)
-    return {**render.task_id(task)}
+    return render.task_id(task)
 
 
 @bp.operation("DELETE", "/vras/{vraIdentifier}", summary="Uninstall a VRA", status=202,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from zvm.client import ZvmClient
+from zvm.enums import PairingStatus, VpgStatus, VpgSubStatus, VraStatus
 from zvm.errors import ZvmError
 from zvm.lab import attach, faults, images, processes, workload
 from zvm.lab.links import LinksControl
@@ -192,14 +193,15 @@ def _site_status(state: LabState, site: str) -> None:
         _say(f"  the ZVM does not answer: {exc}")
         return
     _say(f"  site {local['SiteName']} ({local['SiteIdentifier']}); paired with: "
-         + (", ".join(f"{p['PeerSiteName']} ({p['PairingStatus']})" for p in peers) or "nobody"))
+         + (", ".join(f"{p['PeerSiteName']} ({PairingStatus.parse(p['PairingStatus']).internal})" for p in peers) or "nobody"))
     for v in vras:
-        _say(f"  VRA {v['VraName']:<22} {v['State']:<10} {'reachable' if v['Reachable'] else 'NOT reachable':<14}"
+        _say(f"  VRA {v['VraName']:<22} {VraStatus.parse(v['State']).internal:<10} {'reachable' if v['Reachable'] else 'NOT reachable':<14}"
              f" {v['ControlAddress']}")
     for g in vpgs:
         h = g["HistoryStatusApi"]
         rpo = "-" if g["ActualRPO"] is None else f"{g['ActualRPO']} s"
-        _say(f"  VPG {g['VpgName']}: {g['Status']} ({g['SubStatus']}), {g['VmsCount']} VMs -> "
+        _say(f"  VPG {g['VpgName']}: {VpgStatus.parse(g['Status']).internal} "
+             f"({VpgSubStatus.parse(g['SubStatus']).internal}), {g['VmsCount']} VMs -> "
              f"{g['RecoverySite']['SiteName']}; RPO {rpo} (alert above {g['ConfiguredRpoSeconds']} s); "
              f"journal history {h['ActualHistoryInMinutes']} of {h['ConfiguredHistoryInMinutes']} min, "
              f"{g['JournalUsedStorageMb']:.1f} MB; last checkpoint {g['LastCheckpointAt'] or '-'}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus, VpgSubStatus
 from zvm.errors import ZvmError
 from zvm.lab import attach, processes, workload
 from zvm.lab.links import LinksControl
@@ -292,8 +293,10 @@ def install_vras(lab: Lab) -> str:
             "served by a vra serve that enrolled with its ZVM (mutual TLS on 4005)")
 
 
-def _inventory_settled(vms: list[dict], vra_names: set[str]) -> bool:
-    return vra_names <= {v["VmName"] for v in vms} and all(v.get("HostIdentifier") for v in vms)
+def _inventory_settled(vms: list[dict], vras: list[dict], vra_names: set[str]) -> bool:
+    # the VM lists leave VRAs out: each VRA says where the inventory has its VM
+    placed = {v["VraName"] for v in vras if v.get("InventoryHostIdentifier")}
+    return vra_names <= placed and all(v.get("HostIdentifier") for v in vms)
 
 
 def _wait_inventory(lab: Lab, site: str) -> None:
@@ -307,7 +310,8 @@ def _wait_inventory(lab: Lab, site: str) -> None:
     names, site_id = {v["name"] for v in st.vras[site]}, st.zvms[site]["site_identifier"]
 
     def settled() -> bool:
-        return _inventory_settled(lab.client(site).vms(site_id), names)
+        client = lab.client(site)
+        return _inventory_settled(client.vms(site_id), client.vras(), names)
 
     try:
         _wait(settled, f"the {site} ZVM's inventory to list its VRAs' VMs", 20)
@@ -440,11 +444,12 @@ def wait_meeting_sla(lab: Lab, timeout: float = 150.0) -> str:
 
     def meeting():
         vpg = a.vpg(vpg_id)
-        now = f"{vpg['Status']}/{vpg['SubStatus']}"
+        status, substatus = VpgStatus.parse(vpg["Status"]).internal, VpgSubStatus.parse(vpg["SubStatus"]).internal
+        now = f"{status}/{substatus}"
         if not seen or seen[-1] != now:
             seen.append(now)
-            lab.say(f"      VPG {vpg['VpgName']}: {vpg['Status']} ({vpg['SubStatus']})")
-        return vpg if vpg["Status"] == "MeetingSLA" else None
+            lab.say(f"      VPG {vpg['VpgName']}: {status} ({substatus})")
+        return vpg if vpg["Status"] == VpgStatus.MeetingSLA else None
 
     vpg = _wait(meeting, f"VPG {VPG_NAME} to reach MeetingSLA (seen: {' -> '.join(seen) or 'nothing'})", timeout)
     return f"replicating: RPO {vpg['ActualRPO']} s, journal {vpg['JournalUsedStorageMb']:.1f} MB"

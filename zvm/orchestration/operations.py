@@ -115,7 +115,8 @@ def start_operation(vpg: m.Vpg, kind: str, params: dict, local: m.Site, *, user:
     op = m.RecoveryOperation.create(
         vpg=vpg.identifier, vpg_name=vpg.name, kind=kind, params=params, checkpoint=checkpoint or None,
         protected_site=vpg.protected_site.identifier, recovery_site=vpg.recovery_site.identifier,
-        recovery_vra=vpg.recovery_vra, vms=_plan_vms(vpg, kind), initiated_by=user or "system")
+        recovery_vra=vpg.recovery_vra, vms=_plan_vms(vpg, kind, params.get("VmIdentifiers")),
+        initiated_by=user or "system")
     fields = {"substatus": SUBSTATUS[kind][0], "updated_at": time.time()}
     if STATUS[kind]:
         fields["status"] = STATUS[kind]
@@ -160,9 +161,12 @@ def order_next(vpg: m.Vpg, task_kind: str, params: dict, local: m.Site, *, by: s
     return task
 
 
-def _plan_vms(vpg: m.Vpg, kind: str) -> list[dict]:
+def _plan_vms(vpg: m.Vpg, kind: str, only: list[str] | None = None) -> list[dict]:
+    """The VMs to recover: every VM of the VPG, or those of ``only`` (a failover test of some VMs)."""
     out = []
     for vm in m.VpgVm.select().where(m.VpgVm.vpg == vpg).order_by(m.VpgVm.id):
+        if only and vm.vm_moid not in only:
+            continue
         disks = [{"Volume": v.volume_id, "Capacity": int(v.capacity), "File": v.recovery_path, "Export": None,
                   "Uri": None} for v in vm.volumes.order_by(m.VpgVolume.disk_key)]
         out.append({"Source": vm.vm_moid, "Name": vm.name,

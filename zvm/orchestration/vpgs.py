@@ -28,11 +28,12 @@ from zvm import models as m
 from zvm.datastore_paths import split_datastore_path
 from zvm.errors import NotFoundError, PermanentError, ZvmError
 from zvm.monitoring.alerts import refresh_alerts
+from zvm.orchestration import checkpoints
 from zvm.orchestration.journal_repair import before_force_sync
 from zvm.orchestration.mirror import vpg_doc
 from zvm.orchestration.operations import active_operation, operation_in_progress, shown_while_running
 from zvm.orchestration.tasks import TaskContext, handler
-from zvm.peer.messages import RecoverRequest
+from zvm.peer.messages import RecoverRequest, checkpoints_from_json
 from zvm.placement import (
     datastore_dir,
     datastore_name,
@@ -382,9 +383,19 @@ def checkpoint_vpg(ctx: TaskContext) -> dict:
     coordinator_vra = coordinator(ctx.zvm, vpg)
     ctx.progress(30, f"Taking checkpoint {ctx.param('Tag')!r} through {coordinator_vra.name}")
     cp = ctx.zvm.vra_control.checkpoint(coordinator_vra, vpg.identifier, ctx.param("Tag") or "", wait_durable=True)
-    with zdb.transaction():
-        m.Checkpoint.insert(identifier=cp.checkpoint_id, vpg=vpg, timestamp=cp.timestamp_s, tag=cp.tag,
-                            consistent=cp.consistent).on_conflict_ignore().execute()
+    ctx.progress(80, f"Checkpoint {cp.tag!r} journaled; noting it on both sites")
+    # The journal's entry, stored on both sites before the task completes (zvm/orchestration/checkpoints.py)
+    try:
+        if vpg.recovery_site.is_local:
+            cp = checkpoints.journal_entry(ctx.zvm, vpg.identifier, cp.checkpoint_id)
+        else:
+            noted = peer_client(ctx.zvm, vpg.recovery_site).note_checkpoint(vpg.identifier, cp.checkpoint_id)
+            cp = checkpoints_from_json([noted])[0]
+    except ZvmError as exc:
+        # durable all the same: the monitoring passes copy it from the journal later
+        log.warning("checkpoint %s of VPG %s: the journal's entry could not be read (%s)", cp.checkpoint_id,
+                    vpg.name, exc)
+    checkpoints.store(vpg, cp)
     ctx.progress(100, f"Checkpoint {cp.tag!r} journaled" + ("" if cp.consistent else " (not consistent)"))
     return {"CheckpointIdentifier": cp.checkpoint_id, "IsConsistent": cp.consistent}
 

@@ -105,6 +105,23 @@ class PeerClient:
     def vpg_status(self, vpg: str) -> dict:
         return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/status", {"Vpg": vpg})
 
+    def order_operation(self, vpg: str, kind: str, params: dict, user: str) -> str:
+        """Order a recovery operation (FailoverTest, Failover, Move) or its next step (FailoverTestStop,
+        FailoverCommit...) on the site the VPG recovers to; returns its task's identifier there."""
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/order",
+                              {"Vpg": vpg, "Kind": kind, "Params": params, "User": user})["TaskIdentifier"]
+
+    def task(self, task_identifier: str) -> dict:
+        """A task of the peer that concerns a VPG this site protects (a forwarded operation's): its row's
+        fields ({"Task": {...}})."""
+        return self._exchange(self._mutual(), "POST", "/peer/v1/task", {"TaskIdentifier": task_identifier})
+
+    def note_checkpoint(self, vpg: str, checkpoint_id: str) -> dict:
+        """Ask the recovery site for a durable checkpoint as its journal holds it; it stores the row too
+        (zvm/orchestration/checkpoints.py). Returns the entry (checkpoints_to_json's form)."""
+        return self._exchange(self._mutual(), "POST", "/peer/v1/vpgs/checkpoint",
+                              {"Vpg": vpg, "CheckpointIdentifier": checkpoint_id})
+
     def discard_journal(self, vpg: str, reason: str, user: str) -> dict:
         """Ask the recovery site to discard the VPG's corrupt recovery journal (zvm.orchestration.journal_repair);
         refused (409) when the journal there is healthy."""

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError, ZvmError
-from zvm.orchestration import protected_side
+from zvm.orchestration import checkpoints, operations, protected_side
 from zvm.orchestration.journal_repair import discard_on_this_site
 from zvm.orchestration.mirror import upsert_mirror
 from zvm.orchestration.tasks import create_task
@@ -105,6 +105,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, service.remove_vpg(self._caller(), self._body()))
             elif route == ("POST", "/peer/v1/vpgs/status"):
                 self._reply(200, service.vpg_status(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/vpgs/order"):
+                self._reply(200, service.order_operation(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/task"):
+                self._reply(200, service.task(self._caller(), self._body()))
+            elif route == ("POST", "/peer/v1/vpgs/checkpoint"):
+                self._reply(200, service.note_checkpoint(self._caller(), self._body()))
             elif route == ("POST", "/peer/v1/vpgs/recovery"):
                 self._reply(200, service.vpg_recovery(self._caller(), self._body()))
             elif (route[0] == "POST" and route[1].startswith("/peer/v1/vpgs/")
@@ -132,6 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         self._dispatch("POST")
+
+
+# what a forwarded operation's task shows on the site that ordered it (zvm/api/recovery.py renders it)
+TASK_FIELDS = ("identifier", "kind", "state", "progress", "step", "initiated_by", "created_at", "started_at",
+               "completed_at", "vpg", "vra", "site", "result", "error_code", "error_message")
 
 
 def _vpg_id(body: dict) -> str:
@@ -182,6 +193,46 @@ class PeerVpgs:
             raise NotFoundError(f"site {caller.site.name} protects no VPG {vpg}", code="VpgNotFound")
         user = f"peer:{caller.site.name}:{str(body.get('User') or '')[:64]}"
         return discard_on_this_site(self.zvm, vpg, str(body.get("Reason") or "")[:512], user)
+
+    def _mirror(self, caller: m.PeerSite, vpg: str) -> m.Vpg:
+        mirror = m.Vpg.get_or_none(m.Vpg.identifier == vpg, m.Vpg.protected_site == caller.site)
+        if mirror is None:
+            raise NotFoundError(f"site {caller.site.name} protects no VPG {vpg} that recovers here",
+                                code="VpgNotFound")
+        return mirror
+
+    def order_operation(self, caller: m.PeerSite, body: dict) -> dict:
+        """A recovery operation ordered on the protected site's ZVM, forwarded here where the VPG recovers
+        (zvm/api/recovery.py): admitted and queued as if ordered here, by the caller's user."""
+        vpg = self._mirror(caller, _vpg_id(body))
+        kind, params = body.get("Kind"), body.get("Params") or {}
+        if not isinstance(params, dict):
+            raise ValidationError("Params must be an object")
+        user = f"peer:{caller.site.name}:{str(body.get('User') or '')[:64]}"
+        with zdb.transaction():
+            if kind in operations.KINDS:
+                task = operations.start_operation(vpg, kind, params, self.zvm.local_site(), user=user)
+            elif kind in operations.NEXT:
+                task = operations.order_next(vpg, kind, params, self.zvm.local_site(), user=user)
+            else:
+                raise ValidationError(f"Kind {kind!r}: one of {', '.join((*operations.KINDS, *operations.NEXT))}")
+        self.zvm.wake_tasks()
+        return {"TaskIdentifier": task.identifier}
+
+    def task(self, caller: m.PeerSite, body: dict) -> dict:
+        row = m.Task.get_or_none(m.Task.identifier == str(body.get("TaskIdentifier") or ""))
+        if row is None or not row.vpg or not m.Vpg.select().where(
+                m.Vpg.identifier == row.vpg, m.Vpg.protected_site == caller.site).exists():
+            raise NotFoundError("no such task of a VPG your site protects", code="TaskNotFound")
+        return {"Task": {f: getattr(row, f) for f in TASK_FIELDS}}
+
+    def note_checkpoint(self, caller: m.PeerSite, body: dict) -> dict:
+        """A checkpoint of the caller's VPG that is durable here: its journal entry, stored in the mirror."""
+        vpg = _vpg_id(body)
+        mirror = self._mirror(caller, vpg)
+        entry = checkpoints.journal_entry(self.zvm, vpg, str(body.get("CheckpointIdentifier") or ""))
+        checkpoints.store(mirror, entry)
+        return checkpoints_to_json([entry])[0]
 
     def vpg_status(self, caller: m.PeerSite, body: dict) -> dict:
         vpg = _vpg_id(body)

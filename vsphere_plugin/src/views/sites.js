@@ -76,7 +76,7 @@ function pairForm(ctx) {
   form.append(button("Pair", async () => {
     try {
       const t = await api.post("/peersites", { HostName: host.value.trim(), Port: Number(port.value), Token: token.value.trim() });
-      await ctx.watchTask(t.TaskIdentifier, general);
+      await ctx.watchTask(t, general);
     } catch (err) { showError(form, err, general); }
   }, { testid: "pair" }));
   return form;

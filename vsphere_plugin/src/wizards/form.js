@@ -70,7 +70,7 @@ export function formWizard(title, { intro, fields = [], call, body: makeBody, la
           ok.dataset.done = "true";
           cancel.textContent = "Close";
           cancel.focus();
-          if (res && res.TaskIdentifier) await followTask(res.TaskIdentifier, taskSlot);
+          if (typeof res === "string") await followTask(res, taskSlot); // a task id, a bare string
           else taskSlot.append(alert("success", "Done.", { testid: "task-done" }));
         } catch (err) { showError(form, err, general); }
       }, { kind: danger ? "btn-danger" : "btn-primary", testid: "submit" });

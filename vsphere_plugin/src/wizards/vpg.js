@@ -24,7 +24,7 @@ export function vpgWizard(params) {
       let sid;
       let doc;
       try {
-        sid = (await api.post("/vpgSettings", editing ? { VpgIdentifier: editing } : undefined)).VpgSettingsIdentifier;
+        sid = await api.post("/vpgSettings", editing ? { VpgIdentifier: editing } : undefined);
         doc = await api.get(`/vpgSettings/${sid}`);
       } catch (err) { clear(body, alert("danger", err.message)); return; }
       const local = await api.get("/localsite");
@@ -225,7 +225,7 @@ export function vpgWizard(params) {
           back.disabled = true;
           cancel.textContent = "Close";
           cancel.focus();
-          await followTask(t.TaskIdentifier, taskSlot);
+          await followTask(t, taskSlot);
         } catch (err) {
           const target = fieldStep(err.field);
           if (target !== null) show(target, true);
