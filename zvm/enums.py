@@ -227,6 +227,7 @@ class TaskType(ZertoEnum):
     PauseProtectionGroup = 46
     ResumeProtectionGroup = 47
     UpdateVraTrust = 48
+    VerifyCheckpoint = 49
 
 
 class PairingStatus(ZertoEnum):

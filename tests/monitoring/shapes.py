@@ -5,11 +5,13 @@ here, so that a shape change is one edit."""
 
 from __future__ import annotations
 
+from zvm.enums import VpgStatus, VpgSubStatus
+
 
 def vpg_view(api, vid: str) -> dict:
     """(status, substatus, RPO seconds, IOPS, throughput MB/s) of a VPG as GET /v1/vpgs/{id} shows it."""
     got = api.get(f"/vpgs/{vid}").json
-    return {"status": got["Status"], "substatus": got["SubStatus"], "rpo": got["ActualRPO"], "iops": got["IOPs"],
+    return {"status": VpgStatus(got["Status"]).internal, "substatus": VpgSubStatus(got["SubStatus"]).internal, "rpo": got["ActualRPO"], "iops": got["IOPs"],
             "throughput": got["ThroughputInMB"]}
 
 
