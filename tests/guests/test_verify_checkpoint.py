@@ -11,38 +11,11 @@ import subprocess
 from guests.image import FS_BLOCK
 from tests.replication.lab import SECRET
 from tests.zvm.fakes import ApiClient
-from vra_appliance.proto.v1 import control_pb2 as cpb
 from zvm import db as zdb
 from zvm import models as m
 
+from .rows import VM, register_vpg, store_checkpoints
 from .site import VOL, VPG, GuestSite
-
-VM = "web-db"
-
-
-def _register(site: GuestSite) -> m.Vpg:
-    """The rows a paired ZVM of the recovery site holds for the VPG (as its settings commit writes them)."""
-    with zdb.transaction():
-        local = m.Site.get(m.Site.is_local == True)  # noqa: E712
-        peer = m.Site.create(name="Site A")
-        m.Vra.create(identifier="recover-r", site=local, host_moid="host-r", host_name="esx-r", name="Z-VRA-esx-r",
-                     state="Installed", datastore_moid="ds", network_moid="net", control_address=site.r.address)
-        vpg = m.Vpg.create(identifier=VPG, name="guests", protected_site=peer, recovery_site=local,
-                           recovery_vra="recover-r")
-        vm = m.VpgVm.create(vpg=vpg, vm_moid="vm-1", name=VM)
-        m.VpgVolume.create(vm=vm, volume_id=VOL, disk_key=2000, file_name="[ds] web-db/web-db.vmdk",
-                           capacity=site.image.disk_bytes)
-    return vpg
-
-
-def _store(vpg: m.Vpg, site: GuestSite) -> None:
-    """The checkpoint table = the journal's (what monitoring's pass stores)."""
-    with zdb.transaction():
-        for c in site.r.control.ListCheckpoints(cpb.ListCheckpointsRequest(vpg=VPG)).checkpoints:
-            if not m.Checkpoint.get_or_none(m.Checkpoint.identifier == c.checkpoint_id):
-                m.Checkpoint.create(identifier=c.checkpoint_id, vpg=vpg, timestamp=c.timestamp_ns / 1e9,
-                                    tag=c.tag or None, consistent=c.consistent)
-
 
 # --- the raw API shapes this test reads: here only (the API's shape change adapts them) ---------------------
 
@@ -92,8 +65,8 @@ def test_a_checkpoint_is_checked_by_the_product_and_a_damaged_one_raises_the_ale
         app = make_app(guest_runner="local", guest_image_dir=str(guest_image.dir),
                        guest_reports_dir=str(short_tmp), vra_pairing_secret=SECRET)
         api = ApiClient.login(app)
-        vpg = _register(site)
-        _store(vpg, site)
+        vpg = register_vpg(site)
+        store_checkpoints(vpg, site)
 
         task = _verify(api, app, good.checkpoint_id)
         assert _state(task) == "Completed", task
@@ -114,7 +87,7 @@ def test_a_checkpoint_is_checked_by_the_product_and_a_damaged_one_raises_the_ale
         subprocess.run(["qemu-io", "-f", "raw", "-c", f"write -P 0x5a {victim} {FS_BLOCK}", site.filter.uri(VOL)],
                        check=True, capture_output=True)
         _, damaged = site.checkpoint(guest, "damaged")
-        _store(vpg, site)
+        store_checkpoints(vpg, site)
 
         task = _verify(api, app, damaged.checkpoint_id)
         assert _state(task) == "Failed", task
