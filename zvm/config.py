@@ -35,11 +35,14 @@ listings (``ps``) and of the configuration file.
     guest_runner = ""                  # recoverability checks: "local" (QEMU on this machine) or "" (none)
     guest_image_dir = ""               #   the guest's vmlinuz + initrd.gz (guests/image.py); empty: built here
     guest_reports_dir = ""             #   <VM name>-reports.log of protected guests (what they acknowledged)
+    verify_every_minutes = 0           #   check each VPG recovered here this often (0: only when asked;
+                                       #   fractions allowed, e.g. 0.5); needs guest_runner
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
@@ -95,6 +98,7 @@ class ZvmConfig:
     guest_runner: str = ""
     guest_image_dir: str = ""
     guest_reports_dir: str = ""
+    verify_every_minutes: float = 0.0  # scheduled checks (zvm/orchestration/verify_schedule.py); 0: off
     engine: bool = True  # run the background loops (tasks, inventory, monitoring)
     log_level: str = "info"
 
@@ -151,6 +155,9 @@ class ZvmConfig:
             raise ConfigError(f"vcenter_verify = {self.vcenter_verify!r}: use true, false or a CA bundle file")
         if self.guest_runner not in ("", "local"):
             raise ConfigError(f"guest_runner = {self.guest_runner!r}: use \"local\" (QEMU on this machine) or \"\"")
+        if not math.isfinite(self.verify_every_minutes) or self.verify_every_minutes < 0:
+            raise ConfigError(f"verify_every_minutes = {self.verify_every_minutes!r}: give a number of minutes "
+                              "(0: no scheduled recoverability checks; fractions allowed, e.g. 0.5)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level = {self.log_level!r}: use debug, info, warning or error")
         try:
@@ -182,6 +189,10 @@ def _coerce(name: str, value, source: str):
             if isinstance(value, bool):
                 raise ValueError
             return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
         if kind == "bool":
             if isinstance(value, bool):
                 return value

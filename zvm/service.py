@@ -31,6 +31,7 @@ from zvm.monitoring.monitor import Monitor
 from zvm.orchestration import handlers  # noqa: F401 - registers the task handlers
 from zvm.orchestration.peers import probe_peer
 from zvm.orchestration.tasks import TaskRunner
+from zvm.orchestration.verify_schedule import VerifySchedule
 from zvm.orchestration.watch import RecoveryWatch
 from zvm.peer.enrollment import control_tls_for
 from zvm.peer.pki import ensure_pki
@@ -80,6 +81,9 @@ class Zvm:
         self.add_loop(self.monitor)
         self.recovery_watch = RecoveryWatch(self)
         self.add_loop(self.recovery_watch)
+        self.verify_schedule = VerifySchedule(self)  # scheduled recoverability checks
+        if config.verify_every_minutes > 0:
+            self.add_loop(self.verify_schedule)
         self._pki = None
 
     # --- state ------------------------------------------------------------------------------------------

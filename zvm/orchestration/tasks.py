@@ -90,9 +90,10 @@ class TaskContext:
 DEFAULT_WORKERS = 4
 # Kinds that share something site-wide besides a VPG or a VRA, so that two of them must not run at once:
 # an install builds the VRA package into the data directory on first use (zvm.vra_package, which two
-# builds at once would corrupt); pairing, unpairing and the VRAs' trust updates change the site's trust.
+# builds at once would corrupt); pairing, unpairing and the VRAs' trust updates change the site's trust;
+# recoverability checks boot their guests on this machine, under TCG (one at a time, whoever ordered them).
 SHARED: dict[str, str] = {"InstallVra": "vra-package", "PairSite": "trust", "UnpairSite": "trust",
-                          "UpdateVraTrust": "trust"}
+                          "UpdateVraTrust": "trust", "VerifyCheckpoint": "guest-runner"}
 
 
 def task_keys(task: m.Task) -> frozenset[str]:
