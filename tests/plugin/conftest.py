@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,15 @@ def plugin_lab(tmp_path_factory) -> Iterator[PluginLab]:
     if os.environ.get("ZVR_PLUGIN_LAB"):
         yield _lab(Path(os.environ["ZVR_PLUGIN_LAB"]))
         return
-    lab_dir = tmp_path_factory.mktemp("plugin-lab") / "lab"
-    up = _zvm_lab(lab_dir, "up", "--disk-mb", "16", "--vms", "8", "--rate", "64k")
+    with running_lab(tmp_path_factory.mktemp("plugin-lab") / "lab", "--disk-mb", "16", "--vms", "8",
+                     "--rate", "64k") as lab:
+        yield lab
+
+
+@contextmanager
+def running_lab(lab_dir: Path, *up_args: str) -> Iterator[PluginLab]:
+    """`zvm lab up *up_args` in ``lab_dir``, brought down at the end."""
+    up = _zvm_lab(lab_dir, "up", *up_args)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield _lab(lab_dir)

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.plugin.conftest import Site, login, shoot
 
-OPERATOR_ACTIONS = {"failoverTest", "failover", "move", "tag", "pause"}  # offered to lab-vpg in its state
+OPERATOR_ACTIONS = {"failoverTest", "failover", "move", "tag", "verify", "pause"}  # offered to lab-vpg in its state
 ADMIN_ACTIONS = {"vpg", "forceSync", "delete"}
 
 

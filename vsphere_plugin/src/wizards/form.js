@@ -43,9 +43,12 @@ export async function followTask(id, slot) {
 /**
  * A one-page modal: ``fields`` (specs), ``call`` [method, path] of the API call it makes, ``body(values)``
  * its body (may refuse a value: refuse() below). Its button is enabled only if the user's role may make the
- * call (roles.js), else it says which role it needs. Returns {title, render(body, footer, close)}.
+ * call (roles.js), else it says which role it needs. ``path(values)``, if given, is the path actually called
+ * when the call's target is only known once chosen (a checkpoint); ``call`` then names the route (its role).
+ * ``after(task, slot)`` shows what the ended task left (a verdict). Returns {title, render(body, footer, close)}.
  */
-export function formWizard(title, { intro, fields = [], call, body: makeBody, label = "OK", danger = false, extra }) {
+export function formWizard(title, { intro, fields = [], call, body: makeBody, path: makePath, after, label = "OK",
+  danger = false, extra }) {
   return {
     title,
     render(body, footer, close) {
@@ -62,16 +65,20 @@ export function formWizard(title, { intro, fields = [], call, body: makeBody, la
         clear(general);
         const values = Object.fromEntries(controls.map(([f, c]) => [f.name, valueOf(c, f)]));
         let sent;
+        let path = call[1];
         try {
           sent = makeBody ? await makeBody(values) : undefined;
+          if (makePath) path = await makePath(values);
         } catch (err) { showError(form, err, general); return; }
         try {
-          const res = await api.request(call[0], call[1], sent);
+          const res = await api.request(call[0], path, sent);
           ok.dataset.done = "true";
           cancel.textContent = "Close";
           cancel.focus();
-          if (typeof res === "string") await followTask(res, taskSlot); // a task id, a bare string
-          else taskSlot.append(alert("success", "Done.", { testid: "task-done" }));
+          if (typeof res === "string") {
+            const task = await followTask(res, taskSlot); // a task id, a bare string
+            if (after) await after(task, taskSlot);
+          } else taskSlot.append(alert("success", "Done.", { testid: "task-done" }));
         } catch (err) { showError(form, err, general); }
       }, { kind: danger ? "btn-danger" : "btn-primary", testid: "submit" });
       guard(ok, ...call);

@@ -6,6 +6,7 @@ import { h } from "../dom.js";
 import { guard } from "../roles.js";
 import { checkpointPicker } from "./checkpoints.js";
 import { formWizard, refuse } from "./form.js";
+import { verifyPath, verifyWizard } from "./verify.js";
 import { vpgWizard } from "./vpg.js";
 
 const POLICIES = ["Commit", "Rollback", "None"];
@@ -24,6 +25,7 @@ export const CALLS = {
   moveCommit: (p) => ["POST", vpgPath(p, "moveCommit")],
   moveRollback: (p) => ["POST", vpgPath(p, "moveRollback")],
   tag: (p) => ["POST", vpgPath(p, "checkpoints")],
+  verify: (p) => ["POST", verifyPath(p.vpg, p.checkpoint || "x")],
   pause: (p) => ["POST", vpgPath(p, "pause")],
   resume: (p) => ["POST", vpgPath(p, "resume")],
   forceSync: (p) => ["POST", vpgPath(p, "forcesync")],
@@ -93,6 +95,7 @@ export const WIZARDS = {
     fields: [{ name: "CheckpointName", label: "Tag", kind: "text" }],
     call: CALLS.tag(p), body: (v) => v,
   }),
+  verify: (p) => verifyWizard(p, CALLS.verify(p)),
   pause: (p) => formWizard("Pause replication", { label: "Pause", intro: "Writes are tracked and sent when replication resumes.",
     call: CALLS.pause(p) }),
   resume: (p) => formWizard("Resume replication", { label: "Resume", call: CALLS.resume(p) }),
@@ -161,6 +164,6 @@ export function actionsFor(v) {
   if (sub === "FailingOverBeforeCommit") out.push(["failoverCommit", "Commit failover"], ["failoverRollback", "Roll back failover"]);
   else if (sub === "MovingBeforeCommit") out.push(["moveCommit", "Commit move"], ["moveRollback", "Roll back move"]);
   else out.push(["failover", "Failover"], ["move", "Move"]);
-  out.push(["tag", "Tag checkpoint"], v.IsPaused ? ["resume", "Resume"] : ["pause", "Pause"], ["forceSync", "Force sync"], ["delete", "Delete"]);
+  out.push(["tag", "Tag checkpoint"], ["verify", "Verify checkpoint"], v.IsPaused ? ["resume", "Resume"] : ["pause", "Pause"], ["forceSync", "Force sync"], ["delete", "Delete"]);
   return out.map(([name, label]) => ({ name, label }));
 }
