@@ -13,6 +13,7 @@ from tests.replication.lab import SECRET
 from tests.zvm.fakes import ApiClient
 from zvm import db as zdb
 from zvm import models as m
+from zvm.enums import TaskState
 
 from .rows import VM, register_vpg, store_checkpoints
 from .site import VOL, VPG, GuestSite
@@ -29,7 +30,8 @@ def _verify(api: ApiClient, app, checkpoint_id: str) -> dict:
 
 
 def _state(task: dict) -> str:
-    return task["Status"]["State"]
+    """The task's state as the product names it (the API sends Zerto's number)."""
+    return TaskState(task["Status"]["State"]).name
 
 
 def _tag(api: ApiClient, checkpoint_id: str) -> str:
