@@ -16,10 +16,11 @@ from tests.zvm.fakes import ApiClient
 from zvm import db as zdb
 from zvm import models as m
 from zvm.config import load_config
+from zvm.enums import TaskState, TaskType
 from zvm.errors import ConfigError
 from zvm.orchestration.recoverability import KIND
-from zvm.orchestration.tasks import create_task
-from zvm.orchestration.verify_schedule import due_check
+from zvm.orchestration.tasks import create_task, task_keys
+from zvm.orchestration.verify_schedule import VerifySchedule, due_check
 
 from .rows import VM, register_vpg, store_checkpoints
 from .site import VPG, GuestSite
@@ -53,14 +54,17 @@ def test_a_zvm_checks_the_newest_checkpoint_on_its_own(short_tmp, guest_image, m
         zvm.verify_schedule.start()  # what `zvm serve` starts when the setting is on
 
         def checks() -> list[dict]:
-            return [t for t in api.get(f"/tasks?vpgIdentifier={VPG}").json if t["TaskIdentifier"] and t["Type"] == 49]
+            return [t for t in api.get(f"/tasks?vpgIdentifier={VPG}").json if t["Type"] == TaskType.VerifyCheckpoint]
 
         _wait(lambda: checks(), "a scheduled check to be queued", 60)
         (task,) = checks()
         assert task["InitiatedBy"] == "system", task
-        _wait(lambda: api.get(f"/tasks/{task['TaskIdentifier']}").json["Status"]["State"] in (4, 6), "the check", 300)
+        def state() -> TaskState:
+            return TaskState(api.get(f"/tasks/{task['TaskIdentifier']}").json["Status"]["State"])
+
+        _wait(lambda: state() in (TaskState.Completed, TaskState.Failed), "the check", 300)
         done = api.get(f"/tasks/{task['TaskIdentifier']}").json
-        assert done["Status"]["State"] == 6, done  # Completed
+        assert state() == TaskState.Completed, done
         checked = done["Result"]["CheckpointIdentifier"]
         newest = api.get(f"/vpgs/{VPG}/checkpoints?consistentOnly=true&limit=1").json[0]
         assert newest["CheckpointIdentifier"] == checked
@@ -154,3 +158,18 @@ def test_a_bad_interval_is_refused_naming_the_setting(value, tmp_path):
     with pytest.raises(ConfigError, match="verify_every_minutes"):
         load_config(env={"ZVM_VERIFY_EVERY_MINUTES": value}, data_dir=str(tmp_path))
     assert load_config(env={"ZVM_VERIFY_EVERY_MINUTES": "0.2"}, data_dir=str(tmp_path)).verify_every_minutes == 0.2
+
+
+def test_checks_run_one_at_a_time_whoever_ordered_them(scheduled):
+    with zdb.transaction():
+        first = create_task(KIND, params={"Vpg": "vpg-one", "Checkpoint": "cp-one-1"}, vpg="vpg-one", user="admin")
+        second = create_task(KIND, params={"Vpg": "vpg-two", "Checkpoint": "cp-two-1"}, vpg="vpg-two")
+    # tasks of two VPGs, yet one key shared: the runner starts the second once the first ended
+    assert task_keys(first) & task_keys(second) == {"shared:guest-runner"}
+
+
+def test_zvm_serve_runs_the_schedule_only_when_it_is_on(make_app):
+    loops = make_app(name="on", guest_runner="local", verify_every_minutes=0.5).extensions["zvm"]._loops
+    assert any(isinstance(loop, VerifySchedule) for loop in loops)
+    loops = make_app(name="off", guest_runner="local").extensions["zvm"]._loops
+    assert not any(isinstance(loop, VerifySchedule) for loop in loops)

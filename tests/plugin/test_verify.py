@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.plugin.conftest import PluginLab, login, running_lab, shoot
+from zvm.enums import TaskType
 
 
 def test_verify_is_refused_without_a_guest_runner_naming_the_setting(plugin_lab, page):
@@ -85,5 +86,5 @@ def test_verify_the_newest_checkpoint_boots_the_guest_and_tags_it_passed(guest_l
     expect(tested).to_have_count(1, timeout=30_000)
     assert tested.get_attribute("data-tag").startswith("Tested at ")
     tasks = site.api().get(f"{site.url}/v1/tasks?vpgIdentifier={vpg}&limit=50", timeout=30).json()
-    checks = [t for t in tasks if t["Type"] == 49]  # VerifyCheckpoint
+    checks = [t for t in tasks if t["Type"] == TaskType.VerifyCheckpoint]
     assert len(checks) == 1 and checks[0]["InitiatedBy"] == "admin", checks
