@@ -1,9 +1,11 @@
 """Scheduled recoverability checks (zvm/orchestration/verify_schedule.py): a ZVM whose guest runner is this
 machine, with ``verify_every_minutes = 0.2``, its task runner and schedule loops running, checks the newest
 consistent checkpoint of a VPG it recovers on its own (a real `vra serve`, QEMU, the guest's checks) and tags
-it "Tested at ...: passed", the task ordered by "system". The choice itself (``due_check``): nothing while a
-check waits or runs (of any VPG), while a recovery operation or another task runs on the VPG, before the
-interval has passed, or when no checkpoint is newer than the one last checked; the setting is validated."""
+it "Tested at ...: passed", the task ordered by "system"; so does the lab's recovery `zvm serve` (`zvm lab up
+--guests 1 --verify-every 0.2`). The choice itself (``due_check``): nothing while a check waits or runs (of
+any VPG), while a recovery operation or another task runs on the VPG, before the interval has passed, or when
+no checkpoint is newer than the one last checked; checks share one key of the task runner; the setting is
+validated."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import time
 
 import pytest
 
+from tests.lab.helpers import wait_for, zvm_lab
 from tests.replication.lab import SECRET
 from tests.zvm.fakes import ApiClient
 from zvm import db as zdb
 from zvm import models as m
+from zvm.client import ZvmClient
 from zvm.config import load_config
 from zvm.enums import TaskState, TaskType
 from zvm.errors import ConfigError
+from zvm.lab.state import LabState
 from zvm.orchestration.recoverability import KIND
 from zvm.orchestration.tasks import create_task, task_keys
 from zvm.orchestration.verify_schedule import VerifySchedule, due_check
@@ -173,3 +178,36 @@ def test_zvm_serve_runs_the_schedule_only_when_it_is_on(make_app):
     assert any(isinstance(loop, VerifySchedule) for loop in loops)
     loops = make_app(name="off", guest_runner="local").extensions["zvm"]._loops
     assert not any(isinstance(loop, VerifySchedule) for loop in loops)
+
+
+def test_the_labs_recovery_zvm_checks_its_guest_on_its_own(tmp_path) -> None:
+    """`zvm serve` as the lab runs it (`zvm lab up --guests 1 --verify-every 0.2`): its schedule loop, its
+    monitoring storing the journal's checkpoints, its task runner; no one orders a check."""
+    lab_dir = tmp_path / "lab"
+    up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--guests", "1", "--rate", "64k", "--verify-every", "0.2",
+                 timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = LabState.load(lab_dir)
+        vpg = state.vpg["identifier"]
+        z = state.zvms["recovery"]
+        with ZvmClient(z["url"]).login(z["username"], z["password"]) as b:
+            def passed() -> dict | None:
+                for t in b.request("GET", f"/tasks?vpgIdentifier={vpg}&limit=100"):
+                    if (t["Type"] == TaskType.VerifyCheckpoint and t["InitiatedBy"] == "system"
+                            and TaskState(t["Status"]["State"]) == TaskState.Completed):
+                        return t
+                return None
+
+            # a check at a checkpoint from before the guest's image was written fails (nothing boots): the
+            # schedule checks the next one 0.2 min later
+            task = wait_for(passed, 240, "a scheduled check that passed", poll=1)
+            checked = task["Result"]["CheckpointIdentifier"]
+            (cp,) = [c for c in b.request("GET", f"/vpgs/{vpg}/checkpoints") if c["CheckpointIdentifier"] == checked]
+            assert cp["Tag"].startswith("Tested at ") and cp["Tag"].endswith(": passed"), cp
+            checks = [t for t in b.request("GET", f"/tasks?vpgIdentifier={vpg}&limit=100")
+                      if t["Type"] == TaskType.VerifyCheckpoint]
+            assert all(t["InitiatedBy"] == "system" for t in checks), checks
+            assert sum(TaskState(t["Status"]["State"]) == TaskState.InProgress for t in checks) <= 1
+    finally:
+        zvm_lab(lab_dir, "down")

@@ -378,6 +378,9 @@ def register(sub) -> None:
     up.add_argument("--bandwidth-mbps", type=float, default=100.0, help="WAN bandwidth, Mbit/s (default 100)")
     up.add_argument("--guests", type=int, default=0, help="VMs that run a real Debian guest with a database "
                     "(QEMU, 256 MiB each) instead of fio; recovered VMs then boot as guests too (docs/GUESTS.md)")
+    up.add_argument("--verify-every", type=float, default=0.0, metavar="MINUTES",
+                    help="with --guests: the recovery ZVM checks the VPG's newest checkpoint this often by itself "
+                         "(verify_every_minutes; default 0: only when asked)")
     lab_sub.add_parser("status", help="sites, VRAs, VPGs with RPO and journal history, WAN, workload")
     lab_sub.add_parser("down", help="stop everything the lab started")
     wan = lab_sub.add_parser("wan", help="cut, restore or shape the WAN between the sites")
@@ -425,7 +428,7 @@ def register(sub) -> None:
         if command == "up":
             return lab_up(lab_dir, UpOptions(hosts=args.hosts, vms=args.vms, disk_mb=args.disk_mb, rate=args.rate,
                                              latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps,
-                                             guests=args.guests))
+                                             guests=args.guests, verify_every_minutes=args.verify_every))
         if command == "status":
             return lab_status(lab_dir)
         if command == "down":

@@ -56,6 +56,7 @@ class UpOptions:
     latency_ms: float = 5.0
     bandwidth_mbps: float = 100.0
     guests: int = 0  # VMs that run a real guest instead of fio (zvm/lab/guests.py)
+    verify_every_minutes: float = 0.0  # with guests: the ZVMs' scheduled recoverability checks (0: off)
 
 
 @dataclass
@@ -192,7 +193,8 @@ def _spawn_zvm(lab: Lab, site: str) -> processes.LabProcess:
         # Prometheus without authentication on a port of its own (/metrics on the API port needs a login)
         "metrics_listen": f"{net.zvm(site)}:{ZVM_METRICS_PORT}",
         # The lab's ZVMs listen on loopback addresses only, so it keeps plain HTTP (and says so at start).
-        "insecure_http": True, **(_guest_settings(st) if lab.opts.guests else {})}))
+        "insecure_http": True, **(_guest_settings(st) if lab.opts.guests else {}),
+        **({"verify_every_minutes": lab.opts.verify_every_minutes} if lab.opts.guests else {})}))
     if site not in st.zvms:
         st.zvms[site] = {"url": net.zvm_url(site), "username": "admin", "password": secrets.token_urlsafe(12),
                          "config": str(config)}
