@@ -37,7 +37,7 @@ PASS_S = 5.0
 
 def due_check(config, local: m.Site, now: float) -> tuple[m.Vpg, m.Checkpoint] | None:
     """The VPG to check now and its newest consistent checkpoint, or None (call with a connection open)."""
-    every_s = float(getattr(config, "verify_every_minutes", 0) or 0) * 60
+    every_s = config.verify_every_minutes * 60
     if every_s <= 0 or runner_problem(config):
         return None
     if m.Task.select().where(m.Task.kind == KIND, m.Task.state.in_(ACTIVE_TASK)).exists():
