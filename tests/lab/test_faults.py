@@ -24,6 +24,7 @@ from pyVmomi import vim
 
 from tests.lab.helpers import sha256_file, vra_status, wait_for, zvm_lab
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus
 from zvm.lab import workload
 from zvm.lab.images import recovery_vra
 from zvm.lab.state import SITES, LabState
@@ -82,7 +83,7 @@ def test_ps_names_every_process_and_the_metrics_say_what_the_api_says(lab):
             got = samples(requests.get(z["metrics"], timeout=30).text)
             assert c.vpg(vpg)["Status"] == status  # it did not change meanwhile
         assert {dict(k[1])["zvm_vpg_status"] for k, v in got.items()
-                if k[0] == "zvm_vpg_status" and dict(k[1])["vpg"] == vpg and v == 1} == {status}
+                if k[0] == "zvm_vpg_status" and dict(k[1])["vpg"] == vpg and v == 1} == {VpgStatus(status).internal}
         installed = [k for k, v in got.items() if k[0] == "zvm_vra_state" and v == 1
                      and dict(k[1])["zvm_vra_state"] == "Installed"]
         assert len(installed) == len(state.vras[site])

@@ -21,6 +21,7 @@ from tests.replication.lab import free_port, wait_for
 from tests.zvm.conftest import ADMIN_PASSWORD
 from tests.zvm.procs import start_serve
 from zvm import db as zdb
+from zvm import enums
 from zvm import models as m
 
 VIEWER = ("watcher", "Watch3r-pass-1")
@@ -85,7 +86,8 @@ def seed(data) -> None:
 
 
 def api_figures(api: requests.Session, url: str) -> dict:
-    """What the REST API says, in the metrics' terms. (The one place that reads the API's raw shapes.)"""
+    """What the REST API says, in the metrics' terms (enumerations: the API sends Zerto's numbers, the
+    metrics' labels are the product's words). The one place that reads the API's raw shapes."""
     def get(path):
         resp = api.get(f"{url}/v1/{path}", timeout=30)
         assert resp.status_code == 200, resp.text
@@ -95,22 +97,24 @@ def api_figures(api: requests.Session, url: str) -> dict:
     for v in get("vpgs"):
         key = v["VpgIdentifier"]
         out[("rpo", key)] = v["ActualRPO"]
-        out[("status", key)] = v["Status"]
-        out[("substatus", key)] = v["SubStatus"]
+        out[("status", key)] = enums.VpgStatus(v["Status"]).internal
+        out[("substatus", key)] = enums.VpgSubStatus(v["SubStatus"]).internal
         out[("throughput", key)] = v["ThroughputInMB"] * (1 << 20)
         out[("iops", key)] = v["IOPs"]
         out[("journal", key)] = v["JournalUsedStorageMb"] * (1 << 20)
         out[("history", key)] = v["HistoryStatusApi"]["ActualHistoryInMinutes"]
         out[("rpo_threshold", key)] = v["ConfiguredRpoSeconds"]
     for v in get("vras"):
-        out[("vra", v["VraIdentifier"])] = (v["State"], v["Reachable"])
+        out[("vra", v["VraIdentifier"])] = (enums.VraStatus(v["State"]).internal, v["Reachable"])
     tasks: dict = {}
     for t in get("tasks?limit=10000"):
-        tasks[(t["Type"], t["Status"]["State"])] = tasks.get((t["Type"], t["Status"]["State"]), 0) + 1
+        key = (enums.TaskType(t["Type"]).internal, enums.TaskState(t["Status"]["State"]).internal)
+        tasks[key] = tasks.get(key, 0) + 1
     out["tasks"] = tasks
     alerts: dict = {}
     for a in get("alerts?isActive=true&limit=10000"):
-        alerts[(a["Code"], a["Level"])] = alerts.get((a["Code"], a["Level"]), 0) + 1
+        key = (a["Code"], enums.AlertLevel(a["Level"]).internal)
+        alerts[key] = alerts.get(key, 0) + 1
     out["alerts"] = alerts
     return out
 

@@ -135,8 +135,11 @@ def test_a_move_while_the_protected_site_does_not_answer_is_refused_and_changes_
     w = world
     pids = freeze(w.server)
     try:
-        w.zvm_b.monitor.run_once()  # its probe of site A times out
-        assert w.b.peer_sites()[0]["PairingStatus"] == PairingStatus.Unreachable
+        def unreachable() -> bool:
+            w.zvm_b.monitor.run_once()  # its probe of site A times out (the peer is probed every 5 s)
+            return w.b.peer_sites()[0]["PairingStatus"] == PairingStatus.Unreachable
+
+        wait_for(unreachable, 30, "site B to find site A unreachable")
         before = _state(w)
         with pytest.raises(ConflictError, match="a move needs both sites") as refused:
             w.b.move(w.vpg)
