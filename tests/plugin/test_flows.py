@@ -23,6 +23,7 @@ from tests.plugin.conftest import PluginLab, Site, lab_attach, login, shoot
 from tests.zvm.pg import free_port
 from tests.zvm.procs import start_serve
 from zvm.client import ZvmClient
+from zvm.enums import VpgStatus
 
 TASK = 240_000  # ms: a move waits for the source VMs to shut down and a last sync
 
@@ -33,9 +34,9 @@ def _client(site: Site) -> ZvmClient:
 
 def _vpg(site: Site, vpg_id: str) -> dict:
     """What the tests read of a VPG through ``site``'s REST API: the one place that knows the API's shapes
-    (Status as a name here; with Zerto's numeric enumerations, decode it here)."""
+    (the API sends Zerto's numbers for enumerations)."""
     v = _client(site).vpg(vpg_id)
-    return {"meets_sla": v["Status"] == "MeetingSLA", "paused": v["IsPaused"], "rpo": v["ConfiguredRpoSeconds"],
+    return {"meets_sla": v["Status"] == VpgStatus.MeetingSLA, "paused": v["IsPaused"], "rpo": v["ConfiguredRpoSeconds"],
             "history_minutes": v["HistoryStatusApi"]["ConfiguredHistoryInMinutes"], "vms": v["VmsCount"],
             "protected_by": v["ProtectedSite"]["SiteName"]}
 
