@@ -122,6 +122,14 @@ def test_a_new_vpg_meets_its_sla_once_roles_are_ok_and_the_journal_has_a_consist
     control.checkpoints[vid] = control.checkpoints[vid][1:]  # promoted out of the journal
     monitor.run_once()
     assert [c["CheckpointIdentifier"] for c in api.get(f"/vpgs/{vid}/checkpoints").json] == ["c2"]
+    # the tag task stores its checkpoint while a pass holds a list read before it: the pass keeps it...
+    m.Checkpoint.create(identifier="c3", vpg=m.Vpg.get(m.Vpg.identifier == vid), timestamp=t + 1, tag="mine")
+    monitor.run_once()
+    assert [c["CheckpointIdentifier"] for c in api.get(f"/vpgs/{vid}/checkpoints").json] == ["c3", "c2"]
+    # ...and a list newer than it that leaves it out means it left the journal
+    control.checkpoints[vid] = [control.checkpoints[vid][0], CheckpointEntry("c4", t + 2, None, True)]
+    monitor.run_once()
+    assert [c["CheckpointIdentifier"] for c in api.get(f"/vpgs/{vid}/checkpoints").json] == ["c4", "c2"]
     ok["needs_bitmap_sync"] = True
     monitor.run_once()
     assert api.get(f"/vpgs/{vid}").json["SubStatus"] == VpgSubStatus.BitmapSync

@@ -64,6 +64,7 @@ INTERVAL_S = 1.0
 PEER_PROBE_EVERY_S = 5.0
 PRUNE_EVERY_S = 300.0
 LIST_EVERY_S = 30.0  # the journal's checkpoints are listed when the newest changed, and at least this often
+LIST_LAG_S = 10.0  # a checkpoint this young may be newer than an empty list of the journal's checkpoints
 STALLED_AFTER_S = 15.0  # no new consistent checkpoint for this long while every role answers: stalled
 WRITE_ATTEMPTS = 5
 RECOVER_REPORT_MAX_AGE_S = 1.5  # a peer's question is answered from the last pass when it is this fresh
@@ -169,7 +170,7 @@ class Monitor(Loop):
             fields = {k: v for k, v in (updates.get(vpg.id) or {}).items() if getattr(vpg, k) != v}  # changes only
             w = self._watch.get(vpg.identifier, VpgWatch())
             if vpg.id in self._listed:
-                self._store_checkpoints(vpg, self._listed[vpg.id])
+                self._store_checkpoints(vpg, self._listed[vpg.id], now)
             for name, value in fields.items():
                 setattr(vpg, name, value)
             f = figures(vpg, now, w.reason)
@@ -393,14 +394,23 @@ class Monitor(Loop):
                     m.PeerSite.update(**fields).where(m.PeerSite.id == peer.id).execute()
 
     @staticmethod
-    def _store_checkpoints(vpg: m.Vpg, listed: list) -> None:
-        """The checkpoint table of the VPG = the checkpoints its journal holds now (inside the transaction)."""
-        known = {c.identifier for c in m.Checkpoint.select(m.Checkpoint.identifier).where(m.Checkpoint.vpg == vpg)}
+    def _store_checkpoints(vpg: m.Vpg, listed: list, now: float) -> None:
+        """The checkpoint table of the VPG = the checkpoints its journal holds (inside the transaction).
+
+        The list was read before this transaction (from the VRA, or from the peer's last pass), so a checkpoint
+        written since is not in it: a tagged one that the tag task stored on both sites meanwhile must stay.
+        What a list leaves out is gone from the journal (promoted past, discarded) only if it is not newer
+        than the list: no newer than its newest entry, or, for an empty list, than ``LIST_LAG_S`` ago."""
+        known = {c.identifier: c.timestamp
+                 for c in m.Checkpoint.select(m.Checkpoint.identifier, m.Checkpoint.timestamp)
+                 .where(m.Checkpoint.vpg == vpg)}
         for c in listed:
             if c.checkpoint_id not in known:
                 m.Checkpoint.create(identifier=c.checkpoint_id, vpg=vpg, timestamp=c.timestamp_s, tag=c.tag,
                                     consistent=c.consistent)
-        gone = known - {c.checkpoint_id for c in listed}
+        horizon = max((c.timestamp_s for c in listed), default=now - LIST_LAG_S)
+        in_list = {c.checkpoint_id for c in listed}
+        gone = {i for i, ts in known.items() if i not in in_list and ts <= horizon}
         if gone:
             m.Checkpoint.delete().where(m.Checkpoint.vpg == vpg, m.Checkpoint.identifier.in_(sorted(gone))).execute()
         newest = max((c.timestamp_s for c in listed), default=None)
