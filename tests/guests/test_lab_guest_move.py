@@ -3,7 +3,12 @@ pause` powers the guest off (a VM that is shut down does not write); `zvm move -
 the default) on the recovery site's ZVM; `zvm lab attach` boots the guest on the recovery site's filter export
 of its committed disk (the old one stays off), where it answers with every transaction it acknowledged on the
 protected site and commits more; those writes reach the original site: a checkpoint taken there (the VPG's
-recovery site now) passes `zvm verify-checkpoint` with every transaction acknowledged before it."""
+recovery site now) passes `zvm verify-checkpoint` with every transaction acknowledged before it; a move back
+returns the guest to the protected site with everything it acknowledged on the recovery site.
+
+A failover committed without reverse protection: the watcher boots the recovered guest again on its
+committed volume file (after the one it ran on the point-in-time image before the commit), with every
+transaction acknowledged before the checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from guests.runner import READY
+from guests.runner import COMMIT, READY
 from tests.lab.helpers import wait_for, zvm_lab
 from zvm.client import ZvmClient
 from zvm.lab.state import LabState
@@ -91,5 +96,53 @@ def test_a_lab_guest_follows_a_move_and_replicates_back(tmp_path):
         out = _zvm(state, "protected", "verify-checkpoint", state.vpg["name"], cp, timeout=600)
         assert f"{name}: PASS" in out, out
         assert acknowledged_b > acknowledged_a
+
+        # and back: the guest runs on the protected site again, with everything it acknowledged on the other
+        _ok(zvm_lab(lab_dir, "workload", "pause"))
+        acknowledged_b = _highest(reports)
+        _zvm(state, "protected", "move", state.vpg["name"], "--wait", timeout=300)
+        attached = _ok(zvm_lab(lab_dir, "attach"))
+        assert f"guest {name} booted on the protected site" in attached, attached
+        ready = wait_for(lambda: app.exists() and READY.search(app.read_text()), 180, "the guest back home")
+        assert int(ready.group(2)) >= acknowledged_b
+        wait_for(lambda: _highest(reports) >= acknowledged_b + 5, 120, "commits on the protected site again")
+    finally:
+        zvm_lab(lab_dir, "down")
+
+
+def test_a_committed_failover_boots_the_guest_on_its_volume(tmp_path):
+    lab_dir = tmp_path / "lab"
+    up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--guests", "1", timeout=300)
+    try:
+        _ok(up)
+        state = LabState.load(lab_dir)
+        guests = lab_dir / "guests"
+        (name,) = json.loads((guests / "guests.json").read_text())
+        reports = guests / f"{name}-reports.log"
+        wait_for(lambda: _highest(reports) >= 20, 180, "the protected guest's commits")
+        _ok(zvm_lab(lab_dir, "workload", "pause"))  # the disaster: every acknowledged transaction is the test
+        acknowledged = _highest(reports)
+        vpg = state.vpg["identifier"]
+        z = state.zvms["protected"]
+        with ZvmClient(z["url"]).login(z["username"], z["password"]) as a:
+            cp = a.wait_for_task(a.take_checkpoint(vpg, "before-failover"), timeout=120)["Result"]["CheckpointIdentifier"]
+        z = state.zvms["recovery"]
+        with ZvmClient(z["url"]).login(z["username"], z["password"]) as b:
+            wait_for(lambda: any(c["CheckpointIdentifier"] == cp for c in b.request("GET", f"/vpgs/{vpg}/checkpoints")),
+                     60, "the recovery site to list the checkpoint")
+        _zvm(state, "recovery", "failover", state.vpg["name"], "--checkpoint", cp, "--commit-policy", "Commit",
+             "--commit-timeout", "0", "--no-reverse-protection", "--wait", timeout=300)
+        committed = time.monotonic()
+        watch = lab_dir / "logs" / "guest-watch.log"
+        wait_for(lambda: "committed: booting" in watch.read_text(), 60, "the watcher to boot the committed guest")
+        assert "on its committed volume /" in watch.read_text()
+        app = guests / f"recovered-{name}-app.log"
+        ready = wait_for(lambda: app.exists() and READY.search(app.read_text()), 180, "the guest on its volume")
+        print(f"from the failover's commit to the guest answering on its committed volume: "
+              f"{time.monotonic() - committed:.1f} s")
+        assert int(ready.group(2)) >= acknowledged
+        booted_at = int(ready.group(2))  # the app log is this boot's (the guest before the commit had its own)
+        wait_for(lambda: max((int(m.group(1)) for m in COMMIT.finditer(app.read_text().replace("\r", ""))),
+                             default=0) >= booted_at + 5, 120, "commits on the committed volume")
     finally:
         zvm_lab(lab_dir, "down")
