@@ -23,8 +23,8 @@ in time, and its ``resume`` boots them again where they are protected). Guests a
 Protected guests follow a move (``follow_vms``, from ``zvm lab attach``): a guest runs on the filter export
 of its VM's first disk where the VM is protected now; one that runs elsewhere (the old side) or not at all
 is powered off there and booted on it, so replication back carries its writes; fio leaves its disks alone.
-Not done: a committed failover's guests with reverse protection are booted only by ``zvm lab attach``, not
-by the watcher when the filter appears.
+Not done: with reverse protection a committed operation's guests are booted only by ``zvm lab attach``
+(not by the watcher when the filters appear), in the VPG's order of VMs rather than its boot groups.
 """
 
 from __future__ import annotations
@@ -244,7 +244,9 @@ def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> No
         if handled is None:
             handled = set(committed)
         for key, op in committed.items():
-            if key not in handled:
+            # while the protected site has not taken its part (WaitingForPeer), reverse protection is not
+            # known yet: decide when it has, never booting a disk that a protected guest will boot too
+            if key not in handled and not op["WaitingForPeer"]:
                 try:
                     booted[f"{key}-committed"] = _committed(state, op, guest_names, image)
                 except Exception as exc:  # noqa: BLE001 - a ZVM restarting: ask again next round
