@@ -17,6 +17,7 @@ them in line:
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from vra_appliance.iofilter.control import FilterControl
@@ -146,14 +147,15 @@ def workload_jobs(state: LabState) -> list[dict]:
     return jobs
 
 
-def attach(state: LabState) -> list[str]:
-    """Filters and workload after the VMs; returns what changed, for the user."""
+def attach(state: LabState, guests: Collection[str] = ()) -> list[str]:
+    """Filters and workload after the VMs; returns what changed, for the user. fio leaves the disks of the
+    VMs in ``guests`` alone (they run a real guest: zvm.lab.guests.follow_vms)."""
     said = []
     locate_vpg_vms(state)
     restarted = attach_filters(state)
     if restarted:
         said.append(f"IO filters (re)started: {', '.join(restarted)}")
-    jobs = workload_jobs(state)
+    jobs = [j for j in workload_jobs(state) if j["name"] not in guests]
     if [j["uri"] for j in jobs] != [j["uri"] for j in state.workload.get("jobs", [])]:
         was_paused = state.workload.get("paused", False)
         old = state.process("workload")
@@ -162,6 +164,7 @@ def attach(state: LabState) -> list[str]:
             state.processes.remove(old)
         workload.start(state, jobs, state.workload.get("rate", "256k"), paused=was_paused)
         sites = sorted({vm["site"] for vm in state.vpg["vms"]})
-        said.append(f"workload now writes into {', '.join(vm['name'] for vm in state.vpg['vms'])} on the "
+        fio_vms = [vm["name"] for vm in state.vpg["vms"] if vm["name"] not in guests]
+        said.append(f"workload now writes into {', '.join(fio_vms)} on the "
                     f"{' and '.join(sites)} site" + (" (paused: 'zvm lab workload resume')" if was_paused else ""))
     return said

@@ -18,7 +18,7 @@ from pathlib import Path
 from zvm.client import ZvmClient
 from zvm.enums import PairingStatus, VpgStatus, VpgSubStatus, VraStatus
 from zvm.errors import ZvmError
-from zvm.lab import attach, faults, images, processes, workload
+from zvm.lab import attach, faults, guests, images, processes, workload
 from zvm.lab.links import LinksControl
 from zvm.lab.processes import LabError
 from zvm.lab.state import SITES, LabState, default_lab_dir
@@ -260,11 +260,16 @@ def lab_wan(lab_dir: Path, args) -> int:
 def lab_workload(lab_dir: Path, args) -> int:
     state = _load(lab_dir)
     if args.workload_command == "pause":
+        off = guests.power_off(state, guests.names(state))
+        if off:
+            _say(f"guests powered off: {', '.join(off)} ('zvm lab workload resume' or 'zvm lab attach' boots them)")
         writes = workload.pause(state)
         _say(f"workload paused: fio stopped, every write it sent is on the disks ({sum(writes.values())} writes "
              "so far); 'zvm lab workload resume' goes on")
     elif args.workload_command == "resume":
         workload.resume(state)
+        for line in guests.follow_vms(state, attach.workload_jobs(state)) if guests.names(state) else []:
+            _say(line)
         _say("workload resumed")
     else:
         names = {v["id"]: vm["name"] for vm in state.vpg.get("vms", []) for v in vm["volumes"]}
@@ -347,7 +352,10 @@ def lab_image(lab_dir: Path, args) -> int:
 
 def lab_attach(lab_dir: Path) -> int:
     state = _load(lab_dir)
-    said = attach.attach(state)
+    said = attach.attach(state, guests.names(state))
+    if guests.names(state):
+        said += guests.follow_vms(state, attach.workload_jobs(state)) or [
+            f"guests: {', '.join(guests.names(state))} run on their VMs' disks already"]
     for line in said or ["nothing to change: the filters and the workload follow the VMs already"]:
         _say(line)
     where = ", ".join(f"{vm['name']} ({vm['site']})" for vm in state.vpg["vms"])

@@ -11,10 +11,20 @@ Recovery side (``watch``, a lab process): polls both ZVMs' recovery reports ever
 that the operation has powered on (so its boot group and delay have passed: the ZVM's schedule) is booted
 as a guest from its disk's URI in the report (the recovery VRA's point-in-time image with scratch, for a
 failover test, a failover or a move before commit); when the operation leaves Running / BeforeCommit its
-guests are powered off. Guests are processes of kind "workload": ``zvm lab down`` stops them first.
+guests are powered off. After a failover or move is committed: without reverse protection its guests boot
+again, in the report's (power-on) order, straight from the committed volume files (the report's ``File``,
+on the recovery site's datastore); with reverse protection their disks are protected volumes now, and
+``zvm lab attach`` boots them through the new protected side's filters (``follow_vms``), as protected
+guests. A move of the lab's VPG that has started powers the protected guests off (a backstop: the move's
+final checkpoint may come before the next poll; ``zvm lab workload pause`` before a move powers them off
+in time, and its ``resume`` boots them again where they are protected). Guests are processes of kind
+"workload": ``zvm lab down`` stops them first.
 
-Not done: after a commit the recovered guests are powered off rather than rebooted on the committed
-replica volumes; protected guests do not follow a move (``zvm lab attach`` restarts fio only).
+Protected guests follow a move (``follow_vms``, from ``zvm lab attach``): a guest runs on the filter export
+of its VM's first disk where the VM is protected now; one that runs elsewhere (the old side) or not at all
+is powered off there and booted on it, so replication back carries its writes; fio leaves its disks alone.
+Not done: with reverse protection a committed operation's guests are booted only by ``zvm lab attach``
+(not by the watcher when the filters appear), in the VPG's order of VMs rather than its boot groups.
 """
 
 from __future__ import annotations
@@ -29,10 +39,14 @@ from pathlib import Path
 from guests.image import build
 from guests.runner import Guest
 from zvm.client import ZvmClient
+from zvm.lab import processes
 from zvm.lab.processes import LabError, spawn
 from zvm.lab.state import LabState
+from zvm.vcenter.inventory import split_datastore_path
 
 RUNNING = ("Running", "BeforeCommit")
+MOVING = ("Starting", "Running", "BeforeCommit", "Committing")  # a move that has not ended
+COMMITTED_KINDS = ("Failover", "Move")
 
 
 def guests_dir(state: LabState) -> Path:
@@ -42,6 +56,49 @@ def guests_dir(state: LabState) -> Path:
 def zvm_settings(state: LabState) -> dict:
     """What the lab's ZVMs need to check checkpoints of the lab's guests (zvm/orchestration/recoverability.py)."""
     return {"guest_runner": "local", "guest_image_dir": str(build().dir), "guest_reports_dir": str(guests_dir(state))}
+
+
+def names(state: LabState) -> list[str]:
+    """The VMs that run a guest (``zvm lab up --guests N``: the first N of the VPG); none without guests."""
+    path = guests_dir(state) / "guests.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def power_off(state: LabState, vms: list[str]) -> list[str]:
+    """Power the protected guests of ``vms`` off (QEMU stopped; its follower after the last reports);
+    returns those that were running."""
+    was = [n for n in vms if (p := state.process(f"guest-{n}")) is not None and p.alive()]
+    for kind in ("", "-reports"):
+        procs = [p for n in vms if (p := state.process(f"guest-{n}{kind}")) is not None]
+        processes.stop(procs)
+        for p in procs:
+            state.processes.remove(p)
+        if not kind and procs:
+            time.sleep(0.5)  # the follower copies the guest's last reports
+    state.save()
+    return was
+
+
+def follow_vms(state: LabState, jobs: list[dict]) -> list[str]:
+    """Protected guests run where their VMs are protected now (``jobs`` of zvm.lab.attach.workload_jobs: the
+    filters' exports of their disks): a guest that is off, or runs on another export (after a move), is
+    powered off there and booted on its VM's first disk's export. Returns what was done, for the user."""
+    said = []
+    for name in names(state):
+        job = next((j for j in jobs if j["name"] == name), None)
+        if job is None:
+            continue
+        proc = state.process(f"guest-{name}")
+        if proc is not None and proc.alive() and any(a.startswith(f"file={job['uri']},") for a in proc.argv):
+            continue
+        moved = proc is not None and proc.alive()
+        power_off(state, [name])
+        _boot(state, name, job["uri"], "protected")
+        site = next((vm["site"] for vm in state.vpg.get("vms", []) if vm["name"] == name), "?")
+        said.append(f"guest {name} {'moved: powered off on its old disk, ' if moved else ''}booted on the {site} "
+                    f"site through its filter ({job['uri']})")
+    state.save()
+    return said
 
 
 def _boot(state: LabState, name: str, drive: str, kind: str) -> None:
@@ -100,12 +157,58 @@ def _source_guest(names: list[str], recovered_name: str) -> str | None:
     return next((n for n in names if recovered_name == n or recovered_name.startswith(n + " - ")), None)
 
 
+def _local_file(state: LabState, site_identifier: str, datastore_path: str) -> str:
+    """A committed disk's file (a datastore path of the recovery site's vCenter) on this machine."""
+    site = next(s for s, z in state.zvms.items() if z["site_identifier"] == site_identifier)
+    name, rel = split_datastore_path(datastore_path)
+    return str(Path(state.vcenters[site].datastores[name]) / rel)
+
+
+def _reverse_protected(state: LabState, op: dict) -> bool:
+    """Whether the committed operation's VMs are protected back (its recovery site protects them now)."""
+    site = next(s for s, z in state.zvms.items() if z["site_identifier"] == op["RecoverySiteIdentifier"])
+    with _client(state, site) as c:
+        return any(vm["ProtectedSite"]["SiteIdentifier"] == op["RecoverySiteIdentifier"]
+                   for vm in c.protected_vms(vpg=op["VpgIdentifier"]))
+
+
+def _committed(state: LabState, op: dict, guest_names: list[str], image) -> list[Guest]:
+    """After a commit: the recovered guests again on the committed volumes, in the operation's power-on
+    order; with reverse protection their disks are protected volumes: ``zvm lab attach`` boots them on the
+    new protected side's filter (follow_vms), as protected guests."""
+    if _reverse_protected(state, op):
+        print(f"guest-watch: {op['Type']} of {op['VpgName']} committed with reverse protection: its guests boot "
+              "through the new protected side's filters on 'zvm lab attach'", flush=True)
+        return []
+    out = []
+    for vm in op["Vms"]:
+        source = _source_guest(guest_names, vm["VmName"])
+        if source and vm["PoweredOn"] and vm["Disks"] and vm["Disks"][0]["File"]:
+            drive = _local_file(state, op["RecoverySiteIdentifier"], vm["Disks"][0]["File"])
+            out.append(Guest(image, drive, guests_dir(state), f"recovered-{source}").start())
+            print(f"guest-watch: {op['Type']} of {op['VpgName']} committed: booting {vm['VmName']} on its "
+                  f"committed volume {drive} (boot group {vm['BootGroupName'] or '-'})", flush=True)
+    return out
+
+
+def _move_started(state: LabState, guest_names: list[str]) -> None:
+    """A move shuts its source VMs down: their guests are powered off (a backstop: the move's final
+    checkpoint may come first; 'zvm lab workload pause' before a move powers them off in time)."""
+    on = [n for n in guest_names if (p := state.process(f"guest-{n}")) is not None and p.alive()]
+    for n in on:
+        state.process(f"guest-{n}").signal(signal.SIGTERM)
+        print(f"guest-watch: a move of the VPG started: protected guest {n} powered off", flush=True)
+
+
 def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> None:
     image = build()
+    handled: set[str] | None = None  # committed operations done with (those of the first round are old)
     while True:
         state = LabState.load(lab_dir)
-        guest_names = json.loads((guests_dir(state) / "guests.json").read_text())
+        guest_names = names(state)
         seen: set[str] = set()
+        committed: dict[str, dict] = {}
+        moving = False
         for site in ("protected", "recovery"):
             try:
                 with _client(state, site) as c:
@@ -115,23 +218,41 @@ def _watch(lab_dir: Path, interval: float, booted: dict[str, list[Guest]]) -> No
                 continue
             for op in reports:
                 key = op["OperationIdentifier"]
+                if op["VpgIdentifier"] == state.vpg.get("identifier"):
+                    moving |= op["Type"] == "Move" and op["State"] in MOVING
+                if op["State"] == "Committed" and op["Type"] in COMMITTED_KINDS:
+                    committed[key] = op
                 if op["State"] not in RUNNING:
                     continue
                 seen.add(key)
                 running = booted.setdefault(key, [])
-                names = {g.name for g in running}
+                on = {g.name for g in running}
                 for vm in op["Vms"]:
                     source = _source_guest(guest_names, vm["VmName"])
                     name = f"recovered-{source}"
-                    if source and vm["PoweredOn"] and vm["Disks"] and name not in names:
+                    if source and vm["PoweredOn"] and vm["Disks"] and name not in on:
                         g = Guest(image, vm["Disks"][0]["Uri"], guests_dir(state), name).start()
                         running.append(g)
                         print(f"guest-watch: {op['Type']} of {op['VpgName']}: booting {vm['VmName']} "
                               f"(boot group {vm['BootGroupName'] or '-'})", flush=True)
-        for key in [k for k in booted if k not in seen]:
+        for key in [k for k in booted if k not in seen and not k.endswith("-committed")]:
             for g in booted.pop(key):
                 g.kill()
                 print(f"guest-watch: operation {key} ended: {g.name} powered off", flush=True)
+        if moving:
+            _move_started(state, guest_names)
+        if handled is None:
+            handled = set(committed)
+        for key, op in committed.items():
+            # while the protected site has not taken its part (WaitingForPeer), reverse protection is not
+            # known yet: decide when it has, never booting a disk that a protected guest will boot too
+            if key not in handled and not op["WaitingForPeer"]:
+                try:
+                    booted[f"{key}-committed"] = _committed(state, op, guest_names, image)
+                except Exception as exc:  # noqa: BLE001 - a ZVM restarting: ask again next round
+                    print(f"guest-watch: after the commit of {key}: {exc}", flush=True)
+                    continue
+                handled.add(key)
         for guests in booted.values():
             for g in guests:
                 g.app.poll()
