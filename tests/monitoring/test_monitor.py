@@ -154,3 +154,23 @@ def test_the_peer_service_answers_from_the_last_pass(api):
     assert [c["checkpoint_id"] for c in seen["Checkpoints"]] == ["c1"]
     assert monitor.recover_report(vid, max_age=0.0) is None  # too old: the peer service asks the VRA
     assert monitor.recover_report("other") is None
+
+
+def test_the_recovery_site_shows_the_throughput_its_vra_receives(api):
+    """A peer's VPG that this site recovers: no protect role here, its throughput and IOPS are what the
+    recovery VRA received (not 0, as they were before)."""
+    vid, vra, control, protect, recover = setup(api)
+    m.Vpg.update(protected_site=m.Site.create(name="Site A")).where(m.Vpg.identifier == vid).execute()
+    control.statuses[vra][vid].pop("protect")
+    monitor = Monitor(api.zvm, control=control)
+    t0 = time.time()
+    recover["counters"].update(newest_consistent_checkpoint_s=t0 - 1, bytes=0.0, wire_bytes=0.0, records=0.0,
+                               checkpoints=0.0)
+    monitor.run_once(now=t0)
+    recover["counters"].update(bytes=10.0 * (1 << 20), wire_bytes=4.0 * (1 << 20), records=2002.0, checkpoints=2.0)
+    monitor.run_once(now=t0 + 2)
+    got = vpg_view(api, vid)
+    assert (got["throughput"], got["iops"]) == (5.0, 1000)
+    control.statuses.pop(vra)  # the recovery VRA falls silent: nothing is known to move
+    monitor.run_once(now=t0 + 3)
+    assert (vpg_view(api, vid)["throughput"], vpg_view(api, vid)["iops"]) == (0.0, 0)

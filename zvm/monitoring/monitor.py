@@ -261,7 +261,7 @@ class Monitor(Loop):
             fields["actual_rpo_seconds"] = int(rpo)
         if recover is not None or protect:
             fields["last_report_at"] = now
-        self._rates(vpg, w, protect, silent_protect, mirror, now, fields)
+        self._rates(w, protect, silent_protect, recover if mirror else None, mirror, now, fields)
         if recover is not None:
             fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
             fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
@@ -291,16 +291,24 @@ class Monitor(Loop):
         return fields
 
     @staticmethod
-    def _rates(vpg: m.Vpg, w: VpgWatch, protect: dict, silent: list, mirror: bool, now: float, fields: dict) -> None:
-        """Throughput (before and after compression) and IOPS from the protect roles' counters between passes.
-        With a protect VRA silent nothing is known to move: zeros."""
+    def _rates(w: VpgWatch, protect: dict, silent: list, recover: dict | None, mirror: bool, now: float,
+               fields: dict) -> None:
+        """Throughput (before and after compression) and IOPS between passes: on the protected site from the
+        protect roles' counters (with one silent nothing is known to move: zeros); on the recovery site, for a
+        peer's VPG, from what its recovery VRA received (write payload, bytes on the wire, write records)."""
         if mirror:
-            return
-        if not protect or silent:
-            w.rates, w.rate_figures = None, {}
+            counters = recover["counters"] if recover is not None else None
+            totals = None if counters is None else (
+                counters.get("bytes", 0.0), counters.get("wire_bytes", 0.0),
+                max(0.0, counters.get("records", 0.0) - counters.get("checkpoints", 0.0)))
+        elif not protect or silent:
+            totals = None
         else:
             totals = tuple(sum(p["counters"].get(k, 0.0) for p in protect.values())
                            for k in ("bytes", "wire_bytes_sent", "writes"))
+        if totals is None:
+            w.rates, w.rate_figures = None, {}
+        else:
             if w.rates is not None and now > w.rates[0]:
                 dt = now - w.rates[0]
                 d = [max(0.0, a - b) for a, b in zip(totals, w.rates[1:], strict=True)]
