@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter.filter import IoFilter
 from vra_appliance.iofilter.nbd import FileBackend, NbdServer
+from vra_appliance.protect.split_listener import SplitListener
 
 MiB = 1024 * 1024
 
@@ -96,3 +98,15 @@ def make_filter(tmp_path, sockdir) -> Iterator:
     yield make
     for filt in started:
         filt.stop(drain_timeout_s=0.5)
+
+
+@pytest.fixture
+def vra(sockdir):
+    """A VRA's split listener on ``sockdir/vra.sock`` whose handler records every write it is given (its
+    ``listener`` attribute is the listener, for tests that stop or restart it)."""
+    handler = RecordingVra()
+    listener = SplitListener(str(sockdir / "vra.sock"), handler)
+    listener.start()
+    handler.listener = listener
+    yield handler
+    listener.stop()

@@ -9,19 +9,8 @@ import time
 import pytest
 
 from tests.iofilter.nbdraw import RawNbd
-from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter.control import ControlError, FilterControl
 from vra_appliance.iofilter.freeze import FreezeCoordinator, FreezeError, WriteGate
-from vra_appliance.protect.split_listener import SplitListener
-
-
-@pytest.fixture
-def vra(sockdir):
-    handler = RecordingVra()
-    listener = SplitListener(str(sockdir / "vra.sock"), handler)
-    listener.start()
-    yield handler
-    listener.stop()
 
 
 def wait_until(predicate, timeout: float = 5.0) -> bool:

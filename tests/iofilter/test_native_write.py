@@ -12,8 +12,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter import nbd_proto as p
@@ -23,14 +21,6 @@ from vra_appliance.protect.split_listener import SplitListener
 
 KiB, MiB = 1024, 1024 * 1024
 
-
-@pytest.fixture
-def vra(sockdir):
-    handler = RecordingVra()
-    listener = SplitListener(str(sockdir / "vra.sock"), handler)
-    listener.start()
-    yield handler
-    listener.stop()
 
 
 def pipelined_writes(client: RawNbd, writes: list[tuple[int, bytes]]) -> list[int]:

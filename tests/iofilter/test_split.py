@@ -23,16 +23,6 @@ from vra_appliance.iofilter.control import FilterControl
 from vra_appliance.protect.split_listener import SplitListener
 
 
-@pytest.fixture
-def vra(sockdir):
-    handler = RecordingVra()
-    listener = SplitListener(str(sockdir / "vra.sock"), handler)
-    listener.start()
-    handler.listener = listener
-    yield handler
-    listener.stop()
-
-
 def raw_filter(path) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)

@@ -32,15 +32,6 @@ from vra_appliance.iofilter.splitter import Splitter
 from vra_appliance.protect.split_listener import SplitListener
 
 
-@pytest.fixture
-def vra(sockdir):
-    handler = RecordingVra()
-    listener = SplitListener(str(sockdir / "vra.sock"), handler)
-    listener.start()
-    yield handler
-    listener.stop()
-
-
 def ring_splitter(address, queue_bytes=64 * 1024, volumes=("v",), **kw) -> Splitter:
     splitter = Splitter("f", list(volumes), str(address), DirtyMap(), queue_bytes=queue_bytes, **kw)
     splitter.start()
