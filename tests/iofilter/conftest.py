@@ -9,12 +9,15 @@ import hashlib
 import random
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.vra_stub import RecordingVra
 from vra_appliance.iofilter.filter import IoFilter
 from vra_appliance.iofilter.nbd import FileBackend, NbdServer
@@ -110,3 +113,22 @@ def vra(sockdir):
     handler.listener = listener
     yield handler
     listener.stop()
+
+
+@contextmanager
+def held_vra(sockdir: Path, make_filter, name: str) -> Iterator[tuple]:
+    """A filter with a 256 KiB ring whose VRA's handler blocks until ``gate`` is set, and a raw NBD client on
+    its export vol-a: yields (gate, handler, filter, client); the gate is opened and the listener stopped after."""
+    gate = threading.Event()
+    handler = RecordingVra(gate=gate)
+    listener = SplitListener(str(sockdir / f"{name}.sock"), handler)
+    listener.start()
+    try:
+        filt = make_filter(vra=str(sockdir / f"{name}.sock"), queue_bytes=256 * 1024)
+        assert filt.splitter.wait_connected(5)
+        client = RawNbd(str(filt.unix_path))
+        client.connect_export("vol-a")
+        yield gate, handler, filt, client
+    finally:
+        gate.set()
+        listener.stop()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.iofilter.conftest import MiB, sha256
+from tests.iofilter.conftest import MiB, held_vra, sha256
 from tests.iofilter.nbdraw import RawNbd
 from tests.iofilter.test_split import start_vra_process
 from tests.iofilter.vra_stub import RecordingVra
@@ -84,15 +84,7 @@ def test_frames_wrap_around_a_small_ring_byte_exact(vra, sockdir, monkeypatch, r
 def test_a_full_ring_overflows_into_the_dirty_map(make_filter, sockdir):
     """The VRA's handler blocks: the VM's writes complete, the ring (256 KiB) fills, the rest goes to the
     dirty map; once the VRA goes on, every write is either in the stream or dirty, with a seq gap."""
-    gate = threading.Event()
-    handler = RecordingVra(gate=gate)
-    listener = SplitListener(str(sockdir / "slow.sock"), handler)
-    listener.start()
-    try:
-        filt = make_filter(vra=str(sockdir / "slow.sock"), queue_bytes=256 * 1024)
-        assert filt.splitter.wait_connected(5)
-        c = RawNbd(str(filt.unix_path))
-        c.connect_export("vol-a")
+    with held_vra(sockdir, make_filter, "slow") as (gate, handler, filt, c):
         for i in range(1024):  # 4 MiB through a 256 KiB ring, with the VRA not consuming
             assert c.write(i * 4096, b"%04d" % i * 1024) == 0
         with FilterControl(filt.control_path) as ctl:
@@ -112,9 +104,6 @@ def test_a_full_ring_overflows_into_the_dirty_map(make_filter, sockdir):
         assert filt.splitter.wait_drained(10)
         assert handler.events[-1][2:] == (0, b"later", 1025)  # the dirty writes left a gap in the seqs
         c.disconnect()
-    finally:
-        gate.set()
-        listener.stop()
 
 
 def block(i: int, size: int = 65536) -> bytes:

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import threading
 
-from tests.iofilter.nbdraw import RawNbd
-from tests.iofilter.vra_stub import RecordingVra
+from tests.iofilter.conftest import held_vra
 from vra_appliance.iofilter.control import FilterControl
-from vra_appliance.protect.split_listener import SplitListener
 
 
 def test_the_clear_waits_for_the_writes_still_in_the_ring(make_filter, sockdir):
     """The old version of block 0 waits in the ring (the VRA is stuck), the ring fills, the new version goes
     to the dirty map. The sync's clear must not return (and the sync read the source) before the VRA has
     the old version: else the VRA would put the old bytes after the sync's new ones."""
-    gate = threading.Event()
-    vra = RecordingVra(gate=gate)
-    listener = SplitListener(str(sockdir / "slow.sock"), vra)
-    listener.start()
-    try:
-        filt = make_filter(vra=str(sockdir / "slow.sock"), queue_bytes=256 * 1024)
-        assert filt.splitter.wait_connected(5)
-        c = RawNbd(str(filt.unix_path))
-        c.connect_export("vol-a")
+    with held_vra(sockdir, make_filter, "slow") as (gate, vra, filt, c):
         assert c.write(0, b"old!" * 1024) == 0
         i = 1
         while not filt.dirty.covers("vol-a", i * 4096 - 4096, 4096) or i == 1:  # fill the ring
@@ -50,9 +40,6 @@ def test_the_clear_waits_for_the_writes_still_in_the_ring(make_filter, sockdir):
         kinds = [(e[0], e[2], bytes(e[3][:4])) if e[0] == "write" else (e[0],) for e in vra.events]
         assert kinds.index(("write", 0, b"old!")) < kinds.index(("sync-reads",))
         assert not filt.dirty.covers("vol-a", 0, 4096)  # taken by the sync
-    finally:
-        gate.set()
-        listener.stop()
 
 
 def test_a_clear_the_vra_cannot_pass_in_time_keeps_the_extents(make_filter, sockdir, monkeypatch):
@@ -62,15 +49,7 @@ def test_a_clear_the_vra_cannot_pass_in_time_keeps_the_extents(make_filter, sock
 
     monkeypatch.setattr(split_fold, "BARRIER_TIMEOUT_S", 0.2)
     monkeypatch.setattr(split_fold.DirtyFold.take_dirty, "__defaults__", (0.2,))
-    gate = threading.Event()
-    vra = RecordingVra(gate=gate)
-    listener = SplitListener(str(sockdir / "stuck.sock"), vra)
-    listener.start()
-    try:
-        filt = make_filter(vra=str(sockdir / "stuck.sock"), queue_bytes=256 * 1024)
-        assert filt.splitter.wait_connected(5)
-        c = RawNbd(str(filt.unix_path))
-        c.connect_export("vol-a")
+    with held_vra(sockdir, make_filter, "stuck") as (gate, vra, filt, c):
         i = 0
         while not filt.dirty.extents("vol-a"):
             assert c.write(i * 4096, b"fill" * 1024) == 0
@@ -80,6 +59,3 @@ def test_a_clear_the_vra_cannot_pass_in_time_keeps_the_extents(make_filter, sock
             reply = ctl.dirty("vol-a", clear=True)
         assert reply["barrier"] is False and reply["extents"] == []
         assert filt.dirty.extents("vol-a") == before and filt.splitter.is_dirty(["vol-a"])
-    finally:
-        gate.set()
-        listener.stop()
