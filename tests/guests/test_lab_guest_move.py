@@ -13,12 +13,13 @@ transaction acknowledged before the checkpoint."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 
-from guests.runner import COMMIT, READY
+from guests.runner import COMMIT, READY, acknowledged_before
 from tests.lab.helpers import wait_for, zvm_lab
 from zvm.client import ZvmClient
 from zvm.lab.state import LabState
@@ -30,11 +31,8 @@ def _ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def _highest(reports) -> int:
-    """The highest transaction id in a lab guest's reports log ("<host time> ZVR-COMMIT <id> ..." lines)."""
-    if not reports.exists():
-        return 0
-    return max((int(ln.split("ZVR-COMMIT ")[1].split()[0]) for ln in reports.read_text().splitlines()
-                if "ZVR-COMMIT " in ln), default=0)
+    """The highest transaction id in a lab guest's reports log so far (0 before the log exists)."""
+    return acknowledged_before(reports, math.inf)
 
 
 def _zvm(state: LabState, site: str, *args: str, timeout: float) -> str:

@@ -7,10 +7,12 @@ checkpoint is tagged "Tested at ...: passed"."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 
+from guests.runner import acknowledged_before
 from tests.lab.helpers import wait_for, zvm_lab
 from zvm.client import ZvmClient
 from zvm.lab.state import LabState
@@ -34,8 +36,7 @@ def test_lab_guests_recover_and_check_out(tmp_path):
                  "the protected guest's commits")
 
         vpg = state.vpg["identifier"]
-        acknowledged = max(int(ln.split("ZVR-COMMIT ")[1].split()[0]) for ln in reports.read_text().splitlines()
-                           if "ZVR-COMMIT " in ln)
+        acknowledged = acknowledged_before(reports, math.inf)
         z = state.zvms["protected"]
         with ZvmClient(z["url"]).login(z["username"], z["password"]) as a:
             cp = a.wait_for_task(a.take_checkpoint(vpg, "guests"), timeout=120)["Result"]["CheckpointIdentifier"]
