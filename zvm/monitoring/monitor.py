@@ -261,7 +261,7 @@ class Monitor(Loop):
             fields["actual_rpo_seconds"] = int(rpo)
         if recover is not None or protect:
             fields["last_report_at"] = now
-        self._rates(w, protect, silent_protect, recover if mirror else None, mirror, now, fields)
+        self._rates(w, protect, silent_protect, recover, mirror, now, fields)
         if recover is not None:
             fields["journal_used_mb"] = recover["counters"].get("journal_bytes", 0.0) / (1 << 20)
             fields["history_seconds"] = int(recover["counters"].get("history_covered_s", 0.0))
