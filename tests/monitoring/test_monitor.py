@@ -174,3 +174,30 @@ def test_the_recovery_site_shows_the_throughput_its_vra_receives(api):
     control.statuses.pop(vra)  # the recovery VRA falls silent: nothing is known to move
     monitor.run_once(now=t0 + 3)
     assert (vpg_view(api, vid)["throughput"], vpg_view(api, vid)["iops"]) == (0.0, 0)
+
+
+def test_a_status_written_while_a_pass_runs_is_not_overwritten_by_it(api):
+    """A pause (or the peer's part of a recovery operation) writes the VPG's substatus after the pass read the
+    row and before it writes its verdict: the pass's verdict was about the row as it was, so it must not replace
+    the substatus (it did: the VPG showed "None" while paused, for good, since a paused VPG is left alone)."""
+    vid, vra, control, protect, recover = setup(api)
+    t0 = time.time()
+    recover["counters"]["newest_consistent_checkpoint_s"] = t0
+    db = api.zvm.db.database
+
+    class PausedMeanwhile(FakeVraControl):
+        def status(self, vra_id, timeout=None):
+            answer = super().status(vra_id, timeout)
+            with sqlite3.connect(db, isolation_level=None) as conn:  # another writer, as the pause task is
+                conn.execute("UPDATE vpg SET paused = 1, substatus = 'ReplicationPausedUserInitiated' "
+                             "WHERE identifier = ?", (vid,))
+            return answer
+
+    staged = PausedMeanwhile()
+    staged.statuses = control.statuses
+    m.Vpg.update(substatus="DisconnectedFromPeer").where(m.Vpg.identifier == vid).execute()  # the pass says None
+    Monitor(api.zvm, control=staged).run_once(now=t0 + 1)
+    got = vpg_view(api, vid)
+    assert (got["status"], got["substatus"], got["rpo"]) == ("MeetingSLA", "ReplicationPausedUserInitiated", 1)
+    Monitor(api.zvm, control=control).run_once(now=t0 + 2)  # the next pass judges the row as it is now
+    assert vpg_view(api, vid)["substatus"] == "ReplicationPausedUserInitiated"

@@ -146,10 +146,11 @@ class Monitor(Loop):
                 by_vpg.setdefault(vpg_id, {})[vra_id] = roles
         updates = {vpg.id: self._assess_one(control, vpg, by_vpg.get(vpg.identifier, {}), rnd, names, local, now)
                    for vpg in vpgs}
+        assessed = {vpg.id: (vpg.status, vpg.substatus) for vpg in vpgs}
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with zdb.transaction():
-                    result = self._write(now, rnd, updates)
+                    result = self._write(now, rnd, updates, assessed)
                 break
             except TransientError:  # "database is locked" past the busy timeout: again, soon
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -158,7 +159,11 @@ class Monitor(Loop):
         self._buckets, self._listed, self.events.pending = [], {}, []
         return result
 
-    def _write(self, now: float, rnd: Round, updates: dict[int, dict]) -> dict[str, int]:
+    def _write(self, now: float, rnd: Round, updates: dict[int, dict],
+               assessed: dict[int, tuple[str, str]]) -> dict[str, int]:
+        """The pass's figures into the database, in one transaction. A VPG whose status or substatus changed
+        since the pass read it (a task, or the peer's part of a recovery operation, wrote it meanwhile) keeps
+        what was written: the pass's verdict was about the row as it was, and the next pass judges it again."""
         reachable = [v for v, st in rnd.vras.items() if st is not None]
         silent = [v for v, st in rnd.vras.items() if st is None]
         if reachable:
@@ -168,6 +173,9 @@ class Monitor(Loop):
         wanted: list[AlertSpec] = []
         for vpg in m.Vpg.select():
             fields = {k: v for k, v in (updates.get(vpg.id) or {}).items() if getattr(vpg, k) != v}  # changes only
+            if assessed.get(vpg.id, (vpg.status, vpg.substatus)) != (vpg.status, vpg.substatus):
+                fields.pop("status", None)
+                fields.pop("substatus", None)
             w = self._watch.get(vpg.identifier, VpgWatch())
             if vpg.id in self._listed:
                 self._store_checkpoints(vpg, self._listed[vpg.id], now)

@@ -353,6 +353,7 @@ class PeerServer:
         self.port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def _context(self, pki: SitePki) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -371,11 +372,22 @@ class PeerServer:
     def start(self) -> None:
         if self._server is not None:
             return
+        self._stopping.clear()
         pki = self.zvm.peer_pki()
         base = self._context(pki)
 
         def per_handshake(sock, server_name, _ctx):
-            sock.context = self._context(pki)  # the paired CAs as of now
+            # The paired CAs as of now. A handshake racing the service's stop (its database may be closed
+            # already) or a database error is refused with an alert: an exception here would only be printed.
+            if self._stopping.is_set():
+                return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+            try:
+                sock.context = self._context(pki)
+            except Exception:
+                log.warning("peer service: a handshake was refused: the paired sites could not be read",
+                            exc_info=True)
+                return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+            return None
 
         base.sni_callback = per_handshake
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -401,6 +413,7 @@ class PeerServer:
         log.info("peer service listening on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
+        self._stopping.set()  # before the database it reads may close
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
