@@ -201,3 +201,18 @@ def test_a_status_written_while_a_pass_runs_is_not_overwritten_by_it(api):
     assert (got["status"], got["substatus"], got["rpo"]) == ("MeetingSLA", "ReplicationPausedUserInitiated", 1)
     Monitor(api.zvm, control=control).run_once(now=t0 + 2)  # the next pass judges the row as it is now
     assert vpg_view(api, vid)["substatus"] == "ReplicationPausedUserInitiated"
+
+
+def test_a_sync_ends_while_the_journal_warns_of_its_size_or_history(api):
+    """A journal past its warning threshold or with less history than configured still takes the stream (the
+    journal and history alerts tell of it): a bitmap sync that ended shows as ended. A full journal does not."""
+    vid, vra, control, protect, recover = setup(api)
+    t0 = time.time()
+    recover["counters"]["newest_consistent_checkpoint_s"] = t0
+    monitor = Monitor(api.zvm, control=control)
+    for i, (state, after) in enumerate([("journal-history_shrunk", "None"), ("journal-warning", "None"),
+                                        ("journal-full", "BitmapSync")]):
+        m.Vpg.update(substatus="BitmapSync").where(m.Vpg.identifier == vid).execute()
+        recover["state"] = state
+        monitor.run_once(now=t0 + i)
+        assert vpg_view(api, vid)["substatus"] == after, state

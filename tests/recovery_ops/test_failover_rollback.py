@@ -151,6 +151,29 @@ def test_a_move_while_the_protected_site_does_not_answer_is_refused_and_changes_
     assert w.b.peer_sites()[0]["PairingStatus"] == PairingStatus.Paired
 
 
+def test_a_move_of_a_paused_vpg_is_refused_at_once_and_changes_nothing(world):
+    # It used to shut the VMs down and wait 60 s for a final checkpoint that a paused VPG cannot send ("a dirty
+    # map is not empty"), with the VMs left to roll back.
+    from zvm.client import TaskFailedError
+
+    w = world
+    w.a.wait_for_task(w.a.pause_vpg(w.vpg))
+    try:
+        before = _state(w)
+        started = time.monotonic()
+        task = w.b.move(w.vpg)
+        w.run_b()
+        with pytest.raises(TaskFailedError, match="is paused: a move waits for its VMs' last writes"):
+            w.b.wait_for_task(task)
+        assert time.monotonic() - started < 30
+        after = _state(w)
+        assert (after[0], after[2], after[3]) == (before[0], before[2], before[3])  # one more report: Failed
+        assert w.a.vpg(w.vpg)["SubStatus"] == VpgSubStatus.ReplicationPausedUserInitiated
+    finally:
+        w.a.wait_for_task(w.a.resume_vpg(w.vpg))
+    wait_for(lambda: w.a.vpg(w.vpg)["SubStatus"] == VpgSubStatus.NONE, 60, "the resumed VPG's bitmap sync to end")
+
+
 def test_a_commit_the_vra_refuses_leaves_the_failover_ready_to_commit_again_or_roll_back(world, monkeypatch):
     # A refused commit used to leave the operation "Committing" for good: neither commit nor rollback
     # could be ordered again.

@@ -46,6 +46,7 @@ from zvm.monitoring.events import EventLog, clock
 from zvm.monitoring.probe import Round, probe
 from zvm.monitoring.rules import (
     JOURNAL_BROKEN_STATES,
+    JOURNAL_TAKING_STATES,
     REPLICATING,
     AlertSpec,
     VpgFigures,
@@ -338,7 +339,7 @@ class Monitor(Loop):
                 restart = (vpg.status, vpg.substatus) == ("Error", "Error")
         mirror = not protect and vpg.protected_site_id != self.zvm.local_site_id()
         healthy = ((mirror or (bool(protect) and all(p["state"] == "ok" for p in protect)))
-                   and recover is not None and recover["state"] == "ok")
+                   and recover is not None and recover["state"] in JOURNAL_TAKING_STATES)
         # the journal holds a consistent checkpoint now (not only one the database remembers)
         consistent = (any(c.consistent for c in listed or [])
                       or bool(recover and recover["counters"].get("newest_consistent_checkpoint_s")))

@@ -104,6 +104,10 @@ def vpg_status(v: VpgFigures) -> str:
 
 
 JOURNAL_BROKEN_STATES = ("journal-corrupt", "journal-error")
+# The recover role's states in which its journal takes the stream's writes: past the warning threshold, or
+# with less history than configured (the hard limit promoted early) are warnings of their own (the journal and
+# history alerts); a full journal pushes the protect side back, a failed promotion is not yet understood.
+JOURNAL_TAKING_STATES = ("ok", "journal-warning", "journal-history_shrunk")
 
 
 def journal_alert(identifier: str, name: str, state: str, error: str) -> AlertSpec | None:

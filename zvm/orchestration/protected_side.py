@@ -92,6 +92,9 @@ def _begin(zvm, vpg: m.Vpg, body: dict) -> dict:
     kind = body.get("Kind")
     if kind not in BEGIN:
         raise ValidationError("Kind must be FailoverTest, Failover or Move", field="Kind")
+    if kind == "Move" and vpg.paused:
+        raise ConflictError(f"VPG {vpg.name} is paused: a move waits for its VMs' last writes to reach the "
+                            "recovery journal, and a paused VPG sends none; resume it first, or fail over")
     vc = _vcenter(zvm)
     try:
         rv = vc.recovery()
@@ -161,7 +164,7 @@ def _rollback(zvm, vpg: m.Vpg, body: dict) -> dict:
                     powered.append(moid)
         finally:
             vc.close()
-    _set(vpg, status="MeetingSLA", substatus="None")
+    _set(vpg, status="MeetingSLA", substatus=_protecting(vpg))
     _event(vpg, "RecoveryRolledBack", f"VPG {vpg.name}: the recovery was rolled back; source VMs powered on again: "
            f"{len(powered)}")
     return {"PoweredOn": powered}
@@ -169,8 +172,13 @@ def _rollback(zvm, vpg: m.Vpg, body: dict) -> dict:
 
 def _end(zvm, vpg: m.Vpg, body: dict) -> dict:
     if vpg.substatus == "Testing":
-        _set(vpg, substatus="None")
+        _set(vpg, substatus=_protecting(vpg))
     return {}
+
+
+def _protecting(vpg: m.Vpg) -> str:
+    """The substatus of a VPG that protects again after an operation: a pause outlives the operation."""
+    return "ReplicationPausedUserInitiated" if vpg.paused else "None"
 
 
 def _commit(zvm, vpg: m.Vpg, body: dict, caller: m.Site | None) -> dict:
