@@ -106,7 +106,7 @@ def delete_vpg(vpgIdentifier, body):
     if running is not None:
         raise ConflictError(f"VPG {vpg.name} has a {running.kind} in progress: end it before deleting the VPG")
     vpg.status, vpg.substatus = "Deleting", "Deleting"
-    vpg.save()
+    vpg.save(only=[m.Vpg.status, m.Vpg.substatus])  # the fields this call owns: not the monitor's figures
     body = body or {}
     task = queue_task("DeleteVpg", vpg=vpg.identifier, params={
         "KeepRecoveryVolumes": bool(body.get("KeepRecoveryVolumes", False)), "Force": bool(body.get("Force", False))})
@@ -130,7 +130,7 @@ def pause_vpg(vpgIdentifier):
     if vpg.paused:
         raise ConflictError(f"VPG {vpg.name} is paused already: resume it with POST .../resume")
     vpg.paused, vpg.substatus = True, "ReplicationPausedUserInitiated"
-    vpg.save()
+    vpg.save(only=[m.Vpg.paused, m.Vpg.substatus])
     return render.task_id(queue_task("PauseVpg", vpg=vpg.identifier))
 
 
@@ -142,7 +142,7 @@ def resume_vpg(vpgIdentifier):
     if not vpg.paused:
         raise ConflictError(f"VPG {vpg.name} is not paused")
     vpg.paused, vpg.substatus = False, "BitmapSync"
-    vpg.save()
+    vpg.save(only=[m.Vpg.paused, m.Vpg.substatus])
     return render.task_id(queue_task("ResumeVpg", vpg=vpg.identifier))
 
 
@@ -155,7 +155,7 @@ def force_sync_vpg(vpgIdentifier):
     if vpg.paused:
         raise ConflictError(f"VPG {vpg.name} is paused: resume it first")
     vpg.substatus = "DeltaSync"
-    vpg.save()
+    vpg.save(only=[m.Vpg.substatus])
     return render.task_id(queue_task("ForceSyncVpg", vpg=vpg.identifier))
 
 
