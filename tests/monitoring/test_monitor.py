@@ -216,3 +216,20 @@ def test_a_sync_ends_while_the_journal_warns_of_its_size_or_history(api):
         recover["state"] = state
         monitor.run_once(now=t0 + i)
         assert vpg_view(api, vid)["substatus"] == after, state
+
+
+def test_settings_applied_to_a_vpg_keep_the_status_written_since_it_was_read(api):
+    """The peer's settings (zvm.orchestration.mirror.apply_doc) land on a row read before the monitor wrote the
+    VPG's status and figures: they write what they set, not the whole row as it was read."""
+    from zvm import db as zdb
+    from zvm.orchestration.mirror import apply_doc, vpg_doc
+
+    vid, *_ = setup(api)
+    row = m.Vpg.get(m.Vpg.identifier == vid)
+    m.Vpg.update(status="RpoNotMeetingSLA", substatus="DisconnectedFromPeer", actual_rpo_seconds=42).where(
+        m.Vpg.identifier == vid).execute()  # the monitor, meanwhile
+    with zdb.transaction():
+        apply_doc(row, {**vpg_doc(row), "RpoInSeconds": 120})
+    got = m.Vpg.get(m.Vpg.identifier == vid)
+    assert (got.status, got.substatus, got.actual_rpo_seconds, got.rpo_threshold_seconds) == (
+        "RpoNotMeetingSLA", "DisconnectedFromPeer", 42, 120)

@@ -63,7 +63,10 @@ def apply_doc(vpg: m.Vpg, doc: dict, *, replica_paths: dict[str, str] | None = N
     vpg.test_network = doc.get("TestNetwork")
     vpg.boot_groups = copy.deepcopy(doc.get("BootGroups") or [])
     vpg.updated_at = time.time()
-    vpg.save()
+    if vpg.id is None:
+        vpg.save()
+    else:  # what this call and its caller set: the status and figures the monitor wrote meanwhile stay
+        vpg.save(only=vpg.dirty_fields)
     paths = replica_paths or {}
     wanted = {vm["VmIdentifier"]: vm for vm in doc.get("Vms") or []}
     m.VpgVm.delete().where(m.VpgVm.vpg == vpg, m.VpgVm.vm_moid.not_in(list(wanted) or [""])).execute()
