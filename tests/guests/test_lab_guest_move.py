@@ -14,20 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 
 from guests.runner import COMMIT, READY, acknowledged_before
+from tests.guests.lab import ok, tagged_checkpoint, zvm_cli
 from tests.lab.helpers import wait_for, zvm_lab
-from zvm.client import ZvmClient
 from zvm.lab.state import LabState
-
-
-def _ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def _highest(reports) -> int:
@@ -35,18 +27,11 @@ def _highest(reports) -> int:
     return acknowledged_before(reports, math.inf)
 
 
-def _zvm(state: LabState, site: str, *args: str, timeout: float) -> str:
-    z = state.zvms[site]
-    env = dict(os.environ, ZVM_URL=z["url"], ZVM_USER=z["username"], ZVM_PASSWORD=z["password"])
-    return _ok(subprocess.run([sys.executable, "-m", "zvm.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout))
-
-
 def test_a_lab_guest_follows_a_move_and_replicates_back(tmp_path):
     lab_dir = tmp_path / "lab"
     up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--guests", "1", timeout=300)
     try:
-        _ok(up)
+        ok(up)
         state = LabState.load(lab_dir)
         guests = lab_dir / "guests"
         (name,) = json.loads((guests / "guests.json").read_text())
@@ -54,13 +39,13 @@ def test_a_lab_guest_follows_a_move_and_replicates_back(tmp_path):
         wait_for(lambda: _highest(reports) >= 20, 180, "the protected guest's commits")
         old = state.process(f"guest-{name}")
 
-        paused = _ok(zvm_lab(lab_dir, "workload", "pause"))
+        paused = ok(zvm_lab(lab_dir, "workload", "pause"))
         assert f"guests powered off: {name}" in paused, paused
         acknowledged_a = _highest(reports)
-        _zvm(state, "recovery", "move", state.vpg["name"], "--wait", timeout=300)
+        zvm_cli(state, "recovery", "move", state.vpg["name"], "--wait", timeout=300)
         committed = time.monotonic()
 
-        attached = _ok(zvm_lab(lab_dir, "attach"))
+        attached = ok(zvm_lab(lab_dir, "attach"))
         assert f"guest {name} booted on the recovery site" in attached, attached
         state = LabState.load(lab_dir)
         new = state.process(f"guest-{name}")
@@ -82,24 +67,18 @@ def test_a_lab_guest_follows_a_move_and_replicates_back(tmp_path):
 
         # its writes reach the original site: a checkpoint on the VPG's protected site (the recovery site now),
         # checked by the original site's ZVM (the VPG's recovery site now) with the guest's reports
-        z = state.zvms["recovery"]
         vpg = state.vpg["identifier"]
         acknowledged_b = _highest(reports)
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as b:
-            cp = b.wait_for_task(b.take_checkpoint(vpg, "after-move"), timeout=120)["Result"]["CheckpointIdentifier"]
-        z = state.zvms["protected"]
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as a:
-            wait_for(lambda: any(c["CheckpointIdentifier"] == cp for c in a.request("GET", f"/vpgs/{vpg}/checkpoints")),
-                     60, "the original site to list the checkpoint")
-        out = _zvm(state, "protected", "verify-checkpoint", state.vpg["name"], cp, timeout=600)
+        cp = tagged_checkpoint(state, vpg, "after-move", on="recovery", listed_on="protected")
+        out = zvm_cli(state, "protected", "verify-checkpoint", state.vpg["name"], cp, timeout=600)
         assert f"{name}: PASS" in out, out
         assert acknowledged_b > acknowledged_a
 
         # and back: the guest runs on the protected site again, with everything it acknowledged on the other
-        _ok(zvm_lab(lab_dir, "workload", "pause"))
+        ok(zvm_lab(lab_dir, "workload", "pause"))
         acknowledged_b = _highest(reports)
-        _zvm(state, "protected", "move", state.vpg["name"], "--wait", timeout=300)
-        attached = _ok(zvm_lab(lab_dir, "attach"))
+        zvm_cli(state, "protected", "move", state.vpg["name"], "--wait", timeout=300)
+        attached = ok(zvm_lab(lab_dir, "attach"))
         assert f"guest {name} booted on the protected site" in attached, attached
         ready = wait_for(lambda: app.exists() and READY.search(app.read_text()), 180, "the guest back home")
         assert int(ready.group(2)) >= acknowledged_b
@@ -112,24 +91,18 @@ def test_a_committed_failover_boots_the_guest_on_its_volume(tmp_path):
     lab_dir = tmp_path / "lab"
     up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--guests", "1", timeout=300)
     try:
-        _ok(up)
+        ok(up)
         state = LabState.load(lab_dir)
         guests = lab_dir / "guests"
         (name,) = json.loads((guests / "guests.json").read_text())
         reports = guests / f"{name}-reports.log"
         wait_for(lambda: _highest(reports) >= 20, 180, "the protected guest's commits")
-        _ok(zvm_lab(lab_dir, "workload", "pause"))  # the disaster: every acknowledged transaction is the test
+        ok(zvm_lab(lab_dir, "workload", "pause"))  # the disaster: every acknowledged transaction is the test
         acknowledged = _highest(reports)
         vpg = state.vpg["identifier"]
-        z = state.zvms["protected"]
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as a:
-            cp = a.wait_for_task(a.take_checkpoint(vpg, "before-failover"), timeout=120)["Result"]["CheckpointIdentifier"]
-        z = state.zvms["recovery"]
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as b:
-            wait_for(lambda: any(c["CheckpointIdentifier"] == cp for c in b.request("GET", f"/vpgs/{vpg}/checkpoints")),
-                     60, "the recovery site to list the checkpoint")
-        _zvm(state, "recovery", "failover", state.vpg["name"], "--checkpoint", cp, "--commit-policy", "Commit",
-             "--commit-timeout", "0", "--no-reverse-protection", "--wait", timeout=300)
+        cp = tagged_checkpoint(state, vpg, "before-failover", on="protected", listed_on="recovery")
+        zvm_cli(state, "recovery", "failover", state.vpg["name"], "--checkpoint", cp, "--commit-policy", "Commit",
+                "--commit-timeout", "0", "--no-reverse-protection", "--wait", timeout=300)
         committed = time.monotonic()
         watch = lab_dir / "logs" / "guest-watch.log"
         wait_for(lambda: "committed: booting" in watch.read_text(), 60, "the watcher to boot the committed guest")

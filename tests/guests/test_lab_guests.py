@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 from guests.runner import acknowledged_before
+from tests.guests.lab import client, ok, tagged_checkpoint, zvm_cli
 from tests.lab.helpers import wait_for, zvm_lab
-from zvm.client import ZvmClient
 from zvm.lab.state import LabState
-
-
-def _ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def test_lab_guests_recover_and_check_out(tmp_path):
     lab_dir = tmp_path / "lab"
     up = zvm_lab(lab_dir, "up", "--disk-mb", "64", "--guests", "1", timeout=300)
     try:
-        assert "1 VMs run a Debian guest" in _ok(up)
+        assert "1 VMs run a Debian guest" in ok(up)
         state = LabState.load(lab_dir)
         guests = lab_dir / "guests"
         (name,) = json.loads((guests / "guests.json").read_text())
@@ -37,13 +29,8 @@ def test_lab_guests_recover_and_check_out(tmp_path):
 
         vpg = state.vpg["identifier"]
         acknowledged = acknowledged_before(reports, math.inf)
-        z = state.zvms["protected"]
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as a:
-            cp = a.wait_for_task(a.take_checkpoint(vpg, "guests"), timeout=120)["Result"]["CheckpointIdentifier"]
-        z = state.zvms["recovery"]
-        with ZvmClient(z["url"]).login(z["username"], z["password"]) as b:
-            wait_for(lambda: any(c["CheckpointIdentifier"] == cp for c in b.request("GET", f"/vpgs/{vpg}/checkpoints")),
-                     60, "the recovery site to list the checkpoint")
+        cp = tagged_checkpoint(state, vpg, "guests", on="protected", listed_on="recovery")
+        with client(state, "recovery") as b:
             b.wait_for_task(b.failover_test(vpg, checkpoint=cp), timeout=120)
             app = guests / f"recovered-{name}-app.log"
             wait_for(lambda: app.exists() and "ZVR-APP READY" in app.read_text(), 180, "the recovered guest")
@@ -54,10 +41,7 @@ def test_lab_guests_recover_and_check_out(tmp_path):
             watch = lab_dir / "logs" / "guest-watch.log"
             wait_for(lambda: "powered off" in watch.read_text(), 30, "the recovered guest powered off")
 
-            env = dict(os.environ, ZVM_URL=z["url"], ZVM_USER=z["username"], ZVM_PASSWORD=z["password"])
-            verify = subprocess.run([sys.executable, "-m", "zvm.cli", "verify-checkpoint", state.vpg["name"]],
-                                    env=env, capture_output=True, text=True, timeout=600)
-            out = _ok(verify)
+            out = zvm_cli(state, "recovery", "verify-checkpoint", state.vpg["name"], timeout=600)
             assert f"{name}: PASS" in out and out.count("not checked") == 2, out
             tags = [c["Tag"] or "" for c in b.request("GET", f"/vpgs/{vpg}/checkpoints")]
             assert any("Tested at " in t and t.endswith(": passed") for t in tags), tags  # "<tag> | Tested at ..."
