@@ -233,3 +233,27 @@ def test_settings_applied_to_a_vpg_keep_the_status_written_since_it_was_read(api
     got = m.Vpg.get(m.Vpg.identifier == vid)
     assert (got.status, got.substatus, got.actual_rpo_seconds, got.rpo_threshold_seconds) == (
         "RpoNotMeetingSLA", "DisconnectedFromPeer", 42, 120)
+
+
+def test_a_failed_recoverability_check_stays_alerted_across_passes(api):
+    """The check raises VpgCheckpointVerifyFailed (zvm.orchestration.recoverability); the monitor's pass, which
+    makes the active alerts equal what it wants, cleared it within a second because it did not want it."""
+    from zvm import db as zdb
+    from zvm.monitoring.alerts import VERIFIED_EVENT, VERIFY_FAILED, reconcile_alerts, verdict_alerts
+
+    vid, vra, control, protect, recover = setup(api)
+    t0 = time.time()
+    recover["counters"]["newest_consistent_checkpoint_s"] = t0
+    with zdb.transaction():
+        m.Event.create(kind=VERIFIED_EVENT, category="Vpg", user="system", description="VPG web: FAILED",
+                       entity_id=vid, result="Failed", started_at=t0, completed_at=t0)
+        reconcile_alerts(verdict_alerts(), t0, scope={VERIFY_FAILED})
+    monitor = Monitor(api.zvm, control=control)
+    monitor.run_once(now=t0 + 1)
+    monitor.run_once(now=t0 + 2)
+    assert "FAILED" in active_alerts(api, vid)[VERIFY_FAILED]
+    with zdb.transaction():  # a later check passes: the next pass clears it
+        m.Event.create(kind=VERIFIED_EVENT, category="Vpg", user="system", description="VPG web: passed",
+                       entity_id=vid, result="Succeeded", started_at=t0 + 3, completed_at=t0 + 3)
+    monitor.run_once(now=t0 + 4)
+    assert VERIFY_FAILED not in active_alerts(api, vid)

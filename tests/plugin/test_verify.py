@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -88,3 +89,35 @@ def test_verify_the_newest_checkpoint_boots_the_guest_and_tags_it_passed(guest_l
     tasks = site.api().get(f"{site.url}/v1/tasks?vpgIdentifier={vpg}&limit=50", timeout=30).json()
     checks = [t for t in tasks if t["Type"] == TaskType.VerifyCheckpoint]
     assert len(checks) == 1 and checks[0]["InitiatedBy"] == "admin", checks
+
+
+def test_a_check_that_finds_a_lost_transaction_shows_failed_with_its_alert(guest_lab, page):
+    """The guest's reports say a transaction was acknowledged before the checkpoint that the image does not
+    hold (a line added to the reports log, as if the application had acknowledged it and the write was lost):
+    the check boots the guest, which finds it missing; the modal shows the failed task and the checkpoint's
+    "Tested at ...: FAILED" tag, and the dashboard the VpgCheckpointVerifyFailed alert."""
+    site = guest_lab.recovery
+    vpg = guest_lab.vpg["identifier"]
+    reports = Path(guest_lab.state["lab_dir"]) / "guests"
+    (name,) = json.loads((reports / "guests.json").read_text())
+    with open(reports / f"{name}-reports.log", "a") as log:  # the follower appends too (O_APPEND: whole lines)
+        log.write(f"{time.time() - 30:.3f} ZVR-COMMIT 99999999 lost\n")
+    login(page, site, f"/plugin/?poll=2000#/vpg/{vpg}")
+    expect(page.get_by_test_id("vpg-name")).to_have_text(guest_lab.vpg["name"])
+    page.get_by_test_id(f"actions-{guest_lab.vpg['name']}").select_option("verify")
+    modal = page.get_by_test_id("modal")
+    modal.get_by_test_id("submit").click()
+    failed = modal.get_by_test_id("task-failed")
+    expect(failed).to_be_visible(timeout=240_000)
+    expect(failed).to_contain_text("FAILED its recoverability check")
+    expect(failed).to_contain_text(name)
+    assert modal.get_by_test_id("task-done").count() == 0
+    verdict = modal.get_by_test_id("verify-tag")
+    expect(verdict).to_contain_text(": FAILED")
+    assert "alert-danger" in verdict.get_attribute("class")
+    shoot(page, "verify-failed")
+    modal.get_by_role("button", name="Close").click()
+    alerts = site.api().get(f"{site.url}/v1/alerts?isActive=true", timeout=30).json()
+    assert [a["EntityIdentifier"] for a in alerts if a["Code"] == "VpgCheckpointVerifyFailed"] == [vpg], alerts
+    page.goto(f"{site.url}/plugin/?poll=2000#/")
+    expect(page.get_by_test_id("alerts-table")).to_contain_text("FAILED", timeout=30_000)

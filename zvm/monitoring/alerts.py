@@ -8,6 +8,10 @@ The recovery alerts, from the recovery operations and events in the database:
 - ``VpgRecoveryScratchFull``: a failover or move before commit whose scratch is full (its VMs cannot write);
 - ``VpgRecoveryWaitingForPeer``: the protected site has not been told of a commit or rollback yet;
 - ``VpgRecoveryFilesLeftOver``: a deleted VPG's recovery files that were not deleted, until dismissed.
+
+And the recoverability checks' alert (``verdict_alerts``, zvm.orchestration.recoverability):
+``VpgCheckpointVerifyFailed`` while a VPG's latest check failed. Monitoring's pass wants every alert of these
+kinds too, or it would clear them.
 """
 
 from __future__ import annotations
@@ -87,6 +91,19 @@ def recovery_alerts() -> list[AlertSpec]:
     for ev in m.Event.select().where(m.Event.kind == "RecoveryVolumesLeftOver"):
         out.append(AlertSpec("VpgRecoveryFilesLeftOver", "Warning", "Vpg", ev.entity_id, ev.description))
     return out
+
+
+VERIFIED_EVENT = "CheckpointVerified"
+VERIFY_FAILED = "VpgCheckpointVerifyFailed"
+
+
+def verdict_alerts() -> list[AlertSpec]:
+    """An alert per VPG whose latest recoverability check failed (call inside a transaction)."""
+    latest: dict[str, m.Event] = {}
+    for ev in m.Event.select().where(m.Event.kind == VERIFIED_EVENT).order_by(m.Event.started_at, m.Event.id):
+        latest[ev.entity_id] = ev
+    return [AlertSpec(VERIFY_FAILED, "Error", "Vpg", vpg, ev.description)
+            for vpg, ev in latest.items() if ev.result == "Failed"]
 
 
 def refresh_alerts(now: float | None = None) -> None:

@@ -41,7 +41,7 @@ from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import TransientError, ZvmError
 from zvm.monitoring import history
-from zvm.monitoring.alerts import reconcile_alerts, recovery_alerts
+from zvm.monitoring.alerts import reconcile_alerts, recovery_alerts, verdict_alerts
 from zvm.monitoring.events import EventLog, clock
 from zvm.monitoring.probe import Round, probe
 from zvm.monitoring.rules import (
@@ -208,7 +208,7 @@ class Monitor(Loop):
         for vpg_id in [v for v in self._recover_seen if v not in known]:
             del self._recover_seen[vpg_id]
         wanted += list(self._journals.values())
-        wanted += recovery_alerts()
+        wanted += recovery_alerts() + verdict_alerts()
         self.events.write()
         history.store(self._buckets)
         if now - self._pruned_at >= PRUNE_EVERY_S:

@@ -31,16 +31,15 @@ from guests.runner import Guest, GuestError, GuestImage, acknowledged_before, av
 from zvm import db as zdb
 from zvm import models as m
 from zvm.errors import ConflictError, NotFoundError, PermanentError, ValidationError, ZvmError
-from zvm.monitoring.alerts import reconcile_alerts
-from zvm.monitoring.rules import AlertSpec
+from zvm.monitoring.alerts import VERIFIED_EVENT, VERIFY_FAILED, reconcile_alerts, verdict_alerts
 from zvm.orchestration.tasks import TaskContext, handler
 from zvm.placement import vra_ref
 
 log = logging.getLogger("zvm.recoverability")
 
 KIND = "VerifyCheckpoint"
-EVENT = "CheckpointVerified"
-ALERT = "VpgCheckpointVerifyFailed"
+EVENT = VERIFIED_EVENT
+ALERT = VERIFY_FAILED
 SCRATCH_LIMIT = 256 << 20  # what a check may write (journal replay, the database's own recovery)
 BOOT_TIMEOUT = 300.0
 
@@ -94,15 +93,6 @@ def _tag(old: str | None, passed: bool, when: float) -> str:
     note = f"Tested at {stamp} UTC: {'passed' if passed else 'FAILED'}"
     base = (old or "").split(" | Tested at ")[0] if old and not old.startswith("Tested at ") else ""
     return (f"{base} | {note}" if base else note)[:255]
-
-
-def verdict_alerts() -> list[AlertSpec]:
-    """An alert per VPG whose latest recoverability check failed (call inside a transaction)."""
-    latest: dict[str, m.Event] = {}
-    for ev in m.Event.select().where(m.Event.kind == EVENT).order_by(m.Event.started_at, m.Event.id):
-        latest[ev.entity_id] = ev
-    return [AlertSpec(ALERT, "Error", "Vpg", vpg, ev.description)
-            for vpg, ev in latest.items() if ev.result == "Failed"]
 
 
 @handler(KIND)
