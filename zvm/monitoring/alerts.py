@@ -9,9 +9,9 @@ The recovery alerts, from the recovery operations and events in the database:
 - ``VpgRecoveryWaitingForPeer``: the protected site has not been told of a commit or rollback yet;
 - ``VpgRecoveryFilesLeftOver``: a deleted VPG's recovery files that were not deleted, until dismissed.
 
-And the recoverability checks' alert (``verdict_alerts``, zvm.orchestration.recoverability):
-``VpgCheckpointVerifyFailed`` while a VPG's latest check failed. Monitoring's pass wants every alert of these
-kinds too, or it would clear them.
+And the recoverability checks' alert (``verdict_alerts``, from the ``CheckpointVerified`` events that
+zvm.orchestration.recoverability records): ``VpgCheckpointVerifyFailed`` while a VPG's latest check failed.
+Monitoring's pass wants every alert of these kinds too, or it would clear them.
 """
 
 from __future__ import annotations

@@ -38,8 +38,6 @@ from zvm.placement import vra_ref
 log = logging.getLogger("zvm.recoverability")
 
 KIND = "VerifyCheckpoint"
-EVENT = VERIFIED_EVENT
-ALERT = VERIFY_FAILED
 SCRATCH_LIMIT = 256 << 20  # what a check may write (journal replay, the database's own recovery)
 BOOT_TIMEOUT = 300.0
 
@@ -164,10 +162,10 @@ def verify_checkpoint(ctx: TaskContext) -> dict:
             + "; ".join(f"{f['Vm']}: {f['Summary']}" for f in findings))
     with zdb.transaction():
         m.Checkpoint.update(tag=_tag(cp.tag, passed, now)).where(m.Checkpoint.id == cp.id).execute()
-        m.Event.create(kind=EVENT, category="Vpg", user="system", description=text, entity_id=vpg.identifier,
+        m.Event.create(kind=VERIFIED_EVENT, category="Vpg", user="system", description=text, entity_id=vpg.identifier,
                        result="Succeeded" if passed else "Failed",  # not task=: the task's end rewrites those
                        detail=cp.identifier, started_at=started, completed_at=now)
-        reconcile_alerts(verdict_alerts(), now, scope={ALERT})
+        reconcile_alerts(verdict_alerts(), now, scope={VERIFY_FAILED})
     ctx.progress(100, text[:500])
     if not passed:
         raise PermanentError(text)
